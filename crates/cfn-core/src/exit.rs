@@ -1,0 +1,134 @@
+//! Exit codes (contract section 6) and the error type that carries one.
+
+use std::fmt;
+use std::io;
+
+/// The exit statuses every cfn tool uses; a script can rely on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// `cfn-alert` only: at least one alert is firing.
+    Firing = 1,
+    /// Bad flags or arguments.
+    Usage = 2,
+    /// Bad data: a value that is not a finite number, malformed input under `--strict`.
+    DataErr = 65,
+    /// An input file or directory does not exist.
+    NoInput = 66,
+    /// An output file cannot be created.
+    CantCreate = 73,
+    /// Other I/O error (disk full, permission).
+    IoErr = 74,
+    /// Temporary failure: lock timeout, remote endpoint unavailable after retries.
+    TempFail = 75,
+    /// Bad configuration (rules file, environment).
+    Config = 78,
+}
+
+impl Exit {
+    /// The numeric status.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The man-page table of exit codes, shared by every tool's `--help`.
+    pub const HELP_TABLE: &'static str = "\
+EXIT STATUS:
+  0   success
+  1   cfn-alert only: at least one alert is firing
+  2   usage error (bad flags or arguments)
+  65  bad data: a value that is not a finite number, malformed input under --strict
+  66  an input file or directory does not exist
+  73  an output file cannot be created
+  74  other I/O error (disk full, permission)
+  75  temporary failure: lock timeout, remote endpoint unavailable after retries
+  78  bad configuration (rules file, environment)";
+}
+
+/// An error that knows which exit status it should produce.
+///
+/// Wrap it in `anyhow::Error` (via `?` or [`fail`]); the main helper finds it anywhere in the
+/// cause chain.
+#[derive(Debug)]
+pub struct ExitError {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl fmt::Display for ExitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// Builds an `anyhow::Error` that exits with `exit`.
+pub fn fail(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ExitError {
+        exit,
+        message: message.into(),
+    })
+}
+
+/// Picks the exit status for an error: an [`ExitError`] anywhere in the chain wins, then the
+/// kind of the first `io::Error`, else 74 for I/O-looking failures and 1... never: unknown
+/// errors are I/O errors (74) because every other class is tagged where it is raised.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ExitError>() {
+            return e.exit;
+        }
+    }
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<io::Error>() {
+            return exit_for_io(e);
+        }
+    }
+    Exit::IoErr
+}
+
+/// Maps an I/O error kind to an exit status.
+pub fn exit_for_io(e: &io::Error) -> Exit {
+    match e.kind() {
+        io::ErrorKind::NotFound => Exit::NoInput,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Exit::TempFail,
+        io::ErrorKind::InvalidData => Exit::DataErr,
+        _ => Exit::IoErr,
+    }
+}
+
+/// True when the error is a broken pipe on output, which is a normal end (`cfn-cat | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn exit_error_deep_in_chain_decides_status() {
+        let err = Err::<(), _>(fail(Exit::TempFail, "lock timeout"))
+            .context("writing shard")
+            .unwrap_err();
+        assert_eq!(exit_for(&err), Exit::TempFail);
+    }
+
+    #[test]
+    fn not_found_maps_to_no_input() {
+        let err = anyhow::Error::new(io::Error::from(io::ErrorKind::NotFound)).context("x");
+        assert_eq!(exit_for(&err), Exit::NoInput);
+    }
+
+    #[test]
+    fn broken_pipe_is_detected() {
+        let err = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&err));
+    }
+}

@@ -1,0 +1,283 @@
+//! Safe file handling in shared directories (contract section 3): no symlinks, regular files
+//! only, no files owned by another non-root user, bounded lock waits with the same-inode
+//! re-check, and atomic replacement of whole files.
+
+use crate::exit::{Exit, fail};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The effective user id of this process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid()
+    }
+}
+
+/// How a file in a shared directory is opened.
+#[derive(Clone, Copy, Debug)]
+pub enum Access {
+    Read,
+    /// Append, creating the file with the given mode if it does not exist.
+    Append {
+        create: bool,
+        mode: u32,
+    },
+}
+
+/// Opens `path` without following a symlink, and refuses anything that is not a regular file
+/// owned by us or root.
+///
+/// # Errors
+/// Exit 73 (writing) or 66/74 (reading) with a message naming the path and the reason.
+pub fn open_safe(path: &Path, access: Access) -> anyhow::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    let writing = matches!(access, Access::Append { .. });
+    match access {
+        Access::Read => {
+            opts.read(true);
+        }
+        Access::Append { create, mode } => {
+            opts.append(true).create(create).mode(mode);
+        }
+    }
+    let file = opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            fail(
+                if writing {
+                    Exit::CantCreate
+                } else {
+                    Exit::IoErr
+                },
+                format!("refusing to follow the symlink at {}", path.display()),
+            )
+        } else {
+            let exit = match (writing, e.kind()) {
+                (_, io::ErrorKind::NotFound) if !writing => Exit::NoInput,
+                (true, io::ErrorKind::NotFound) => Exit::CantCreate,
+                (true, io::ErrorKind::PermissionDenied) => Exit::CantCreate,
+                _ => crate::exit::exit_for_io(&e),
+            };
+            fail(exit, format!("cannot open {}: {e}", path.display()))
+        }
+    })?;
+    check_file(&file, path, writing)?;
+    Ok(file)
+}
+
+fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<()> {
+    let meta = file.metadata()?;
+    let exit = if writing {
+        Exit::CantCreate
+    } else {
+        Exit::IoErr
+    };
+    if !meta.file_type().is_file() {
+        return Err(fail(
+            exit,
+            format!("refusing {}: not a regular file", path.display()),
+        ));
+    }
+    let me = effective_uid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(fail(
+            exit,
+            format!(
+                "refusing {}: owned by uid {}, not by this user (uid {me}) or root",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for an exclusive flock on `file`.
+///
+/// Returns `false` on timeout. std's `File::lock` is flock(2) on Linux, so this excludes
+/// bash scripts that `flock` the same file.
+///
+/// # Errors
+/// I/O errors other than contention.
+pub fn lock_with_timeout(file: &File, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    // Start short: most waits are a few microseconds behind another writer.
+    let mut pause = Duration::from_micros(50);
+    let mut spins = 0u32;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        // Spread the retries of many waiting writers so they do not wake in step.
+        spins = spins.wrapping_add(1);
+        let jitter = Duration::from_micros(
+            ((std::process::id() ^ spins.wrapping_mul(2_654_435_761)) % 200) as u64,
+        );
+        std::thread::sleep((pause + jitter).min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Opens `path` for appending, creating it with `mode`, and holds its exclusive lock.
+///
+/// After locking, checks that the locked file is still the one at the path (same device and
+/// inode); if the archiver renamed it away meanwhile, reopens and retries, so a record never
+/// lands in a file that is no longer the shard.
+///
+/// # Errors
+/// Exit 75 when the lock is not free within `timeout`; open errors as [`open_safe`].
+pub fn open_locked_append(path: &Path, mode: u32, timeout: Duration) -> anyhow::Result<File> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let file = open_safe(path, Access::Append { create: true, mode })?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !lock_with_timeout(&file, left)? {
+            return Err(lock_timeout(path, timeout));
+        }
+        if same_file_at_path(&file, path)? {
+            return Ok(file);
+        }
+        drop(file);
+        if Instant::now() >= deadline {
+            return Err(lock_timeout(path, timeout));
+        }
+    }
+}
+
+/// The error for a lock that was not free in time (exit 75).
+pub fn lock_timeout(path: &Path, timeout: Duration) -> anyhow::Error {
+    fail(
+        Exit::TempFail,
+        format!(
+            "timed out after {} ms waiting for the lock on {} (another process holds it; raise CFN_LOCK_TIMEOUT_MS to wait longer)",
+            timeout.as_millis(),
+            path.display()
+        ),
+    )
+}
+
+/// True when `file` is the file currently at `path` (not renamed away or replaced).
+///
+/// # Errors
+/// I/O errors other than the path being gone.
+pub fn same_file_at_path(file: &File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename,
+/// then fsync of the directory. Readers see the old file or the new one, never a part.
+///
+/// # Errors
+/// Exit 73 when the temp file cannot be created, 74 on other I/O errors (disk full).
+pub fn write_atomic(path: &Path, mode: u32, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            fail(
+                Exit::CantCreate,
+                format!("cannot create a temp file in {}: {e}", dir.display()),
+            )
+        })?;
+    let io_err = |e: io::Error| {
+        fail(
+            crate::exit::exit_for_io(&e),
+            format!("cannot write {}: {e}", path.display()),
+        )
+    };
+    tmp.write_all(bytes).map_err(io_err)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err)?;
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| {
+        fail(
+            Exit::IoErr,
+            format!("cannot rename into {}: {}", path.display(), e.error),
+        )
+    })?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Best-effort fsync of a directory so a rename survives a crash.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_symlink_and_leaves_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = open_safe(
+            &link,
+            Access::Append {
+                create: true,
+                mode: 0o600,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn creates_new_files_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = open_locked_append(&p, 0o600, Duration::from_millis(100)).unwrap();
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn lock_times_out_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let holder = open_locked_append(&p, 0o600, Duration::from_millis(100)).unwrap();
+        let err = open_locked_append(&p, 0o600, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(crate::exit::exit_for(&err), Exit::TempFail);
+        drop(holder);
+        assert!(open_locked_append(&p, 0o600, Duration::from_millis(50)).is_ok());
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.prom");
+        write_atomic(&p, 0o644, b"one\n").unwrap();
+        write_atomic(&p, 0o644, b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,131 @@
+//! HTTP delivery with bounded retries, shared by `cfn-alert` and `cfn-push`.
+//!
+//! Every request has a timeout; 408, 429 and 5xx are retried with exponential backoff that
+//! honours `Retry-After`, a bounded number of times; other 4xx are not retried and their body
+//! is reported. Header values (API keys) are never part of any message.
+
+use std::time::Duration;
+
+/// How to deliver.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub timeout: Duration,
+    /// Attempts in all, including the first.
+    pub attempts: u32,
+    pub base_backoff: Duration,
+    /// Longest wait between attempts, also the cap on `Retry-After`.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempts: 4,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The result of a delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted with this status.
+    Accepted(u16),
+    /// Rejected with a 4xx that retrying would not fix; the body says why.
+    Rejected { status: u16, body: String },
+    /// Still failing after every attempt (5xx, 408, 429 or a network error).
+    GaveUp { attempts: u32, last: String },
+}
+
+/// A request to send: URL, headers (may hold secrets), body.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub url: &'a str,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: &'a [u8],
+}
+
+/// Strips credentials and query strings from a URL before it appears in a message: a Slack
+/// webhook URL is itself a secret, so only scheme and host are shown.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    if scheme.is_empty() {
+        format!("{host}/…")
+    } else {
+        format!("{scheme}://{host}/…")
+    }
+}
+
+/// POSTs `req`, retrying as the policy says.
+pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(policy.timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut last = String::new();
+    let mut backoff = policy.base_backoff;
+    for attempt in 1..=policy.attempts.max(1) {
+        let mut r = agent.post(req.url);
+        for (k, v) in &req.headers {
+            r = r.header(*k, v);
+        }
+        let mut wait = backoff;
+        match r.send(req.body) {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                if (200..300).contains(&status) {
+                    return Delivery::Accepted(status);
+                }
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_to_string()
+                    .unwrap_or_default();
+                if !(status == 408 || status == 429 || status >= 500) {
+                    return Delivery::Rejected { status, body };
+                }
+                last = format!("HTTP {status} {}", body.trim());
+                if let Some(secs) = retry_after {
+                    wait = Duration::from_secs(secs);
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if attempt < policy.attempts {
+            std::thread::sleep(wait.min(policy.max_backoff));
+            backoff = (backoff * 2).min(policy.max_backoff);
+        }
+    }
+    Delivery::GaveUp {
+        attempts: policy.attempts.max(1),
+        last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_webhook_paths_and_credentials() {
+        assert_eq!(
+            redact_url("https://hooks.slack.com/services/T000/B000/XXXX"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redact_url("http://user:pw@127.0.0.1:9/x?k=1"),
+            "http://127.0.0.1:9/…"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Opening inputs: hot shards, files, directories of archives (plain and gzip), and stdin.
+
+use crate::exit::{Exit, fail};
+use crate::fsutil::{Access, open_safe};
+use crate::paths::Config;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Buffer size for record input; large enough that a read syscall carries many records.
+pub const READ_BUF: usize = 256 * 1024;
+
+/// One input to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    /// A file; `shared` ones (hot shards found by listing a shared directory) are opened with
+    /// the symlink and owner checks.
+    File {
+        path: PathBuf,
+        shared: bool,
+    },
+}
+
+impl Input {
+    /// The name used in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Stdin => "<stdin>".into(),
+            Input::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    /// The path, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Input::Stdin => None,
+            Input::File { path, .. } => Some(path),
+        }
+    }
+
+    /// Opens the input for reading, decompressing `.gz` (every gzip member).
+    ///
+    /// # Errors
+    /// Exit 66 when a file does not exist; 74 for other I/O errors.
+    pub fn open(&self) -> anyhow::Result<Box<dyn BufRead + Send>> {
+        match self {
+            Input::Stdin => Ok(Box::new(BufReader::with_capacity(
+                READ_BUF,
+                std::io::stdin(),
+            ))),
+            Input::File { path, shared } => {
+                let file = if *shared {
+                    open_safe(path, Access::Read)?
+                } else {
+                    std::fs::File::open(path).map_err(|e| {
+                        fail(
+                            crate::exit::exit_for_io(&e),
+                            format!("cannot open {}: {e}", path.display()),
+                        )
+                    })?
+                };
+                Ok(wrap_reader(file, is_gzip_name(path)))
+            }
+        }
+    }
+}
+
+/// Wraps a reader in a buffer, with a multi-member gzip decoder when `gzip`.
+pub fn wrap_reader<R: Read + Send + 'static>(r: R, gzip: bool) -> Box<dyn BufRead + Send> {
+    if gzip {
+        Box::new(BufReader::with_capacity(
+            READ_BUF,
+            flate2::read::MultiGzDecoder::new(BufReader::new(r)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(READ_BUF, r))
+    }
+}
+
+/// True for `*.gz`.
+pub fn is_gzip_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+fn is_record_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")
+}
+
+/// Expands command-line paths into inputs: no path means every hot shard, `-` is stdin, a
+/// directory means every `*.jsonl` and `*.jsonl.gz` below it (sorted), a file is itself.
+///
+/// # Errors
+/// Exit 66 naming a path that does not exist.
+pub fn expand_inputs(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<Input>> {
+    if paths.is_empty() {
+        return Ok(config
+            .hot_shards()?
+            .into_iter()
+            .map(|(_, path)| Input::File { path, shared: true })
+            .collect());
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            out.push(Input::Stdin);
+            continue;
+        }
+        let meta = std::fs::metadata(p)
+            .map_err(|e| fail(Exit::NoInput, format!("{}: {e}", p.display())))?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            for entry in walkdir::WalkDir::new(p).follow_links(false) {
+                let entry = entry
+                    .map_err(|e| fail(Exit::IoErr, format!("walking {}: {e}", p.display())))?;
+                if entry.file_type().is_file() && is_record_file(entry.path()) {
+                    files.push(entry.into_path());
+                }
+            }
+            files.sort();
+            out.extend(files.into_iter().map(|path| Input::File {
+                path,
+                shared: false,
+            }));
+        } else {
+            out.push(Input::File {
+                path: p.clone(),
+                shared: false,
+            });
+        }
+    }
+    Ok(out)
+}

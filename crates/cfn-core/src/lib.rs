@@ -1,0 +1,22 @@
+//! The cfn-metrics data contract (`CONTRACT.md`) as code, shared by every cfn tool.
+//!
+//! It holds the record format and its writer, the JSONL reader with malformed-line
+//! reporting, shard paths from the environment, safe opening and locking of files in shared
+//! directories, time and duration parsing, the aggregate line format, the exit codes and the
+//! main helper. Tools own their flags and their own logic; nothing here knows about a
+//! particular tool.
+
+pub mod aggregate;
+pub mod cli;
+pub mod exit;
+pub mod fsutil;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod input;
+pub mod paths;
+pub mod pattern;
+pub mod reader;
+pub mod record;
+pub mod time;
+
+pub use exit::{Exit, fail};

@@ -1,0 +1,272 @@
+//! The record (contract section 1): validation of what users type and the compact writer.
+
+use crate::exit::{Exit, fail};
+use crate::time::{EpochMs, format_ms};
+use serde_json::{Map, Value};
+
+/// Longest metric name the contract allows, in bytes.
+pub const MAX_METRIC_LEN: usize = 200;
+
+/// A record to be written. Borrowed so a long-lived emitter can build one per line without
+/// allocating.
+#[derive(Clone, Debug, Default)]
+pub struct NewRecord<'a> {
+    pub agent: Option<&'a str>,
+    pub metric: &'a str,
+    pub value: f64,
+    pub unit: Option<&'a str>,
+    /// Tags as a validated, compact JSON object (see [`parse_tags_json`]).
+    pub tags: Option<&'a str>,
+}
+
+impl NewRecord<'_> {
+    /// Appends the record as one compact JSONL line (with `\n`) stamped `timestamp`.
+    ///
+    /// Keys come in the contract's order: timestamp, agent, metric, value, unit, tags.
+    pub fn write_line(&self, timestamp: EpochMs, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(format_ms(timestamp).as_bytes());
+        out.push(b'"');
+        if let Some(agent) = self.agent {
+            out.extend_from_slice(b",\"agent\":");
+            write_json_str(out, agent);
+        }
+        out.extend_from_slice(b",\"metric\":");
+        write_json_str(out, self.metric);
+        out.extend_from_slice(b",\"value\":");
+        write_number(out, self.value);
+        if let Some(unit) = self.unit {
+            out.extend_from_slice(b",\"unit\":");
+            write_json_str(out, unit);
+        }
+        if let Some(tags) = self.tags {
+            out.extend_from_slice(b",\"tags\":");
+            out.extend_from_slice(tags.as_bytes());
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Writes a JSON string literal with escapes.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaper is the reference; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Writes a finite number as canonical JSON: integers without a fraction (`1234`, not
+/// `1234.0`), others in the shortest form that reads back to the same `f64`.
+pub fn write_number(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        let i = v as i64;
+        if i == 0 {
+            // Also turns -0 into 0.
+            out.push(b'0');
+        } else {
+            out.extend_from_slice(i.to_string().as_bytes());
+        }
+    } else if v.is_finite() {
+        let _ = serde_json::to_writer(&mut *out, &v);
+    } else {
+        // Never produced for records (values are validated); aggregates of nothing use null.
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// The canonical text of a number, as [`write_number`] writes it.
+pub fn number_text(v: f64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_number(&mut out, v);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Parses a value as people type it (`42`, `-5`, `1.50`, `1.`, `007`, `1e3`, `+1`, `.5`).
+///
+/// # Errors
+/// Exit 65 with the value quoted when it is empty, not a number, or not finite
+/// (`nan`, `inf`, `1e999`).
+pub fn parse_value(text: &str) -> anyhow::Result<f64> {
+    let t = text.trim();
+    let looks_numeric = !t.is_empty()
+        && t.bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && t.bytes().any(|c| c.is_ascii_digit());
+    let parsed = if looks_numeric {
+        t.parse::<f64>().ok()
+    } else {
+        None
+    };
+    match parsed {
+        Some(v) if v.is_finite() => Ok(v),
+        Some(_) => Err(fail(
+            Exit::DataErr,
+            format!("value {text:?} is not a finite number"),
+        )),
+        None => Err(fail(
+            Exit::DataErr,
+            format!("value {text:?} is not a number"),
+        )),
+    }
+}
+
+/// True when `text` is a value [`parse_value`] accepts; used to tell the call forms apart.
+pub fn is_value(text: &str) -> bool {
+    parse_value(text).is_ok()
+}
+
+/// Checks a metric name: 1..=200 bytes, no control characters.
+///
+/// # Errors
+/// Exit 65 naming the metric.
+pub fn validate_metric(metric: &str) -> anyhow::Result<()> {
+    if metric.is_empty() {
+        return Err(fail(Exit::DataErr, "metric name is empty"));
+    }
+    if metric.len() > MAX_METRIC_LEN {
+        return Err(fail(
+            Exit::DataErr,
+            format!(
+                "metric name {:?}... is {} bytes (at most {MAX_METRIC_LEN})",
+                &metric[..metric.floor_char_boundary(40)],
+                metric.len()
+            ),
+        ));
+    }
+    if metric.chars().any(char::is_control) {
+        return Err(fail(
+            Exit::DataErr,
+            format!("metric name {metric:?} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a tags JSON text: a flat object of string, number or boolean values.
+/// Returns its compact form.
+///
+/// # Errors
+/// Exit 65 quoting the text when it is not such an object.
+pub fn parse_tags_json(text: &str) -> anyhow::Result<Map<String, Value>> {
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        fail(
+            Exit::DataErr,
+            format!("tags {text:?} are not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(map) = v else {
+        return Err(fail(
+            Exit::DataErr,
+            format!("tags {text:?} must be a JSON object such as {{\"phase\":\"consensus\"}}"),
+        ));
+    };
+    for (k, v) in &map {
+        if !matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_)) {
+            return Err(fail(
+                Exit::DataErr,
+                format!("tag {k:?} in {text:?} must be a string, number or boolean"),
+            ));
+        }
+    }
+    Ok(map)
+}
+
+/// Adds a `key=value` tag to `map`; the value is kept as a string.
+///
+/// # Errors
+/// Exit 65 when there is no `=` or the key is empty.
+pub fn add_tag_kv(map: &mut Map<String, Value>, kv: &str) -> anyhow::Result<()> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() => {
+            map.insert(k.to_string(), Value::String(v.to_string()));
+            Ok(())
+        }
+        _ => Err(fail(Exit::DataErr, format!("tag {kv:?} must be KEY=VALUE"))),
+    }
+}
+
+/// The compact JSON text of a tags map.
+pub fn tags_to_json(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_what_people_type() {
+        for (t, v) in [
+            ("42", 42.0),
+            ("-5", -5.0),
+            ("1.50", 1.5),
+            ("1.", 1.0),
+            ("007", 7.0),
+            ("1e3", 1000.0),
+            ("+1", 1.0),
+            (".5", 0.5),
+        ] {
+            assert_eq!(parse_value(t).unwrap(), v, "{t}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_numbers_quoting_them() {
+        for t in [
+            "nan", "inf", "-inf", "", "abc", "1e999", "Infinity", "0x10", "1,5",
+        ] {
+            let err = parse_value(t).unwrap_err();
+            assert!(err.to_string().contains(&format!("{t:?}")), "{err}");
+            assert_eq!(crate::exit::exit_for(&err), Exit::DataErr);
+        }
+    }
+
+    #[test]
+    fn writes_canonical_numbers() {
+        for (v, s) in [
+            (1234.0, "1234"),
+            (-0.0, "0"),
+            (1.5, "1.5"),
+            (0.1, "0.1"),
+            (1e20, "1e+20"),
+            (-7.0, "-7"),
+        ] {
+            assert_eq!(number_text(v), s);
+        }
+    }
+
+    #[test]
+    fn writes_keys_in_contract_order() {
+        let rec = NewRecord {
+            agent: Some("agent-42"),
+            metric: "coordination.time",
+            value: 150.0,
+            unit: Some("milliseconds"),
+            tags: Some(r#"{"phase":"consensus"}"#),
+        };
+        let mut out = Vec::new();
+        rec.write_line(
+            crate::time::parse_timestamp_str("2026-11-27T10:00:00.123Z").unwrap(),
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"timestamp\":\"2026-11-27T10:00:00.123Z\",\"agent\":\"agent-42\",\"metric\":\"coordination.time\",\"value\":150,\"unit\":\"milliseconds\",\"tags\":{\"phase\":\"consensus\"}}\n"
+        );
+    }
+
+    #[test]
+    fn tags_must_be_a_flat_object() {
+        assert!(parse_tags_json(r#"{"a":"x","b":2,"c":true}"#).is_ok());
+        for bad in ["[]", "\"x\"", "{", r#"{"a":{"b":1}}"#, "null"] {
+            let err = parse_tags_json(bad).unwrap_err();
+            assert_eq!(crate::exit::exit_for(&err), Exit::DataErr, "{bad}");
+        }
+    }
+
+    #[test]
+    fn metric_names_are_checked() {
+        assert!(validate_metric("coordination.time").is_ok());
+        assert!(validate_metric("").is_err());
+        assert!(validate_metric("a\nb").is_err());
+        assert!(validate_metric(&"x".repeat(201)).is_err());
+    }
+}

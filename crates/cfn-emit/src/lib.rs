@@ -1,0 +1,407 @@
+//! `cfn-emit`: append metric records to the hot shards (or the legacy single file).
+//!
+//! This crate owns the call forms and the `--stdin` batching; the record format, shard choice,
+//! safe opening and locking come from `cfn-core`.
+
+use anyhow::Context;
+use cfn_core::exit::{Exit, fail};
+use cfn_core::fsutil::{Access, lock_with_timeout, open_locked_append, open_safe};
+use cfn_core::paths::{Config, shard_for_agent, shard_path};
+use cfn_core::record::{
+    NewRecord, add_tag_kv, is_value, parse_tags_json, parse_value, tags_to_json, validate_metric,
+};
+use cfn_core::time::{EpochMs, now_ms, parse_timestamp_str};
+use clap::Parser;
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::path::PathBuf;
+
+mod stdin;
+
+const EXAMPLES: &str = "\
+CALL FORMS:
+  The positional arguments are read by this rule: if the second argument is a number, it is
+  the legacy library's form METRIC VALUE [UNIT] [TAGS_JSON] (unit defaults to \"count\", tags
+  to {}); otherwise, if the third argument is a number, it is the sharded form
+  AGENT_ID METRIC VALUE.
+
+WHERE RECORDS GO:
+  --file FILE, else --dir DIR, else $METRICS_FILE (single-file mode, locked through
+  $METRICS_LOCK_FILE when set), else the shard of the agent in $CFN_METRICS_DIR (default
+  /dev/shm): cfn-metrics-<N>.jsonl with N = the agent id's trailing digits modulo
+  $CFN_SHARDS (default 16).
+
+EXAMPLES:
+  cfn-emit agent-42 coordination.time 150
+  cfn-emit coordination_time 150 milliseconds '{\"phase\":\"consensus\"}'
+  cfn-emit --agent agent-7 --unit mb --tag host=web1 memory_usage_mb 512.5
+  printf 'task_duration_ms 12\\n{\"metric\":\"x\",\"value\":1,\"agent\":\"a-1\"}\\n' | cfn-emit --stdin
+";
+
+/// Append a metric record to the hot shards.
+///
+/// Writes one JSONL record to the shard of its agent under an exclusive lock, waiting at most
+/// CFN_LOCK_TIMEOUT_MS (default 5000) for it and failing loudly (exit 75) rather than dropping
+/// the metric.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cfn-emit",
+    version,
+    allow_negative_numbers = true,
+    after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
+)]
+pub struct Cli {
+    /// METRIC VALUE [UNIT] [TAGS_JSON], or AGENT_ID METRIC VALUE (see CALL FORMS).
+    #[arg(value_name = "ARGS", num_args = 0..=4)]
+    pub args: Vec<String>,
+
+    /// The emitting agent (chooses the shard).
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+
+    /// The unit, e.g. milliseconds, percent, count, mb.
+    #[arg(long)]
+    pub unit: Option<String>,
+
+    /// A tag; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tag: Vec<String>,
+
+    /// Tags as a JSON object, e.g. '{"phase":"consensus"}'.
+    #[arg(long, value_name = "JSON")]
+    pub tags: Option<String>,
+
+    /// Write to the shards in DIR instead of $CFN_METRICS_DIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Number of shards instead of $CFN_SHARDS.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: Option<u32>,
+
+    /// Append to this single file instead of the shards (like $METRICS_FILE).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Use this time instead of now (RFC 3339 or epoch seconds), for replaying data.
+    #[arg(long, value_name = "TIME")]
+    pub timestamp: Option<String>,
+
+    /// Read many records from stdin (JSONL records or `METRIC VALUE [UNIT]` lines) and write
+    /// them in as few locked writes as possible.
+    #[arg(long)]
+    pub stdin: bool,
+
+    /// With --stdin: stop at the first bad line instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Where records are written.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Shards {
+        dir: PathBuf,
+        shards: u32,
+    },
+    /// Single-file mode, optionally locked through a separate lock file.
+    File {
+        path: PathBuf,
+        lock: Option<PathBuf>,
+    },
+}
+
+/// Settings for writing.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    pub target: Target,
+    pub timeout: std::time::Duration,
+}
+
+impl Writer {
+    /// The file a record of `agent` goes to.
+    pub fn path_for(&self, agent: Option<&str>) -> PathBuf {
+        match &self.target {
+            Target::Shards { dir, shards } => shard_path(dir, shard_for_agent(agent, *shards)),
+            Target::File { path, .. } => path.clone(),
+        }
+    }
+
+    /// Locks the file at `path` and appends what `fill` puts in the buffer, as one write.
+    ///
+    /// `fill` runs with the lock held, so timestamps it takes are in file order.
+    ///
+    /// # Errors
+    /// Exit 75 on lock timeout, 73 when the file cannot be opened, 74 on write errors.
+    pub fn append_locked(
+        &self,
+        path: &std::path::Path,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> anyhow::Result<()> {
+        let mut buf = Vec::with_capacity(256);
+        let (mut file, _lock_guard) = match &self.target {
+            Target::File {
+                lock: Some(lock), ..
+            } => {
+                let guard = open_safe(
+                    lock,
+                    Access::Append {
+                        create: true,
+                        mode: 0o600,
+                    },
+                )?;
+                if !lock_with_timeout(&guard, self.timeout)? {
+                    return Err(cfn_core::fsutil::lock_timeout(lock, self.timeout));
+                }
+                (
+                    open_safe(
+                        path,
+                        Access::Append {
+                            create: true,
+                            mode: 0o600,
+                        },
+                    )?,
+                    Some(guard),
+                )
+            }
+            _ => (open_locked_append(path, 0o600, self.timeout)?, None),
+        };
+        fill(&mut buf);
+        // One write(2) of whole lines with O_APPEND, under the lock.
+        file.write_all(&buf).map_err(|e| {
+            let exit = cfn_core::exit::exit_for_io(&e);
+            fail(exit, format!("cannot write to {}: {e}", path.display()))
+        })?;
+        Ok(())
+    }
+}
+
+/// Resolves where records go from the flags and the environment.
+///
+/// # Errors
+/// Exit 78 for bad environment values.
+pub fn writer_from(
+    cli_dir: Option<PathBuf>,
+    cli_shards: Option<u32>,
+    cli_file: Option<PathBuf>,
+) -> anyhow::Result<Writer> {
+    let config = Config::from_env()?;
+    let target = if let Some(path) = cli_file {
+        Target::File {
+            path,
+            lock: config.metrics_lock_file.clone(),
+        }
+    } else if let Some(dir) = cli_dir {
+        Target::Shards {
+            dir,
+            shards: cli_shards.unwrap_or(config.shards),
+        }
+    } else if let Some(path) = config.metrics_file.clone() {
+        Target::File {
+            path,
+            lock: config.metrics_lock_file.clone(),
+        }
+    } else {
+        Target::Shards {
+            dir: config.metrics_dir.clone(),
+            shards: cli_shards.unwrap_or(config.shards),
+        }
+    };
+    Ok(Writer {
+        target,
+        timeout: config.lock_timeout,
+    })
+}
+
+/// A record as parsed from the command line, owning its strings.
+#[derive(Debug, PartialEq)]
+pub struct ParsedCall {
+    pub agent: Option<String>,
+    pub metric: String,
+    pub value: f64,
+    pub unit: Option<String>,
+    pub tags: Option<String>,
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    fail(Exit::Usage, msg)
+}
+
+/// Applies the call-form rule to the positional arguments and merges the flags.
+///
+/// # Errors
+/// Exit 2 when the arguments fit no form; exit 65 for bad values or tags.
+pub fn parse_call(cli: &Cli) -> anyhow::Result<ParsedCall> {
+    let a = &cli.args;
+    let (agent, metric, value_text, unit, tags_text, legacy) = match a.len() {
+        0 | 1 => {
+            return Err(usage(
+                "expected METRIC VALUE [UNIT] [TAGS_JSON] or AGENT_ID METRIC VALUE (see --help)",
+            ));
+        }
+        _ if is_value(&a[1]) => (None, &a[0], &a[1], a.get(2), a.get(3), true),
+        3 if is_value(&a[2]) => (Some(&a[0]), &a[1], &a[2], None, None, false),
+        // Neither form fits: name the argument that should have been the value.
+        n => {
+            let value_arg = if n == 3 { &a[2] } else { &a[1] };
+            return Err(parse_value(value_arg)
+                .err()
+                .unwrap_or_else(|| usage(format!("{n} arguments fit no call form (see --help)"))));
+        }
+    };
+    validate_metric(metric)?;
+    let value = parse_value(value_text)?;
+    let agent = match (agent, &cli.agent) {
+        (Some(_), Some(_)) => {
+            return Err(usage("the agent is given twice (positional and --agent)"));
+        }
+        (Some(p), None) => Some(p.clone()),
+        (None, f) => f.clone(),
+    };
+    let unit = match (unit, &cli.unit) {
+        (Some(_), Some(_)) => return Err(usage("the unit is given twice (positional and --unit)")),
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(f)) => Some(f.clone()),
+        (None, None) if legacy => Some("count".to_string()),
+        (None, None) => None,
+    };
+    let mut tags: Option<Map<String, Value>> = None;
+    for text in tags_text.into_iter().chain(cli.tags.as_ref()) {
+        let parsed = parse_tags_json(text)?;
+        tags.get_or_insert_default().extend(parsed);
+    }
+    for kv in &cli.tag {
+        add_tag_kv(tags.get_or_insert_default(), kv)?;
+    }
+    if tags.is_none() && legacy {
+        tags = Some(Map::new());
+    }
+    Ok(ParsedCall {
+        agent,
+        metric: metric.clone(),
+        value,
+        unit,
+        tags: tags.as_ref().map(tags_to_json),
+    })
+}
+
+/// Parses `--timestamp`.
+///
+/// # Errors
+/// Exit 2 naming the text.
+pub fn parse_timestamp_arg(text: &str) -> anyhow::Result<EpochMs> {
+    if let Some(ms) = parse_timestamp_str(text) {
+        return Ok(ms);
+    }
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(cfn_core::time::epoch_number_to_ms)
+        .ok_or_else(|| usage(format!("invalid --timestamp {text:?} (expected RFC 3339, e.g. 2026-11-27T10:00:00.123Z, or epoch seconds)")))
+}
+
+/// Runs `cfn-emit`.
+///
+/// # Errors
+/// As the contract's exit codes say.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let fixed_ts = cli
+        .timestamp
+        .as_deref()
+        .map(parse_timestamp_arg)
+        .transpose()?;
+    let writer = writer_from(cli.dir.clone(), cli.shards, cli.file.clone())?;
+    if cli.stdin {
+        if !cli.args.is_empty() {
+            return Err(usage("--stdin takes no positional arguments"));
+        }
+        let stdin = std::io::stdin().lock();
+        let defaults = stdin::Defaults {
+            agent: cli.agent.clone(),
+            unit: cli.unit.clone(),
+            tags: {
+                let mut t: Option<Map<String, Value>> = None;
+                if let Some(j) = &cli.tags {
+                    t.get_or_insert_default().extend(parse_tags_json(j)?);
+                }
+                for kv in &cli.tag {
+                    add_tag_kv(t.get_or_insert_default(), kv)?;
+                }
+                t
+            },
+            timestamp: fixed_ts,
+        };
+        return stdin::run_stdin(stdin, &writer, &defaults, cli.strict);
+    }
+    let call = parse_call(&cli)?;
+    let path = writer.path_for(call.agent.as_deref());
+    let rec = NewRecord {
+        agent: call.agent.as_deref(),
+        metric: &call.metric,
+        value: call.value,
+        unit: call.unit.as_deref(),
+        tags: call.tags.as_deref(),
+    };
+    writer
+        .append_locked(&path, |buf| {
+            rec.write_line(fixed_ts.unwrap_or_else(now_ms), buf)
+        })
+        .with_context(|| format!("metric {:?} was not written", call.metric))?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    fn call(args: &[&str]) -> anyhow::Result<ParsedCall> {
+        let mut argv = vec!["cfn-emit"];
+        argv.extend_from_slice(args);
+        parse_call(&Cli::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn second_argument_number_means_legacy_form() {
+        let c = call(&["coordination_time", "150"]).unwrap();
+        assert_eq!(c.metric, "coordination_time");
+        assert_eq!(c.unit.as_deref(), Some("count"));
+        assert_eq!(c.tags.as_deref(), Some("{}"));
+        assert_eq!(c.agent, None);
+    }
+
+    #[test]
+    fn third_argument_number_means_sharded_form() {
+        let c = call(&["agent-42", "coordination.time", "-5"]).unwrap();
+        assert_eq!(c.agent.as_deref(), Some("agent-42"));
+        assert_eq!(c.value, -5.0);
+        assert_eq!(c.unit, None);
+        assert_eq!(c.tags, None);
+    }
+
+    #[test]
+    fn flags_merge_with_positional_tags() {
+        let c = call(&["--tag", "b=2", "m", "1", "ms", r#"{"a":"x"}"#]).unwrap();
+        assert_eq!(c.tags.as_deref(), Some(r#"{"a":"x","b":"2"}"#));
+    }
+
+    #[test]
+    fn bad_value_names_it() {
+        let err = call(&["agent-1", "m", "nan"]).unwrap_err();
+        assert_eq!(cfn_core::exit::exit_for(&err), Exit::DataErr);
+        assert!(err.to_string().contains("\"nan\""));
+        let err = call(&["m", "abc"]).unwrap_err();
+        assert!(err.to_string().contains("\"abc\""));
+    }
+
+    #[test]
+    fn bad_tags_are_data_errors() {
+        let err = call(&["m", "1", "count", "[1]"]).unwrap_err();
+        assert_eq!(cfn_core::exit::exit_for(&err), Exit::DataErr);
+    }
+}

@@ -1,0 +1,242 @@
+//! `cfn-emit --stdin`: a long-lived emitter. Lines are parsed as they arrive and written in
+//! batches: everything already buffered on stdin is grouped by shard and appended with one
+//! locked write per shard, each write holding whole lines only.
+
+use super::{Writer, usage};
+use cfn_core::exit::{Exit, fail};
+use cfn_core::record::{NewRecord, parse_tags_json, parse_value, tags_to_json, validate_metric};
+use cfn_core::time::{EpochMs, epoch_number_to_ms, now_ms, parse_timestamp_str};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+/// Most bytes of records written under one lock, so other writers never wait long.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Values from the flags that apply to every line that does not set its own.
+#[derive(Debug, Default)]
+pub struct Defaults {
+    pub agent: Option<String>,
+    pub unit: Option<String>,
+    pub tags: Option<Map<String, Value>>,
+    pub timestamp: Option<EpochMs>,
+}
+
+/// A record waiting to be written; the timestamp is taken under the lock unless the line
+/// carried one.
+#[derive(Debug)]
+struct Pending {
+    agent: Option<String>,
+    metric: String,
+    value: f64,
+    unit: Option<String>,
+    tags: Option<String>,
+    timestamp: Option<EpochMs>,
+}
+
+/// Parses one input line.
+fn parse_line(line: &str, d: &Defaults) -> anyhow::Result<Pending> {
+    let t = line.trim();
+    if t.starts_with('{') {
+        let v: Map<String, Value> = serde_json::from_str(t)
+            .map_err(|e| fail(Exit::DataErr, format!("invalid JSON record: {e}")))?;
+        let text = |k: &str| -> anyhow::Result<Option<String>> {
+            match v.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(n)) if k == "agent" => Ok(Some(n.to_string())),
+                Some(other) => Err(fail(Exit::DataErr, format!("{k} {other} is not a string"))),
+            }
+        };
+        let metric = text("metric")?.ok_or_else(|| fail(Exit::DataErr, "missing \"metric\""))?;
+        validate_metric(&metric)?;
+        let value = match v.get("value") {
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| fail(Exit::DataErr, format!("value {n} is not a finite number")))?,
+            Some(Value::String(s)) => parse_value(s)?,
+            Some(other) => {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!("value {other} is not a number"),
+                ));
+            }
+            None => return Err(fail(Exit::DataErr, "missing \"value\"")),
+        };
+        let timestamp = match v.get("timestamp") {
+            None | Some(Value::Null) => d.timestamp,
+            Some(Value::String(s)) => Some(
+                parse_timestamp_str(s)
+                    .ok_or_else(|| fail(Exit::DataErr, format!("timestamp {s:?} is not a time")))?,
+            ),
+            Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
+            Some(other) => {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!("timestamp {other} is not a time"),
+                ));
+            }
+        };
+        let tags = match v.get("tags") {
+            None | Some(Value::Null) => d.tags.clone(),
+            Some(t) => {
+                let mut merged = d.tags.clone().unwrap_or_default();
+                merged.extend(parse_tags_json(&t.to_string())?);
+                Some(merged)
+            }
+        };
+        return Ok(Pending {
+            agent: text("agent")?.or_else(|| d.agent.clone()),
+            metric,
+            value,
+            unit: text("unit")?.or_else(|| d.unit.clone()),
+            tags: tags.as_ref().map(tags_to_json),
+            timestamp,
+        });
+    }
+    let mut words = t.split_ascii_whitespace();
+    let (Some(metric), Some(value)) = (words.next(), words.next()) else {
+        return Err(usage("expected a JSON record or METRIC VALUE [UNIT]"));
+    };
+    let unit = words.next();
+    if words.next().is_some() {
+        return Err(usage("expected a JSON record or METRIC VALUE [UNIT]"));
+    }
+    validate_metric(metric)?;
+    Ok(Pending {
+        agent: d.agent.clone(),
+        metric: metric.to_string(),
+        value: parse_value(value)?,
+        unit: unit.map(str::to_string).or_else(|| d.unit.clone()),
+        tags: d.tags.as_ref().map(tags_to_json),
+        timestamp: d.timestamp,
+    })
+}
+
+/// Writes the pending records, one locked write per shard (more when a shard's batch is
+/// large), and clears them.
+fn flush(writer: &Writer, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
+    let mut by_path: BTreeMap<PathBuf, Vec<&Pending>> = BTreeMap::new();
+    for p in pending.iter() {
+        by_path
+            .entry(writer.path_for(p.agent.as_deref()))
+            .or_default()
+            .push(p);
+    }
+    for (path, recs) in by_path {
+        let mut rest = &recs[..];
+        while !rest.is_empty() {
+            let mut taken = 0;
+            writer.append_locked(&path, |buf| {
+                let now = now_ms();
+                for p in rest {
+                    if buf.len() >= MAX_BATCH_BYTES {
+                        break;
+                    }
+                    NewRecord {
+                        agent: p.agent.as_deref(),
+                        metric: &p.metric,
+                        value: p.value,
+                        unit: p.unit.as_deref(),
+                        tags: p.tags.as_deref(),
+                    }
+                    .write_line(p.timestamp.unwrap_or(now), buf);
+                    taken += 1;
+                }
+            })?;
+            rest = &rest[taken..];
+        }
+    }
+    pending.clear();
+    Ok(())
+}
+
+/// Runs the stdin loop until end of input.
+///
+/// # Errors
+/// Lock timeouts and write errors stop at once (exit 75/74: nothing is dropped silently,
+/// the caller sees the failure); bad lines are reported with their line numbers and make
+/// the final status 65, or stop at once with `--strict`.
+pub fn run_stdin(
+    mut input: impl BufRead,
+    writer: &Writer,
+    d: &Defaults,
+    strict: bool,
+) -> anyhow::Result<Exit> {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut line = String::new();
+    let mut line_no = 0u64;
+    let mut rejected = 0u64;
+    loop {
+        line.clear();
+        let n = input.read_line(&mut line)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if !line.trim().is_empty() {
+            match parse_line(&line, d) {
+                Ok(p) => pending.push(p),
+                Err(e) if strict => {
+                    return Err(e.context(format!("<stdin>:{line_no}: rejected")));
+                }
+                Err(e) => {
+                    rejected += 1;
+                    if rejected <= 5 {
+                        eprintln!("cfn-emit: <stdin>:{line_no}: rejected: {e:#}");
+                    }
+                }
+            }
+        }
+        // Batch what is already buffered; write as soon as the input would block, so a
+        // slow producer's records are not held back.
+        let more_buffered = input
+            .fill_buf()
+            .map(|b| b.contains(&b'\n'))
+            .unwrap_or(false);
+        if !more_buffered || pending.len() >= 100_000 {
+            flush(writer, &mut pending)?;
+        }
+    }
+    flush(writer, &mut pending)?;
+    if rejected > 0 {
+        eprintln!(
+            "cfn-emit: rejected {rejected} line{} of {line_no}",
+            if rejected == 1 { "" } else { "s" }
+        );
+        return Ok(Exit::DataErr);
+    }
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_line_forms() {
+        let d = Defaults {
+            agent: Some("a-1".into()),
+            ..Default::default()
+        };
+        let p = parse_line("task_duration_ms 12 ms", &d).unwrap();
+        assert_eq!(
+            (p.metric.as_str(), p.value, p.unit.as_deref()),
+            ("task_duration_ms", 12.0, Some("ms"))
+        );
+        assert_eq!(p.agent.as_deref(), Some("a-1"));
+        let p = parse_line(
+            r#"{"metric":"x","value":1.5,"agent":"b-2","tags":{"k":"v"}}"#,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.agent.as_deref(), p.value, p.tags.as_deref()),
+            (Some("b-2"), 1.5, Some(r#"{"k":"v"}"#))
+        );
+        assert!(parse_line("x nan", &d).is_err());
+        assert!(parse_line(r#"{"metric":"x"}"#, &d).is_err());
+    }
+}

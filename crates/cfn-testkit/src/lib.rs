@@ -1,0 +1,305 @@
+//! Test helpers shared by every cfn crate's CLI tests and the cross-tool tests: temp dirs,
+//! running the real binaries with a clean environment (dumping command, status and both
+//! streams on failure), decoding JSONL, and finding outside programs, which tests skip with a
+//! printed reason when absent unless `CFN_REQUIRE_PEERS=1`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+
+/// A temporary directory that is removed when dropped.
+pub struct TestDir {
+    tmp: tempfile::TempDir,
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestDir {
+    /// A new empty directory.
+    pub fn new() -> Self {
+        Self {
+            tmp: tempfile::Builder::new()
+                .prefix("cfn-test-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `self.path().join(name)`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Writes a file (creating parent directories).
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+
+    /// Reads a file as text ("" when missing).
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.join(name)).unwrap_or_default()
+    }
+
+    /// A command for `tool` with the metrics and archive directories inside this dir.
+    pub fn cmd(&self, tool: &str) -> TestCommand {
+        let mut c = TestCommand::new(tool);
+        c.env("CFN_METRICS_DIR", self.path())
+            .env("CFN_ARCHIVE_DIR", self.join("archive"));
+        c
+    }
+}
+
+fn target_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+static BUILD: Once = Once::new();
+
+/// The path of a workspace binary, building the workspace's binaries first if it is missing
+/// (so a single crate's tests can run on a fresh clone).
+pub fn bin_path(tool: &str) -> PathBuf {
+    let p = target_dir().join(tool);
+    if !p.exists() {
+        BUILD.call_once(|| {
+            let profile_release = target_dir().ends_with("release");
+            let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            c.args(["build", "--workspace", "--bins"]);
+            if profile_release {
+                c.arg("--release");
+            }
+            let status = c.status().expect("run cargo build");
+            assert!(status.success(), "cargo build --workspace --bins failed");
+        });
+    }
+    assert!(p.exists(), "binary {} not found", p.display());
+    p
+}
+
+/// A command under test, with a clean environment (only PATH and HOME kept).
+pub struct TestCommand {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    display: String,
+}
+
+impl TestCommand {
+    /// A command that runs the workspace binary `tool`.
+    pub fn new(tool: &str) -> Self {
+        Self::program(bin_path(tool))
+    }
+
+    /// A command that runs any program with the same clean environment.
+    pub fn program(path: impl AsRef<Path>) -> Self {
+        let mut cmd = Command::new(path.as_ref());
+        cmd.env_clear();
+        for k in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        Self {
+            cmd,
+            stdin: None,
+            display: path.as_ref().display().to_string(),
+        }
+    }
+
+    pub fn arg(&mut self, a: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.display.push(' ');
+        self.display.push_str(&a.as_ref().to_string_lossy());
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    pub fn env(
+        &mut self,
+        k: impl AsRef<std::ffi::OsStr>,
+        v: impl AsRef<std::ffi::OsStr>,
+    ) -> &mut Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn current_dir(&mut self, d: impl AsRef<Path>) -> &mut Self {
+        self.cmd.current_dir(d);
+        self
+    }
+
+    /// Feeds `bytes` on stdin.
+    pub fn stdin(&mut self, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// The underlying command, for spawning by hand.
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+
+    /// Runs to completion.
+    pub fn run(&mut self) -> Outcome {
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = self
+            .cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.display));
+        if let Some(bytes) = self.stdin.take() {
+            let mut si = child.stdin.take().expect("stdin");
+            std::thread::spawn(move || {
+                let _ = si.write_all(&bytes);
+            });
+        }
+        let output = child.wait_with_output().expect("wait");
+        Outcome {
+            display: self.display.clone(),
+            output,
+        }
+    }
+}
+
+/// What a finished command did.
+pub struct Outcome {
+    pub display: String,
+    pub output: Output,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "\ncommand: {}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n",
+            self.display,
+            self.output.status.code(),
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+}
+
+impl Outcome {
+    /// The exit code (-1 when killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    /// Asserts exit code 0.
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        assert_eq!(self.code(), 0, "expected success{self:?}");
+        self
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn status(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "unexpected status{self:?}");
+        self
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts that stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr().contains(needle),
+            "stderr lacks {needle:?}{self:?}"
+        );
+        self
+    }
+
+    /// Stdout decoded as JSONL.
+    #[track_caller]
+    pub fn jsonl(&self) -> Vec<serde_json::Value> {
+        jsonl(&self.stdout())
+    }
+}
+
+/// Decodes JSONL text, panicking on a bad line (tests want to know).
+#[track_caller]
+pub fn jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// True when `CFN_REQUIRE_PEERS=1`: missing outside programs fail tests instead of skipping.
+pub fn peers_required() -> bool {
+    std::env::var("CFN_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// Finds an outside program (by name on PATH or by absolute path). When it is missing, prints
+/// why the test is skipped and returns `None`, or panics under `CFN_REQUIRE_PEERS=1`.
+#[track_caller]
+pub fn peer(program: &str, why: &str) -> Option<PathBuf> {
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program)).filter(|p| p.exists())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    if found.is_none() {
+        let msg = format!("{program} not found ({why})");
+        if peers_required() {
+            panic!("CFN_REQUIRE_PEERS=1 but {msg}");
+        }
+        eprintln!("SKIPPED: {msg}; install it to run this test");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
