@@ -1,0 +1,384 @@
+//! cfn-emit end to end: the real binary on temp dirs.
+
+use cfn_testkit::{TestCommand, TestDir, jsonl, peer};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn shard_lines(dir: &Path) -> HashMap<String, Vec<String>> {
+    let mut out = HashMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("cfn-metrics-") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "{name} ends mid-line"
+            );
+            out.insert(name, text.lines().map(str::to_string).collect());
+        }
+    }
+    out
+}
+
+#[test]
+fn five_hundred_concurrent_emitters_lose_nothing_and_use_the_contract_shard() {
+    let dir = TestDir::new();
+    let bin = cfn_testkit::bin_path("cfn-emit");
+    let threads: Vec<_> = (0..500)
+        .map(|agent| {
+            let bin = bin.clone();
+            let d = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let st = std::process::Command::new(&bin)
+                        .env_clear()
+                        .env("CFN_METRICS_DIR", &d)
+                        .env("CFN_LOCK_TIMEOUT_MS", "60000")
+                        .args([format!("agent-{agent}"), "burst.seq".into(), format!("{i}")])
+                        .status()
+                        .unwrap();
+                    assert!(st.success(), "agent {agent} emit {i}: {st:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let shards = shard_lines(dir.path());
+    let mut seen = HashSet::new();
+    for (name, lines) in &shards {
+        for line in lines {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("torn line in {name}: {line:?}: {e}"));
+            let agent = v["agent"].as_str().unwrap();
+            let n: u32 = agent.trim_start_matches("agent-").parse().unwrap();
+            assert_eq!(
+                name,
+                &format!("cfn-metrics-{}.jsonl", n % 16),
+                "{agent} in wrong shard"
+            );
+            assert!(
+                seen.insert((agent.to_string(), v["value"].as_u64().unwrap())),
+                "duplicate {line}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 10_000);
+    assert!(
+        shards["cfn-metrics-10.jsonl"]
+            .iter()
+            .any(|l| l.contains("\"agent-42\""))
+    );
+}
+
+#[test]
+fn legacy_form_with_metrics_file_writes_fields_and_defaults() {
+    let dir = TestDir::new();
+    let file = dir.join("legacy.jsonl");
+    dir.cmd("cfn-emit")
+        .env("METRICS_FILE", &file)
+        .args(["coordination_time", "150.50"])
+        .run()
+        .success();
+    dir.cmd("cfn-emit")
+        .env("METRICS_FILE", &file)
+        .args([
+            "coordination.time",
+            "1e3",
+            "milliseconds",
+            r#"{"phase":"consensus","n":3}"#,
+        ])
+        .run()
+        .success();
+    let recs = jsonl(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["metric"], "coordination_time");
+    assert_eq!(recs[0]["value"], 150.5);
+    assert_eq!(recs[0]["unit"], "count");
+    assert_eq!(recs[0]["tags"], serde_json::json!({}));
+    assert!(recs[0].get("agent").is_none());
+    assert_eq!(recs[1]["value"], 1000);
+    assert_eq!(recs[1]["unit"], "milliseconds");
+    assert_eq!(
+        recs[1]["tags"],
+        serde_json::json!({"phase":"consensus","n":3})
+    );
+    let raw = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        raw.lines().nth(1).unwrap().contains("\"value\":1000,"),
+        "integers have no fraction: {raw}"
+    );
+    let ts = recs[0]["timestamp"].as_str().unwrap();
+    assert_eq!(ts.len(), 24, "{ts}");
+    assert!(ts.ends_with('Z'));
+    // No shard was touched.
+    assert!(shard_lines(dir.path()).is_empty());
+}
+
+#[test]
+fn symlinked_shard_is_refused_and_target_untouched() {
+    let dir = TestDir::new();
+    let target = dir.write("target.txt", "precious\n");
+    std::os::unix::fs::symlink(&target, dir.join("cfn-metrics-10.jsonl")).unwrap();
+    let out = dir.cmd("cfn-emit").args(["agent-42", "m", "1"]).run();
+    assert_ne!(out.code(), 0);
+    out.stderr_has("symlink");
+    assert_eq!(dir.read("target.txt"), "precious\n");
+}
+
+#[test]
+fn shard_owned_by_another_user_is_refused() {
+    if cfn_core_euid() != 0 {
+        eprintln!("SKIPPED: needs root to chown a file to another user");
+        return;
+    }
+    let dir = TestDir::new();
+    let p = dir.write("cfn-metrics-10.jsonl", "");
+    std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    let out = dir.cmd("cfn-emit").args(["agent-42", "m", "1"]).run();
+    assert_eq!(out.code(), 73, "{out:?}");
+    out.stderr_has("owned by uid 65534");
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+}
+
+fn cfn_core_euid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a file we just created is our effective uid.
+    let t = tempfile::NamedTempFile::new().unwrap();
+    t.as_file().metadata().unwrap().uid()
+}
+
+/// Holds an flock on `path` with the flock(1) program, as a bash user would.
+fn hold_lock_with_flock(path: &Path) -> Option<std::process::Child> {
+    let flock = peer("flock", "util-linux, to hold a lock as bash users do")?;
+    let child = std::process::Command::new(flock)
+        .arg("-o")
+        .arg(path)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    // -o: the lock belongs to flock itself, not to `sleep`, so killing flock releases it.
+    // Wait until the lock is really held.
+    let f = std::fs::OpenOptions::new().read(true).open(path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.try_lock().is_ok() {
+        f.unlock().unwrap();
+        assert!(Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(child)
+}
+
+#[test]
+fn lock_timeout_exits_75_writes_nothing_then_recovers() {
+    let dir = TestDir::new();
+    let shard = dir.write("cfn-metrics-10.jsonl", "");
+    let Some(mut holder) = hold_lock_with_flock(&shard) else {
+        return;
+    };
+    let start = Instant::now();
+    let out = dir
+        .cmd("cfn-emit")
+        .env("CFN_LOCK_TIMEOUT_MS", "200")
+        .args(["agent-42", "m", "1"])
+        .run();
+    let took = start.elapsed();
+    out.status(75).stderr_has("timed out");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(std::fs::metadata(&shard).unwrap().len(), 0);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    dir.cmd("cfn-emit")
+        .env("CFN_LOCK_TIMEOUT_MS", "2000")
+        .args(["agent-42", "m", "2"])
+        .run()
+        .success();
+    assert_eq!(jsonl(&dir.read("cfn-metrics-10.jsonl")).len(), 1);
+}
+
+#[test]
+fn shard_renamed_while_waiting_gets_record_in_new_file() {
+    let dir = TestDir::new();
+    let shard = dir.write("cfn-metrics-10.jsonl", "");
+    let held = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap();
+    held.lock().unwrap();
+    let mut cmd = dir.cmd("cfn-emit");
+    cmd.env("CFN_LOCK_TIMEOUT_MS", "10000")
+        .args(["agent-42", "m", "7"]);
+    let child = std::thread::spawn(move || cmd.run());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::rename(&shard, dir.join("renamed.jsonl")).unwrap();
+    held.unlock().unwrap();
+    drop(held);
+    child.join().unwrap().success();
+    assert_eq!(
+        dir.read("renamed.jsonl"),
+        "",
+        "record went to the renamed file"
+    );
+    let recs = jsonl(&dir.read("cfn-metrics-10.jsonl"));
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["value"], 7);
+}
+
+#[test]
+fn stdin_from_four_processes_lands_every_record_as_whole_lines() {
+    let dir = TestDir::new();
+    let handles: Vec<_> = (0..4)
+        .map(|p| {
+            let mut input = String::new();
+            for i in 0..25_000 {
+                // Mix both line forms; spread over shards by agent.
+                if i % 2 == 0 {
+                    input.push_str(&format!("{{\"agent\":\"p{p}-{}\",\"metric\":\"seq\",\"value\":{i},\"tags\":{{\"p\":{p}}}}}\n", i % 37));
+                } else {
+                    input.push_str(&format!("seq {i} count\n"));
+                }
+            }
+            let mut cmd = dir.cmd("cfn-emit");
+            cmd.args(["--stdin", "--agent", &format!("proc-{p}"), "--tag", &format!("proc={p}")]).stdin(input);
+            std::thread::spawn(move || cmd.run())
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().success();
+    }
+    let mut seen = HashSet::new();
+    for (name, lines) in shard_lines(dir.path()) {
+        for line in lines {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("torn line in {name}: {e}"));
+            let proc_ = v["tags"]["proc"].as_str().unwrap().to_string();
+            assert!(
+                seen.insert((proc_, v["value"].as_u64().unwrap())),
+                "duplicate {line}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 100_000);
+}
+
+#[test]
+fn bad_values_and_tags_exit_65_naming_them_and_write_nothing() {
+    let dir = TestDir::new();
+    for (args, needle) in [
+        (vec!["agent-1", "m", "nan"], "\"nan\""),
+        (vec!["m", "inf"], "\"inf\""),
+        (vec!["m", ""], "\"\""),
+        (vec!["agent-1", "m", "12abc"], "\"12abc\""),
+        (vec!["m", "1", "count", "[1,2]"], "[1,2]"),
+        (vec!["m", "1", "count", "{bad"], "{bad"),
+        (vec!["--tags", "\"x\"", "m", "1"], "must be a JSON object"),
+    ] {
+        dir.cmd("cfn-emit")
+            .args(&args)
+            .run()
+            .status(65)
+            .stderr_has(needle);
+    }
+    assert!(shard_lines(dir.path()).is_empty());
+}
+
+#[test]
+fn stdin_rejects_bad_lines_with_numbers_and_keeps_the_rest() {
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["--stdin", "--agent", "a-1"])
+        .stdin("good 1\nbad nan\n{\"metric\":\"j\",\"value\":2}\n")
+        .run();
+    out.status(65)
+        .stderr_has("<stdin>:2:")
+        .stderr_has("\"nan\"");
+    let recs = jsonl(&dir.read("cfn-metrics-1.jsonl"));
+    assert_eq!(recs.len(), 2);
+}
+
+#[test]
+fn timestamp_flag_replays_a_time() {
+    let dir = TestDir::new();
+    dir.cmd("cfn-emit")
+        .args(["--timestamp", "2026-01-02T03:04:05.6Z", "agent-3", "m", "1"])
+        .run()
+        .success();
+    let recs = jsonl(&dir.read("cfn-metrics-3.jsonl"));
+    assert_eq!(recs[0]["timestamp"], "2026-01-02T03:04:05.600Z");
+}
+
+#[test]
+fn shell_shim_wrappers_write_valid_json_and_leave_shell_options_alone() {
+    let Some(bash) = peer("bash", "to source contrib/emit_metric.sh") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
+    let bin_dir = cfn_testkit::bin_path("cfn-emit")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let file = dir.join("legacy.jsonl");
+    let script = format!(
+        r#"
+before="$(set -o; shopt)"
+source "{shim}"
+emit_coordination_time 125 3 'say "hi" \ there'
+emit_agent_count 5 active
+emit_delivery_rate 92.5 100 92
+emit_message_count 10 sent 'agent-1'
+emit_consensus_score 94 4 validation
+emit_confidence_score 85 'agent-"1"' 2
+emit_metric agent-42 sharded.metric 3 || exit 9
+METRICS_FILE= emit_metric agent-42 sharded.metric 4 || exit 9
+emit_metric bad nan; rc=$?
+after="$(set -o; shopt)"
+[ "$before" = "$after" ] || {{ echo "shell options changed"; diff <(echo "$before") <(echo "$after"); exit 3; }}
+echo "rc=$rc"
+"#,
+        shim = shim.display()
+    );
+    let out = TestCommand::program(bash)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("METRICS_FILE", &file)
+        .env("CFN_METRICS_DIR", dir.path())
+        .args(["-c", &script])
+        .run();
+    out.success();
+    assert!(out.stdout().contains("rc=65"), "{out:?}");
+    let recs = jsonl(&std::fs::read_to_string(&file).unwrap());
+    let names: Vec<_> = recs
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "coordination.time",
+            "coordination.agents",
+            "coordination.delivery_rate",
+            "coordination.messages",
+            "consensus.score",
+            "agent.confidence",
+            "sharded.metric"
+        ]
+    );
+    assert_eq!(
+        recs[0]["tags"],
+        serde_json::json!({"phase": "say \"hi\" \\ there", "agent_count": 3})
+    );
+    assert_eq!(recs[0]["unit"], "milliseconds");
+    assert_eq!(recs[2]["value"], 92.5);
+    assert_eq!(
+        recs[2]["tags"],
+        serde_json::json!({"total":100,"delivered":92,"target":90})
+    );
+    assert_eq!(recs[5]["tags"]["agent"], "agent-\"1\"");
+    assert_eq!(recs[6]["agent"], "agent-42");
+    // With METRICS_FILE empty the sharded form goes to the shard.
+    assert_eq!(jsonl(&dir.read("cfn-metrics-10.jsonl")).len(), 1);
+}
