@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod cli;
 pub mod exit;
+pub mod filter;
 pub mod fsutil;
 #[cfg(feature = "http")]
 pub mod http;

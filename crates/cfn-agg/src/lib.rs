@@ -1,0 +1,539 @@
+//! `cfn-agg`: group records and compute count, sum, avg, min, max and percentiles
+//! (contract section 4).
+//!
+//! The [`Aggregator`] is a library so `cfn-serve` computes exactly what the command line
+//! does. Records come from `cfn-core`'s reader; this crate owns grouping, statistics,
+//! merging and the table format.
+
+use cfn_core::aggregate::Aggregate;
+use cfn_core::exit::{Exit, fail};
+use cfn_core::filter::RecordFilter;
+use cfn_core::input::{Input, expand_inputs};
+use cfn_core::paths::Config;
+use cfn_core::reader::{MalformedLog, RecordReader, RecordRef};
+use cfn_core::time::{EpochMs, format_ms, now_ms, parse_duration, parse_time_arg};
+use clap::{Parser, ValueEnum};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+pub mod stats;
+mod table;
+
+use stats::{MergeState, PartialState, Stats};
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+  cfn-cat --since 30s | cfn-agg
+  cfn-agg --by agent --by tag:phase /var/lib/cfn-metrics/archive
+  cfn-agg --window 5m --format table < records.jsonl
+  cfn-agg --bucket 1m --quantiles 0.5,0.9,0.99,0.999 day.jsonl
+  # Scale out: aggregate per host, then combine the partial results.
+  cfn-agg --with-digest host1.jsonl > a.jsonl; cfn-agg --with-digest host2.jsonl > b.jsonl
+  cat a.jsonl b.jsonl | cfn-agg --merge
+
+OUTPUT:
+  One JSON object per group: metric, unit, the group keys (agent, tags, bucket_start),
+  count, sum, avg, min, max, p50, p95, p99 (per --quantiles), first, last. count, sum, min,
+  max and avg are exact; percentiles are exact nearest-rank (the ceil(q*n)-th smallest) while
+  a group holds at most --exact-limit values, and t-digest estimates beyond.
+";
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One aggregate per line (contract section 4).
+    Jsonl,
+    /// An aligned table for a terminal.
+    Table,
+}
+
+/// Group records and compute count/avg/min/max and percentiles.
+///
+/// Reads records (stdin, or the PATHs) and writes one aggregate per group. Memory stays
+/// bounded whatever the input size: a group keeps at most --exact-limit values, then a
+/// t-digest.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cfn-agg",
+    version,
+    after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
+)]
+pub struct Cli {
+    /// Files or directories of records; `-` or nothing for stdin.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Group also by `agent` or `tag:NAME`; repeatable. Records always group by metric.
+    #[arg(long = "by", value_name = "KEY")]
+    pub by: Vec<String>,
+
+    /// Quantiles to compute, comma-separated, each in [0, 1].
+    #[arg(
+        long,
+        value_name = "Q,...",
+        default_value = "0.5,0.95,0.99",
+        value_delimiter = ','
+    )]
+    pub quantiles: Vec<f64>,
+
+    /// Most values a group keeps for exact percentiles before switching to a t-digest.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub exact_limit: usize,
+
+    /// Only records within this duration before --now.
+    #[arg(long, value_name = "DURATION")]
+    pub window: Option<String>,
+
+    /// The end of --window (default: the current time); a duration back from now or RFC 3339.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+
+    /// One aggregate per group per time bucket of this size, with bucket_start.
+    #[arg(long, value_name = "DURATION")]
+    pub bucket: Option<String>,
+
+    /// Only these metrics (exact or glob); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub metric: Vec<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub format: Format,
+
+    /// Add each group's mergeable state (`state`) so --merge can combine runs.
+    #[arg(long)]
+    pub with_digest: bool,
+
+    /// Input is aggregate lines written with --with-digest: combine them.
+    #[arg(long)]
+    pub merge: bool,
+
+    /// Stop at the first malformed line (exit 65).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// What to group by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupBy {
+    pub agent: bool,
+    pub tags: Vec<String>,
+}
+
+impl GroupBy {
+    /// Parses `--by` values.
+    ///
+    /// # Errors
+    /// Exit 2 for anything but `agent`, `tag:NAME` (or `metric`, which is always on).
+    pub fn parse(keys: &[String]) -> anyhow::Result<Self> {
+        let mut g = GroupBy::default();
+        for k in keys {
+            for k in k.split(',') {
+                match k.trim() {
+                    "agent" => g.agent = true,
+                    "metric" | "" => {}
+                    t if t.starts_with("tag:") && t.len() > 4 => g.tags.push(t[4..].to_string()),
+                    other => {
+                        return Err(fail(
+                            Exit::Usage,
+                            format!("--by {other:?}: expected agent or tag:NAME"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// Aggregation settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub by: GroupBy,
+    pub quantiles: Vec<f64>,
+    pub exact_limit: usize,
+    pub bucket_ms: Option<i64>,
+    pub with_digest: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            by: GroupBy::default(),
+            quantiles: vec![0.5, 0.95, 0.99],
+            exact_limit: 1000,
+            bucket_ms: None,
+            with_digest: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    metric: String,
+    unit: Option<String>,
+    agent: Option<String>,
+    tags: BTreeMap<String, String>,
+    bucket: Option<i64>,
+    stats: Stats,
+}
+
+/// Groups records and keeps their statistics.
+#[derive(Debug)]
+pub struct Aggregator {
+    opts: Options,
+    index: FxHashMap<Box<[u8]>, u32>,
+    groups: Vec<Group>,
+    key: Vec<u8>,
+    tag_values: Vec<Option<String>>,
+}
+
+const SEP: u8 = 0xff; // never in UTF-8
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(opts: Options) -> Self {
+        Self {
+            opts,
+            index: FxHashMap::default(),
+            groups: Vec::new(),
+            key: Vec::with_capacity(256),
+            tag_values: Vec::new(),
+        }
+    }
+
+    /// Number of groups so far.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// True when no record was added.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Adds one record.
+    #[inline]
+    pub fn add(&mut self, rec: &RecordRef<'_>) {
+        let bucket = self.opts.bucket_ms.map(|b| rec.ts_ms.div_euclid(b) * b);
+        self.key.clear();
+        self.key.extend_from_slice(rec.metric.as_bytes());
+        let by = &self.opts.by;
+        if by.agent {
+            self.key.push(SEP);
+            if let Some(a) = &rec.agent {
+                self.key.extend_from_slice(a.as_bytes());
+            }
+        }
+        if !by.tags.is_empty() {
+            self.tag_values.clear();
+            for t in &by.tags {
+                let v = rec.tag(t);
+                self.key.push(SEP);
+                if let Some(v) = &v {
+                    self.key.push(b'=');
+                    self.key.extend_from_slice(v.as_bytes());
+                }
+                self.tag_values.push(v);
+            }
+        }
+        if let Some(b) = bucket {
+            self.key.push(SEP);
+            self.key.extend_from_slice(&b.to_le_bytes());
+        }
+        let idx = match self.index.get(&self.key[..]) {
+            Some(&i) => i as usize,
+            None => {
+                let i = self.groups.len();
+                self.groups.push(Group {
+                    metric: rec.metric.to_string(),
+                    unit: None,
+                    agent: if by.agent {
+                        rec.agent.as_ref().map(|a| a.to_string())
+                    } else {
+                        None
+                    },
+                    tags: by
+                        .tags
+                        .iter()
+                        .zip(self.tag_values.drain(..))
+                        .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+                        .collect(),
+                    bucket,
+                    stats: Stats::default(),
+                });
+                self.index
+                    .insert(self.key.clone().into_boxed_slice(), i as u32);
+                i
+            }
+        };
+        let g = &mut self.groups[idx];
+        if g.unit.is_none()
+            && let Some(u) = &rec.unit
+        {
+            g.unit = Some(u.to_string());
+        }
+        g.stats.add(rec.value, rec.ts_ms, self.opts.exact_limit);
+    }
+
+    /// Folds in one aggregate line written with `--with-digest`.
+    ///
+    /// # Errors
+    /// A reason when the line has no usable state.
+    pub fn merge_line(&mut self, a: &Aggregate) -> Result<(), String> {
+        let state = a
+            .state
+            .as_ref()
+            .ok_or("no \"state\" (was it written with --with-digest?)")?;
+        let state = MergeState::parse(state)?;
+        let ms = |t: &Option<String>| t.as_deref().and_then(cfn_core::time::parse_timestamp_str);
+        let bucket = a
+            .bucket_start
+            .as_deref()
+            .and_then(cfn_core::time::parse_timestamp_str);
+        self.key.clear();
+        self.key.extend_from_slice(a.metric.as_bytes());
+        self.key.push(SEP);
+        if let Some(ag) = &a.agent {
+            self.key.push(b'=');
+            self.key.extend_from_slice(ag.as_bytes());
+        }
+        for (k, v) in &a.tags {
+            self.key.push(SEP);
+            self.key.extend_from_slice(k.as_bytes());
+            self.key.push(b'=');
+            self.key.extend_from_slice(v.as_bytes());
+        }
+        if let Some(b) = bucket {
+            self.key.push(SEP);
+            self.key.extend_from_slice(&b.to_le_bytes());
+        }
+        let idx = match self.index.get(&self.key[..]) {
+            Some(&i) => i as usize,
+            None => {
+                let i = self.groups.len();
+                self.groups.push(Group {
+                    metric: a.metric.clone(),
+                    unit: a.unit.clone(),
+                    agent: a.agent.clone(),
+                    tags: a.tags.clone(),
+                    bucket,
+                    stats: Stats::default(),
+                });
+                self.index
+                    .insert(self.key.clone().into_boxed_slice(), i as u32);
+                i
+            }
+        };
+        let partial = PartialState {
+            count: a.count,
+            sum: a.sum,
+            min: a.min,
+            max: a.max,
+            first_ms: ms(&a.first).unwrap_or(i64::MAX),
+            last_ms: ms(&a.last).unwrap_or(i64::MIN),
+            state,
+        };
+        self.groups[idx].stats.merge(partial, self.opts.exact_limit)
+    }
+
+    /// The aggregates, sorted by metric, agent, tags and bucket.
+    pub fn finish(mut self) -> Vec<Aggregate> {
+        self.groups.sort_by(|a, b| {
+            (&a.metric, &a.agent, &a.tags, a.bucket).cmp(&(&b.metric, &b.agent, &b.tags, b.bucket))
+        });
+        let qs = self.opts.quantiles.clone();
+        let with_digest = self.opts.with_digest;
+        self.groups
+            .into_iter()
+            .map(|mut g| {
+                let count = g.stats.count;
+                let sum = g.stats.sum();
+                let first = (count > 0).then(|| format_ms(g.stats.first_ms));
+                let last = (count > 0).then(|| format_ms(g.stats.last_ms));
+                Aggregate {
+                    quantiles: g.stats.quantiles(&qs),
+                    state: with_digest.then(|| g.stats.state()),
+                    metric: g.metric,
+                    unit: g.unit,
+                    agent: g.agent,
+                    tags: g.tags,
+                    bucket_start: g.bucket.map(format_ms),
+                    count,
+                    sum,
+                    avg: if count > 0 {
+                        sum / count as f64
+                    } else {
+                        f64::NAN
+                    },
+                    min: g.stats.min,
+                    max: g.stats.max,
+                    first,
+                    last,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Reads every record of `reader` that passes `filter` into `agg`.
+///
+/// # Errors
+/// I/O errors; the first malformed line under `--strict`.
+pub fn add_all<R: BufRead>(
+    agg: &mut Aggregator,
+    reader: &mut RecordReader<R>,
+    filter: &RecordFilter,
+    log: &mut MalformedLog,
+) -> anyhow::Result<()> {
+    let check = !(filter.since.is_none()
+        && filter.until.is_none()
+        && filter.metrics.is_empty()
+        && filter.agents.is_empty());
+    while reader
+        .next_with(log, |rec| {
+            if !check || filter.matches(&rec) {
+                agg.add(&rec);
+            }
+        })?
+        .is_some()
+    {}
+    Ok(())
+}
+
+/// Parses `--quantiles`.
+///
+/// # Errors
+/// Exit 2 for a value outside [0, 1].
+pub fn check_quantiles(qs: &[f64]) -> anyhow::Result<()> {
+    for &q in qs {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(fail(
+                Exit::Usage,
+                format!("--quantiles: {q} is not in [0, 1]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes aggregates in the chosen format.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_aggregates(
+    aggs: &[Aggregate],
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    match format {
+        Format::Jsonl => {
+            let mut buf = Vec::with_capacity(aggs.len() * 256);
+            for a in aggs {
+                a.write_json(&mut buf);
+            }
+            out.write_all(&buf)
+        }
+        Format::Table => table::write_table(aggs, out),
+    }
+}
+
+/// Runs `cfn-agg`.
+///
+/// # Errors
+/// As the contract's exit codes say.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    check_quantiles(&cli.quantiles)?;
+    let now: EpochMs = match &cli.now {
+        Some(t) => parse_time_arg(t, now_ms())?,
+        None => now_ms(),
+    };
+    let mut filter = RecordFilter {
+        metrics: cli
+            .metric
+            .iter()
+            .map(|m| cfn_core::pattern::NamePattern::new(m))
+            .collect::<Result<_, _>>()?,
+        ..Default::default()
+    };
+    if let Some(w) = &cli.window {
+        let w = parse_duration(w)?.as_millis() as i64;
+        filter.since = Some(now - w);
+        filter.until = Some(now + 1);
+    }
+    let bucket_ms = match &cli.bucket {
+        Some(b) => {
+            let ms = parse_duration(b)?.as_millis() as i64;
+            if ms <= 0 {
+                return Err(fail(
+                    Exit::Usage,
+                    format!("--bucket {b:?} must be positive"),
+                ));
+            }
+            Some(ms)
+        }
+        None => None,
+    };
+    let opts = Options {
+        by: GroupBy::parse(&cli.by)?,
+        quantiles: cli.quantiles.clone(),
+        exact_limit: cli.exact_limit,
+        bucket_ms,
+        with_digest: cli.with_digest,
+    };
+    let config = Config::from_env()?;
+    let inputs = if cli.paths.is_empty() {
+        vec![Input::Stdin]
+    } else {
+        expand_inputs(&cli.paths, &config)?
+    };
+    let mut log = MalformedLog::new("cfn-agg", cli.strict);
+    let mut agg = Aggregator::new(opts);
+    for input in &inputs {
+        let r = input.open()?;
+        if cli.merge {
+            let name = input.name();
+            for a in cfn_core::aggregate::read_aggregates(r, &name, &mut log)? {
+                if !filter.metrics.is_empty()
+                    && !filter.metrics.iter().any(|p| p.matches(&a.metric))
+                {
+                    continue;
+                }
+                if let Err(reason) = agg.merge_line(&a) {
+                    log.report(&name, 0, &format!("metric {:?}: {reason}", a.metric))?;
+                }
+            }
+        } else {
+            let mut reader = RecordReader::new(r, input.name());
+            add_all(&mut agg, &mut reader, &filter, &mut log)?;
+        }
+    }
+    let aggs = agg.finish();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    write_aggregates(&aggs, cli.format, &mut out)?;
+    out.flush()?;
+    log.finish();
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn group_by_parses_agent_and_tags() {
+        let g = GroupBy::parse(&["agent".into(), "tag:phase".into()]).unwrap();
+        assert!(g.agent);
+        assert_eq!(g.tags, vec!["phase".to_string()]);
+        assert!(GroupBy::parse(&["host".into()]).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! `cfn-cat`: write the records of hot shards, archives and legacy files to stdout as JSONL.
+//!
+//! Valid records pass through byte for byte; this crate owns input selection, the k-way merge
+//! of `--sorted` and the polling of `--follow`. Reading, filtering and paths are `cfn-core`'s.
+
+use cfn_core::exit::Exit;
+use cfn_core::filter::RecordFilter;
+use cfn_core::input::{Input, expand_inputs};
+use cfn_core::paths::Config;
+use cfn_core::pattern::NamePattern;
+use cfn_core::reader::{MalformedLog, RecordReader};
+use cfn_core::time::{now_ms, parse_time_arg};
+use clap::Parser;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+mod follow;
+mod merge;
+
+const EXAMPLES: &str = "\
+INPUTS:
+  No PATH reads every hot shard ($CFN_METRICS_DIR/cfn-metrics-<N>.jsonl, default /dev/shm).
+  A directory reads every *.jsonl and *.jsonl.gz below it (gzip files may hold several
+  members); `-` reads stdin. Legacy single files, including the old library's pretty-printed
+  multi-line records, are read too (those are written back compacted onto one line).
+
+EXAMPLES:
+  cfn-cat --since 30s | cfn-agg
+  cfn-cat --since 2026-11-27T00:00:00Z --until 2026-11-28T00:00:00Z /var/lib/cfn-metrics/archive
+  cfn-cat --metric 'coordination.*' --agent agent-42 --sorted
+  cfn-cat --follow --metric memory_usage_mb
+";
+
+/// Read cfn-metrics shards and archives as JSONL.
+///
+/// Writes the records of its inputs to stdout, one per line. Malformed lines are skipped,
+/// counted and reported on stderr as file:line: reason (--strict makes the first one fatal).
+#[derive(Parser, Debug)]
+#[command(
+    name = "cfn-cat",
+    version,
+    after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
+)]
+pub struct Cli {
+    /// Files or directories to read; `-` for stdin. Default: every hot shard.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Only records at or after this time: a duration back from now (30s, 5m, 24h, 7d) or an
+    /// RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+
+    /// Only records before this time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Only this metric: an exact name or a glob such as 'coordination.*'; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub metric: Vec<String>,
+
+    /// Only this agent (exact or glob); repeatable.
+    #[arg(long, value_name = "ID")]
+    pub agent: Vec<String>,
+
+    /// Merge the inputs in timestamp order (each shard is already in time order, so this is a
+    /// k-way merge, not a sort).
+    #[arg(long)]
+    pub sorted: bool,
+
+    /// Keep reading as records are appended, picking up new shards and surviving shards
+    /// renamed or truncated by the archiver.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// With --follow: how often to look for new records.
+    #[arg(long, value_name = "DURATION", default_value = "200ms")]
+    pub interval: String,
+
+    /// Stop at the first malformed line (exit 65).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Read whole files even with --since (for shards whose records are not in time order,
+    /// such as replays written with cfn-emit --timestamp).
+    #[arg(long)]
+    pub no_seek: bool,
+}
+
+/// Builds the record filter from the flags.
+///
+/// # Errors
+/// Exit 2 for bad times or patterns.
+pub fn filter_from(cli: &Cli) -> anyhow::Result<RecordFilter> {
+    let now = now_ms();
+    Ok(RecordFilter {
+        since: cli
+            .since
+            .as_deref()
+            .map(|t| parse_time_arg(t, now))
+            .transpose()?,
+        until: cli
+            .until
+            .as_deref()
+            .map(|t| parse_time_arg(t, now))
+            .transpose()?,
+        metrics: cli
+            .metric
+            .iter()
+            .map(|m| NamePattern::new(m))
+            .collect::<Result<_, _>>()?,
+        agents: cli
+            .agent
+            .iter()
+            .map(|a| NamePattern::new(a))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Opens an input, seeking past records older than the filter's `since` when that is safe.
+///
+/// # Errors
+/// As [`Input::open`].
+pub fn open_at_since(
+    input: &Input,
+    filter: &RecordFilter,
+    seek: bool,
+) -> anyhow::Result<Box<dyn std::io::BufRead + Send>> {
+    use std::io::{Seek, SeekFrom};
+    match (input, filter.since) {
+        (Input::File { path, shared }, Some(since))
+            if seek && !cfn_core::input::is_gzip_name(path) =>
+        {
+            let mut file = if *shared {
+                cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read)?
+            } else {
+                std::fs::File::open(path).map_err(|e| {
+                    cfn_core::fail(
+                        cfn_core::exit::exit_for_io(&e),
+                        format!("cannot open {}: {e}", path.display()),
+                    )
+                })?
+            };
+            let off = cfn_core::input::seek_offset_for_time(&mut file, since)?;
+            file.seek(SeekFrom::Start(off))?;
+            Ok(cfn_core::input::wrap_reader(file, false))
+        }
+        _ => input.open(),
+    }
+}
+
+/// Runs `cfn-cat`.
+///
+/// # Errors
+/// As the contract's exit codes say; a broken pipe is a normal end.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let config = Config::from_env()?;
+    let filter = filter_from(&cli)?;
+    let mut log = MalformedLog::new("cfn-cat", cli.strict);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
+    if cli.follow {
+        let interval = cfn_core::time::parse_duration(&cli.interval)?;
+        follow::follow(&cli.paths, &config, &filter, &mut log, &mut out, interval)?;
+        return Ok(Exit::Ok);
+    }
+    let inputs = expand_inputs(&cli.paths, &config)?;
+    if cli.sorted {
+        let mut readers = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            readers.push(RecordReader::new(
+                open_at_since(input, &filter, !cli.no_seek)?,
+                input.name(),
+            ));
+        }
+        merge::merge_sorted(readers, &filter, &mut log, &mut out)?;
+    } else {
+        for input in &inputs {
+            let mut reader =
+                RecordReader::new(open_at_since(input, &filter, !cli.no_seek)?, input.name());
+            copy_records(&mut reader, &filter, &mut log, &mut out)?;
+        }
+    }
+    out.flush()?;
+    log.finish();
+    Ok(Exit::Ok)
+}
+
+/// Copies the selected records of one reader to `out`, byte for byte.
+///
+/// # Errors
+/// I/O errors (a broken pipe included: the caller treats it as the end).
+pub fn copy_records<R: std::io::BufRead>(
+    reader: &mut RecordReader<R>,
+    filter: &RecordFilter,
+    log: &mut MalformedLog,
+    out: &mut impl Write,
+) -> anyhow::Result<u64> {
+    let mut n = 0;
+    loop {
+        let res = reader.next_with(log, |rec| {
+            if filter.matches(&rec) {
+                out.write_all(rec.raw)?;
+                out.write_all(b"\n")?;
+                return Ok::<_, std::io::Error>(1);
+            }
+            Ok(0)
+        })?;
+        match res {
+            None => return Ok(n),
+            Some(r) => n += r?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,108 @@
+//! `cargo run -p xtask -- gen [--check]`: renders `man/*.1` and `completions/` (bash, zsh,
+//! fish) from every tool's clap `Command`, so help, man pages and completions never disagree.
+//! With `--check` nothing is written and any difference is an error (CI runs this).
+
+use anyhow::{Context, bail};
+use clap::CommandFactory;
+use clap_complete::Shell;
+use std::path::{Path, PathBuf};
+
+mod gendata;
+
+fn commands() -> Vec<clap::Command> {
+    vec![
+        cfn_emit::Cli::command(),
+        cfn_cat::Cli::command(),
+        cfn_agg::Cli::command(),
+    ]
+}
+
+fn render(cmd: &clap::Command) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+    let name = cmd.get_name().to_string();
+    let mut out = Vec::new();
+    let mut man = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut man)?;
+    out.push((PathBuf::from(format!("man/{name}.1")), man));
+    for (shell, file) in [
+        (Shell::Bash, format!("completions/{name}.bash")),
+        (Shell::Zsh, format!("completions/_{name}")),
+        (Shell::Fish, format!("completions/{name}.fish")),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), name.clone(), &mut buf);
+        out.push((PathBuf::from(file), buf));
+    }
+    Ok(out)
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("gen") => generate(args.iter().any(|a| a == "--check")),
+        Some("gen-data") => {
+            let lines: u64 = flag(&args, "--lines")
+                .unwrap_or_else(|| "1000000".into())
+                .parse()?;
+            let span = cfn_core::time::parse_duration(
+                &flag(&args, "--span").unwrap_or_else(|| "24h".into()),
+            )?;
+            let end = match flag(&args, "--end") {
+                Some(t) => cfn_core::time::parse_time_arg(&t, cfn_core::time::now_ms())?,
+                None => cfn_core::time::now_ms(),
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            gendata::write_records(&mut out, lines, end, span.as_millis() as i64, 42)?;
+            Ok(())
+        }
+        Some("gen-hot") => {
+            let dir = flag(&args, "--dir").context("--dir DIR")?;
+            let agents: u32 = flag(&args, "--agents")
+                .unwrap_or_else(|| "500".into())
+                .parse()?;
+            let secs: i64 = flag(&args, "--secs")
+                .unwrap_or_else(|| "30".into())
+                .parse()?;
+            gendata::write_hot_shards(Path::new(&dir), agents, secs, cfn_core::time::now_ms(), 16)?;
+            Ok(())
+        }
+        _ => bail!(
+            "usage: cargo run -p xtask -- gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30]"
+        ),
+    }
+}
+
+fn generate(check: bool) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut drift = Vec::new();
+    for cmd in commands() {
+        for (rel, bytes) in render(&cmd)? {
+            let path = root.join(&rel);
+            let current = std::fs::read(&path).ok();
+            if current.as_deref() == Some(&bytes[..]) {
+                continue;
+            }
+            if check {
+                drift.push(rel.display().to_string());
+            } else {
+                std::fs::create_dir_all(path.parent().unwrap())?;
+                std::fs::write(&path, &bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", rel.display());
+            }
+        }
+    }
+    if !drift.is_empty() {
+        bail!(
+            "generated files are out of date (run `just gen`): {}",
+            drift.join(", ")
+        );
+    }
+    Ok(())
+}
