@@ -1,0 +1,357 @@
+//! cfn-agg end to end: the real binary, checked against independent computations.
+
+use cfn_testkit::{TestDir, jsonl};
+use serde_json::Value;
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() as f64 + 0.5) / (1u64 << 31) as f64
+    }
+}
+
+fn rec(ts: &str, agent: &str, metric: &str, value: f64, tags: Option<&str>) -> String {
+    let tags = tags.map(|t| format!(",\"tags\":{t}")).unwrap_or_default();
+    format!(
+        "{{\"timestamp\":\"{ts}\",\"agent\":\"{agent}\",\"metric\":\"{metric}\",\"value\":{value}{tags}}}\n"
+    )
+}
+
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    let rank = (q * n as f64).ceil() as usize;
+    sorted[rank.clamp(1, n) - 1]
+}
+
+fn by_metric(out: &[Value]) -> std::collections::HashMap<String, Value> {
+    out.iter()
+        .map(|a| (a["metric"].as_str().unwrap().to_string(), a.clone()))
+        .collect()
+}
+
+#[test]
+fn exact_mode_matches_an_independent_nearest_rank_computation() {
+    let dir = TestDir::new();
+    let mut rng = Lcg(3);
+    let mut input = String::new();
+    let mut expected = Vec::new();
+    for (gi, n) in [1usize, 2, 10, 100, 1001].into_iter().enumerate() {
+        for sign in ["pos", "neg"] {
+            let metric = format!("g{gi}.{sign}.n{n}");
+            // Multiples of 1/8: fractional, and sums stay exact in f64.
+            let vals: Vec<f64> = (0..n)
+                .map(|_| {
+                    let v = (rng.next() % 80_000) as f64 / 8.0;
+                    if sign == "neg" { v - 5000.0 } else { v }
+                })
+                .collect();
+            for v in &vals {
+                input.push_str(&rec("2026-11-27T10:00:00.000Z", "a-1", &metric, *v, None));
+            }
+            expected.push((metric, vals));
+        }
+    }
+    let f = dir.write("in.jsonl", &input);
+    let out = dir
+        .cmd("cfn-agg")
+        .args(["--exact-limit", "5000"])
+        .arg(&f)
+        .run();
+    out.success();
+    let got = by_metric(&out.jsonl());
+    assert_eq!(got.len(), expected.len());
+    for (metric, mut vals) in expected {
+        let a = &got[&metric];
+        vals.sort_by(f64::total_cmp);
+        let n = vals.len() as f64;
+        let sum: f64 = vals.iter().sum();
+        assert_eq!(
+            a["count"].as_u64().unwrap() as usize,
+            vals.len(),
+            "{metric}"
+        );
+        assert_eq!(a["sum"].as_f64().unwrap(), sum, "{metric}");
+        assert_eq!(a["min"].as_f64().unwrap(), vals[0], "{metric}");
+        assert_eq!(
+            a["max"].as_f64().unwrap(),
+            *vals.last().unwrap(),
+            "{metric}"
+        );
+        assert!(
+            (a["avg"].as_f64().unwrap() - sum / n).abs() <= 1e-9 * (sum / n).abs().max(1.0),
+            "{metric}"
+        );
+        for (k, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+            assert_eq!(
+                a[k].as_f64().unwrap(),
+                nearest_rank(&vals, q),
+                "{metric} {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tdigest_mode_is_within_half_a_percent_rank_on_a_million_skewed_values() {
+    let dir = TestDir::new();
+    let mut rng = Lcg(11);
+    let mut input = String::with_capacity(70_000_000);
+    let mut vals = Vec::with_capacity(1_000_000);
+    for _ in 0..1_000_000 {
+        // Lognormal (Box-Muller), heavy right tail.
+        let (u1, u2) = (rng.unit(), rng.unit());
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        let v = ((3.0 + 1.5 * z).exp() * 1000.0).round() / 1000.0;
+        vals.push(v);
+        input.push_str("{\"timestamp\":\"2026-11-27T10:00:00.000Z\",\"metric\":\"lat\",\"value\":");
+        input.push_str(&v.to_string());
+        input.push_str("}\n");
+    }
+    let f = dir.write("big.jsonl", &input);
+    drop(input);
+    let out = dir.cmd("cfn-agg").arg(&f).run();
+    out.success();
+    let a = &out.jsonl()[0];
+    assert_eq!(a["count"], 1_000_000);
+    vals.sort_by(f64::total_cmp);
+    let n = vals.len() as f64;
+    for (k, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+        let est = a[k].as_f64().unwrap();
+        // The rank range the estimate occupies in the exact data.
+        let lo = vals.partition_point(|v| *v < est) as f64 / n;
+        let hi = vals.partition_point(|v| *v <= est) as f64 / n;
+        let err = if q < lo {
+            lo - q
+        } else if q > hi {
+            q - hi
+        } else {
+            0.0
+        };
+        assert!(
+            err <= 0.005,
+            "{k}: estimate {est} has rank error {err} (rank {lo}..{hi})"
+        );
+    }
+}
+
+fn window_fixture(dir: &TestDir) -> std::path::PathBuf {
+    let mut s = String::new();
+    s.push_str(&rec("2026-11-27T09:59:29.999Z", "a-1", "m", 1000.0, None)); // outside 30s window
+    s.push_str(&rec(
+        "2026-11-27T09:59:30.000Z",
+        "a-1",
+        "m",
+        1.0,
+        Some(r#"{"phase":"x"}"#),
+    ));
+    s.push_str(&rec(
+        "2026-11-27T09:59:45.500Z",
+        "a-2",
+        "m",
+        2.0,
+        Some(r#"{"phase":"y"}"#),
+    ));
+    s.push_str(&rec(
+        "2026-11-27T10:00:00.000Z",
+        "a-2",
+        "m",
+        3.0,
+        Some(r#"{"phase":"x"}"#),
+    ));
+    s.push_str(&rec("2026-11-27T10:00:00.001Z", "a-1", "m", 2000.0, None)); // after --now
+    dir.write("w.jsonl", s)
+}
+
+#[test]
+fn window_keeps_only_the_last_duration_before_now() {
+    let dir = TestDir::new();
+    let f = window_fixture(&dir);
+    let out = dir
+        .cmd("cfn-agg")
+        .args(["--window", "30s", "--now", "2026-11-27T10:00:00Z"])
+        .arg(&f)
+        .run();
+    let a = &out.success().jsonl()[0];
+    assert_eq!(
+        (a["count"].as_u64(), a["sum"].as_f64(), a["max"].as_f64()),
+        (Some(3), Some(6.0), Some(3.0))
+    );
+    assert_eq!(a["first"], "2026-11-27T09:59:30.000Z");
+    assert_eq!(a["last"], "2026-11-27T10:00:00.000Z");
+}
+
+#[test]
+fn bucket_by_agent_and_tag_split_groups() {
+    let dir = TestDir::new();
+    let f = window_fixture(&dir);
+    let out = dir.cmd("cfn-agg").args(["--bucket", "1m"]).arg(&f).run();
+    let aggs = out.success().jsonl();
+    let buckets: Vec<(&str, u64)> = aggs
+        .iter()
+        .map(|a| {
+            (
+                a["bucket_start"].as_str().unwrap(),
+                a["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            ("2026-11-27T09:59:00.000Z", 3),
+            ("2026-11-27T10:00:00.000Z", 2)
+        ]
+    );
+
+    let aggs = dir
+        .cmd("cfn-agg")
+        .args(["--by", "agent"])
+        .arg(&f)
+        .run()
+        .jsonl();
+    let per_agent: Vec<(&str, u64)> = aggs
+        .iter()
+        .map(|a| (a["agent"].as_str().unwrap(), a["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(per_agent, [("a-1", 3), ("a-2", 2)]);
+
+    let aggs = dir
+        .cmd("cfn-agg")
+        .args(["--by", "tag:phase"])
+        .arg(&f)
+        .run()
+        .jsonl();
+    let per_tag: Vec<(Value, u64)> = aggs
+        .iter()
+        .map(|a| (a["tags"].clone(), a["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        per_tag,
+        [
+            (Value::Null, 2),
+            (serde_json::json!({"phase":"x"}), 2),
+            (serde_json::json!({"phase":"y"}), 1)
+        ]
+    );
+}
+
+#[test]
+fn merge_of_split_inputs_equals_the_whole() {
+    let dir = TestDir::new();
+    let mut rng = Lcg(5);
+    let (mut a, mut b, mut whole) = (String::new(), String::new(), String::new());
+    for i in 0..6000 {
+        let metric = if i % 3 == 0 { "small" } else { "big" };
+        let v = (rng.next() % 100_000) as f64 / 4.0;
+        let line = rec(
+            &format!("2026-11-27T10:{:02}:{:02}.000Z", (i / 60) % 60, i % 60),
+            &format!("a-{}", i % 4),
+            metric,
+            v,
+            None,
+        );
+        if metric == "small" && i > 300 {
+            continue; // keep "small" under the exact limit: 101 values
+        }
+        whole.push_str(&line);
+        if i % 2 == 0 {
+            a.push_str(&line)
+        } else {
+            b.push_str(&line)
+        }
+    }
+    let (fa, fb, fw) = (
+        dir.write("a.jsonl", a),
+        dir.write("b.jsonl", b),
+        dir.write("w.jsonl", whole),
+    );
+    let pa = dir
+        .cmd("cfn-agg")
+        .args(["--with-digest", "--by", "agent"])
+        .arg(&fa)
+        .run();
+    let pb = dir
+        .cmd("cfn-agg")
+        .args(["--with-digest", "--by", "agent"])
+        .arg(&fb)
+        .run();
+    let merged_in = format!("{}{}", pa.success().stdout(), pb.success().stdout());
+    let merged = dir.cmd("cfn-agg").args(["--merge"]).stdin(merged_in).run();
+    let merged = merged.success().jsonl();
+    let full = dir
+        .cmd("cfn-agg")
+        .args(["--by", "agent"])
+        .arg(&fw)
+        .run()
+        .jsonl();
+    assert_eq!(merged.len(), full.len());
+    for (m, f) in merged.iter().zip(&full) {
+        for k in [
+            "metric", "agent", "count", "sum", "min", "max", "first", "last",
+        ] {
+            assert_eq!(m[k], f[k], "{k} of {}", f["metric"]);
+        }
+        let exact = f["count"].as_u64().unwrap() <= 1000;
+        for k in ["p50", "p95", "p99"] {
+            let (mv, fv) = (m[k].as_f64().unwrap(), f[k].as_f64().unwrap());
+            if exact {
+                assert_eq!(mv, fv, "{k} of {} {}", f["metric"], f["agent"]);
+            } else {
+                // Digest-merged: close to the single-run estimate (values span 0..25000).
+                assert!((mv - fv).abs() < 250.0, "{k}: merged {mv} vs whole {fv}");
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_lines_are_counted_with_line_numbers_and_the_rest_aggregated() {
+    let dir = TestDir::new();
+    let input = [
+        rec("2026-11-27T10:00:00Z", "a", "m", 1.0, None),
+        "{not json\n".into(),
+        "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\"}\n".into(),
+        "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":\"12\"}\n".into(),
+        "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":NaN}\n".into(),
+        rec("2026-11-27T10:00:00Z", "a", "m", 2.0, None),
+        "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"va".into(),
+    ]
+    .concat();
+    let f = dir.write("bad.jsonl", &input);
+    let out = dir.cmd("cfn-agg").arg(&f).run();
+    out.success();
+    for line in [2, 3, 4, 5, 7] {
+        out.stderr_has(&format!("bad.jsonl:{line}:"));
+    }
+    out.stderr_has("skipped 5 malformed lines");
+    out.stderr_has("value \"12\" is not a number");
+    assert_eq!(out.jsonl()[0]["count"], 2);
+    let strict = dir.cmd("cfn-agg").arg("--strict").arg(&f).run();
+    strict.status(65).stderr_has("bad.jsonl:2:");
+}
+
+#[test]
+fn table_format_is_aligned() {
+    let dir = TestDir::new();
+    let f = window_fixture(&dir);
+    let out = dir
+        .cmd("cfn-agg")
+        .args(["--format", "table", "--by", "agent"])
+        .arg(&f)
+        .run();
+    let text = out.success().stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("METRIC  AGENT  COUNT"), "{text}");
+    assert_eq!(lines.len(), 3);
+    // Right-aligned counts end in the same column.
+    let col = lines[0].find("COUNT").unwrap() + "COUNT".len();
+    assert_eq!(&lines[1][col - 1..col], "3");
+    assert_eq!(&lines[2][col - 1..col], "2");
+}

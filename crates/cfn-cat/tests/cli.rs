@@ -1,0 +1,377 @@
+//! cfn-cat end to end: directories of plain, gzip and legacy files, time bounds, merge
+//! order, following shards through appends, new files, renames and rewrites.
+
+use cfn_testkit::{TestDir, jsonl};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn rec(ts: &str, metric: &str, value: u64) -> String {
+    format!(
+        "{{\"timestamp\":\"{ts}\",\"agent\":\"a-1\",\"metric\":\"{metric}\",\"value\":{value}}}\n"
+    )
+}
+
+fn gz_member(text: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn reads_a_directory_of_plain_multi_member_gzip_and_legacy_files() {
+    let dir = TestDir::new();
+    dir.write(
+        "arch/cfn-metrics-20261126-0.jsonl",
+        rec("2026-11-26T10:00:00.000Z", "plain", 1),
+    );
+    let mut gz = gz_member(&rec("2026-11-25T10:00:00.000Z", "gz", 2));
+    gz.extend(gz_member(&rec("2026-11-25T11:00:00.000Z", "gz", 3)));
+    dir.write("arch/sub/cfn-metrics-20261125-0.jsonl.gz", gz);
+    dir.write(
+        "arch/legacy.jsonl",
+        "{\n  \"timestamp\": \"2026-11-24T10:00:00.000Z\",\n  \"metric\": \"legacy\",\n  \"value\": 4,\n  \"unit\": \"count\",\n  \"tags\": {}\n}\n",
+    );
+    dir.write("arch/ignored.txt", "not records\n");
+    let out = dir.cmd("cfn-cat").arg(dir.join("arch")).run();
+    let lines: Vec<String> = out.success().stdout().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    // Plain records pass through byte for byte.
+    assert!(
+        lines.contains(
+            &rec("2026-11-26T10:00:00.000Z", "plain", 1)
+                .trim_end()
+                .to_string()
+        )
+    );
+    assert!(
+        lines.contains(
+            &rec("2026-11-25T11:00:00.000Z", "gz", 3)
+                .trim_end()
+                .to_string()
+        )
+    );
+    assert!(lines.contains(
+        &r#"{"timestamp":"2026-11-24T10:00:00.000Z","metric":"legacy","value":4,"unit":"count","tags":{}}"#.to_string()
+    ));
+}
+
+#[test]
+fn since_is_inclusive_and_until_exclusive() {
+    let dir = TestDir::new();
+    let f = dir.write(
+        "x.jsonl",
+        [
+            rec("2026-11-27T09:59:59.999Z", "m", 1),
+            rec("2026-11-27T10:00:00.000Z", "m", 2),
+            rec("2026-11-27T10:00:30.000Z", "m", 3),
+            rec("2026-11-27T10:01:00.000Z", "m", 4),
+        ]
+        .concat(),
+    );
+    let out = dir
+        .cmd("cfn-cat")
+        .args([
+            "--since",
+            "2026-11-27T10:00:00Z",
+            "--until",
+            "2026-11-27T10:01:00Z",
+        ])
+        .arg(&f)
+        .run();
+    let vals: Vec<u64> = out
+        .success()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vals, [2, 3]);
+    // A duration back from now.
+    let now_rec = rec(&cfn_core_now(), "m", 9);
+    let g = dir.write(
+        "now.jsonl",
+        [rec("2020-01-01T00:00:00Z", "m", 0), now_rec].concat(),
+    );
+    let vals: Vec<u64> = dir
+        .cmd("cfn-cat")
+        .args(["--since", "30s"])
+        .arg(&g)
+        .run()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vals, [9]);
+}
+
+fn cfn_core_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.000Z"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn since_seeks_correctly_in_a_large_shard() {
+    let dir = TestDir::new();
+    let mut s = String::new();
+    for i in 0..40_000u64 {
+        s.push_str(&rec(
+            &format!(
+                "2026-11-27T{:02}:{:02}:{:02}.000Z",
+                i / 3600,
+                (i / 60) % 60,
+                i % 60
+            ),
+            "m",
+            i,
+        ));
+    }
+    let f = dir.write("cfn-metrics-0.jsonl", s);
+    let out = dir
+        .cmd("cfn-cat")
+        .args(["--since", "2026-11-27T10:00:00Z"])
+        .arg(&f)
+        .run();
+    let vals: Vec<u64> = out
+        .success()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vals.first(), Some(&36_000));
+    assert_eq!(vals.len(), 4_000);
+}
+
+#[test]
+fn sorted_merges_shards_in_timestamp_order() {
+    let dir = TestDir::new();
+    dir.write(
+        "cfn-metrics-0.jsonl",
+        [
+            rec("2026-11-27T10:00:01Z", "m", 1),
+            rec("2026-11-27T10:00:04Z", "m", 4),
+        ]
+        .concat(),
+    );
+    dir.write(
+        "cfn-metrics-1.jsonl",
+        [
+            rec("2026-11-27T10:00:02Z", "m", 2),
+            rec("2026-11-27T10:00:03Z", "m", 3),
+            rec("2026-11-27T10:00:05Z", "m", 5),
+        ]
+        .concat(),
+    );
+    let out = dir.cmd("cfn-cat").arg("--sorted").run();
+    let vals: Vec<u64> = out
+        .success()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vals, [1, 2, 3, 4, 5]);
+    let unsorted: Vec<u64> = dir
+        .cmd("cfn-cat")
+        .run()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(unsorted, [1, 4, 2, 3, 5]);
+}
+
+#[test]
+fn metric_glob_and_agent_filters() {
+    let dir = TestDir::new();
+    dir.write(
+        "cfn-metrics-0.jsonl",
+        [
+            rec("2026-11-27T10:00:01Z", "coordination.time", 1),
+            rec("2026-11-27T10:00:02Z", "memory_usage_mb", 2),
+        ]
+        .concat(),
+    );
+    let vals = dir
+        .cmd("cfn-cat")
+        .args(["--metric", "coordination.*"])
+        .run()
+        .jsonl();
+    assert_eq!(vals.len(), 1);
+    assert!(
+        dir.cmd("cfn-cat")
+            .args(["--agent", "b-*"])
+            .run()
+            .jsonl()
+            .is_empty()
+    );
+}
+
+#[test]
+fn malformed_lines_are_reported_and_strict_fails() {
+    let dir = TestDir::new();
+    dir.write(
+        "cfn-metrics-0.jsonl",
+        format!(
+            "{}garbage\n{}",
+            rec("2026-11-27T10:00:01Z", "m", 1),
+            rec("2026-11-27T10:00:02Z", "m", 2)
+        ),
+    );
+    let out = dir.cmd("cfn-cat").run();
+    assert_eq!(out.success().jsonl().len(), 2);
+    out.stderr_has("cfn-metrics-0.jsonl:2: invalid JSON");
+    dir.cmd("cfn-cat").arg("--strict").run().status(65);
+}
+
+#[test]
+fn missing_path_exits_66() {
+    let dir = TestDir::new();
+    dir.cmd("cfn-cat")
+        .arg(dir.join("nope"))
+        .run()
+        .status(66)
+        .stderr_has("nope");
+}
+
+#[test]
+fn head_closing_the_pipe_is_a_normal_end() {
+    let dir = TestDir::new();
+    let mut s = String::new();
+    for i in 0..200_000 {
+        s.push_str(&rec("2026-11-27T10:00:01.000Z", "m", i));
+    }
+    dir.write("cfn-metrics-0.jsonl", s);
+    let bin = cfn_testkit::bin_path("cfn-cat");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; '{}' | head -1", bin.display()))
+        .env("CFN_METRICS_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads lines from a following cfn-cat until `n` have arrived or the deadline passes.
+fn read_n(lines: &mut impl Iterator<Item = std::io::Result<String>>, n: usize, got: &mut Vec<u64>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < n && Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(l)) => got.push(
+                serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
+                    .as_u64()
+                    .unwrap(),
+            ),
+            _ => break,
+        }
+    }
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn follow_sees_appends_new_shards_renames_and_rewrites_exactly_once() {
+    let dir = TestDir::new();
+    let s0 = dir.join("cfn-metrics-0.jsonl");
+    append(&s0, &rec("2026-11-27T10:00:01Z", "m", 1));
+    let mut cmd = dir.cmd("cfn-cat");
+    cmd.args(["--follow", "--interval", "50ms"]);
+    let mut child = cmd
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got = Vec::new();
+    read_n(&mut lines, 1, &mut got);
+
+    // An append, including a line written in two parts.
+    append(&s0, &rec("2026-11-27T10:00:02Z", "m", 2));
+    let half = rec("2026-11-27T10:00:03Z", "m", 3);
+    append(&s0, &half[..20]);
+    std::thread::sleep(Duration::from_millis(200));
+    append(&s0, &half[20..]);
+    read_n(&mut lines, 3, &mut got);
+
+    // A new shard appears.
+    append(
+        &dir.join("cfn-metrics-5.jsonl"),
+        &rec("2026-11-27T10:00:04Z", "m", 4),
+    );
+    read_n(&mut lines, 4, &mut got);
+
+    // Renamed away (after a last append) and recreated.
+    append(&s0, &rec("2026-11-27T10:00:05Z", "m", 5));
+    std::fs::rename(&s0, dir.join("moved.jsonl")).unwrap();
+    append(&s0, &rec("2026-11-27T10:00:06Z", "m", 6));
+    read_n(&mut lines, 6, &mut got);
+
+    // Rewritten as the archiver's trim does: the newest records kept, renamed into place.
+    append(&s0, &rec("2026-11-27T10:00:07Z", "m", 7));
+    read_n(&mut lines, 7, &mut got);
+    let tmp = dir.join(".trim.tmp");
+    std::fs::write(
+        &tmp,
+        [
+            rec("2026-11-27T10:00:06Z", "m", 6),
+            rec("2026-11-27T10:00:07Z", "m", 7),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &s0).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&s0, &rec("2026-11-27T10:00:08Z", "m", 8));
+    read_n(&mut lines, 8, &mut got);
+
+    // Truncated in place, then appended.
+    std::fs::write(&s0, "").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&s0, &rec("2026-11-27T10:00:09Z", "m", 9));
+    read_n(&mut lines, 9, &mut got);
+
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    // Nothing more arrives after the last record (no duplicates from the rewrite).
+    while let Some(Ok(l)) = lines.next() {
+        got.push(
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    child.wait().unwrap();
+    got.sort();
+    assert_eq!(got, (1..=9).collect::<Vec<u64>>());
+}
+
+#[test]
+fn gzip_input_given_by_name_and_stdin_dash() {
+    let dir = TestDir::new();
+    let f = dir.write(
+        "a.jsonl.gz",
+        gz_member(&rec("2026-11-27T10:00:01Z", "m", 1)),
+    );
+    let out = dir
+        .cmd("cfn-cat")
+        .arg(&f)
+        .arg("-")
+        .stdin(rec("2026-11-27T10:00:02Z", "m", 2))
+        .run();
+    assert_eq!(jsonl(&out.success().stdout()).len(), 2);
+}
