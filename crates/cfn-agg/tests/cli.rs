@@ -1,6 +1,6 @@
 //! cfn-agg end to end: the real binary, checked against independent computations.
 
-use cfn_testkit::{TestDir, jsonl};
+use cfn_testkit::TestDir;
 use serde_json::Value;
 
 struct Lcg(u64);

@@ -78,7 +78,7 @@ pub fn write_records(
             "kb" => (rng.lognormal(8.0, 1.2)).round(),
             _ => (rng.lognormal(2.0, 1.0)).floor(),
         };
-        let tagged = rng.next_u64() % 3 == 0;
+        let tagged = rng.next_u64().is_multiple_of(3);
         buf.extend_from_slice(b"{\"timestamp\":\"");
         buf.extend_from_slice(cfn_core::time::format_ms(ts).as_bytes());
         buf.extend_from_slice(

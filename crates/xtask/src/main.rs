@@ -72,8 +72,9 @@ fn main() -> anyhow::Result<()> {
             gendata::write_hot_shards(Path::new(&dir), agents, secs, cfn_core::time::now_ms(), 16)?;
             Ok(())
         }
+        Some("demo") => demo(),
         _ => bail!(
-            "usage: cargo run -p xtask -- gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30]"
+            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30]"
         ),
     }
 }
@@ -103,6 +104,29 @@ fn generate(check: bool) -> anyhow::Result<()> {
             "generated files are out of date (run `just gen`): {}",
             drift.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// Builds the tools in release mode and runs `contrib/demo.sh` with them first on PATH.
+fn demo() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--workspace", "--bins", "--quiet"])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let bin = root.join("target/release").canonicalize()?;
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let status = std::process::Command::new("bash")
+        .arg(root.join("contrib/demo.sh"))
+        .env("PATH", path)
+        .status()?;
+    if !status.success() {
+        bail!("the demo failed ({status})");
     }
     Ok(())
 }

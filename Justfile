@@ -1,0 +1,48 @@
+# cfn-metrics tasks. `just` is optional: each recipe is a plain command you can run yourself.
+
+default:
+    @just --list
+
+# Build every tool in release mode.
+build:
+    cargo build --release --workspace --bins
+
+# Run the whole test suite (the README's test command).
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Render man/ and completions/ from the clap definitions.
+gen:
+    cargo run -q -p xtask -- gen
+
+# Fail when man/ or completions/ are out of date.
+gen-check:
+    cargo run -q -p xtask -- gen --check
+
+# Side-by-side benchmarks (ours vs bash vs jq vs Miller); figures go in the README.
+bench:
+    bash bench/run.sh
+
+# The 500-agent soak run (minutes; not part of the tests).
+soak:
+    bash bench/soak.sh
+
+# The whole pipeline on a temp dir (the README's first command).
+demo:
+    cargo run -q --release -p xtask -- demo
+
+# Install the binaries, man pages and completions under PREFIX (default ~/.local).
+install prefix="$HOME/.local":
+    cargo build --release --workspace --bins
+    mkdir -p {{prefix}}/bin {{prefix}}/share/man/man1 {{prefix}}/share/bash-completion/completions {{prefix}}/share/zsh/site-functions {{prefix}}/share/fish/vendor_completions.d
+    for b in cfn-emit cfn-cat cfn-agg cfn-alert cfn-promtext cfn-archive cfn-push cfn-serve; do if [ -f target/release/$b ]; then install -m 0755 target/release/$b {{prefix}}/bin/; fi; done
+    install -m 0644 man/*.1 {{prefix}}/share/man/man1/
+    for f in completions/*.bash; do install -m 0644 $f {{prefix}}/share/bash-completion/completions/$(basename $f .bash); done
+    install -m 0644 completions/_* {{prefix}}/share/zsh/site-functions/
+    install -m 0644 completions/*.fish {{prefix}}/share/fish/vendor_completions.d/
+    install -m 0644 contrib/emit_metric.sh {{prefix}}/share/cfn-metrics-emit_metric.sh
