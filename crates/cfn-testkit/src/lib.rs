@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 
+pub mod gendata;
+
 /// A temporary directory that is removed when dropped.
 pub struct TestDir {
     tmp: tempfile::TempDir,

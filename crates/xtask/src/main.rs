@@ -7,7 +7,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use std::path::{Path, PathBuf};
 
-mod gendata;
+use cfn_testkit::gendata;
 
 fn commands() -> Vec<clap::Command> {
     vec![
@@ -120,7 +120,11 @@ fn demo() -> anyhow::Result<()> {
         bail!("cargo build failed");
     }
     let bin = root.join("target/release").canonicalize()?;
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let status = std::process::Command::new("bash")
         .arg(root.join("contrib/demo.sh"))
         .env("PATH", path)

@@ -1,0 +1,470 @@
+//! `cfn-promtext`: aggregates (contract section 4) as Prometheus text exposition.
+//!
+//! [`render`] is shared with `cfn-serve`'s `/metrics`, so both always agree. This crate owns
+//! naming, escaping and unit conversion; reading aggregates and atomic writes are
+//! `cfn-core`'s.
+
+use cfn_core::aggregate::{Aggregate, read_aggregates};
+use cfn_core::exit::Exit;
+use cfn_core::reader::MalformedLog;
+use clap::Parser;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+OUTPUT:
+  Per metric a summary family <prefix><name> with quantile=\"0.5\"|\"0.95\"|\"0.99\" series,
+  <name>_sum and <name>_count, plus gauge families <name>_min and <name>_max. Group keys
+  (agent, tags) become labels. Every family has # HELP (with the unit) and # TYPE; families and
+  series are sorted; there are no timestamps. Names are made valid ([a-zA-Z0-9_], no leading
+  digit); two metrics whose names collide after that are reported on stderr and kept apart
+  with a stable suffix, never merged.
+
+EXAMPLES:
+  cfn-cat --since 30s | cfn-agg | cfn-promtext -o /var/lib/prometheus/node-exporter/cfn.prom
+  cfn-cat --since 30s | cfn-agg --by agent | cfn-promtext --base-units --prefix agents_
+";
+
+/// Write aggregates as Prometheus text exposition.
+///
+/// Reads aggregate lines (from cfn-agg) on stdin and writes the text format that
+/// node_exporter's textfile collector and Prometheus accept. With -o the file is replaced
+/// atomically, so a scrape never sees a partial file.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cfn-promtext",
+    version,
+    after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
+)]
+pub struct Cli {
+    /// Aggregate files to read; default stdin.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Write to FILE atomically (temp file in the same directory, fsync, rename).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Prefix of every metric name.
+    #[arg(long, default_value = "cfn_")]
+    pub prefix: String,
+
+    /// Convert milliseconds to seconds and kb/mb to bytes, with the _seconds/_bytes suffix.
+    #[arg(long)]
+    pub base_units: bool,
+
+    /// File mode of the -o file (octal); node_exporter usually runs as another user.
+    #[arg(long, value_name = "OCTAL", default_value = "644")]
+    pub mode: String,
+
+    /// Stop at the first malformed input line (exit 65).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Rendering settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub prefix: String,
+    pub base_units: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            prefix: "cfn_".into(),
+            base_units: false,
+        }
+    }
+}
+
+/// Replaces every character outside `[a-zA-Z0-9_]` with `_` and prefixes a leading digit.
+pub fn sanitize_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// A valid label name for a group key: sanitized, and never a reserved `__` name or the
+/// summary's own `quantile`.
+pub fn sanitize_label(s: &str) -> String {
+    let out = sanitize_name(s);
+    if out.starts_with("__") || out == "quantile" {
+        format!("tag{out}")
+    } else {
+        out
+    }
+}
+
+/// Escapes a label value: `\`, `"` and newline.
+pub fn escape_label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes HELP text: `\` and newline.
+pub fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// A sample value as Prometheus spells it (`+Inf`, `-Inf`, `NaN`, integers without fraction).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        cfn_core::record::number_text(v)
+    }
+}
+
+/// The unit conversion for `--base-units`: (factor, name suffix, unit shown in HELP, name
+/// suffixes to replace). A negative factor divides, so 410 ms is exactly 0.41 s.
+fn base_unit(
+    unit: Option<&str>,
+) -> Option<(f64, &'static str, &'static str, &'static [&'static str])> {
+    match unit?.to_ascii_lowercase().as_str() {
+        "milliseconds" | "millisecond" | "ms" => {
+            Some((-1000.0, "_seconds", "seconds", &["_milliseconds", "_ms"]))
+        }
+        "seconds" | "second" | "s" => Some((1.0, "_seconds", "seconds", &["_seconds", "_s"])),
+        "mb" | "mib" | "megabytes" => Some((
+            1024.0 * 1024.0,
+            "_bytes",
+            "bytes",
+            &["_mb", "_mib", "_megabytes"],
+        )),
+        "kb" | "kib" | "kilobytes" => {
+            Some((1024.0, "_bytes", "bytes", &["_kb", "_kib", "_kilobytes"]))
+        }
+        "bytes" | "b" => Some((1.0, "_bytes", "bytes", &["_bytes"])),
+        _ => None,
+    }
+}
+
+/// A warning about the input (name collisions, duplicate series).
+pub type Warning = String;
+
+struct Series<'a> {
+    agg: &'a Aggregate,
+}
+
+struct Family<'a> {
+    source: String,
+    unit: Option<String>,
+    factor: f64,
+    series: BTreeMap<String, Series<'a>>,
+}
+
+/// Renders aggregates as text exposition; returns the text and any warnings.
+pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
+    let mut warnings = Vec::new();
+    // Group by source metric; in bucketed input keep the newest bucket of each series.
+    let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
+    for a in aggs {
+        by_metric.entry(&a.metric).or_default().push(a);
+    }
+    // Assign names: metrics whose sanitized name needs no change go first, so a clean name
+    // keeps its name whatever else appears; later colliders get a stable hash suffix.
+    let mut order: Vec<&str> = by_metric.keys().copied().collect();
+    order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
+    let mut used: BTreeMap<String, String> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family<'_>> = BTreeMap::new();
+    for metric in order {
+        let list = &by_metric[metric];
+        let unit = list.iter().find_map(|a| a.unit.clone());
+        let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
+        let mut factor = 1.0;
+        let mut shown_unit = unit.clone();
+        if opts.base_units
+            && let Some((f, suffix, name, strip)) = base_unit(unit.as_deref())
+        {
+            factor = f;
+            shown_unit = Some(name.to_string());
+            for s in strip {
+                if let Some(stripped) = base.strip_suffix(s) {
+                    base = stripped.to_string();
+                    break;
+                }
+            }
+            base.push_str(suffix);
+        }
+        let derived = |b: &str| {
+            [
+                b.to_string(),
+                format!("{b}_sum"),
+                format!("{b}_count"),
+                format!("{b}_min"),
+                format!("{b}_max"),
+            ]
+        };
+        if let Some(other) = derived(&base).iter().find_map(|n| used.get(n)) {
+            let renamed = format!(
+                "{base}_{:08x}",
+                cfn_core::paths::fnv1a64(metric.as_bytes()) as u32
+            );
+            warnings.push(format!(
+                "metrics {other:?} and {metric:?} both map to {base}; writing {metric:?} as {renamed}"
+            ));
+            base = renamed;
+        }
+        for n in derived(&base) {
+            used.insert(n, metric.to_string());
+        }
+        let mut series: BTreeMap<String, Series<'_>> = BTreeMap::new();
+        for a in list {
+            let mut labels: Vec<(String, String)> = Vec::new();
+            for (k, v) in a.labels() {
+                let mut name = sanitize_label(&k);
+                if labels.iter().any(|(n, _)| *n == name) {
+                    let renamed = format!(
+                        "{name}_{:08x}",
+                        cfn_core::paths::fnv1a64(k.as_bytes()) as u32
+                    );
+                    warnings.push(format!("label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"));
+                    name = renamed;
+                }
+                labels.push((name, v));
+            }
+            labels.sort();
+            let key = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+                .collect::<Vec<_>>()
+                .join(",");
+            match series.get(&key) {
+                Some(prev) if prev.agg.bucket_start >= a.bucket_start => {
+                    if prev.agg.bucket_start == a.bucket_start {
+                        warnings.push(format!(
+                            "duplicate series {metric}{{{key}}}; keeping the first"
+                        ));
+                    }
+                }
+                _ => {
+                    series.insert(key, Series { agg: a });
+                }
+            }
+        }
+        families.insert(
+            base,
+            Family {
+                source: metric.to_string(),
+                unit: shown_unit,
+                factor,
+                series,
+            },
+        );
+    }
+    let mut out = String::new();
+    // Every family in one contiguous block, all blocks sorted by name.
+    let mut blocks: BTreeMap<String, String> = BTreeMap::new();
+    for (base, fam) in &families {
+        let unit_note = fam
+            .unit
+            .as_deref()
+            .map(|u| format!(" (unit: {u})"))
+            .unwrap_or_default();
+        let help = |what: &str| {
+            escape_help(&format!(
+                "{what} of {}{unit_note}, from cfn-agg",
+                fam.source
+            ))
+        };
+        let mut summary = format!(
+            "# HELP {base} {}\n# TYPE {base} summary\n",
+            help("Distribution")
+        );
+        let mut min = format!(
+            "# HELP {base}_min {}\n# TYPE {base}_min gauge\n",
+            help("Minimum")
+        );
+        let mut max = format!(
+            "# HELP {base}_max {}\n# TYPE {base}_max gauge\n",
+            help("Maximum")
+        );
+        for (key, s) in &fam.series {
+            let a = s.agg;
+            let with = |extra: &str| -> String {
+                match (key.is_empty(), extra.is_empty()) {
+                    (true, true) => String::new(),
+                    (true, false) => format!("{{{extra}}}"),
+                    (false, true) => format!("{{{key}}}"),
+                    (false, false) => format!("{{{key},{extra}}}"),
+                }
+            };
+            let conv = |v: f64| {
+                if fam.factor < 0.0 {
+                    v / -fam.factor
+                } else {
+                    v * fam.factor
+                }
+            };
+            for (q, v) in &a.quantiles {
+                let _ = writeln!(
+                    summary,
+                    "{base}{} {}",
+                    with(&format!(
+                        "quantile=\"{}\"",
+                        cfn_core::record::number_text(*q)
+                    )),
+                    format_value(conv(*v))
+                );
+            }
+            let _ = writeln!(
+                summary,
+                "{base}_sum{} {}",
+                with(""),
+                format_value(conv(a.sum))
+            );
+            let _ = writeln!(summary, "{base}_count{} {}", with(""), a.count);
+            let _ = writeln!(min, "{base}_min{} {}", with(""), format_value(conv(a.min)));
+            let _ = writeln!(max, "{base}_max{} {}", with(""), format_value(conv(a.max)));
+        }
+        blocks.insert(base.clone(), summary);
+        blocks.insert(format!("{base}_min"), min);
+        blocks.insert(format!("{base}_max"), max);
+    }
+    for b in blocks.values() {
+        out.push_str(b);
+    }
+    (out, warnings)
+}
+
+/// Runs `cfn-promtext`.
+///
+/// # Errors
+/// As the contract's exit codes say.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let mode = u32::from_str_radix(&cli.mode, 8).map_err(|_| {
+        cfn_core::fail(
+            Exit::Usage,
+            format!("--mode {:?} is not an octal mode", cli.mode),
+        )
+    })?;
+    let mut log = MalformedLog::new("cfn-promtext", cli.strict);
+    let mut aggs = Vec::new();
+    if cli.paths.is_empty() {
+        aggs = read_aggregates(std::io::stdin().lock(), "<stdin>", &mut log)?;
+    } else {
+        for p in &cli.paths {
+            let input = cfn_core::input::Input::File {
+                path: p.clone(),
+                shared: false,
+            };
+            aggs.extend(read_aggregates(input.open()?, &input.name(), &mut log)?);
+        }
+    }
+    let (text, warnings) = render(
+        &aggs,
+        &Options {
+            prefix: cli.prefix.clone(),
+            base_units: cli.base_units,
+        },
+    );
+    for w in &warnings {
+        cfn_core::cli::warn("cfn-promtext", w);
+    }
+    match &cli.output {
+        Some(path) => cfn_core::fsutil::write_atomic(path, mode, text.as_bytes())?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+    }
+    log.finish();
+    Ok(Exit::Ok)
+}
+
+/// The label names used in a rendering, for tests and diagnostics.
+pub fn label_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(inner) = line
+            .split_once('{')
+            .and_then(|(_, r)| r.rsplit_once('}'))
+            .map(|(l, _)| l)
+        {
+            for part in inner.split("\",") {
+                if let Some((k, _)) = part.split_once('=') {
+                    out.insert(k.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn names_are_made_valid() {
+        assert_eq!(sanitize_name("9lives.p-99 ms"), "_9lives_p_99_ms");
+        assert_eq!(sanitize_name("coordination.time"), "coordination_time");
+        assert_eq!(sanitize_label("__name__"), "tag__name__");
+        assert_eq!(sanitize_label("quantile"), "tagquantile");
+    }
+
+    #[test]
+    fn special_values_are_spelled_as_prometheus_expects() {
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(3.0), "3");
+    }
+
+    #[test]
+    fn colliding_names_are_kept_apart_and_reported() {
+        let a = Aggregate {
+            metric: "coordination.time".into(),
+            count: 1,
+            quantiles: vec![(0.5, 1.0)],
+            ..Default::default()
+        };
+        let b = Aggregate {
+            metric: "coordination_time".into(),
+            count: 2,
+            quantiles: vec![(0.5, 2.0)],
+            ..Default::default()
+        };
+        let (text, warnings) = render(&[a, b], &Options::default());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(text.contains("cfn_coordination_time_count 2\n"), "{text}");
+        let renamed = format!(
+            "cfn_coordination_time_{:08x}_count 1\n",
+            cfn_core::paths::fnv1a64(b"coordination.time") as u32
+        );
+        assert!(text.contains(&renamed), "{text}");
+    }
+}
