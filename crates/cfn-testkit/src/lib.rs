@@ -305,3 +305,126 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A request received by a [`MockServer`].
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body, gunzipped when `Content-Encoding: gzip`.
+    pub fn decoded_body(&self) -> Vec<u8> {
+        if self.header("content-encoding") == Some("gzip") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::MultiGzDecoder::new(&self.body[..]),
+                &mut out,
+            )
+            .expect("gzip body");
+            out
+        } else {
+            self.body.clone()
+        }
+    }
+
+    /// The (decoded) body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.decoded_body()).expect("JSON body")
+    }
+}
+
+/// A canned response: status, headers, body.
+pub type Reply = (u16, Vec<(String, String)>, String);
+
+/// A local HTTP server for tests: records every request and answers with `respond(request,
+/// n)`, where `n` counts earlier requests to the same path.
+pub struct MockServer {
+    pub port: u16,
+    server: std::sync::Arc<tiny_http::Server>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Starts on a free loopback port.
+    pub fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + 'static) -> Self {
+        let server =
+            std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind mock server"));
+        let port = server.server_addr().to_ip().expect("ip").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Recorded>::new()));
+        let (s, r) = (server.clone(), requests.clone());
+        let handle = std::thread::spawn(move || {
+            for mut req in s.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = std::io::Read::read_to_end(req.as_reader(), &mut body);
+                let rec = Recorded {
+                    method: req.method().to_string(),
+                    path: req.url().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                    body,
+                };
+                let n = r
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|x| x.path == rec.path)
+                    .count();
+                let (status, headers, text) = respond(&rec, n);
+                r.lock().unwrap().push(rec);
+                let mut resp = tiny_http::Response::from_string(text).with_status_code(status);
+                for (k, v) in headers {
+                    resp.add_header(
+                        tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"),
+                    );
+                }
+                let _ = req.respond(resp);
+            }
+        });
+        Self {
+            port,
+            server,
+            requests,
+            handle: Some(handle),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A reply with a status and body and no extra headers.
+pub fn reply(status: u16, body: &str) -> Reply {
+    (status, Vec::new(), body.to_string())
+}

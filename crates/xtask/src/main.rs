@@ -14,6 +14,8 @@ fn commands() -> Vec<clap::Command> {
         cfn_emit::Cli::command(),
         cfn_cat::Cli::command(),
         cfn_agg::Cli::command(),
+        cfn_promtext::Cli::command(),
+        cfn_alert::Cli::command(),
     ]
 }
 

@@ -1,0 +1,18 @@
+complete -c cfn-alert -l rules -d 'Rules file (TOML); repeatable' -r -F
+complete -c cfn-alert -l rule -d 'A rule as a one-liner (see RULES); repeatable' -r
+complete -c cfn-alert -l state -d 'Keep alert state in FILE across runs: notify once when an alert starts firing, again every --repeat, and once when it resolves' -r -F
+complete -c cfn-alert -l repeat -d 'While an alert keeps firing, notify again this often' -r
+complete -c cfn-alert -l log -d 'Append events to FILE (JSONL) under a lock' -r -F
+complete -c cfn-alert -l slack-webhook-file -d 'Read the Slack incoming-webhook URL from FILE (else $CFN_SLACK_WEBHOOK_URL)' -r -F
+complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY)' -r -F
+complete -c cfn-alert -l pagerduty-url -d 'PagerDuty Events API v2 endpoint' -r
+complete -c cfn-alert -l webhook-file -d 'Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON' -r -F
+complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request' -r
+complete -c cfn-alert -l retries -d 'Retries after a 429, 5xx or network error' -r
+complete -c cfn-alert -l now -d 'The evaluation time (default now); a duration back from now or RFC 3339' -r
+complete -c cfn-alert -l print-rules -d 'Print the effective rules as TOML and exit'
+complete -c cfn-alert -l no-resolved -d 'Do not send resolved notices'
+complete -c cfn-alert -l dry-run -d 'Evaluate and print without notifying or touching the state'
+complete -c cfn-alert -l strict -d 'Stop at the first malformed input line (exit 65)'
+complete -c cfn-alert -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cfn-alert -s V -l version -d 'Print version'

@@ -1,0 +1,688 @@
+//! `cfn-alert`: threshold rules over aggregates (contract section 4), producing alert events
+//! (contract section 5) on stdout, a log, and Slack, PagerDuty or webhook notifications, with
+//! state across runs so an alert notifies once, repeats every `--repeat`, and resolves once.
+
+use cfn_core::aggregate::{Aggregate, read_aggregates};
+use cfn_core::exit::{Exit, fail};
+use cfn_core::http::RetryPolicy;
+use cfn_core::reader::MalformedLog;
+use cfn_core::record::{number_text, write_json_str, write_number};
+use cfn_core::time::{EpochMs, format_ms, now_ms, parse_duration, parse_time_arg};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod notify;
+pub mod rules;
+pub mod state;
+
+use notify::Channel;
+use rules::Rule;
+use state::{Entry, Phase, State, StateFile};
+
+const EXAMPLES: &str = "\
+RULES:
+  Without --rules or --rule, built-in rules cover both generations of the old system:
+    coordination_time_exceeded  coordination.time, coordination_time max > 10000 (critical)
+    delivery_rate_low           coordination.delivery_rate min < 90, message_delivery_rate min < 0.90
+    memory_usage_high           memory_usage_mb max > 1000 (warning)
+    error_rate_high             coordination.error_rate max > 5 (critical)
+    queue_depth_high            coordination.queue_depth max > 1000 (warning)
+  ALERT_COORDINATION_TIME_MS, ALERT_DELIVERY_RATE_PCT, ALERT_ERROR_RATE_PCT and
+  ALERT_QUEUE_DEPTH override their thresholds. --print-rules writes the effective rules as a
+  TOML file to start from.
+
+  A one-liner: METRIC STAT OP THRESHOLD [SEVERITY] [\"MESSAGE\"] [for DURATION] [name=NAME]
+  [LABEL=PATTERN...], e.g. 'coordination.time p95 > 500 warning \"p95 slow on {agent}\" agent=agent-*'.
+
+NOTIFICATIONS:
+  Slack: CFN_SLACK_WEBHOOK_URL or --slack-webhook-file. PagerDuty Events API v2:
+  CFN_PAGERDUTY_ROUTING_KEY or --pagerduty-routing-key-file. Generic webhook (receives the
+  event JSON): CFN_WEBHOOK_URL or --webhook-file. Secrets are never printed. Requests time out
+  (--http-timeout); 429 and 5xx are retried with backoff honouring Retry-After (--retries).
+
+EXAMPLES:
+  cfn-cat --since 30s | cfn-agg | cfn-alert --state /var/lib/cfn-metrics/alert-state.json --log /dev/shm/cfn-alerts.jsonl
+  cfn-cat --since 5m | cfn-agg --by agent | cfn-alert --rule 'memory_usage_mb max > 2048 critical'
+  cfn-alert --print-rules > rules.toml
+";
+
+/// Evaluate threshold rules over aggregates and notify.
+///
+/// Reads aggregate lines (from cfn-agg) on stdin and writes alert events as JSONL on stdout,
+/// a one-line summary per event on stderr, and optionally to a log and to Slack, PagerDuty or
+/// a webhook. Exit 1 when something is firing.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cfn-alert",
+    version,
+    after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
+)]
+pub struct Cli {
+    /// Rules file (TOML); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+
+    /// A rule as a one-liner (see RULES); repeatable.
+    #[arg(long, value_name = "EXPR")]
+    pub rule: Vec<String>,
+
+    /// Print the effective rules as TOML and exit.
+    #[arg(long)]
+    pub print_rules: bool,
+
+    /// Keep alert state in FILE across runs: notify once when an alert starts firing, again
+    /// every --repeat, and once when it resolves.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// While an alert keeps firing, notify again this often.
+    #[arg(long, value_name = "DURATION", default_value = "4h")]
+    pub repeat: String,
+
+    /// Do not send resolved notices.
+    #[arg(long)]
+    pub no_resolved: bool,
+
+    /// Append events to FILE (JSONL) under a lock.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Read the Slack incoming-webhook URL from FILE (else $CFN_SLACK_WEBHOOK_URL).
+    #[arg(long, value_name = "FILE")]
+    pub slack_webhook_file: Option<PathBuf>,
+
+    /// Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY).
+    #[arg(long, value_name = "FILE")]
+    pub pagerduty_routing_key_file: Option<PathBuf>,
+
+    /// PagerDuty Events API v2 endpoint.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://events.pagerduty.com/v2/enqueue"
+    )]
+    pub pagerduty_url: String,
+
+    /// Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_file: Option<PathBuf>,
+
+    /// Timeout of each HTTP request.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub http_timeout: String,
+
+    /// Retries after a 429, 5xx or network error.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+
+    /// The evaluation time (default now); a duration back from now or RFC 3339.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+
+    /// Evaluate and print without notifying or touching the state.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Stop at the first malformed input line (exit 65).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// One alert event (contract section 5).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub timestamp: String,
+    pub alert: String,
+    /// `firing` or `resolved`.
+    pub state: &'static str,
+    pub severity: String,
+    pub message: String,
+    pub metric: String,
+    pub stat: String,
+    pub op: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub labels: BTreeMap<String, String>,
+    pub dedup_key: String,
+}
+
+impl Event {
+    /// The event as one JSON line (no newline); the first five keys match the legacy log.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"timestamp\":");
+        write_json_str(&mut out, &self.timestamp);
+        out.extend_from_slice(b",\"alert\":");
+        write_json_str(&mut out, &self.alert);
+        out.extend_from_slice(b",\"state\":");
+        write_json_str(&mut out, self.state);
+        out.extend_from_slice(b",\"severity\":");
+        write_json_str(&mut out, &self.severity);
+        out.extend_from_slice(b",\"message\":");
+        write_json_str(&mut out, &self.message);
+        out.extend_from_slice(b",\"metadata\":{\"metric\":");
+        write_json_str(&mut out, &self.metric);
+        out.extend_from_slice(b",\"stat\":");
+        write_json_str(&mut out, &self.stat);
+        out.extend_from_slice(b",\"value\":");
+        write_number(&mut out, self.value);
+        out.extend_from_slice(b",\"threshold\":");
+        write_number(&mut out, self.threshold);
+        out.extend_from_slice(b",\"op\":");
+        write_json_str(&mut out, &self.op);
+        if !self.labels.is_empty() {
+            out.extend_from_slice(b",\"labels\":");
+            let _ = serde_json::to_writer(&mut out, &self.labels);
+        }
+        out.extend_from_slice(b",\"dedup_key\":");
+        write_json_str(&mut out, &self.dedup_key);
+        out.extend_from_slice(b"}}");
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A rule's condition on one group in this run.
+#[derive(Clone, Debug)]
+pub struct Observation<'r> {
+    pub rule: &'r Rule,
+    pub metric: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub holds: bool,
+}
+
+/// The identity of an alert instance: rule name, metric and group labels.
+pub fn alert_key(rule: &str, metric: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut k = format!("{rule}|{metric}");
+    for (l, v) in labels {
+        k.push('|');
+        k.push_str(l);
+        k.push('=');
+        k.push_str(v);
+    }
+    k
+}
+
+fn short_number(v: f64) -> String {
+    if v.is_finite() {
+        number_text((v * 100.0).round() / 100.0)
+    } else {
+        number_text(v)
+    }
+}
+
+/// Fills a message template.
+pub fn render_message(template: &str, obs: &Observation<'_>) -> String {
+    let labels = if obs.labels.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({})",
+            obs.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        let value = match name {
+            "value" => Some(short_number(obs.value)),
+            "threshold" => Some(short_number(obs.rule.threshold)),
+            "metric" => Some(obs.metric.clone()),
+            "stat" => Some(obs.rule.stat.clone()),
+            "op" => Some(obs.rule.op.as_str().to_string()),
+            "labels" => Some(labels.clone()),
+            "alert" | "name" => Some(obs.rule.name.clone()),
+            "severity" => Some(obs.rule.severity.as_str().to_string()),
+            other => obs
+                .labels
+                .get(other)
+                .cloned()
+                .or(Some(String::new()))
+                .filter(|_| !other.contains(' ')),
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => {
+                out.push('{');
+                out.push_str(name);
+                out.push('}');
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Applies every rule to every aggregate. Where several aggregates give the same alert
+/// instance (bucketed input), the one whose condition holds with the most extreme value wins.
+pub fn evaluate<'r>(rules: &'r [Rule], aggs: &[Aggregate]) -> BTreeMap<String, Observation<'r>> {
+    let mut out: BTreeMap<String, Observation<'r>> = BTreeMap::new();
+    for a in aggs {
+        let labels: BTreeMap<String, String> = a.labels().into_iter().collect();
+        for rule in rules {
+            if !rule.metric.matches(&a.metric) {
+                continue;
+            }
+            if !rule
+                .matchers
+                .iter()
+                .all(|(k, p)| labels.get(k).is_some_and(|v| p.matches(v)))
+            {
+                continue;
+            }
+            let Some(value) = a.stat(&rule.stat).filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let holds = rule.op.holds(value, rule.threshold);
+            let key = alert_key(&rule.name, &a.metric, &labels);
+            let obs = Observation {
+                rule,
+                metric: a.metric.clone(),
+                labels: labels.clone(),
+                value,
+                holds,
+            };
+            match out.get(&key) {
+                Some(prev) if prev.holds && !holds => {}
+                Some(prev)
+                    if prev.holds == holds
+                        && (value - rule.threshold).abs()
+                            <= (prev.value - rule.threshold).abs() => {}
+                _ => {
+                    out.insert(key, obs);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn dedup_key(key: &str) -> String {
+    format!("cfn-{:016x}", cfn_core::paths::fnv1a64(key.as_bytes()))
+}
+
+fn read_secret(file: &Option<PathBuf>, env: &str, what: &str) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f).map_err(|e| {
+            fail(
+                Exit::Config,
+                format!("cannot read the {what} from {}: {e}", f.display()),
+            )
+        })?;
+        let s = s.trim().to_string();
+        if s.is_empty() {
+            return Err(fail(
+                Exit::Config,
+                format!("{} holds no {what}", f.display()),
+            ));
+        }
+        return Ok(Some(s));
+    }
+    Ok(std::env::var(env)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty()))
+}
+
+/// The configured notification channels.
+///
+/// # Errors
+/// Exit 78 when a secret file cannot be read.
+pub fn channels(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    if let Some(url) = read_secret(
+        &cli.slack_webhook_file,
+        "CFN_SLACK_WEBHOOK_URL",
+        "Slack webhook URL",
+    )? {
+        out.push(Channel::Slack { url });
+    }
+    if let Some(routing_key) = read_secret(
+        &cli.pagerduty_routing_key_file,
+        "CFN_PAGERDUTY_ROUTING_KEY",
+        "PagerDuty routing key",
+    )? {
+        out.push(Channel::PagerDuty {
+            url: cli.pagerduty_url.clone(),
+            routing_key,
+        });
+    }
+    if let Some(url) = read_secret(&cli.webhook_file, "CFN_WEBHOOK_URL", "webhook URL")? {
+        out.push(Channel::Webhook { url });
+    }
+    Ok(out)
+}
+
+/// Loads the rules: files and one-liners, or the defaults.
+///
+/// # Errors
+/// Exit 78 for any rule error, naming the file and line.
+pub fn load_rules(cli: &Cli) -> anyhow::Result<Vec<Rule>> {
+    let mut rules = Vec::new();
+    for f in &cli.rules {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            fail(
+                Exit::Config,
+                format!("cannot read rules file {}: {e}", f.display()),
+            )
+        })?;
+        rules.extend(rules::parse_rules_file(&text, &f.display().to_string())?);
+    }
+    for r in &cli.rule {
+        rules.push(rules::parse_rule_expr(r)?);
+    }
+    if rules.is_empty() {
+        rules = rules::default_rules()?;
+    }
+    Ok(rules)
+}
+
+fn event_for(entry: &Entry, key: &str, state: &'static str, now: EpochMs) -> Event {
+    Event {
+        timestamp: format_ms(now),
+        alert: entry.alert.clone(),
+        state,
+        severity: entry.severity.clone(),
+        message: if state == "resolved" {
+            format!("Resolved: {}", entry.message)
+        } else {
+            entry.message.clone()
+        },
+        metric: entry.metric.clone(),
+        stat: entry.stat.clone(),
+        op: entry.op.clone(),
+        value: entry.value,
+        threshold: entry.threshold,
+        labels: entry.labels.clone(),
+        dedup_key: dedup_key(key),
+    }
+}
+
+fn summary_line(ev: &Event) -> String {
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let (start, end) = match (color, ev.state, ev.severity.as_str()) {
+        (false, _, _) => ("", ""),
+        (true, "resolved", _) => ("\x1b[32m", "\x1b[0m"),
+        (true, _, "critical" | "error") => ("\x1b[1;31m", "\x1b[0m"),
+        (true, _, "warning") => ("\x1b[33m", "\x1b[0m"),
+        (true, _, _) => ("\x1b[36m", "\x1b[0m"),
+    };
+    format!(
+        "cfn-alert: {start}{} [{}]{end} {}: {}",
+        ev.state.to_uppercase(),
+        ev.severity,
+        ev.alert,
+        ev.message
+    )
+}
+
+/// What a run decided: events to print, and which remote channels each must reach.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// (event, alert key, channels to tell, printed on stdout/log)
+    pub events: Vec<(Event, String, Vec<String>, bool)>,
+    pub firing: usize,
+}
+
+/// Advances the state with this run's observations and plans the notifications.
+pub fn plan(
+    state: &mut State,
+    observed: &BTreeMap<String, Observation<'_>>,
+    now: EpochMs,
+    repeat: Duration,
+    channel_names: &[String],
+    send_resolved: bool,
+) -> Plan {
+    let mut p = Plan::default();
+    let repeat_ms = repeat.as_millis() as i64;
+    for (key, obs) in observed.iter().filter(|(_, o)| o.holds) {
+        let message = render_message(&obs.rule.message, obs);
+        let entry = state.alerts.entry(key.clone()).or_insert_with(|| Entry {
+            alert: obs.rule.name.clone(),
+            metric: obs.metric.clone(),
+            labels: obs.labels.clone(),
+            state: Phase::Pending,
+            since: now,
+            last_notified: None,
+            notified: BTreeMap::new(),
+            severity: obs.rule.severity.as_str().into(),
+            stat: obs.rule.stat.clone(),
+            op: obs.rule.op.as_str().into(),
+            value: obs.value,
+            threshold: obs.rule.threshold,
+            message: message.clone(),
+        });
+        entry.value = obs.value;
+        entry.message = message;
+        entry.severity = obs.rule.severity.as_str().into();
+        entry.threshold = obs.rule.threshold;
+        let held_ms = now - entry.since;
+        if entry.state == Phase::Pending {
+            let needed = obs.rule.for_.map_or(0, |d| d.as_millis() as i64);
+            if held_ms < needed {
+                continue;
+            }
+            entry.state = Phase::Firing;
+        }
+        p.firing += 1;
+        let due_repeat = entry.last_notified.is_none_or(|t| now - t >= repeat_ms);
+        if due_repeat {
+            entry.last_notified = Some(now);
+            entry.notified.clear();
+            p.events.push((
+                event_for(entry, key, "firing", now),
+                key.clone(),
+                channel_names.to_vec(),
+                true,
+            ));
+        } else {
+            // Channels that failed last time are tried again; stdout and the log already have it.
+            let missing: Vec<String> = channel_names
+                .iter()
+                .filter(|c| !entry.notified.contains_key(*c))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                p.events.push((
+                    event_for(entry, key, "firing", now),
+                    key.clone(),
+                    missing,
+                    false,
+                ));
+            }
+        }
+    }
+    let ended: Vec<String> = state
+        .alerts
+        .keys()
+        .filter(|k| !observed.get(*k).is_some_and(|o| o.holds))
+        .cloned()
+        .collect();
+    for key in ended {
+        let entry = state.alerts.remove(&key).expect("key listed from the map");
+        if entry.state == Phase::Firing && send_resolved {
+            let told: Vec<String> = entry.notified.keys().cloned().collect();
+            p.events
+                .push((event_for(&entry, &key, "resolved", now), key, told, true));
+        }
+    }
+    p
+}
+
+/// Runs `cfn-alert`.
+///
+/// # Errors
+/// As the contract's exit codes say.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let rules = load_rules(&cli)?;
+    if cli.print_rules {
+        std::io::stdout().write_all(rules::to_toml(&rules).as_bytes())?;
+        return Ok(Exit::Ok);
+    }
+    let config = cfn_core::paths::Config::from_env()?;
+    let now = match &cli.now {
+        Some(t) => parse_time_arg(t, now_ms())?,
+        None => now_ms(),
+    };
+    let repeat = parse_duration(&cli.repeat)?;
+    let policy = RetryPolicy {
+        timeout: parse_duration(&cli.http_timeout)?,
+        attempts: cli.retries + 1,
+        base_backoff: Duration::from_millis(
+            std::env::var("CFN_HTTP_BACKOFF_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(500),
+        ),
+        ..Default::default()
+    };
+    let chans = if cli.dry_run {
+        Vec::new()
+    } else {
+        channels(&cli)?
+    };
+    let mut log = MalformedLog::new("cfn-alert", cli.strict);
+    let aggs = read_aggregates(std::io::stdin().lock(), "<stdin>", &mut log)?;
+    log.finish();
+    let observed = evaluate(&rules, &aggs);
+
+    let state_file = match (&cli.state, cli.dry_run) {
+        (Some(path), _) => Some(StateFile::open(path, config.lock_timeout)?),
+        (None, _) => None,
+    };
+    let (handle, mut state) = match state_file {
+        Some((h, s)) => (Some(h), s),
+        None => (
+            None,
+            State {
+                version: 1,
+                ..Default::default()
+            },
+        ),
+    };
+    let names: Vec<String> = chans.iter().map(|c| c.name().to_string()).collect();
+    let plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
+
+    let mut stdout = std::io::stdout().lock();
+    let mut log_lines = String::new();
+    for (ev, _, _, printed) in &plan.events {
+        if *printed {
+            let line = ev.to_json();
+            writeln!(stdout, "{line}")?;
+            eprintln!("{}", summary_line(ev));
+            log_lines.push_str(&line);
+            log_lines.push('\n');
+        }
+    }
+    stdout.flush()?;
+    if let (Some(path), false) = (&cli.log, cli.dry_run)
+        && !log_lines.is_empty()
+    {
+        let mut f = cfn_core::fsutil::open_locked_append(path, 0o600, config.lock_timeout)?;
+        f.write_all(log_lines.as_bytes()).map_err(|e| {
+            fail(
+                cfn_core::exit::exit_for_io(&e),
+                format!("cannot append to {}: {e}", path.display()),
+            )
+        })?;
+    }
+    let mut delivery_failed = false;
+    for (ev, key, targets, _) in &plan.events {
+        for ch in chans
+            .iter()
+            .filter(|c| targets.iter().any(|t| t == c.name()))
+        {
+            match ch.send(ev, &policy) {
+                Ok(()) => {
+                    if ev.state == "firing"
+                        && let Some(e) = state.alerts.get_mut(key)
+                    {
+                        e.notified.insert(ch.name().to_string(), now);
+                    }
+                }
+                Err(msg) => {
+                    delivery_failed = true;
+                    cfn_core::cli::warn("cfn-alert", msg);
+                }
+            }
+        }
+    }
+    if let (Some(h), false) = (&handle, cli.dry_run) {
+        h.save(&state)?;
+    }
+    Ok(if plan.firing > 0 {
+        Exit::Firing
+    } else if delivery_failed {
+        Exit::TempFail
+    } else {
+        Exit::Ok
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn message_templates_fill_values_and_labels() {
+        let rule = rules::parse_rule_expr(
+            r#"m p95 > 1.5 "p95 {value} over {threshold} on {agent}{labels}""#,
+        )
+        .unwrap();
+        let obs = Observation {
+            rule: &rule,
+            metric: "m".into(),
+            labels: [("agent".to_string(), "a-1".to_string())].into(),
+            value: 2.345,
+            holds: true,
+        };
+        assert_eq!(
+            render_message(&rule.message, &obs),
+            "p95 2.35 over 1.5 on a-1 (agent=a-1)"
+        );
+    }
+
+    #[test]
+    fn event_json_starts_with_the_legacy_keys() {
+        let ev = Event {
+            timestamp: "2026-11-27T10:00:30.000Z".into(),
+            alert: "coordination_time_exceeded".into(),
+            state: "firing",
+            severity: "critical".into(),
+            message: "Coordination time 12034ms exceeds threshold 10000ms".into(),
+            metric: "coordination.time".into(),
+            stat: "max".into(),
+            op: ">".into(),
+            value: 12034.0,
+            threshold: 10000.0,
+            labels: BTreeMap::new(),
+            dedup_key: "k".into(),
+        };
+        assert!(ev.to_json().starts_with(
+            r#"{"timestamp":"2026-11-27T10:00:30.000Z","alert":"coordination_time_exceeded","state":"firing","severity":"critical","message":"Coordination time 12034ms exceeds threshold 10000ms","metadata":{"metric":"coordination.time","stat":"max","value":12034,"threshold":10000"#
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! Notification channels: Slack incoming webhooks, PagerDuty Events API v2 and a generic
+//! webhook. Secrets (webhook URLs, routing keys) come from the environment or a file and
+//! appear in no message.
+
+use crate::Event;
+use cfn_core::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
+use serde_json::json;
+
+/// Where notifications go.
+#[derive(Clone)]
+pub enum Channel {
+    Slack { url: String },
+    PagerDuty { url: String, routing_key: String },
+    Webhook { url: String },
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL or key: both are secrets.
+        f.write_str(self.name())
+    }
+}
+
+impl Channel {
+    /// The channel's name in state files and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Channel::Slack { .. } => "slack",
+            Channel::PagerDuty { .. } => "pagerduty",
+            Channel::Webhook { .. } => "webhook",
+        }
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Channel::Slack { url } | Channel::PagerDuty { url, .. } | Channel::Webhook { url } => {
+                url
+            }
+        }
+    }
+
+    /// The request body for an event.
+    pub fn body(&self, ev: &Event) -> Vec<u8> {
+        match self {
+            Channel::Slack { .. } => {
+                let icon = if ev.state == "resolved" {
+                    ":white_check_mark:"
+                } else {
+                    ":rotating_light:"
+                };
+                let text = format!(
+                    "{icon} [{}] {} {}: {}",
+                    ev.state.to_uppercase(),
+                    ev.severity.to_uppercase(),
+                    ev.alert,
+                    ev.message
+                );
+                serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
+            }
+            Channel::PagerDuty { routing_key, .. } => {
+                let body = if ev.state == "resolved" {
+                    json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": ev.dedup_key})
+                } else {
+                    let summary: String = format!("{}: {}", ev.alert, ev.message)
+                        .chars()
+                        .take(1024)
+                        .collect();
+                    json!({
+                        "routing_key": routing_key,
+                        "event_action": "trigger",
+                        "dedup_key": ev.dedup_key,
+                        "payload": {
+                            "summary": summary,
+                            "source": hostname(),
+                            "severity": ev.severity,
+                            "timestamp": ev.timestamp,
+                            "component": ev.metric,
+                            "group": ev.alert,
+                            "class": ev.stat,
+                            "custom_details": {
+                                "metric": ev.metric,
+                                "stat": ev.stat,
+                                "value": ev.value,
+                                "threshold": ev.threshold,
+                                "labels": ev.labels,
+                            }
+                        }
+                    })
+                };
+                serde_json::to_vec(&body).unwrap_or_default()
+            }
+            Channel::Webhook { .. } => ev.to_json().into_bytes(),
+        }
+    }
+
+    /// Sends an event; `Err` carries a message safe to print.
+    pub fn send(&self, ev: &Event, policy: &RetryPolicy) -> Result<(), String> {
+        let body = self.body(ev);
+        let req = Request {
+            url: self.url(),
+            headers: vec![("Content-Type", "application/json".to_string())],
+            body: &body,
+        };
+        match post_with_retries(&req, policy) {
+            Delivery::Accepted(_) => Ok(()),
+            Delivery::Rejected { status, body } => Err(format!(
+                "{} ({}) rejected the {} notification for {} with HTTP {status}: {}",
+                self.name(),
+                redact_url(self.url()),
+                ev.state,
+                ev.alert,
+                body.trim()
+            )),
+            Delivery::GaveUp { attempts, last } => Err(format!(
+                "{} ({}) did not accept the {} notification for {} after {attempts} attempts: {}",
+                self.name(),
+                redact_url(self.url()),
+                ev.state,
+                ev.alert,
+                redact_error(&last, self.url())
+            )),
+        }
+    }
+}
+
+/// Errors from the HTTP client may quote the URL; the URL itself is a secret for Slack.
+fn redact_error(msg: &str, url: &str) -> String {
+    msg.replace(url, &redact_url(url))
+}
+
+/// This host's name, for PagerDuty's `source`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "cfn-alert".into())
+}

@@ -1,0 +1,1 @@
+//! Cross-tool pipeline tests live in `pipelines.rs`; this library is empty.
