@@ -162,3 +162,37 @@ fn legacy_single_file_feeds_the_same_pipeline() {
         (Some(4), Some(10.0), Some("milliseconds"))
     );
 }
+
+#[test]
+fn archived_records_aggregate_the_same_as_the_hot_ones() {
+    let dir = TestDir::new();
+    for a in 0..30 {
+        emit(
+            &dir,
+            &[
+                &format!("agent-{a}"),
+                "task_duration_ms",
+                &format!("{}", a * 3),
+            ],
+        );
+    }
+    let (hot, _) = pipeline(&dir, &[&["cfn-cat"], &["cfn-agg", "--by", "agent"]]);
+    dir.cmd("cfn-archive")
+        .args(["run", "--hot", "0s"])
+        .run()
+        .success();
+    // Everything was archived, then trimmed from the hot shards.
+    let (left, _) = pipeline(&dir, &[&["cfn-cat"]]);
+    assert_eq!(left, "");
+    let archive = dir.join("archive");
+    let (cold, codes) = pipeline(
+        &dir,
+        &[
+            &["cfn-cat", archive.to_str().unwrap()],
+            &["cfn-agg", "--by", "agent"],
+        ],
+    );
+    assert_eq!(codes, [0, 0]);
+    assert_eq!(jsonl(&cold), jsonl(&hot));
+    assert_eq!(jsonl(&cold).len(), 30);
+}

@@ -84,38 +84,11 @@ fn drain(
     Ok(())
 }
 
-/// In a rewritten or truncated file, the position just after the last record read before
-/// (`last`), or the start when that record is no longer there (everything in the file is
-/// newer, since trimming removes the oldest records).
+/// In a rewritten or truncated file, the position just after the last record read before.
 fn resume_position(file: &File, name: &str, last: &(i64, Vec<u8>)) -> anyhow::Result<Position> {
-    enum Step {
-        Past,
-        Match,
-        Other,
-    }
     let mut f = file;
     f.seek(SeekFrom::Start(0))?;
-    let mut reader = RecordReader::new(BufReader::new(f), name);
-    reader.leave_partial_tail = true;
-    let mut quiet = MalformedLog::quiet();
-    let mut found = Position::default();
-    loop {
-        let step = reader.next_with(&mut quiet, |rec| {
-            if rec.ts_ms > last.0 {
-                Step::Past
-            } else if rec.raw == &last.1[..] {
-                Step::Match
-            } else {
-                Step::Other
-            }
-        })?;
-        match step {
-            None | Some(Step::Past) => break,
-            Some(Step::Match) => found = reader.position(),
-            Some(Step::Other) => {}
-        }
-    }
-    Ok(found)
+    cfn_core::reader::resume_position(BufReader::new(f), name, last.0, |raw| raw == &last.1[..])
 }
 
 /// Follows `paths` (or every hot shard) until killed or until stdout is closed.

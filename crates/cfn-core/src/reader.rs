@@ -493,6 +493,48 @@ pub fn compact_json(src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Where to resume reading a time-ordered file that was rewritten (trimmed) or replaced,
+/// given the last record read before: the position just after that record (`is_last` says
+/// whether a record's bytes are it), or the start when it is no longer there (trimming
+/// removes the oldest records, so then everything left is newer). Stops scanning at the first
+/// record newer than `last_ts`.
+///
+/// # Errors
+/// I/O errors.
+pub fn resume_position<R: BufRead>(
+    input: R,
+    name: &str,
+    last_ts: EpochMs,
+    is_last: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<Position> {
+    enum Step {
+        Past,
+        Match,
+        Other,
+    }
+    let mut reader = RecordReader::new(input, name);
+    reader.leave_partial_tail = true;
+    let mut quiet = MalformedLog::quiet();
+    let mut found = Position::default();
+    loop {
+        let step = reader.next_with(&mut quiet, |rec| {
+            if rec.ts_ms > last_ts {
+                Step::Past
+            } else if is_last(rec.raw) {
+                Step::Match
+            } else {
+                Step::Other
+            }
+        })?;
+        match step {
+            None | Some(Step::Past) => break,
+            Some(Step::Match) => found = reader.position(),
+            Some(Step::Other) => {}
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

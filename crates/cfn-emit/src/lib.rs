@@ -315,7 +315,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         if !cli.args.is_empty() {
             return Err(usage("--stdin takes no positional arguments"));
         }
-        let stdin = std::io::stdin().lock();
+        let mut stdin = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
         let defaults = stdin::Defaults {
             agent: cli.agent.clone(),
             unit: cli.unit.clone(),
@@ -331,7 +331,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             },
             timestamp: fixed_ts,
         };
-        return stdin::run_stdin(stdin, &writer, &defaults, cli.strict);
+        return stdin::run_stdin(&mut stdin, &writer, &defaults, cli.strict);
     }
     let call = parse_call(&cli)?;
     let path = writer.path_for(call.agent.as_deref());

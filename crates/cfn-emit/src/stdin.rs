@@ -8,7 +8,7 @@ use cfn_core::record::{NewRecord, parse_tags_json, parse_value, tags_to_json, va
 use cfn_core::time::{EpochMs, epoch_number_to_ms, now_ms, parse_timestamp_str};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 /// Most bytes of records written under one lock, so other writers never wait long.
@@ -159,8 +159,8 @@ fn flush(writer: &Writer, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
 /// Lock timeouts and write errors stop at once (exit 75/74: nothing is dropped silently,
 /// the caller sees the failure); bad lines are reported with their line numbers and make
 /// the final status 65, or stop at once with `--strict`.
-pub fn run_stdin(
-    mut input: impl BufRead,
+pub fn run_stdin<R: Read>(
+    input: &mut BufReader<R>,
     writer: &Writer,
     d: &Defaults,
     strict: bool,
@@ -190,12 +190,9 @@ pub fn run_stdin(
                 }
             }
         }
-        // Batch what is already buffered; write as soon as the input would block, so a
-        // slow producer's records are not held back.
-        let more_buffered = input
-            .fill_buf()
-            .map(|b| b.contains(&b'\n'))
-            .unwrap_or(false);
+        // Batch what is already buffered; write as soon as no complete line is waiting, so a
+        // slow producer's records are never held back (looking at the buffer costs no read).
+        let more_buffered = input.buffer().contains(&b'\n');
         if !more_buffered || pending.len() >= 100_000 {
             flush(writer, &mut pending)?;
         }

@@ -382,3 +382,29 @@ echo "rc=$rc"
     // With METRICS_FILE empty the sharded form goes to the shard.
     assert_eq!(jsonl(&dir.read("cfn-metrics-10.jsonl")).len(), 1);
 }
+
+#[test]
+fn stdin_writes_each_line_promptly_while_the_producer_stays_open() {
+    let dir = TestDir::new();
+    let mut cmd = dir.cmd("cfn-emit");
+    cmd.args(["--stdin", "--agent", "agent-3"]);
+    let c = cmd.command();
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    for i in 1..=3 {
+        writeln!(stdin, "slow.metric {i}").unwrap();
+        stdin.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while jsonl(&dir.read("cfn-metrics-3.jsonl")).len() < i {
+            assert!(
+                Instant::now() < deadline,
+                "record {i} was held back while stdin stayed open"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

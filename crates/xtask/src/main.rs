@@ -16,6 +16,7 @@ fn commands() -> Vec<clap::Command> {
         cfn_agg::Cli::command(),
         cfn_promtext::Cli::command(),
         cfn_alert::Cli::command(),
+        cfn_archive::Cli::command(),
     ]
 }
 

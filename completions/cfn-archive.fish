@@ -1,0 +1,80 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_cfn_archive_global_optspecs
+    string join \n dir= archive-dir= dry-run json now= h/help V/version
+end
+
+function __fish_cfn_archive_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_cfn_archive_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_cfn_archive_using_subcommand
+    set -l cmd (__fish_cfn_archive_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l dry-run -d 'Say what would be done; change nothing'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l json -d 'Print the summary as JSON'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -s V -l version -d 'Print version'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "sync" -d 'Copy records appended to the hot shards since the last sync into the archive'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "trim" -d 'Remove from the hot shards records older than --hot that are already archived'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "rotate" -d 'Gzip the archive files of finished UTC days'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "prune" -d 'Delete archive files whose day is older than --keep'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "run" -d 'sync, trim, rotate and prune, in that order (one timer entry)'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l rebuild-state -d 'Rebuild a lost or corrupt state file from the archive and the hot shards'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dry-run -d 'Say what would be done; change nothing'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l json -d 'Print the summary as JSON'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -s h -l help -d 'Print help'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l hot -d 'Keep this much hot' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dry-run -d 'Say what would be done; change nothing'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l json -d 'Print the summary as JSON'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -s h -l help -d 'Print help'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dry-run -d 'Say what would be done; change nothing'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l json -d 'Print the summary as JSON'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -s h -l help -d 'Print help'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l keep -d 'Retention' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dry-run -d 'Say what would be done; change nothing'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l json -d 'Print the summary as JSON'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dry-run -d 'Say what would be done; change nothing'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l json -d 'Print the summary as JSON'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -s h -l help -d 'Print help'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "sync" -d 'Copy records appended to the hot shards since the last sync into the archive'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "trim" -d 'Remove from the hot shards records older than --hot that are already archived'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "rotate" -d 'Gzip the archive files of finished UTC days'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "prune" -d 'Delete archive files whose day is older than --keep'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "run" -d 'sync, trim, rotate and prune, in that order (one timer entry)'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

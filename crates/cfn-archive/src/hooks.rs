@@ -1,0 +1,32 @@
+//! Fault injection for the crash-safety tests: `CFN_ARCHIVE_CRASH_AT=<point>` aborts the
+//! process (like SIGKILL: no cleanup, no buffered writes) when it reaches that point, and
+//! `CFN_ARCHIVE_FAIL_WRITE_AFTER=<bytes>` makes archive writes fail with "no space left on
+//! device" after that many bytes, where a test cannot mount a small filesystem.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Aborts here when `CFN_ARCHIVE_CRASH_AT` names this point.
+pub fn crash_point(name: &str) {
+    if std::env::var("CFN_ARCHIVE_CRASH_AT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` bytes about to be written; fails like a full disk past the configured limit.
+///
+/// # Errors
+/// `ENOSPC` once the limit is passed.
+pub fn check_write(n: usize) -> std::io::Result<()> {
+    if let Some(limit) = std::env::var("CFN_ARCHIVE_FAIL_WRITE_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let before = WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+        if before + n as u64 > limit {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! cfn-archive end to end: concurrent writers, crashes at every step, day boundaries,
+//! rotation, retention, a full disk, and the run lock.
+
+use cfn_testkit::{TestDir, jsonl};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn rec(ts: &str, agent: &str, v: u64) -> String {
+    format!("{{\"timestamp\":\"{ts}\",\"agent\":\"{agent}\",\"metric\":\"m\",\"value\":{v}}}\n")
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// Every record in the archive as (agent, value), with multiplicity.
+fn archived(dir: &TestDir) -> BTreeMap<(String, u64), u32> {
+    let out = dir.cmd("cfn-cat").arg(dir.join("archive")).run();
+    out.success();
+    let mut m = BTreeMap::new();
+    for r in out.jsonl() {
+        *m.entry((
+            r["agent"].as_str().unwrap().to_string(),
+            r["value"].as_u64().unwrap(),
+        ))
+        .or_insert(0) += 1;
+    }
+    m
+}
+
+fn hot(dir: &TestDir) -> Vec<(String, u64)> {
+    dir.cmd("cfn-cat")
+        .run()
+        .jsonl()
+        .iter()
+        .map(|r| {
+            (
+                r["agent"].as_str().unwrap().to_string(),
+                r["value"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_exactly_once(dir: &TestDir, expected: &HashSet<(String, u64)>) {
+    let got = archived(dir);
+    let dups: Vec<_> = got.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicated in the archive: {dups:?}");
+    let keys: HashSet<(String, u64)> = got.keys().cloned().collect();
+    let missing: Vec<_> = expected.difference(&keys).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "missing from the archive: {missing:?} ({} of {})",
+        expected.len() - keys.len().min(expected.len()),
+        expected.len()
+    );
+    let extra: Vec<_> = keys.difference(expected).take(5).collect();
+    assert!(
+        extra.is_empty(),
+        "unexpected records in the archive: {extra:?}"
+    );
+}
+
+#[test]
+fn concurrent_writers_with_sync_and_trim_looping_lose_and_duplicate_nothing() {
+    let dir = TestDir::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let archiver = {
+        let stop = stop.clone();
+        let mut sync = dir.cmd("cfn-archive");
+        sync.arg("sync");
+        let mut trim = dir.cmd("cfn-archive");
+        trim.args(["trim", "--hot", "1s"]);
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sync.run().success();
+                trim.run().success();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let writers: Vec<_> = (0..20)
+        .map(|w| {
+            let mut cmd = dir.cmd("cfn-emit");
+            cmd.args(["--stdin", "--agent", &format!("w{w}")]);
+            let c = cmd.command();
+            c.stdin(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                for chunk in 0..100 {
+                    let mut s = String::new();
+                    for i in 0..5 {
+                        s.push_str(&format!("m {}\n", chunk * 5 + i));
+                    }
+                    stdin.write_all(s.as_bytes()).unwrap();
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                drop(stdin);
+                assert!(child.wait().unwrap().success());
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = archiver.join().unwrap();
+    assert!(runs >= 2, "the archiver ran only {runs} times");
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    let expected: HashSet<(String, u64)> = (0..20)
+        .flat_map(|w| (0..500).map(move |i| (format!("w{w}"), i)))
+        .collect();
+    assert_exactly_once(&dir, &expected);
+    let still_hot = hot(&dir);
+    assert!(still_hot.len() < 10_000, "trim removed nothing");
+    let archive: HashSet<_> = archived(&dir).into_keys().collect();
+    assert!(
+        still_hot.iter().all(|r| archive.contains(r)),
+        "a hot record is not archived"
+    );
+}
+
+fn seed(dir: &TestDir, from: u64, to: u64) -> HashSet<(String, u64)> {
+    let mut s = String::new();
+    let mut set = HashSet::new();
+    for i in from..to {
+        s.push_str(&rec(
+            &format!("2026-11-27T10:{:02}:{:02}.000Z", (i / 60) % 60, i % 60),
+            &format!("a-{}", i % 3),
+            i,
+        ));
+        set.insert((format!("a-{}", i % 3), i));
+    }
+    append(&dir.join(&format!("cfn-metrics-{}.jsonl", from % 4)), &s);
+    set
+}
+
+#[test]
+fn crash_at_every_step_then_rerun_archives_exactly_once() {
+    for point in ["after_writes", "after_fsync", "before_state_save"] {
+        let dir = TestDir::new();
+        let mut expected = seed(&dir, 0, 200);
+        dir.cmd("cfn-archive").arg("sync").run().success();
+        expected.extend(seed(&dir, 1000, 1200));
+        let crashed = dir
+            .cmd("cfn-archive")
+            .arg("sync")
+            .env("CFN_ARCHIVE_CRASH_AT", point)
+            .run();
+        assert_ne!(crashed.code(), 0, "{point}: did not crash");
+        expected.extend(seed(&dir, 2001, 2100));
+        dir.cmd("cfn-archive").arg("sync").run().success();
+        assert_exactly_once(&dir, &expected);
+    }
+}
+
+#[test]
+fn crash_during_trim_and_rotate_loses_and_duplicates_nothing() {
+    let dir = TestDir::new();
+    let old = "2026-11-25T10:00:00.000Z";
+    let mut expected = HashSet::new();
+    for i in 0..50 {
+        append(&dir.join("cfn-metrics-1.jsonl"), &rec(old, "a-1", i));
+        expected.insert(("a-1".to_string(), i));
+    }
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    let c = dir
+        .cmd("cfn-archive")
+        .args(["trim", "--hot", "1h"])
+        .args(now)
+        .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
+        .run();
+    assert_ne!(c.code(), 0);
+    append(
+        &dir.join("cfn-metrics-1.jsonl"),
+        &rec("2026-11-27T11:59:00.000Z", "a-1", 999),
+    );
+    expected.insert(("a-1".to_string(), 999));
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    let c = dir
+        .cmd("cfn-archive")
+        .arg("rotate")
+        .args(now)
+        .env("CFN_ARCHIVE_CRASH_AT", "after_gz_rename")
+        .run();
+    assert_ne!(c.code(), 0);
+    dir.cmd("cfn-archive").arg("run").args(now).run().success();
+    assert_exactly_once(&dir, &expected);
+    assert!(dir.join("archive/cfn-metrics-20261125-1.jsonl.gz").exists());
+    assert!(!dir.join("archive/cfn-metrics-20261125-1.jsonl").exists());
+}
+
+#[test]
+fn sigkill_at_random_moments_then_rerun_archives_exactly_once() {
+    let dir = TestDir::new();
+    let mut s = String::new();
+    let mut expected = HashSet::new();
+    for i in 0..300_000u64 {
+        s.push_str(&rec(
+            &format!(
+                "2026-11-27T10:{:02}:{:02}.{:03}Z",
+                (i / 60_000) % 60,
+                (i / 1000) % 60,
+                i % 1000
+            ),
+            "a-1",
+            i,
+        ));
+        expected.insert(("a-1".to_string(), i));
+    }
+    append(&dir.join("cfn-metrics-1.jsonl"), &s);
+    let bin = cfn_testkit::bin_path("cfn-archive");
+    let mut killed = 0;
+    for delay_ms in [1u64, 5, 10, 20, 40, 80] {
+        let mut child = std::process::Command::new(&bin)
+            .arg("sync")
+            .env("CFN_METRICS_DIR", dir.path())
+            .env("CFN_ARCHIVE_DIR", dir.join("archive"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        append(
+            &dir.join("cfn-metrics-1.jsonl"),
+            &rec("2026-11-27T11:00:00.000Z", "b-1", delay_ms),
+        );
+        expected.insert(("b-1".to_string(), delay_ms));
+    }
+    eprintln!("killed {killed} of 6 syncs mid-way");
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    assert_exactly_once(&dir, &expected);
+}
+
+#[test]
+fn corrupt_state_is_an_error_and_rebuild_state_recovers_without_duplicates() {
+    let dir = TestDir::new();
+    let mut expected = seed(&dir, 0, 100);
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    let state = dir.join("archive/.cfn-archive-state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+    expected.extend(seed(&dir, 1000, 1050));
+    let out = dir.cmd("cfn-archive").arg("sync").run();
+    out.status(78)
+        .stderr_has("corrupt")
+        .stderr_has("--rebuild-state");
+    dir.cmd("cfn-archive")
+        .args(["sync", "--rebuild-state"])
+        .run()
+        .success();
+    assert_exactly_once(&dir, &expected);
+    // A missing state with archives present is refused too, not silently restarted.
+    std::fs::remove_file(&state).unwrap();
+    dir.cmd("cfn-archive")
+        .arg("sync")
+        .run()
+        .status(78)
+        .stderr_has("--rebuild-state");
+}
+
+#[test]
+fn records_either_side_of_midnight_land_in_different_days() {
+    let dir = TestDir::new();
+    append(
+        &dir.join("cfn-metrics-2.jsonl"),
+        &[
+            rec("2026-11-26T23:59:59.999Z", "a-2", 1),
+            rec("2026-11-27T00:00:00.000Z", "a-2", 2),
+        ]
+        .concat(),
+    );
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    let a = jsonl(&dir.read("archive/cfn-metrics-20261126-2.jsonl"));
+    let b = jsonl(&dir.read("archive/cfn-metrics-20261127-2.jsonl"));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(a[0]["value"], 1);
+    assert_eq!(b[0]["value"], 2);
+}
+
+#[test]
+fn rotate_gzips_finished_days_only_and_keeps_the_bytes() {
+    let dir = TestDir::new();
+    let yesterday = [
+        rec("2026-11-26T10:00:00.000Z", "a-1", 1),
+        rec("2026-11-26T11:00:00.000Z", "a-1", 2),
+    ]
+    .concat();
+    append(
+        &dir.join("cfn-metrics-1.jsonl"),
+        &(yesterday.clone() + &rec("2026-11-27T10:00:00.000Z", "a-1", 3)),
+    );
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["rotate", "--json"])
+        .args(now)
+        .run();
+    let summary: serde_json::Value = serde_json::from_str(out.success().stdout().trim()).unwrap();
+    assert_eq!(summary["rotated_files"], 1);
+    assert!(
+        dir.join("archive/cfn-metrics-20261127-1.jsonl").exists(),
+        "today's file was rotated"
+    );
+    assert!(!dir.join("archive/cfn-metrics-20261126-1.jsonl").exists());
+    let gz = std::fs::read(dir.join("archive/cfn-metrics-20261126-1.jsonl.gz")).unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&gz[..]), &mut plain)
+        .unwrap();
+    assert_eq!(plain, yesterday);
+    // A late record for the rotated day becomes a second gzip member.
+    append(
+        &dir.join("cfn-metrics-1.jsonl"),
+        &rec("2026-11-26T12:00:00.000Z", "a-1", 4),
+    );
+    dir.cmd("cfn-archive").arg("run").args(now).run().success();
+    let vals: Vec<u64> = dir
+        .cmd("cfn-cat")
+        .arg("--sorted")
+        .arg(dir.join("archive"))
+        .run()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vals, [1, 2, 4, 3]);
+}
+
+#[test]
+fn prune_keeps_thirty_days_by_file_name() {
+    let dir = TestDir::new();
+    let arch = dir.join("archive");
+    std::fs::create_dir_all(&arch).unwrap();
+    for day in ["20261018", "20261027", "20261028", "20261126"] {
+        std::fs::write(arch.join(format!("cfn-metrics-{day}-0.jsonl.gz")), b"").unwrap();
+    }
+    // 2026-11-27 minus 40, 31, 30 and 1 days.
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["prune", "--keep", "30d", "--now", "2026-11-27T08:00:00Z"])
+        .run();
+    out.success()
+        .stderr_has("pruned")
+        .stderr_has("cfn-metrics-20261018-0.jsonl.gz")
+        .stderr_has("cfn-metrics-20261027-0.jsonl.gz");
+    let mut left: Vec<String> = std::fs::read_dir(&arch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "cfn-metrics-20261028-0.jsonl.gz",
+            "cfn-metrics-20261126-0.jsonl.gz"
+        ]
+    );
+    assert!(out.stdout().contains("pruned 2 files"));
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let dir = TestDir::new();
+    seed(&dir, 0, 10);
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["run", "--dry-run", "--hot", "0s"])
+        .run();
+    out.success();
+    assert!(
+        out.stdout().contains("would have synced 10 records"),
+        "{out:?}"
+    );
+    assert!(!dir.join("archive/.cfn-archive-state.json").exists());
+    assert_eq!(hot(&dir).len(), 10);
+}
+
+#[test]
+fn full_disk_exits_74_and_leaves_shards_and_state_untouched() {
+    let dir = TestDir::new();
+    seed(&dir, 0, 50);
+    // A real full filesystem when the test may mount one (root), else the write-error hook.
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&small)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let archive = if mounted {
+        small.clone()
+    } else {
+        dir.join("archive")
+    };
+    let run = |extra_env: Option<(&str, &str)>| {
+        let mut c = dir.cmd("cfn-archive");
+        c.arg("sync").env("CFN_ARCHIVE_DIR", &archive);
+        if let Some((k, v)) = extra_env {
+            c.env(k, v);
+        }
+        c.run()
+    };
+    run(None).success(); // the first 50 records fit
+    let state_before = std::fs::read_to_string(archive.join(".cfn-archive-state.json")).unwrap();
+    let mut big = String::new();
+    for i in 0..20_000u64 {
+        big.push_str(&rec("2026-11-27T11:00:00.000Z", "a-1", 10_000 + i));
+    }
+    append(&dir.join("cfn-metrics-0.jsonl"), &big);
+    let shard_before = std::fs::read(dir.join("cfn-metrics-0.jsonl")).unwrap();
+    let out = if mounted {
+        run(None)
+    } else {
+        eprintln!("cannot mount a small tmpfs here; simulating ENOSPC");
+        run(Some(("CFN_ARCHIVE_FAIL_WRITE_AFTER", "100000")))
+    };
+    out.status(74)
+        .stderr_has("No space left on device")
+        .stderr_has("disk full");
+    assert_eq!(
+        std::fs::read(dir.join("cfn-metrics-0.jsonl")).unwrap(),
+        shard_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(archive.join(".cfn-archive-state.json")).unwrap(),
+        state_before
+    );
+    if mounted {
+        // Move the archive to a roomy disk and carry on from the same state.
+        let roomy = dir.join("archive");
+        std::fs::create_dir_all(&roomy).unwrap();
+        for e in std::fs::read_dir(&small).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), roomy.join(e.file_name())).unwrap();
+        }
+        let _ = std::process::Command::new("umount").arg(&small).status();
+    }
+    // Once there is room again, everything arrives exactly once.
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    assert_eq!(archived(&dir).len(), 50 + 20_000);
+}
+
+#[test]
+fn a_second_run_while_one_is_active_exits_at_once() {
+    let dir = TestDir::new();
+    std::fs::create_dir_all(dir.join("archive")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("archive/.cfn-archive.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let start = Instant::now();
+    let out = dir.cmd("cfn-archive").arg("run").run();
+    out.status(75).stderr_has("another cfn-archive is running");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn trim_never_removes_what_is_not_archived() {
+    let dir = TestDir::new();
+    seed(&dir, 0, 20);
+    let out = dir.cmd("cfn-archive").args(["trim", "--hot", "0s"]).run();
+    out.success();
+    assert_eq!(
+        hot(&dir).len(),
+        20,
+        "trimmed records that were never synced"
+    );
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    seed(&dir, 20, 30);
+    dir.cmd("cfn-archive")
+        .args(["trim", "--hot", "0s"])
+        .run()
+        .success();
+    let left: Vec<u64> = hot(&dir).iter().map(|r| r.1).collect();
+    assert_eq!(left, (20..30).collect::<Vec<u64>>());
+}
