@@ -17,6 +17,7 @@ fn commands() -> Vec<clap::Command> {
         cfn_promtext::Cli::command(),
         cfn_alert::Cli::command(),
         cfn_archive::Cli::command(),
+        cfn_push::Cli::command(),
     ]
 }
 

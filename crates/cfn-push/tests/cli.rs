@@ -1,0 +1,290 @@
+//! cfn-push end to end against a local HTTP server standing in for Datadog and New Relic.
+
+use cfn_testkit::{MockServer, TestDir, reply};
+use serde_json::Value;
+
+const KEY: &str = "0123456789abcdefSECRETKEY";
+
+fn aggs() -> String {
+    [
+        r#"{"metric":"coordination.time","unit":"milliseconds","agent":"agent-42","tags":{"phase":"consensus"},"count":1200,"sum":181234,"avg":151.03,"min":3,"max":10234,"p50":120,"p95":410,"p99":1900,"first":"2026-11-27T10:00:00.001Z","last":"2026-11-27T10:00:29.998Z"}"#,
+        r#"{"metric":"tasks_done","count":0,"sum":0,"avg":null,"min":null,"max":null,"p50":null,"p95":null,"p99":null}"#,
+    ]
+    .join("\n")
+        + "\n"
+}
+
+#[test]
+fn datadog_request_headers_and_series_field_by_field() {
+    let server = MockServer::start(|_, _| reply(202, "{\"errors\":[]}"));
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-push")
+        .env("DD_API_KEY", KEY)
+        .args([
+            "datadog",
+            "--endpoint",
+            &server.url(),
+            "--tag",
+            "env:test",
+            "--interval",
+            "30s",
+        ])
+        .stdin(aggs())
+        .run();
+    out.success().stderr_has("left out 6 non-finite values");
+    assert!(!out.stdout().contains(KEY) && !out.stderr().contains(KEY));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/api/v2/series")
+    );
+    assert_eq!(r.header("DD-API-KEY"), Some(KEY));
+    assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let body = r.json();
+    let series = body["series"].as_array().unwrap();
+    let by_name = |n: &str| {
+        series
+            .iter()
+            .find(|s| s["metric"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {body}"))
+    };
+    let count = by_name("cfn.coordination.time.count");
+    assert_eq!(count["type"], 1);
+    assert_eq!(count["interval"], 30);
+    assert_eq!(count["points"][0]["value"].as_f64(), Some(1200.0));
+    assert_eq!(count["points"][0]["timestamp"], 1_795_773_629);
+    let mut tags: Vec<&str> = count["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["agent:agent-42", "env:test", "phase:consensus"]);
+    assert_eq!(count["resources"][0]["type"], "host");
+    for (name, v) in [
+        ("avg", 151.03),
+        ("min", 3.0),
+        ("max", 10234.0),
+        ("sum", 181234.0),
+        ("p50", 120.0),
+        ("p95", 410.0),
+        ("p99", 1900.0),
+    ] {
+        let s = by_name(&format!("cfn.coordination.time.{name}"));
+        assert_eq!(s["type"], 3, "{name}");
+        assert_eq!(s["points"][0]["value"].as_f64(), Some(v), "{name}");
+        assert_eq!(s["unit"], "milliseconds");
+    }
+    // tasks_done keeps its count and sum (0); its null statistics were left out.
+    let mut done: Vec<&str> = series
+        .iter()
+        .filter_map(|s| s["metric"].as_str())
+        .filter(|m| m.starts_with("cfn.tasks_done"))
+        .collect();
+    done.sort();
+    assert_eq!(done, ["cfn.tasks_done.count", "cfn.tasks_done.sum"]);
+    assert_eq!(series.len(), 8 + 2);
+}
+
+#[test]
+fn newrelic_request_headers_and_metrics_field_by_field() {
+    let server = MockServer::start(|_, _| reply(202, "{\"requestId\":\"x\"}"));
+    let dir = TestDir::new();
+    let key_file = dir.write("nr.key", format!("{KEY}\n"));
+    let out = dir
+        .cmd("cfn-push")
+        .args(["newrelic", "--endpoint", &server.url(), "--api-key-file"])
+        .arg(&key_file)
+        .args(["--interval", "1m", "--tag", "env:test"])
+        .stdin(aggs())
+        .run();
+    out.success();
+    let r = &server.requests()[0];
+    assert_eq!(r.path, "/metric/v1");
+    assert_eq!(r.header("Api-Key"), Some(KEY));
+    assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+    let body = r.json();
+    let block = &body[0];
+    assert_eq!(block["common"]["interval.ms"], 60_000);
+    assert_eq!(block["common"]["attributes"]["env"], "test");
+    assert!(block["common"]["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    let metrics = block["metrics"].as_array().unwrap();
+    let summary = metrics.iter().find(|m| m["type"] == "summary").unwrap();
+    assert_eq!(summary["name"], "cfn.coordination.time");
+    assert_eq!(
+        summary["value"],
+        serde_json::json!({"count": 1200, "sum": 181234.0, "min": 3.0, "max": 10234.0})
+    );
+    assert_eq!(summary["timestamp"], 1_795_773_629_998i64);
+    assert_eq!(summary["attributes"]["agent"], "agent-42");
+    assert_eq!(summary["attributes"]["phase"], "consensus");
+    assert_eq!(summary["attributes"]["unit"], "milliseconds");
+    let p95 = metrics
+        .iter()
+        .find(|m| m["name"] == "cfn.coordination.time.p95")
+        .unwrap();
+    assert_eq!(
+        (p95["type"].as_str(), p95["value"].as_f64()),
+        (Some("gauge"), Some(410.0))
+    );
+    assert_eq!(
+        metrics.len(),
+        4,
+        "tasks_done's null statistics are left out"
+    );
+}
+
+fn many_aggs(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"metric\":\"m{}\",\"agent\":\"agent-{i}\",\"count\":{i},\"sum\":1,\"avg\":1,\"min\":1,\"max\":1,\"p50\":1,\"p95\":1,\"p99\":1}}\n", i % 17))
+        .collect()
+}
+
+#[test]
+fn large_inputs_are_split_under_the_limit_with_every_series_once() {
+    for (vendor, limit) in [("datadog", 500_000usize), ("newrelic", 1_000_000)] {
+        let server = MockServer::start(|_, _| reply(202, "{}"));
+        let dir = TestDir::new();
+        dir.cmd("cfn-push")
+            .env("DD_API_KEY", KEY)
+            .env("NEW_RELIC_API_KEY", KEY)
+            .args([vendor, "--endpoint", &server.url()])
+            .stdin(many_aggs(6000))
+            .run()
+            .success();
+        let reqs = server.requests();
+        assert!(reqs.len() >= 2, "{vendor}: {} request(s)", reqs.len());
+        let mut seen = std::collections::HashMap::<(String, String), u32>::new();
+        for r in &reqs {
+            let plain = r.decoded_body();
+            assert!(
+                plain.len() <= limit,
+                "{vendor}: payload of {} bytes",
+                plain.len()
+            );
+            let v: Value = serde_json::from_slice(&plain).unwrap();
+            let items = if vendor == "datadog" {
+                v["series"].clone()
+            } else {
+                v[0]["metrics"].clone()
+            };
+            for s in items.as_array().unwrap() {
+                let name = s
+                    .get("metric")
+                    .or(s.get("name"))
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let agent = if vendor == "datadog" {
+                    s["tags"][0].as_str().unwrap().to_string()
+                } else {
+                    s["attributes"]["agent"].as_str().unwrap().to_string()
+                };
+                *seen.entry((name, agent)).or_default() += 1;
+            }
+        }
+        let per_agg = if vendor == "datadog" { 8 } else { 4 };
+        assert_eq!(seen.len(), 6000 * per_agg, "{vendor}");
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "{vendor}: a series was sent twice"
+        );
+    }
+}
+
+#[test]
+fn retry_after_429_then_accepted() {
+    let server = MockServer::start(|_, n| {
+        if n == 0 {
+            (429, vec![("Retry-After".into(), "1".into())], "slow".into())
+        } else {
+            reply(202, "{}")
+        }
+    });
+    let dir = TestDir::new();
+    let start = std::time::Instant::now();
+    dir.cmd("cfn-push")
+        .env("DD_API_KEY", KEY)
+        .env("CFN_HTTP_BACKOFF_MS", "10")
+        .args(["datadog", "--endpoint", &server.url()])
+        .stdin(aggs())
+        .run()
+        .success();
+    assert_eq!(server.requests().len(), 2);
+    assert!(start.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn server_errors_forever_are_bounded_and_exit_75() {
+    let server = MockServer::start(|_, _| reply(500, "oops"));
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-push")
+        .env("NEW_RELIC_API_KEY", KEY)
+        .env("CFN_HTTP_BACKOFF_MS", "10")
+        .args(["newrelic", "--retries", "2", "--endpoint", &server.url()])
+        .stdin(aggs())
+        .run();
+    out.status(75).stderr_has("after 3 attempts");
+    assert_eq!(server.requests().len(), 3);
+    assert!(!out.stderr().contains(KEY));
+}
+
+#[test]
+fn client_error_is_not_retried_and_its_body_is_shown() {
+    let server = MockServer::start(|_, _| {
+        reply(
+            400,
+            "{\"errors\":[\"Payload is not in the expected format\"]}",
+        )
+    });
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-push")
+        .env("DD_API_KEY", KEY)
+        .args(["datadog", "--endpoint", &server.url()])
+        .stdin(aggs())
+        .run();
+    out.status(65)
+        .stderr_has("HTTP 400")
+        .stderr_has("Payload is not in the expected format");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn missing_key_exits_78_and_sends_nothing() {
+    let server = MockServer::start(|_, _| reply(202, "{}"));
+    let dir = TestDir::new();
+    for vendor in ["datadog", "newrelic"] {
+        dir.cmd("cfn-push")
+            .args([vendor, "--endpoint", &server.url()])
+            .stdin(aggs())
+            .run()
+            .status(78)
+            .stderr_has("no API key");
+    }
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn dry_run_prints_payloads_without_the_key() {
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-push")
+        .env("DD_API_KEY", KEY)
+        .args(["datadog", "--dry-run"])
+        .stdin(aggs())
+        .run();
+    out.success();
+    let payloads = out.jsonl();
+    assert_eq!(payloads.len(), 1);
+    assert_eq!(payloads[0]["series"].as_array().unwrap().len(), 10);
+    assert!(!out.stdout().contains(KEY) && !out.stderr().contains(KEY));
+    out.stderr_has("https://api.datadoghq.com/api/v2/series");
+}
