@@ -18,6 +18,7 @@ fn commands() -> Vec<clap::Command> {
         cfn_alert::Cli::command(),
         cfn_archive::Cli::command(),
         cfn_push::Cli::command(),
+        cfn_serve::Cli::command(),
     ]
 }
 

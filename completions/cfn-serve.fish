@@ -1,0 +1,9 @@
+complete -c cfn-serve -l listen -d 'Address to listen on' -r
+complete -c cfn-serve -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
+complete -c cfn-serve -l archive-dir -d 'Archive directory for ranges older than the hot shards (default $CFN_ARCHIVE_DIR)' -r -F
+complete -c cfn-serve -l alert-state -d 'The state file cfn-alert keeps (--state), for the firing alerts' -r -F
+complete -c cfn-serve -l alerts-log -d 'The alerts log (default $CFN_ALERTS_FILE)' -r -F
+complete -c cfn-serve -l window -d 'The window /metrics aggregates' -r
+complete -c cfn-serve -l threads -d 'Worker threads' -r
+complete -c cfn-serve -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cfn-serve -s V -l version -d 'Print version'

@@ -1,0 +1,282 @@
+//! What the server reads: records of a time range from the hot shards (seeking, never
+//! scanning whole shards) and the archive, shard health kept up to date incrementally, and
+//! the alerts `cfn-alert` wrote.
+
+use cfn_agg::{Aggregator, Options};
+use cfn_core::aggregate::Aggregate;
+use cfn_core::filter::RecordFilter;
+use cfn_core::input::{seek_offset_for_time, wrap_reader};
+use cfn_core::paths::{list_shards, parse_archive_name};
+use cfn_core::reader::{Item, MalformedLog, RecordReader};
+use cfn_core::time::{EpochMs, format_ms, parse_utc_day, utc_day};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Where the data is.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub metrics_dir: PathBuf,
+    pub archive_dir: Option<PathBuf>,
+    pub alert_state: Option<PathBuf>,
+    pub alerts_log: Option<PathBuf>,
+}
+
+/// Calls `f` with every record in `[since, until)` from the hot shards, and from the archive
+/// for the part of the range older than what the shards hold.
+///
+/// # Errors
+/// I/O errors other than missing files.
+pub fn for_each_record(
+    src: &Sources,
+    filter: &RecordFilter,
+    mut f: impl FnMut(&cfn_core::reader::RecordRef<'_>),
+) -> anyhow::Result<()> {
+    let since = filter.since.unwrap_or(i64::MIN);
+    // Per shard number: the oldest record still hot (i64::MIN when the hot shard reaches back
+    // past `since`, so the archive is not needed for it).
+    let mut oldest_hot: BTreeMap<u32, EpochMs> = BTreeMap::new();
+    let mut log = MalformedLog::quiet();
+    for (n, path) in list_shards(&src.metrics_dir).unwrap_or_default() {
+        let Ok(mut file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)
+        else {
+            continue;
+        };
+        let off = seek_offset_for_time(&mut file, since)?;
+        file.seek(SeekFrom::Start(off))?;
+        let mut reader = RecordReader::new(
+            BufReader::with_capacity(256 * 1024, file),
+            path.display().to_string(),
+        );
+        reader.leave_partial_tail = true;
+        let mut oldest = if off > 0 { i64::MIN } else { i64::MAX };
+        while reader
+            .next_with(&mut log, |rec| {
+                oldest = oldest.min(rec.ts_ms);
+                if filter.matches(&rec) {
+                    f(&rec);
+                }
+            })?
+            .is_some()
+        {}
+        oldest_hot.insert(n, oldest);
+    }
+    let Some(archive) = &src.archive_dir else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(archive) else {
+        return Ok(());
+    };
+    let first_day = utc_day(since.max(0));
+    let mut files: Vec<(PathBuf, EpochMs)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (day, n, _) = parse_archive_name(&name)?;
+            let hot_from = oldest_hot.get(&n).copied().unwrap_or(i64::MAX);
+            let day_start = parse_utc_day(&day)?;
+            // Only days that start before the shard's oldest hot record and end after `since`.
+            (day >= first_day && day_start < hot_from && hot_from > since)
+                .then(|| (e.path(), hot_from))
+        })
+        .collect();
+    files.sort();
+    for (path, hot_from) in files {
+        // Only what is older than the shard's hot records comes from the archive, so nothing
+        // counts twice.
+        let older = RecordFilter {
+            until: Some(filter.until.map_or(hot_from, |u| u.min(hot_from))),
+            ..filter.clone()
+        };
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let mut reader = RecordReader::new(
+            wrap_reader(file, cfn_core::input::is_gzip_name(&path)),
+            path.display().to_string(),
+        );
+        while reader
+            .next_with(&mut log, |rec| {
+                if older.matches(&rec) {
+                    f(&rec)
+                }
+            })?
+            .is_some()
+        {}
+    }
+    Ok(())
+}
+
+/// Aggregates the records of `filter` with `opts` (the cfn-agg library, so the numbers are
+/// the command line's).
+///
+/// # Errors
+/// I/O errors.
+pub fn aggregate(
+    src: &Sources,
+    filter: &RecordFilter,
+    opts: Options,
+) -> anyhow::Result<Vec<Aggregate>> {
+    let mut agg = Aggregator::new(opts);
+    for_each_record(src, filter, |rec| agg.add(rec))?;
+    Ok(agg.finish())
+}
+
+/// Metric names and agents seen in a range.
+///
+/// # Errors
+/// I/O errors.
+pub fn names(
+    src: &Sources,
+    filter: &RecordFilter,
+) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let (mut metrics, mut agents) = (BTreeSet::new(), BTreeSet::new());
+    for_each_record(src, filter, |rec| {
+        if !metrics.contains(rec.metric.as_ref()) {
+            metrics.insert(rec.metric.to_string());
+        }
+        if let Some(a) = &rec.agent
+            && !agents.contains(a.as_ref())
+        {
+            agents.insert(a.to_string());
+        }
+    })?;
+    Ok((metrics, agents))
+}
+
+#[derive(Clone, Debug, Default)]
+struct ShardHealth {
+    ino: (u64, u64),
+    offset: u64,
+    records: u64,
+    malformed: u64,
+    newest_ms: Option<EpochMs>,
+}
+
+/// Per-shard size, record count, newest record and malformed count, kept up to date by
+/// reading only what was appended since the last look (a rewritten shard is recounted).
+#[derive(Debug, Default)]
+pub struct Health {
+    shards: Mutex<BTreeMap<PathBuf, ShardHealth>>,
+}
+
+impl Health {
+    /// Brings every shard up to date and describes them.
+    ///
+    /// # Errors
+    /// I/O errors other than files vanishing.
+    pub fn snapshot(&self, dir: &Path, now: EpochMs) -> anyhow::Result<Value> {
+        let shards = list_shards(dir).unwrap_or_default();
+        let mut known = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|p, _| shards.iter().any(|(_, q)| q == p));
+        let mut out = Vec::new();
+        for (n, path) in shards {
+            let Ok(file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)
+            else {
+                continue;
+            };
+            let meta = file.metadata()?;
+            let id = (meta.dev(), meta.ino());
+            let h = known.entry(path.clone()).or_default();
+            if h.ino != id || meta.len() < h.offset {
+                *h = ShardHealth {
+                    ino: id,
+                    ..Default::default()
+                };
+            }
+            let mut f = &file;
+            f.seek(SeekFrom::Start(h.offset))?;
+            let mut reader =
+                RecordReader::new(BufReader::with_capacity(256 * 1024, f.take(u64::MAX)), "")
+                    .with_position(cfn_core::reader::Position {
+                        offset: h.offset,
+                        line: 0,
+                    });
+            reader.leave_partial_tail = true;
+            while let Some(item) = reader.next_item_with(|item| match item {
+                Item::Record(r) => Some(r.ts_ms),
+                Item::Malformed { .. } => None,
+            })? {
+                match item {
+                    Some(ts) => {
+                        h.records += 1;
+                        h.newest_ms = Some(h.newest_ms.map_or(ts, |n| n.max(ts)));
+                    }
+                    None => h.malformed += 1,
+                }
+            }
+            h.offset = reader.position().offset;
+            out.push(json!({
+                "shard": n,
+                "file": path.file_name().map(|s| s.to_string_lossy().into_owned()),
+                "bytes": meta.len(),
+                "records": h.records,
+                "malformed": h.malformed,
+                "newest": h.newest_ms.map(format_ms),
+                "newest_age_s": h.newest_ms.map(|t| (now - t) as f64 / 1000.0),
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+/// The alerts firing now (from `cfn-alert --state`, else from the alerts log) and the most
+/// recent events from the log.
+pub fn alerts(src: &Sources) -> Value {
+    let mut firing: Vec<Value> = Vec::new();
+    let mut from_state = false;
+    if let Some(p) = &src.alert_state
+        && let Ok(text) = std::fs::read_to_string(p)
+        && let Ok(v) = serde_json::from_str::<Value>(&text)
+        && let Some(map) = v["alerts"].as_object()
+    {
+        from_state = true;
+        for e in map.values().filter(|e| e["state"] == "firing") {
+            firing.push(json!({
+                "alert": e["alert"], "severity": e["severity"], "message": e["message"],
+                "metric": e["metric"], "labels": e["labels"], "value": e["value"], "threshold": e["threshold"],
+                "since": e["since"].as_i64().map(format_ms),
+            }));
+        }
+    }
+    let mut recent: Vec<Value> = Vec::new();
+    if let Some(p) = &src.alerts_log
+        && let Ok(mut f) = std::fs::File::open(p)
+    {
+        // Only the end of the log: it grows forever.
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(256 * 1024);
+        let mut tail = String::new();
+        if f.seek(SeekFrom::Start(start)).is_ok() && f.read_to_string(&mut tail).is_ok() {
+            let lines: Vec<&str> = tail.lines().skip(usize::from(start > 0)).collect();
+            recent = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .collect();
+        }
+    }
+    if !from_state {
+        let mut last: BTreeMap<String, &Value> = BTreeMap::new();
+        for e in &recent {
+            let key = e["metadata"]["dedup_key"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{}|{}", e["alert"], e["metadata"]));
+            last.insert(key, e);
+        }
+        firing = last
+            .values()
+            .filter(|e| e["state"] == "firing")
+            .map(|e| json!({
+                "alert": e["alert"], "severity": e["severity"], "message": e["message"],
+                "metric": e["metadata"]["metric"], "labels": e["metadata"]["labels"], "value": e["metadata"]["value"],
+                "threshold": e["metadata"]["threshold"], "since": e["timestamp"],
+            }))
+            .collect();
+    }
+    let recent: Vec<Value> = recent.into_iter().rev().take(20).collect();
+    json!({ "firing": firing, "recent": recent })
+}

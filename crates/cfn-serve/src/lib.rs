@@ -1,0 +1,466 @@
+//! `cfn-serve`: a read-only web dashboard on the hot shards (and the archive for longer
+//! ranges), the same Prometheus exposition as `cfn-promtext` on `/metrics`, and the JSON
+//! behind the page.
+//!
+//! Aggregation is the `cfn-agg` library and the exposition is `cfn-promtext::render`, so the
+//! server never disagrees with the command line. Each request reads only its time range
+//! (binary search from the end of each shard) and results are cached for a second.
+
+use cfn_agg::{GroupBy, Options};
+use cfn_core::exit::{Exit, fail};
+use cfn_core::filter::RecordFilter;
+use cfn_core::paths::Config;
+use cfn_core::pattern::NamePattern;
+use cfn_core::time::{EpochMs, now_ms, parse_duration, parse_time_arg};
+use clap::Parser;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub mod data;
+
+use data::{Health, Sources};
+
+const PAGE: &str = include_str!("page.html");
+
+const EXAMPLES: &str = "\
+ENDPOINTS:
+  /                      the dashboard (self-contained: no CDN, refreshes every 5 s)
+  /metrics               Prometheus exposition (the same as cfn-promtext) of the last --window
+  /api/summary           ?window=30s&by=agent&metric=NAME&agent=ID  aggregates (contract section 4)
+  /api/series            ?metric=NAME&range=1h&bucket=1m&agent=ID   one aggregate per bucket
+  /api/metrics           ?range=1h  metric names and agents seen
+  /api/alerts            firing alerts (cfn-alert --state file, else the alerts log) and recent events
+  /api/shards            per shard: bytes, records, malformed lines, newest record age
+  Every /api endpoint also takes now=TIME. Bad parameters get 400 with {\"error\": ...}.
+
+EXAMPLES:
+  cfn-serve                                   # http://127.0.0.1:3001
+  cfn-serve --listen 0.0.0.0:3001 --alert-state /var/lib/cfn-metrics/alert-state.json
+";
+
+/// Serve the live dashboard and /metrics.
+///
+/// Read-only: it serves nothing but its own endpoints, binds loopback unless told otherwise,
+/// and never writes to the shards.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cfn-serve",
+    version,
+    after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3001")]
+    pub listen: String,
+
+    /// Hot shard directory instead of $CFN_METRICS_DIR.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Archive directory for ranges older than the hot shards (default $CFN_ARCHIVE_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+
+    /// The state file cfn-alert keeps (--state), for the firing alerts.
+    #[arg(long, value_name = "FILE")]
+    pub alert_state: Option<PathBuf>,
+
+    /// The alerts log (default $CFN_ALERTS_FILE).
+    #[arg(long, value_name = "FILE")]
+    pub alerts_log: Option<PathBuf>,
+
+    /// The window /metrics aggregates.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub window: String,
+
+    /// Worker threads.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub threads: usize,
+}
+
+/// The server's shared state.
+pub struct App {
+    pub src: Sources,
+    pub metrics_window: Duration,
+    health: Health,
+    cache: Mutex<HashMap<String, (Instant, Response)>>,
+}
+
+/// A response: status, content type, body.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+fn json_response(status: u16, v: &Value) -> Response {
+    Response {
+        status,
+        content_type: "application/json",
+        body: serde_json::to_vec(v).unwrap_or_default(),
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    json_response(400, &json!({ "error": msg.into() }))
+}
+
+fn aggregates_json(aggs: &[cfn_core::aggregate::Aggregate]) -> Response {
+    let mut body = Vec::with_capacity(aggs.len() * 256 + 2);
+    body.push(b'[');
+    for (i, a) in aggs.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        a.write_json(&mut body);
+        body.pop(); // the newline
+    }
+    body.push(b']');
+    Response {
+        status: 200,
+        content_type: "application/json",
+        body,
+    }
+}
+
+fn query_map(query: &str) -> Result<HashMap<String, String>, String> {
+    let mut m = HashMap::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        m.insert(percent_decode(k)?, percent_decode(v)?);
+    }
+    Ok(m)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).ok_or("bad percent-encoding")?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding")?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| "parameters must be UTF-8".to_string())
+}
+
+const MAX_BUCKETS: i64 = 2000;
+const MAX_RANGE_MS: i64 = 31 * 86_400_000;
+
+impl App {
+    /// A new app over these sources.
+    pub fn new(src: Sources, metrics_window: Duration) -> Self {
+        Self {
+            src,
+            metrics_window,
+            health: Health::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Answers one request; never panics on bad input.
+    pub fn handle(&self, path_and_query: &str) -> Response {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let cacheable = path.starts_with("/api/") || path == "/metrics";
+        if cacheable
+            && let Some((at, r)) = self
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(path_and_query)
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return r.clone();
+        }
+        let q = match query_map(query) {
+            Ok(q) => q,
+            Err(e) => return bad_request(e),
+        };
+        let resp = match path {
+            "/" | "/index.html" => Response {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: PAGE.as_bytes().to_vec(),
+            },
+            "/metrics" => self.metrics(),
+            "/api/summary" => self.summary(&q),
+            "/api/series" => self.series(&q),
+            "/api/metrics" => self.metric_names(&q),
+            "/api/alerts" => json_response(200, &data::alerts(&self.src)),
+            "/api/shards" => match self.health.snapshot(&self.src.metrics_dir, now_ms()) {
+                Ok(v) => json_response(200, &v),
+                Err(e) => json_response(500, &json!({ "error": e.to_string() })),
+            },
+            _ => json_response(404, &json!({ "error": "not found" })),
+        };
+        if cacheable && resp.status == 200 {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.len() > 512 {
+                c.clear();
+            }
+            c.insert(path_and_query.to_string(), (Instant::now(), resp.clone()));
+        }
+        resp
+    }
+
+    fn now(q: &HashMap<String, String>) -> Result<EpochMs, String> {
+        match q.get("now") {
+            Some(t) => parse_time_arg(t, now_ms()).map_err(|e| e.to_string()),
+            None => Ok(now_ms()),
+        }
+    }
+
+    fn base_filter(q: &HashMap<String, String>) -> Result<RecordFilter, String> {
+        let mut f = RecordFilter::default();
+        if let Some(m) = q.get("metric").filter(|m| !m.is_empty()) {
+            f.metrics
+                .push(NamePattern::new(m).map_err(|e| e.to_string())?);
+        }
+        if let Some(a) = q.get("agent").filter(|a| !a.is_empty()) {
+            f.agents
+                .push(NamePattern::new(a).map_err(|e| e.to_string())?);
+        }
+        Ok(f)
+    }
+
+    fn duration_param(
+        q: &HashMap<String, String>,
+        name: &str,
+        default: &str,
+    ) -> Result<i64, String> {
+        let text = q.get(name).map(String::as_str).unwrap_or(default);
+        let d = parse_duration(text)
+            .map_err(|e| format!("{name}: {e}"))?
+            .as_millis() as i64;
+        if d <= 0 || d > MAX_RANGE_MS {
+            return Err(format!("{name} {text:?} must be between 1ms and 31d"));
+        }
+        Ok(d)
+    }
+
+    fn summary(&self, q: &HashMap<String, String>) -> Response {
+        let run = || -> Result<Response, String> {
+            let now = Self::now(q)?;
+            let window = Self::duration_param(q, "window", "30s")?;
+            let by = GroupBy::parse(&q.get("by").map(|b| vec![b.clone()]).unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let mut filter = Self::base_filter(q)?;
+            filter.since = Some(now - window);
+            filter.until = Some(now + 1);
+            let opts = Options {
+                by,
+                ..Default::default()
+            };
+            data::aggregate(&self.src, &filter, opts)
+                .map(|a| aggregates_json(&a))
+                .map_err(|e| e.to_string())
+        };
+        run().unwrap_or_else(bad_request)
+    }
+
+    fn series(&self, q: &HashMap<String, String>) -> Response {
+        let run = || -> Result<Response, String> {
+            let metric = q
+                .get("metric")
+                .filter(|m| !m.is_empty())
+                .ok_or("metric is required")?;
+            let now = Self::now(q)?;
+            let range = Self::duration_param(q, "range", "1h")?;
+            let bucket = Self::duration_param(q, "bucket", "1m")?;
+            if range / bucket > MAX_BUCKETS {
+                return Err(format!(
+                    "range/bucket is {} buckets; at most {MAX_BUCKETS}",
+                    range / bucket
+                ));
+            }
+            let mut filter = Self::base_filter(q)?;
+            filter.since = Some(now - range);
+            filter.until = Some(now + 1);
+            let aggs = data::aggregate(
+                &self.src,
+                &filter,
+                Options {
+                    bucket_ms: Some(bucket),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if aggs.is_empty() {
+                // Tell an unknown metric from a quiet one.
+                let (names, _) = data::names(
+                    &self.src,
+                    &RecordFilter {
+                        since: Some(now - MAX_RANGE_MS.min(range.max(86_400_000))),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                if !names
+                    .iter()
+                    .any(|n| filter.metrics.iter().any(|p| p.matches(n)))
+                {
+                    return Err(format!("unknown metric {metric:?}"));
+                }
+            }
+            Ok(aggregates_json(&aggs))
+        };
+        run().unwrap_or_else(bad_request)
+    }
+
+    fn metric_names(&self, q: &HashMap<String, String>) -> Response {
+        let run = || -> Result<Response, String> {
+            let now = Self::now(q)?;
+            let range = Self::duration_param(q, "range", "1h")?;
+            let filter = RecordFilter {
+                since: Some(now - range),
+                until: Some(now + 1),
+                ..Default::default()
+            };
+            let (metrics, agents) = data::names(&self.src, &filter).map_err(|e| e.to_string())?;
+            Ok(json_response(
+                200,
+                &json!({ "metrics": metrics, "agents": agents }),
+            ))
+        };
+        run().unwrap_or_else(bad_request)
+    }
+
+    fn metrics(&self) -> Response {
+        let now = now_ms();
+        let filter = RecordFilter {
+            since: Some(now - self.metrics_window.as_millis() as i64),
+            until: Some(now + 1),
+            ..Default::default()
+        };
+        match data::aggregate(&self.src, &filter, Options::default()) {
+            Ok(aggs) => {
+                let (text, _) = cfn_promtext::render(&aggs, &cfn_promtext::Options::default());
+                Response {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: text.into_bytes(),
+                }
+            }
+            Err(e) => json_response(500, &json!({ "error": e.to_string() })),
+        }
+    }
+}
+
+/// Serves until killed.
+///
+/// # Errors
+/// Exit 2 for a bad address, 74 when the address cannot be bound.
+pub fn serve(
+    app: Arc<App>,
+    listen: &str,
+    threads: usize,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let server = tiny_http::Server::http(listen)
+        .map_err(|e| fail(Exit::IoErr, format!("cannot listen on {listen}: {e}")))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| fail(Exit::Usage, format!("{listen} is not an IP address")))?;
+    ready(addr);
+    let server = Arc::new(server);
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (server, app) = (server.clone(), app.clone());
+            std::thread::spawn(move || {
+                for req in server.incoming_requests() {
+                    let url = req.url().to_string();
+                    let resp = if *req.method() != tiny_http::Method::Get
+                        && *req.method() != tiny_http::Method::Head
+                    {
+                        json_response(405, &json!({ "error": "read-only: only GET" }))
+                    } else {
+                        // A bug must cost one request, not the server.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.handle(&url)))
+                            .unwrap_or_else(|_| {
+                                json_response(500, &json!({ "error": "internal error" }))
+                            })
+                    };
+                    let header = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        resp.content_type.as_bytes(),
+                    )
+                    .expect("static header");
+                    let nocache =
+                        tiny_http::Header::from_bytes(&b"Cache-Control"[..], &b"no-store"[..])
+                            .expect("static header");
+                    let _ = req.respond(
+                        tiny_http::Response::from_data(resp.body)
+                            .with_status_code(resp.status)
+                            .with_header(header)
+                            .with_header(nocache),
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+/// Runs `cfn-serve`.
+///
+/// # Errors
+/// As the contract's exit codes say.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let config = Config::from_env()?;
+    let archive = cli
+        .archive_dir
+        .clone()
+        .or_else(|| std::env::var_os("CFN_ARCHIVE_DIR").map(PathBuf::from));
+    let src = Sources {
+        metrics_dir: cli.dir.clone().unwrap_or(config.metrics_dir.clone()),
+        archive_dir: archive,
+        alert_state: cli.alert_state.clone(),
+        alerts_log: Some(cli.alerts_log.clone().unwrap_or(config.alerts_file.clone())),
+    };
+    let app = Arc::new(App::new(src, parse_duration(&cli.window)?));
+    serve(app, &cli.listen, cli.threads, |addr| {
+        eprintln!("cfn-serve: listening on http://{addr}/")
+    })?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q = query_map("metric=coordination.time&agent=agent%2D42&x=a+b").unwrap();
+        assert_eq!(q["agent"], "agent-42");
+        assert_eq!(q["x"], "a b");
+        assert!(query_map("a=%zz").is_err());
+    }
+}

@@ -1,0 +1,450 @@
+//! cfn-serve over HTTP: every endpoint against cfn-agg on the same records, bad requests,
+//! path traversal, and the dashboard in a real headless Chromium.
+
+use cfn_testkit::{TestCommand, TestDir, free_port, peer};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &TestDir, extra: &[&str]) -> Server {
+    let port = free_port();
+    let mut cmd = dir.cmd("cfn-serve");
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra);
+    let child = cmd
+        .command()
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "cfn-serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, port }
+}
+
+/// A raw GET (the path is sent as is, so traversal attempts reach the server unnormalised).
+fn get(port: u16, path: &str) -> (u16, String) {
+    request(port, "GET", path)
+}
+
+fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn ts(ms: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}.{:03}", ms / 1000, ms % 1000),
+            "+%Y-%m-%dT%H:%M:%S.%3NZ",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Known data: 3 metrics, 4 agents, one record every 7 s over the last 40 minutes, in 4 shards.
+fn seed(dir: &TestDir, end_ms: i64) -> Vec<String> {
+    let metrics = ["coordination.time", "memory_usage_mb", "task_duration_ms"];
+    let mut shards = vec![String::new(); 4];
+    let mut i = 0u64;
+    let mut t = end_ms - 40 * 60_000;
+    while t < end_ms - 1000 {
+        let agent = i % 4;
+        let metric = metrics[(i % 3) as usize];
+        let value = ((i * 37) % 1000) as f64 / 4.0;
+        shards[agent as usize].push_str(&format!(
+            "{{\"timestamp\":\"{}\",\"agent\":\"agent-{agent}\",\"metric\":\"{metric}\",\"value\":{value},\"unit\":\"milliseconds\"}}\n",
+            ts(t)
+        ));
+        i += 1;
+        t += 7_000;
+    }
+    shards[1].push_str("this line is malformed\n");
+    for (n, s) in shards.iter().enumerate() {
+        dir.write(&format!("cfn-metrics-{n}.jsonl"), s);
+    }
+    metrics.iter().map(|m| m.to_string()).collect()
+}
+
+fn shard_paths(dir: &TestDir) -> Vec<String> {
+    (0..4)
+        .map(|n| {
+            dir.join(&format!("cfn-metrics-{n}.jsonl"))
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn summary_and_series_equal_cfn_agg_on_the_same_records() {
+    let dir = TestDir::new();
+    let end = 1_795_773_600_000; // 2026-11-27T10:00:00Z
+    seed(&dir, end);
+    let server = start(&dir, &[]);
+    let now = "2026-11-27T10:00:00Z";
+    for (query, agg_args) in [
+        ("window=30s", vec!["--window", "30s"]),
+        (
+            "window=10m&by=agent",
+            vec!["--window", "10m", "--by", "agent"],
+        ),
+        (
+            "window=1h&metric=memory_usage_mb",
+            vec!["--window", "1h", "--metric", "memory_usage_mb"],
+        ),
+    ] {
+        let (status, body) = get(server.port, &format!("/api/summary?{query}&now={now}"));
+        assert_eq!(status, 200, "{body}");
+        let served: Vec<Value> = serde_json::from_str(&body).unwrap();
+        let expected = dir
+            .cmd("cfn-agg")
+            .args(&agg_args)
+            .args(["--now", now])
+            .args(shard_paths(&dir))
+            .run()
+            .jsonl();
+        assert!(!expected.is_empty());
+        assert_eq!(served, expected, "{query}");
+    }
+    let (status, body) = get(
+        server.port,
+        &format!("/api/series?metric=coordination.time&range=1h&bucket=1m&now={now}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let served: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let expected = dir
+        .cmd("cfn-agg")
+        .args([
+            "--window",
+            "1h",
+            "--bucket",
+            "1m",
+            "--metric",
+            "coordination.time",
+            "--now",
+            now,
+        ])
+        .args(shard_paths(&dir))
+        .run()
+        .jsonl();
+    assert_eq!(served.len(), 40);
+    assert_eq!(served, expected);
+    let (_, body) = get(
+        server.port,
+        &format!("/api/series?metric=coordination.time&range=1h&bucket=1m&agent=agent-1&now={now}"),
+    );
+    let by_agent: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let total: u64 = by_agent.iter().map(|a| a["count"].as_u64().unwrap()).sum();
+    let agent_total = expected
+        .iter()
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(total > 0 && total < agent_total);
+    let (_, body) = get(server.port, &format!("/api/metrics?range=1h&now={now}"));
+    let names: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        names["metrics"],
+        serde_json::json!(["coordination.time", "memory_usage_mb", "task_duration_ms"])
+    );
+    assert_eq!(names["agents"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn metrics_endpoint_is_cfn_promtext_output() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let server = start(&dir, &["--window", "10m"]);
+    let (status, body) = get(server.port, "/metrics");
+    assert_eq!(status, 200);
+    let aggs = dir
+        .cmd("cfn-agg")
+        .args(["--window", "10m"])
+        .args(shard_paths(&dir))
+        .run()
+        .success()
+        .stdout();
+    let expected = dir.cmd("cfn-promtext").stdin(aggs).run().success().stdout();
+    assert!(expected.contains("cfn_coordination_time_count"));
+    assert_eq!(body, expected);
+}
+
+#[test]
+fn shards_and_alerts_endpoints() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let state = dir.write(
+        "alert-state.json",
+        r#"{"version":1,"alerts":{"k":{"alert":"coordination_time_exceeded","metric":"coordination.time","labels":{},"state":"firing","since":1795773600000,"severity":"critical","stat":"max","op":">","value":12034,"threshold":10000,"message":"Coordination time 12034ms exceeds threshold 10000ms"},"p":{"alert":"queue_depth_high","metric":"q","labels":{},"state":"pending","since":1795773600000,"severity":"warning","stat":"max","op":">","value":2000,"threshold":1000,"message":"pending one"}}}"#,
+    );
+    let server = start(&dir, &["--alert-state", state.to_str().unwrap()]);
+    let (status, body) = get(server.port, "/api/shards");
+    assert_eq!(status, 200);
+    let shards: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(shards.len(), 4);
+    let total: u64 = shards.iter().map(|s| s["records"].as_u64().unwrap()).sum();
+    let lines: usize = shard_paths(&dir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum();
+    assert_eq!(total as usize, lines - 1);
+    assert_eq!(shards[1]["malformed"], 1);
+    assert_eq!(
+        shards[0]["bytes"].as_u64().unwrap(),
+        std::fs::metadata(&shard_paths(&dir)[0]).unwrap().len()
+    );
+    assert!(shards[0]["newest_age_s"].as_f64().unwrap() < 60.0);
+    // Appends are picked up (incrementally).
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard_paths(&dir)[0])
+        .unwrap()
+        .write_all(b"garbage\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, body) = get(server.port, "/api/shards");
+    let shards: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(shards[0]["malformed"], 1);
+    let (status, body) = get(server.port, "/api/alerts");
+    assert_eq!(status, 200);
+    let alerts: Value = serde_json::from_str(&body).unwrap();
+    let firing = alerts["firing"].as_array().unwrap();
+    assert_eq!(firing.len(), 1, "{alerts}");
+    assert_eq!(firing[0]["alert"], "coordination_time_exceeded");
+}
+
+#[test]
+fn alerts_fall_back_to_the_log() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let log = dir.write(
+        "alerts.jsonl",
+        concat!(
+            r#"{"timestamp":"2026-11-27T10:00:00.000Z","alert":"a1","state":"firing","severity":"critical","message":"m1","metadata":{"metric":"x","dedup_key":"k1"}}"#, "\n",
+            r#"{"timestamp":"2026-11-27T10:00:00.000Z","alert":"a2","state":"firing","severity":"warning","message":"m2","metadata":{"metric":"y","dedup_key":"k2"}}"#, "\n",
+            r#"{"timestamp":"2026-11-27T10:01:00.000Z","alert":"a1","state":"resolved","severity":"critical","message":"m1","metadata":{"metric":"x","dedup_key":"k1"}}"#, "\n",
+        ),
+    );
+    let server = start(&dir, &["--alerts-log", log.to_str().unwrap()]);
+    let (_, body) = get(server.port, "/api/alerts");
+    let alerts: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = alerts["firing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a2"]);
+    assert_eq!(alerts["recent"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn bad_requests_get_400_with_a_json_error_and_traversal_gets_404() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let server = start(&dir, &[]);
+    for path in [
+        "/api/series?metric=no.such.metric&range=1h",
+        "/api/series?range=1h",
+        "/api/series?metric=coordination.time&range=forever",
+        "/api/series?metric=coordination.time&range=1h&bucket=1ms",
+        "/api/summary?window=-5m",
+        "/api/summary?window=30s&by=host",
+        "/api/summary?window=%zz",
+        "/api/summary?now=yesterday-ish",
+        "/api/metrics?range=400d",
+    ] {
+        let (status, body) = get(server.port, path);
+        assert_eq!(status, 400, "{path}: {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}");
+    }
+    for path in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/api/../../../etc/passwd",
+        "/cfn-metrics-0.jsonl",
+        "/static/../../x",
+    ] {
+        let (status, body) = get(server.port, path);
+        assert_eq!(status, 404, "{path}");
+        assert!(!body.contains("root:"), "{path} leaked a file");
+    }
+    assert_eq!(request(server.port, "POST", "/api/summary").0, 405);
+    // The server is still up.
+    assert_eq!(get(server.port, "/api/summary?window=30s").0, 200);
+}
+
+#[test]
+fn dashboard_in_headless_chromium_draws_every_bucket_and_shows_firing_alerts() {
+    let Some(chromium) = peer(
+        "chromium",
+        "Debian package chromium, for the dashboard test",
+    ) else {
+        return;
+    };
+    let dir = TestDir::new();
+    let end = now_ms();
+    let metrics = seed(&dir, end);
+    let state = dir.write(
+        "alert-state.json",
+        r#"{"version":1,"alerts":{"k":{"alert":"coordination_time_exceeded","metric":"coordination.time","labels":{"agent":"agent-42"},"state":"firing","since":1795773600000,"severity":"critical","stat":"max","op":">","value":12034,"threshold":10000,"message":"Coordination time 12034ms exceeds threshold 10000ms"}}}"#,
+    );
+    let server = start(&dir, &["--alert-state", state.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let profile = TestDir::new();
+    let browser = |extra: &[&str]| {
+        TestCommand::program(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=15000", "--window-size=1400,2200"])
+            .args(extra)
+            .arg(&url)
+            .run()
+    };
+    let dom = browser(&["--dump-dom"]).stdout();
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page never finished loading:\n{}",
+        &dom[..dom.len().min(2000)]
+    );
+    // Buckets with data, computed independently: 1-minute buckets over the page's 1 h range.
+    let records: Vec<Value> = (0..4)
+        .flat_map(|n| jsonl_lenient(&dir.read(&format!("cfn-metrics-{n}.jsonl"))))
+        .collect();
+    for m in &metrics {
+        let buckets: std::collections::BTreeSet<i64> = records
+            .iter()
+            .filter(|r| r["metric"] == m.as_str())
+            .map(|r| parse_ms(r["timestamp"].as_str().unwrap()).div_euclid(60_000))
+            .collect();
+        let tag = format!("data-metric=\"{m}\" data-points=\"{}\"", buckets.len());
+        assert!(
+            dom.contains(&tag),
+            "chart for {m} should have {} points",
+            buckets.len()
+        );
+        let start = dom.find(&tag).unwrap();
+        let svg = &dom[start..start + dom[start..].find("</svg>").unwrap()];
+        for class in ["p50", "p95", "p99"] {
+            let pl = svg
+                .find(&format!("class=\"{class}\" points=\""))
+                .unwrap_or_else(|| panic!("no {class} line for {m}"));
+            let pts = svg[pl..].split('"').nth(3).unwrap();
+            assert_eq!(pts.split_whitespace().count(), buckets.len(), "{m} {class}");
+        }
+    }
+    assert!(
+        dom.contains("data-alert=\"coordination_time_exceeded\""),
+        "the firing alert is not shown"
+    );
+    assert!(dom.contains("Coordination time 12034ms exceeds threshold 10000ms"));
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/cfn-serve-dashboard.png");
+    let out = browser(&[&format!("--screenshot={}", shot.display())]);
+    assert!(shot.exists(), "no screenshot: {out:?}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}
+
+fn jsonl_lenient(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn parse_ms(ts: &str) -> i64 {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", ts, "+%s%3N"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn twenty_clients_polling_while_writers_append_get_no_errors() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let server = start(&dir, &["--threads", "8"]);
+    let port = server.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut emit = dir.cmd("cfn-emit");
+        emit.args(["agent-1", "coordination.time", "5"]);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                emit.run().success();
+            }
+        })
+    };
+    let clients: Vec<_> = (0..20)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let paths = [
+                    "/api/summary?window=30s",
+                    "/api/series?metric=coordination.time&range=5m&bucket=10s",
+                    "/api/shards",
+                    "/metrics",
+                    "/",
+                ];
+                for i in 0..10 {
+                    let (status, _) = get(port, paths[(c + i) % paths.len()]);
+                    assert_eq!(status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}
