@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub mod stats;
 mod table;
 
-use stats::{MergeState, PartialState, Stats};
+use stats::{MergeState, PartialState, Stats, ValueStore};
 
 const EXAMPLES: &str = "\
 EXAMPLES:
@@ -188,6 +188,7 @@ pub struct Aggregator {
     groups: Vec<Group>,
     key: Vec<u8>,
     tag_values: Vec<Option<String>>,
+    store: ValueStore,
 }
 
 const SEP: u8 = 0xff; // never in UTF-8
@@ -201,6 +202,7 @@ impl Aggregator {
             groups: Vec::new(),
             key: Vec::with_capacity(256),
             tag_values: Vec::new(),
+            store: ValueStore::default(),
         }
     }
 
@@ -275,7 +277,8 @@ impl Aggregator {
         {
             g.unit = Some(u.to_string());
         }
-        g.stats.add(rec.value, rec.ts_ms, self.opts.exact_limit);
+        g.stats
+            .add(rec.value, rec.ts_ms, self.opts.exact_limit, &mut self.store);
     }
 
     /// Folds in one aggregate line written with `--with-digest`.
@@ -336,7 +339,9 @@ impl Aggregator {
             last_ms: ms(&a.last).unwrap_or(i64::MIN),
             state,
         };
-        self.groups[idx].stats.merge(partial, self.opts.exact_limit)
+        self.groups[idx]
+            .stats
+            .merge(partial, self.opts.exact_limit, &mut self.store)
     }
 
     /// The aggregates, sorted by metric, agent, tags and bucket.
@@ -346,6 +351,7 @@ impl Aggregator {
         });
         let qs = self.opts.quantiles.clone();
         let with_digest = self.opts.with_digest;
+        let store = &mut self.store;
         self.groups
             .into_iter()
             .map(|mut g| {
@@ -354,8 +360,12 @@ impl Aggregator {
                 let first = (count > 0).then(|| format_ms(g.stats.first_ms));
                 let last = (count > 0).then(|| format_ms(g.stats.last_ms));
                 Aggregate {
-                    quantiles: g.stats.quantiles(&qs),
-                    state: with_digest.then(|| g.stats.state()),
+                    quantiles: g.stats.quantiles(&qs, store),
+                    state: if with_digest {
+                        Some(g.stats.state(store))
+                    } else {
+                        None
+                    },
                     metric: g.metric,
                     unit: g.unit,
                     agent: g.agent,
