@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use cfn_testkit::gendata;
 
+mod bench;
+
 fn commands() -> Vec<clap::Command> {
     vec![
         cfn_emit::Cli::command(),
@@ -78,6 +80,20 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("demo") => demo(),
+        Some("bench-parse") => bench::parse(&flag(&args, "--file").context("--file FILE")?),
+        Some("bench-serve") => {
+            let bin =
+                PathBuf::from(flag(&args, "--bin").unwrap_or_else(|| "target/release".into()));
+            let dir = PathBuf::from(flag(&args, "--dir").context("--dir DIR")?);
+            if args.iter().any(|a| a == "--big") {
+                bench::serve_big(&bin, &dir)
+            } else {
+                let secs = flag(&args, "--secs")
+                    .unwrap_or_else(|| "10".into())
+                    .parse()?;
+                bench::serve(&bin, &dir, secs, 20)
+            }
+        }
         _ => bail!(
             "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30]"
         ),

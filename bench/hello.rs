@@ -1,0 +1,2 @@
+// The floor for a per-call emitter: a process that starts, writes nothing and exits.
+fn main() {}

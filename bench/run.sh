@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: cfn-metrics vs a hello-world floor, bash, jq and Miller, in one run
+# on one machine. Writes bench/results.md (the README quotes it). Needs: hyperfine, jq,
+# miller, GNU time (Debian packages hyperfine, jq, miller, time).
+#
+#   bash bench/run.sh            # everything (about 10 minutes on 2 cores)
+#   BENCH_QUICK=1 bash bench/run.sh   # smaller data and fewer runs, to check the script
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+for tool in hyperfine jq mlr /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install hyperfine jq miller time)" >&2; exit 1; }
+done
+
+quick=${BENCH_QUICK:-0}
+runs=300; lines_small=1000000; lines_big=5000000; burst_agents=500; burst_emits=20; legacy_emits=2
+if [ "$quick" = 1 ]; then runs=30; lines_small=100000; lines_big=300000; burst_agents=50; burst_emits=4; legacy_emits=1; fi
+
+cargo build --release --workspace --bins --quiet
+mkdir -p target/bench
+rustc -O -o target/bench/hello bench/hello.rs
+B=$root/target/release
+work=$(mktemp -d "${TMPDIR:-/tmp}/cfn-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+out=bench/results.md
+{
+    echo "# Benchmark results"
+    echo
+    echo "Run by \`bash bench/run.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo);"
+    echo "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)."
+    echo
+} >"$out"
+
+say() { echo "$@" | tee -a "$out"; }
+median_ms() { jq -r --arg n "$2" '.results[] | select(.command == $n) | (.median * 1000)' "$1"; }
+mean_ms() { jq -r --arg n "$2" '.results[] | select(.command == $n) | (.mean * 1000)' "$1"; }
+
+# ---------------------------------------------------------------------------------------
+say "## cfn-emit: cost per call (one process per metric)"
+say
+mkdir -p "$work/shm"
+export CFN_METRICS_DIR=$work/shm CFN_SHARDS=16
+hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/emit.json" --style none \
+    -n hello-world "$root/target/bench/hello" \
+    -n cfn-emit "$B/cfn-emit agent-42 coordination.time 150" \
+    -n bash-sharded "bash $root/bench/bash/sharded_emit.sh agent-42 coordination.time 150" \
+    -n bash-legacy-jq "env METRICS_FILE=$work/legacy.jsonl METRICS_LOCK_FILE=$work/legacy.lock bash $root/bench/bash/legacy_emit.sh coordination.time 150" \
+    >/dev/null
+floor=$(median_ms "$work/emit.json" hello-world)
+ours=$(median_ms "$work/emit.json" cfn-emit)
+say "| emitter | median ms | mean ms | vs hello-world | cfn-emit is faster by |"
+say "|---|---:|---:|---:|---:|"
+for n in hello-world cfn-emit bash-sharded bash-legacy-jq; do
+    m=$(median_ms "$work/emit.json" $n); a=$(mean_ms "$work/emit.json" $n)
+    say "$(awk -v n="$n" -v m="$m" -v a="$a" -v f="$floor" -v o="$ours" 'BEGIN { printf "| %s | %.3f | %.3f | %.2fx | %s |", n, m, a, m / f, (n == "hello-world" || n == "cfn-emit") ? "" : sprintf("%.1fx", m / o) }')"
+done
+say
+say "(hyperfine -N, $runs runs each, warm page cache, shards on $(df --output=fstype "$work" | tail -1).)"
+say
+
+# ---------------------------------------------------------------------------------------
+say "## cfn-emit --stdin: records per second through one process"
+say
+n_stdin=$lines_small
+awk -v n="$n_stdin" 'BEGIN { for (i = 0; i < n; i++) printf "task_duration_ms %d milliseconds\n", i % 5000 }' >"$work/stdin.txt"
+awk -v n="$n_stdin" 'BEGIN { for (i = 0; i < n; i++) printf "{\"agent\":\"agent-%d\",\"metric\":\"coordination.time\",\"value\":%d}\n", i % 500, i % 9973 }' >"$work/stdin.jsonl"
+rm -rf "$work/shm"/*
+hyperfine --warmup 1 --runs 5 --export-json "$work/stdin.json" --style none \
+    --prepare "rm -f $work/shm/cfn-metrics-*.jsonl" \
+    -n "METRIC VALUE lines, one agent" "$B/cfn-emit --stdin --agent agent-1 < $work/stdin.txt" \
+    -n "JSONL records, 500 agents over 16 shards" "$B/cfn-emit --stdin < $work/stdin.jsonl" \
+    >/dev/null
+say "| input ($n_stdin records) | median s | records/s |"
+say "|---|---:|---:|"
+jq -r --argjson n "$n_stdin" '.results[] | "| \(.command) | \(.median * 1000 | round / 1000) | \($n / .median | floor) |"' "$work/stdin.json" | tee -a "$out"
+say
+
+# ---------------------------------------------------------------------------------------
+say "## Records kept in a burst: $burst_agents concurrent agents"
+say
+burst() { # name emits-per-agent command-prefix...
+    local name=$1 per=$2; shift 2
+    rm -rf "$work/burst"; mkdir -p "$work/burst"
+    local start=$(date +%s.%N)
+    for a in $(seq 1 "$burst_agents"); do
+        ( for i in $(seq 1 "$per"); do CFN_METRICS_DIR=$work/burst METRICS_FILE=${LEGACY_FILE:-} METRICS_LOCK_FILE=$work/burst/legacy.lock "$@" "agent-$a" "$i" >/dev/null 2>&1 || true; done ) &
+    done
+    wait
+    local secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    local kept=$(cat "$work/burst"/*.jsonl 2>/dev/null | grep -c '"value"' || true)
+    local total=$((burst_agents * per))
+    say "$(awk -v n="$name" -v k="$kept" -v t="$total" -v s="$secs" 'BEGIN { printf "| %s | %d | %d | %d (%.1f%%) | %s |", n, t, k, t - k, 100 * (t - k) / t, s }')"
+}
+cfn_emit_burst() { "$B/cfn-emit" "$1" burst.seq "$2"; }
+sharded_burst() { bash "$root/bench/bash/sharded_emit.sh" "$1" burst.seq "$2"; }
+legacy_burst() { bash "$root/bench/bash/legacy_emit.sh" burst.seq "$2"; }
+export -f cfn_emit_burst sharded_burst legacy_burst
+export B root
+say "| emitter | emitted | kept | lost | wall s |"
+say "|---|---:|---:|---:|---:|"
+burst "cfn-emit" "$burst_emits" bash -c 'cfn_emit_burst "$@"' _
+burst "bash sharded (flock -n)" "$burst_emits" bash -c 'sharded_burst "$@"' _
+LEGACY_FILE=$work/burst/legacy.jsonl burst "bash legacy (jq, flock -w 5, sync)" "$legacy_emits" bash -c 'legacy_burst "$@"' _
+say
+say "(The legacy library runs $legacy_emits emits per agent instead of $burst_emits: at ~25 ms per call the full burst takes minutes.)"
+say
+
+# ---------------------------------------------------------------------------------------
+say "## cfn-agg: aggregation throughput and peak memory"
+say
+"$B/../release/xtask" gen-data --lines "$lines_small" >"$work/small.jsonl"
+"$B/../release/xtask" gen-data --lines "$lines_big" >"$work/big.jsonl"
+measure() { # label lines command...
+    local label=$1 n=$2; shift 2
+    local best=999999 mem=0
+    local reps=3; [ "${SLOW:-0}" = 1 ] && reps=1
+    for _ in $(seq 1 $reps); do
+        /usr/bin/time -f "%e %M" -o "$work/time.txt" bash -c "$*" >/dev/null
+        read -r s m <"$work/time.txt"
+        best=$(awk -v a="$best" -v b="$s" 'BEGIN { print (b < a) ? b : a }')
+        [ "$m" -gt "$mem" ] && mem=$m
+    done
+    say "$(awk -v l="$label" -v n="$n" -v s="$best" -v m="$mem" 'BEGIN { printf "| %s | %d | %.2f | %s | %.0f |", l, n, s, (s > 0 ? sprintf("%.0f", n / s) : "(< 10 ms)"), m / 1024 }')"
+}
+say "| command | lines | best s | lines/s | peak MB |"
+say "|---|---:|---:|---:|---:|"
+measure "wc -l (floor)" "$lines_small" wc -l "$work/small.jsonl"
+measure "cfn-agg FILE" "$lines_small" "$B/cfn-agg" "$work/small.jsonl"
+measure "cfn-cat FILE \\| cfn-agg" "$lines_small" "$B/cfn-cat $work/small.jsonl | $B/cfn-agg"
+measure "cfn-agg --by agent FILE" "$lines_small" "$B/cfn-agg" --by agent "$work/small.jsonl"
+SLOW=1 measure "jq -s (group_by, sorted nearest rank)" "$lines_small" jq -s -c -f bench/agg.jq "$work/small.jsonl"
+SLOW=1 measure "mlr --ijsonl stats1 -a count,mean,min,max,p50,p95,p99 -g metric" "$lines_small" mlr --ijsonl --ojsonl stats1 -a count,mean,min,max,p50,p95,p99 -f value -g metric "$work/small.jsonl"
+measure "wc -l (floor)" "$lines_big" wc -l "$work/big.jsonl"
+measure "cfn-agg FILE" "$lines_big" "$B/cfn-agg" "$work/big.jsonl"
+measure "cfn-cat FILE \\| cfn-agg" "$lines_big" "$B/cfn-cat $work/big.jsonl | $B/cfn-agg"
+measure "cfn-agg --by agent FILE" "$lines_big" "$B/cfn-agg" --by agent "$work/big.jsonl"
+say
+say "(jq and Miller run once, on the smaller set only: both hold every value in memory.)"
+say
+
+# ---------------------------------------------------------------------------------------
+say "## The 30-second analysis window: 500 agents x 30 s in 16 hot shards"
+say
+rm -rf "$work/hot"
+"$B/../release/xtask" gen-hot --dir "$work/hot" --agents 500 --secs 30
+records=$(cat "$work/hot"/*.jsonl | wc -l)
+hyperfine --warmup 5 --runs 50 --export-json "$work/window.json" --style none \
+    -n "cfn-cat --since 30s | cfn-agg" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg" \
+    -n "cat shards | jq (bash design)" "cat $work/hot/*.jsonl | jq -s -c -f bench/agg.jq" \
+    >/dev/null
+say "| pipeline ($records records) | median ms | mean ms |"
+say "|---|---:|---:|"
+jq -r '.results[] | "| \(.command | gsub("\\|"; "\\|")) | \(.median * 1000 * 10 | round / 10) | \(.mean * 1000 * 10 | round / 10) |"' "$work/window.json" | tee -a "$out"
+say
+
+# ---------------------------------------------------------------------------------------
+say "## JSON parser for the aggregation loop"
+say
+say '```'
+"$B/../release/xtask" bench-parse --file "$work/small.jsonl" | tee -a "$out"
+say '```'
+say
+
+# ---------------------------------------------------------------------------------------
+say "## cfn-serve: 20 clients polling every 100 ms while a writer appends"
+say
+rm -rf "$work/serve"; "$B/../release/xtask" gen-hot --dir "$work/serve" --agents 500 --secs 600
+say '```'
+"$B/../release/xtask" bench-serve --bin "$B" --dir "$work/serve" --secs "$([ "$quick" = 1 ] && echo 3 || echo 15)" | tee -a "$out"
+say '```'
+say
+if [ "$quick" != 1 ] && [ -d /dev/shm ]; then
+    say "## cfn-serve on a 1 GB tmpfs of shards"
+    say
+    big=$(mktemp -d /dev/shm/cfn-bench-big.XXXXXX)
+    "$B/../release/xtask" gen-hot --dir "$big" --agents 500 --secs 16000
+    say '```'
+    "$B/../release/xtask" bench-serve --bin "$B" --dir "$big" --big | tee -a "$out"
+    say '```'
+    rm -rf "$big"
+fi
+echo "bench: wrote $out"

@@ -1,0 +1,244 @@
+//! Benchmarks that need code rather than a shell: the JSON parser choice for the aggregation
+//! hot loop (serde_json vs simd-json) and cfn-serve's latency under polling clients.
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[derive(serde::Deserialize)]
+struct SimdWire<'a> {
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    metric: Option<Cow<'a, str>>,
+    value: Option<f64>,
+    #[serde(borrow)]
+    agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    unit: Option<Cow<'a, str>>,
+}
+
+/// Parses every line of `path` with the production parser (serde_json, borrowed, in
+/// cfn-core) and with simd-json's serde API on the same fields; prints lines/s of each.
+pub fn parse(path: &str) -> anyhow::Result<()> {
+    let data = std::fs::read(path)?;
+    let lines: Vec<&[u8]> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let n = lines.len() as f64;
+    let mut best = [f64::MAX; 2];
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut sum = 0.0;
+        for l in &lines {
+            if let Ok(r) = cfn_core::reader::parse_record(l) {
+                sum += r.value + r.ts_ms as f64 * 0.0;
+            }
+        }
+        best[0] = best[0].min(t.elapsed().as_secs_f64());
+        std::hint::black_box(sum);
+        let t = Instant::now();
+        let mut buf = Vec::with_capacity(512);
+        let mut sum = 0.0;
+        for l in &lines {
+            buf.clear();
+            buf.extend_from_slice(l);
+            if let Ok(r) = simd_json::serde::from_slice::<SimdWire<'_>>(&mut buf) {
+                let ts = r
+                    .timestamp
+                    .as_deref()
+                    .and_then(cfn_core::time::parse_timestamp_str)
+                    .unwrap_or(0);
+                sum += r.value.unwrap_or(0.0) + ts as f64 * 0.0;
+                std::hint::black_box((&r.metric, &r.agent, &r.unit));
+            }
+        }
+        best[1] = best[1].min(t.elapsed().as_secs_f64());
+        std::hint::black_box(sum);
+    }
+    println!("parser\tlines/s (best of 3, {} lines)", lines.len());
+    println!(
+        "serde_json (cfn-core::reader::parse_record)\t{:.0}",
+        n / best[0]
+    );
+    println!(
+        "simd-json serde::from_slice (same fields)\t{:.0}",
+        n / best[1]
+    );
+    Ok(())
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<(u16, usize)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    let status = std::str::from_utf8(&body[..body.len().min(16)])
+        .ok()
+        .and_then(|h| h.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.len()))
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Starts cfn-serve on `dir`, then 20 clients poll for `secs` while a writer appends;
+/// prints request latency p50/p99 per endpoint and the error count.
+pub fn serve(
+    bin_dir: &std::path::Path,
+    dir: &std::path::Path,
+    secs: u64,
+    clients: usize,
+) -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = std::process::Command::new(bin_dir.join("cfn-serve"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "cfn-serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, emit, dir) = (stop.clone(), bin_dir.join("cfn-emit"), dir.to_path_buf());
+        std::thread::spawn(move || -> anyhow::Result<u64> {
+            let mut child = std::process::Command::new(emit)
+                .args(["--stdin", "--dir"])
+                .arg(&dir)
+                .stdin(std::process::Stdio::piped())
+                .spawn()?;
+            let mut stdin = child.stdin.take().expect("piped");
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..50 {
+                    writeln!(
+                        stdin,
+                        "{{\"agent\":\"agent-{}\",\"metric\":\"coordination.time\",\"value\":{}}}",
+                        i % 500,
+                        (n + i) % 997
+                    )?;
+                }
+                n += 50;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(stdin);
+            child.wait()?;
+            Ok(n)
+        })
+    };
+    let paths = [
+        "/api/summary?window=30s",
+        "/api/series?metric=coordination.time&range=1h&bucket=1m",
+        "/api/shards",
+        "/metrics",
+        "/api/alerts",
+    ];
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut lat: Vec<(usize, f64)> = Vec::new();
+                let mut errors = 0u64;
+                let mut i = c;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let p = i % paths.len();
+                    let t = Instant::now();
+                    match get(port, paths[p]) {
+                        Ok((200, _)) => lat.push((p, t.elapsed().as_secs_f64() * 1000.0)),
+                        _ => errors += 1,
+                    }
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    let mut errors = 0;
+    for h in handles {
+        let (lat, e) = h.join().map_err(|_| anyhow::anyhow!("client panicked"))?;
+        errors += e;
+        for (p, ms) in lat {
+            all[p].push(ms);
+        }
+    }
+    let appended = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    let _ = server.kill();
+    let _ = server.wait();
+    println!("endpoint\trequests\tp50 ms\tp99 ms\tmax ms");
+    for (p, mut l) in all.into_iter().enumerate() {
+        l.sort_by(f64::total_cmp);
+        println!(
+            "{}\t{}\t{:.1}\t{:.1}\t{:.1}",
+            paths[p],
+            l.len(),
+            pct(&l, 0.5),
+            pct(&l, 0.99),
+            l.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    println!("errors\t{errors}\t(records appended meanwhile: {appended})");
+    Ok(())
+}
+
+/// Time of single requests against a large shard directory (cold: the first, warm: cached
+/// requests are excluded by waiting past the 1 s cache).
+pub fn serve_big(bin_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = std::process::Command::new(bin_dir.join("cfn-serve"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "cfn-serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bytes: u64 = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!("shards: {:.2} GB in {}", bytes as f64 / 1e9, dir.display());
+    println!("endpoint\tms (median of 5, cache expired between)\tstatus");
+    for p in [
+        "/api/summary?window=30s",
+        "/api/summary?window=5m&by=agent",
+        "/api/series?metric=coordination.time&range=1h&bucket=1m",
+        "/metrics",
+    ] {
+        let mut times = Vec::new();
+        let mut status = 0;
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1100));
+            let t = Instant::now();
+            status = get(port, p)?.0;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{p}\t{:.1}\t{status}", times[2]);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok(())
+}
