@@ -23,7 +23,7 @@ _cfn__alert() {
 
     case "${cmd}" in
         cfn__alert)
-            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --http-timeout --retries --now --dry-run --strict --help --version"
+            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --http-timeout --retries --now --dry-run --strict --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -46,6 +46,10 @@ _cfn__alert() {
                     return 0
                     ;;
                 --log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --firing-prom)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -3,6 +3,7 @@ complete -c cfn-alert -l rule -d 'A rule as a one-liner (see RULES); repeatable'
 complete -c cfn-alert -l state -d 'Keep alert state in FILE across runs: notify once when an alert starts firing, again every --repeat, and once when it resolves' -r -F
 complete -c cfn-alert -l repeat -d 'While an alert keeps firing, notify again this often' -r
 complete -c cfn-alert -l log -d 'Append events to FILE (JSONL) under a lock' -r -F
+complete -c cfn-alert -l firing-prom -d 'Also write the alerts firing now as a Prometheus gauge cfn_alert_firing (atomically), e.g. into node_exporter\'s textfile directory for dashboards' -r -F
 complete -c cfn-alert -l slack-webhook-file -d 'Read the Slack incoming-webhook URL from FILE (else $CFN_SLACK_WEBHOOK_URL)' -r -F
 complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY)' -r -F
 complete -c cfn-alert -l pagerduty-url -d 'PagerDuty Events API v2 endpoint' -r

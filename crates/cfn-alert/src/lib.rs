@@ -90,6 +90,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
+    /// Also write the alerts firing now as a Prometheus gauge cfn_alert_firing (atomically),
+    /// e.g. into node_exporter's textfile directory for dashboards.
+    #[arg(long, value_name = "FILE")]
+    pub firing_prom: Option<PathBuf>,
+
     /// Read the Slack incoming-webhook URL from FILE (else $CFN_SLACK_WEBHOOK_URL).
     #[arg(long, value_name = "FILE")]
     pub slack_webhook_file: Option<PathBuf>,
@@ -526,6 +531,41 @@ pub fn plan(
     p
 }
 
+/// The firing alerts as a Prometheus gauge family `cfn_alert_firing` (one series per alert
+/// instance, value 1), for dashboards.
+pub fn firing_exposition(state: &State) -> String {
+    let mut series: Vec<String> = state
+        .alerts
+        .values()
+        .filter(|e| e.state == Phase::Firing)
+        .map(|e| {
+            let mut labels = vec![
+                ("alert".to_string(), e.alert.clone()),
+                ("severity".to_string(), e.severity.clone()),
+                ("metric".to_string(), e.metric.clone()),
+            ];
+            for (k, v) in &e.labels {
+                let name = cfn_promtext::sanitize_label(k);
+                if !labels.iter().any(|(n, _)| *n == name) {
+                    labels.push((name, v.clone()));
+                }
+            }
+            let body: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", cfn_promtext::escape_label_value(v)))
+                .collect();
+            format!("cfn_alert_firing{{{}}} 1\n", body.join(","))
+        })
+        .collect();
+    series.sort();
+    series.dedup();
+    let mut out = String::from(
+        "# HELP cfn_alert_firing Alerts firing now (1 per alert instance), from cfn-alert\n# TYPE cfn_alert_firing gauge\n",
+    );
+    out.extend(series);
+    out
+}
+
 /// Runs `cfn-alert`.
 ///
 /// # Errors
@@ -626,6 +666,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
     if let (Some(h), false) = (&handle, cli.dry_run) {
         h.save(&state)?;
+    }
+    if let (Some(path), false) = (&cli.firing_prom, cli.dry_run) {
+        cfn_core::fsutil::write_atomic(path, 0o644, firing_exposition(&state).as_bytes())?;
     }
     Ok(if plan.firing > 0 {
         Exit::Firing

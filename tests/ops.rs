@@ -1,0 +1,417 @@
+//! The operations kit in contrib/: the analysis script, the TypeScript bridge, systemd units,
+//! cron, Docker and Kubernetes manifests, and the Grafana dashboard, checked against the real
+//! binaries.
+
+use cfn_testkit::{TestCommand, TestDir, jsonl, peer};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn bin_dir() -> PathBuf {
+    cfn_testkit::bin_path("cfn-emit")
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn path_with_bins() -> String {
+    format!(
+        "{}:{}:/usr/bin:/bin",
+        bin_dir().display(),
+        root().join("contrib").display()
+    )
+}
+
+#[test]
+fn cfn_analyze_writes_the_textfile_alerts_and_state_with_a_clear_status() {
+    let dir = TestDir::new();
+    let shm = dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let run = || {
+        TestCommand::program(root().join("contrib/cfn-analyze"))
+            .env("PATH", path_with_bins())
+            .env("CFN_METRICS_DIR", &shm)
+            .env("CFN_STATE_DIR", dir.join("state"))
+            .env("CFN_TEXTFILE", dir.join("textfile/cfn.prom"))
+            .run()
+    };
+    for a in 0..10 {
+        dir.cmd("cfn-emit")
+            .env("CFN_METRICS_DIR", &shm)
+            .args([&format!("agent-{a}"), "coordination.time", "120"])
+            .run()
+            .success();
+    }
+    run().status(0);
+    let prom = dir.read("textfile/cfn.prom");
+    assert!(prom.contains("cfn_coordination_time_count 10\n"), "{prom}");
+    assert!(
+        dir.read("textfile/cfn-alerts.prom")
+            .contains("# TYPE cfn_alert_firing gauge")
+    );
+    dir.cmd("cfn-emit")
+        .env("CFN_METRICS_DIR", &shm)
+        .args(["agent-42", "coordination.time", "15000"])
+        .run()
+        .success();
+    let fired = run();
+    fired.status(1);
+    assert_eq!(fired.jsonl()[0]["alert"], "coordination_time_exceeded");
+    let firing = dir.read("textfile/cfn-alerts.prom");
+    assert!(firing.contains(r#"cfn_alert_firing{alert="coordination_time_exceeded",severity="critical",metric="coordination.time"} 1"#), "{firing}");
+    let log = jsonl(&std::fs::read_to_string(shm.join("cfn-alerts.jsonl")).unwrap());
+    assert_eq!(log.len(), 1);
+    // Still firing: exit 1 again, but no second notification.
+    let again = run();
+    again.status(1);
+    assert_eq!(again.stdout(), "");
+    assert!(dir.join("state/alert-state.json").exists());
+    // A broken stage's status comes through (here: an unknown rules file -> 78).
+    let bad = TestCommand::program(root().join("contrib/cfn-analyze"))
+        .env("PATH", path_with_bins())
+        .env("CFN_METRICS_DIR", &shm)
+        .env("CFN_STATE_DIR", dir.join("state"))
+        .env("CFN_TEXTFILE", dir.join("textfile/cfn.prom"))
+        .env("CFN_ALERT_RULES", dir.join("missing.toml"))
+        .run();
+    bad.status(78);
+}
+
+#[test]
+fn typescript_bridge_passes_its_node_tests_against_the_real_cfn_emit() {
+    let Some(node) = peer("node", "Node.js, for the TypeScript bridge tests") else {
+        return;
+    };
+    let ts = root().join("contrib/typescript");
+    let out = TestCommand::program(&node)
+        .current_dir(&ts)
+        .env("PATH", path_with_bins())
+        .env("CFN_EMIT", bin_dir().join("cfn-emit"))
+        .args(["--test", "test/"])
+        .run();
+    assert!(out.stdout().contains("# fail 0"), "{out:?}");
+    out.success();
+    if let Some(tsc) = peer(
+        "tsc",
+        "the TypeScript compiler (npm install -g typescript), to check index.d.ts",
+    ) {
+        TestCommand::program(tsc)
+            .current_dir(&ts)
+            .env("PATH", path_with_bins())
+            .args([
+                "--noEmit",
+                "--strict",
+                "--module",
+                "nodenext",
+                "--moduleResolution",
+                "nodenext",
+                "--target",
+                "es2022",
+                "test/types-check.ts",
+            ])
+            .run()
+            .success();
+    }
+}
+
+/// Every `cfn-*` command line in the units, cron file and manifests, with its source.
+fn command_lines() -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let r = root();
+    for entry in std::fs::read_dir(r.join("contrib/systemd")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "service") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                if let Some(cmd) = line.strip_prefix("ExecStart=") {
+                    out.push((
+                        p.display().to_string(),
+                        cmd.split_whitespace().map(str::to_string).collect(),
+                    ));
+                }
+            }
+        }
+    }
+    for line in std::fs::read_to_string(r.join("contrib/cron/cfn-metrics.cron"))
+        .unwrap()
+        .lines()
+    {
+        if line.starts_with('#') || !line.contains("flock -n ") {
+            continue;
+        }
+        // Each cron job: flock -n LOCK COMMAND..., possibly bash -c '... && ...'.
+        let job = line
+            .split_once("flock -n ")
+            .map(|(_, rest)| rest)
+            .unwrap_or("");
+        let job = job.split_once(' ').map(|(_, cmd)| cmd).unwrap_or("");
+        let job = job.trim_start_matches("bash -c ").trim_matches('\'');
+        for cmd in job.split("&&") {
+            out.push((
+                "cron".into(),
+                cmd.split_whitespace().map(str::to_string).collect(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_command_in_units_cron_and_manifests_uses_real_flags() {
+    let mut checked = 0;
+    let mut lines = command_lines();
+    // Kubernetes container commands, read with a real YAML parser.
+    if let Some(py) = peer("python3", "to parse the Kubernetes manifests") {
+        let script = r#"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cmds = []
+for d in docs:
+    spec = d.get("spec", {}).get("template", {}).get("spec", {})
+    for c in spec.get("containers", []):
+        if "command" in c: cmds.append(c["command"] + c.get("args", []))
+    if d["kind"] == "Deployment":
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert vols["hot-shards"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}, vols
+        assert "persistentVolumeClaim" in vols["archive"]
+print(json.dumps({"kinds": [d["kind"] for d in docs], "commands": cmds}))
+"#;
+        let out = TestCommand::program(&py)
+            .args(["-c", script])
+            .arg(root().join("contrib/kubernetes/cfn-metrics.yaml"))
+            .run();
+        out.success();
+        let v: serde_json::Value = serde_json::from_str(out.stdout().trim()).unwrap();
+        assert_eq!(
+            v["kinds"],
+            serde_json::json!([
+                "PersistentVolumeClaim",
+                "ConfigMap",
+                "Deployment",
+                "Service"
+            ])
+        );
+        for c in v["commands"].as_array().unwrap() {
+            lines.push((
+                "kubernetes".into(),
+                c.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect(),
+            ));
+        }
+    }
+    for (source, words) in &lines {
+        let name = Path::new(&words[0])
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let program = match name.as_str() {
+            "cfn-analyze" | "cfn-timers" => {
+                // Scripts: check they exist and parse.
+                let script = if name == "cfn-analyze" {
+                    root().join("contrib/cfn-analyze")
+                } else {
+                    root().join("contrib/docker/cfn-timers")
+                };
+                TestCommand::program("/bin/bash")
+                    .arg("-n")
+                    .arg(&script)
+                    .run()
+                    .success();
+                checked += 1;
+                continue;
+            }
+            n if n.starts_with("cfn-") => bin_dir().join(n),
+            other => panic!("{source}: unexpected command {other}"),
+        };
+        // clap rejects an unknown flag or subcommand before it honours --help.
+        let out = TestCommand::program(&program)
+            .args(&words[1..])
+            .arg("--help")
+            .run();
+        assert_eq!(
+            out.code(),
+            0,
+            "{source}: {words:?} is not a valid command line{out:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} command lines found");
+}
+
+#[test]
+fn dockerfile_copies_files_that_exist_and_every_tool() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let mut copied = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line
+            .strip_prefix("COPY ")
+            .filter(|r| !r.starts_with("--from"))
+        {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            for src in &parts[..parts.len() - 1] {
+                assert!(
+                    root().join(src).exists(),
+                    "Dockerfile copies {src}, which does not exist"
+                );
+            }
+        }
+        for word in line.split_whitespace() {
+            if let Some(bin) = word
+                .strip_prefix("/src/target/release/")
+                .or_else(|| word.strip_prefix("target/release/"))
+            {
+                copied.push(bin.trim_end_matches('\\').to_string());
+            }
+        }
+    }
+    for tool in [
+        "cfn-emit",
+        "cfn-cat",
+        "cfn-agg",
+        "cfn-alert",
+        "cfn-promtext",
+        "cfn-archive",
+        "cfn-push",
+        "cfn-serve",
+    ] {
+        assert!(copied.iter().any(|c| c == tool), "the image lacks {tool}");
+        assert!(
+            bin_dir().join(tool).exists(),
+            "{tool} is not a workspace binary"
+        );
+    }
+    assert!(
+        text.contains("AS build") && text.matches("FROM ").count() >= 2,
+        "not a multi-stage build"
+    );
+}
+
+#[test]
+fn systemd_units_verify() {
+    let Some(analyze) = peer(
+        "systemd-analyze",
+        "Debian package systemd, to verify the units",
+    ) else {
+        return;
+    };
+    let dir = TestDir::new();
+    let env_file = dir.write(
+        "cfn-metrics.env",
+        std::fs::read(root().join("contrib/systemd/cfn-metrics.env")).unwrap(),
+    );
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(root().join("contrib/systemd")).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.ends_with(".service") || name.ends_with(".timer")) {
+            continue;
+        }
+        // Point the units at this build instead of /usr/local/bin and /etc.
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace(
+                "/usr/local/bin/cfn-analyze",
+                &root().join("contrib/cfn-analyze").display().to_string(),
+            )
+            .replace("/usr/local/bin/", &format!("{}/", bin_dir().display()))
+            .replace(
+                "/etc/cfn-metrics/cfn-metrics.env",
+                &env_file.display().to_string(),
+            );
+        units.push(dir.write(&name, text));
+    }
+    assert_eq!(units.len(), 7);
+    let out = TestCommand::program(analyze)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .run();
+    // Lines about the host's own units are not ours; ours must be clean.
+    let ours: Vec<String> = (out.stdout() + &out.stderr())
+        .lines()
+        .filter(|l| {
+            l.contains("cfn-")
+                && !l.contains("Failed to resolve user")
+                && !l.contains("Failed to resolve group")
+        })
+        .map(str::to_string)
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze verify:\n{}",
+        ours.join("\n")
+    );
+}
+
+#[test]
+fn grafana_dashboard_queries_the_series_cfn_promtext_exports() {
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("contrib/grafana/cfn-metrics-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dash["uid"], "cfn-metrics");
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let metric_var = vars.iter().find(|v| v["name"] == "metric").unwrap();
+    assert_eq!(metric_var["regex"], "/^cfn_(.+)_count$/");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for needle in [
+        "cfn_$metric{quantile=\"0.5\"",
+        "cfn_$metric{quantile=\"0.95\"",
+        "cfn_$metric{quantile=\"0.99\"",
+        "cfn_${metric}_count",
+        "cfn_alert_firing",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(needle)),
+            "no query uses {needle}: {exprs:?}"
+        );
+    }
+    // The variable's regex, applied to real cfn-promtext output, finds each summary family.
+    let dir = TestDir::new();
+    let aggs = r#"{"metric":"coordination.time","unit":"milliseconds","count":3,"sum":6,"avg":2,"min":1,"max":3,"p50":2,"p95":3,"p99":3}
+{"metric":"memory_usage_mb","unit":"mb","count":1,"sum":5,"avg":5,"min":5,"max":5,"p50":5,"p95":5,"p99":5}
+"#;
+    for extra in [&[][..], &["--base-units"][..]] {
+        let text = dir
+            .cmd("cfn-promtext")
+            .args(extra)
+            .stdin(aggs)
+            .run()
+            .success()
+            .stdout();
+        let bases: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .next()?
+                    .strip_prefix("cfn_")?
+                    .strip_suffix("_count")
+            })
+            .collect();
+        assert_eq!(bases.len(), 2, "{text}");
+        for b in bases {
+            for q in ["0.5", "0.95", "0.99"] {
+                assert!(
+                    text.contains(&format!("cfn_{b}{{quantile=\"{q}\"}}")),
+                    "no cfn_{b} quantile {q} in {text}"
+                );
+            }
+        }
+    }
+}
