@@ -11,7 +11,7 @@ use cfn_core::filter::RecordFilter;
 use cfn_core::input::{Input, expand_inputs};
 use cfn_core::paths::Config;
 use cfn_core::reader::{MalformedLog, RecordReader, RecordRef};
-use cfn_core::time::{EpochMs, format_ms, now_ms, parse_duration, parse_time_arg};
+use cfn_core::time::{EpochMs, format_ms, parse_duration};
 use clap::{Parser, ValueEnum};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -456,10 +456,7 @@ pub fn write_aggregates(
 /// As the contract's exit codes say.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     check_quantiles(&cli.quantiles)?;
-    let now: EpochMs = match &cli.now {
-        Some(t) => parse_time_arg(t, now_ms())?,
-        None => now_ms(),
-    };
+    let now: EpochMs = cfn_core::time::now_or(cli.now.as_deref())?;
     let mut filter = RecordFilter {
         metrics: cli
             .metric

@@ -4,10 +4,10 @@
 
 use cfn_core::aggregate::{Aggregate, read_aggregates};
 use cfn_core::exit::{Exit, fail};
-use cfn_core::http::RetryPolicy;
+use cfn_core::http::{RetryPolicy, read_secret};
 use cfn_core::reader::MalformedLog;
 use cfn_core::record::{number_text, write_json_str, write_number};
-use cfn_core::time::{EpochMs, format_ms, now_ms, parse_duration, parse_time_arg};
+use cfn_core::time::{EpochMs, format_ms, parse_duration};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -322,29 +322,6 @@ fn dedup_key(key: &str) -> String {
     format!("cfn-{:016x}", cfn_core::paths::fnv1a64(key.as_bytes()))
 }
 
-fn read_secret(file: &Option<PathBuf>, env: &str, what: &str) -> anyhow::Result<Option<String>> {
-    if let Some(f) = file {
-        let s = std::fs::read_to_string(f).map_err(|e| {
-            fail(
-                Exit::Config,
-                format!("cannot read the {what} from {}: {e}", f.display()),
-            )
-        })?;
-        let s = s.trim().to_string();
-        if s.is_empty() {
-            return Err(fail(
-                Exit::Config,
-                format!("{} holds no {what}", f.display()),
-            ));
-        }
-        return Ok(Some(s));
-    }
-    Ok(std::env::var(env)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty()))
-}
-
 /// The configured notification channels.
 ///
 /// # Errors
@@ -352,14 +329,14 @@ fn read_secret(file: &Option<PathBuf>, env: &str, what: &str) -> anyhow::Result<
 pub fn channels(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::new();
     if let Some(url) = read_secret(
-        &cli.slack_webhook_file,
+        cli.slack_webhook_file.as_deref(),
         "CFN_SLACK_WEBHOOK_URL",
         "Slack webhook URL",
     )? {
         out.push(Channel::Slack { url });
     }
     if let Some(routing_key) = read_secret(
-        &cli.pagerduty_routing_key_file,
+        cli.pagerduty_routing_key_file.as_deref(),
         "CFN_PAGERDUTY_ROUTING_KEY",
         "PagerDuty routing key",
     )? {
@@ -368,7 +345,11 @@ pub fn channels(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
             routing_key,
         });
     }
-    if let Some(url) = read_secret(&cli.webhook_file, "CFN_WEBHOOK_URL", "webhook URL")? {
+    if let Some(url) = read_secret(
+        cli.webhook_file.as_deref(),
+        "CFN_WEBHOOK_URL",
+        "webhook URL",
+    )? {
         out.push(Channel::Webhook { url });
     }
     Ok(out)
@@ -577,22 +558,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let config = cfn_core::paths::Config::from_env()?;
-    let now = match &cli.now {
-        Some(t) => parse_time_arg(t, now_ms())?,
-        None => now_ms(),
-    };
+    let now = cfn_core::time::now_or(cli.now.as_deref())?;
     let repeat = parse_duration(&cli.repeat)?;
-    let policy = RetryPolicy {
-        timeout: parse_duration(&cli.http_timeout)?,
-        attempts: cli.retries + 1,
-        base_backoff: Duration::from_millis(
-            std::env::var("CFN_HTTP_BACKOFF_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(500),
-        ),
-        ..Default::default()
-    };
+    let policy = RetryPolicy::with(parse_duration(&cli.http_timeout)?, cli.retries);
     let chans = if cli.dry_run {
         Vec::new()
     } else {

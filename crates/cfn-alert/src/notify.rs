@@ -71,7 +71,7 @@ impl Channel {
                         "dedup_key": ev.dedup_key,
                         "payload": {
                             "summary": summary,
-                            "source": hostname(),
+                            "source": cfn_core::http::hostname(),
                             "severity": ev.severity,
                             "timestamp": ev.timestamp,
                             "component": ev.metric,
@@ -126,14 +126,4 @@ impl Channel {
 /// Errors from the HTTP client may quote the URL; the URL itself is a secret for Slack.
 fn redact_error(msg: &str, url: &str) -> String {
     msg.replace(url, &redact_url(url))
-}
-
-/// This host's name, for PagerDuty's `source`.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "cfn-alert".into())
 }

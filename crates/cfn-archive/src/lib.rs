@@ -8,7 +8,7 @@
 
 use cfn_core::exit::{Exit, fail};
 use cfn_core::paths::Config;
-use cfn_core::time::{now_ms, parse_duration, parse_time_arg};
+use cfn_core::time::parse_duration;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -110,10 +110,7 @@ pub enum Command {
 /// As the contract's exit codes say.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let config = Config::from_env()?;
-    let now = match &cli.now {
-        Some(t) => parse_time_arg(t, now_ms())?,
-        None => now_ms(),
-    };
+    let now = cfn_core::time::now_or(cli.now.as_deref())?;
     let ctx = Ctx {
         metrics_dir: cli.dir.clone().unwrap_or(config.metrics_dir.clone()),
         archive_dir: cli

@@ -28,6 +28,66 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// A policy with this timeout and number of retries; the first backoff is 500 ms, or
+    /// `CFN_HTTP_BACKOFF_MS` (tests shorten it).
+    pub fn with(timeout: Duration, retries: u32) -> Self {
+        let base = std::env::var("CFN_HTTP_BACKOFF_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        Self {
+            timeout,
+            attempts: retries + 1,
+            base_backoff: Duration::from_millis(base),
+            ..Default::default()
+        }
+    }
+}
+
+/// Reads a secret (API key, routing key, webhook URL) from `file` when given, else from the
+/// environment variable `env`; `None` when neither is set.
+///
+/// # Errors
+/// Exit 78 when the file cannot be read or is empty. The secret itself is never in a message.
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    use crate::exit::{Exit, fail};
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f).map_err(|e| {
+            fail(
+                Exit::Config,
+                format!("cannot read the {what} from {}: {e}", f.display()),
+            )
+        })?;
+        let s = s.trim().to_string();
+        if s.is_empty() {
+            return Err(fail(
+                Exit::Config,
+                format!("{} holds no {what}", f.display()),
+            ));
+        }
+        return Ok(Some(s));
+    }
+    Ok(std::env::var(env)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty()))
+}
+
+/// This host's name (for PagerDuty's `source`, Datadog's host resource).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// The result of a delivery.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {

@@ -99,6 +99,18 @@ pub fn parse_time_arg(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
     }
 }
 
+/// The time a `--now` flag gives (a duration back from now, RFC 3339, `now`), or the
+/// current time when the flag is absent.
+///
+/// # Errors
+/// A usage error (exit 2) naming the text.
+pub fn now_or(arg: Option<&str>) -> anyhow::Result<EpochMs> {
+    match arg {
+        Some(t) => parse_time_arg(t, now_ms()),
+        None => Ok(now_ms()),
+    }
+}
+
 /// Parses a record timestamp string: canonical fast path, else any RFC 3339 / ISO 8601 time
 /// with an offset via jiff. Returns `None` when it is not a time.
 pub fn parse_timestamp_str(s: &str) -> Option<EpochMs> {

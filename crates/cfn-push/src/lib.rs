@@ -316,33 +316,13 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     e.finish()
 }
 
-fn read_key(file: &Option<PathBuf>, env: &str) -> anyhow::Result<String> {
-    if let Some(f) = file {
-        let s = std::fs::read_to_string(f).map_err(|e| {
-            fail(
-                Exit::Config,
-                format!("cannot read the API key from {}: {e}", f.display()),
-            )
-        })?;
-        let s = s.trim().to_string();
-        if s.is_empty() {
-            return Err(fail(
-                Exit::Config,
-                format!("{} holds no API key", f.display()),
-            ));
-        }
-        return Ok(s);
-    }
-    std::env::var(env)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            fail(
-                Exit::Config,
-                format!("no API key: set {env} or use --api-key-file FILE"),
-            )
-        })
+fn read_key(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<String> {
+    cfn_core::http::read_secret(file, env, "API key")?.ok_or_else(|| {
+        fail(
+            Exit::Config,
+            format!("no API key: set {env} or use --api-key-file FILE"),
+        )
+    })
 }
 
 /// Runs `cfn-push`.
@@ -392,7 +372,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let key = if cli.dry_run {
         None
     } else {
-        Some(read_key(&cli.api_key_file, key_env)?)
+        Some(read_key(cli.api_key_file.as_deref(), key_env)?)
     };
     let base = cli.endpoint.clone().unwrap_or(default_base);
     let url = format!("{}{path}", base.trim_end_matches('/'));
@@ -407,7 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         prefix: cli.prefix.clone(),
         tags,
         interval: parse_duration(&cli.interval)?,
-        host: hostname(),
+        host: cfn_core::http::hostname(),
         now_ms: now_ms(),
     };
     let mut log = MalformedLog::new("cfn-push", cli.strict);
@@ -457,17 +437,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let key = key.expect("a key unless dry run");
-    let policy = RetryPolicy {
-        timeout: parse_duration(&cli.timeout)?,
-        attempts: cli.retries + 1,
-        base_backoff: Duration::from_millis(
-            std::env::var("CFN_HTTP_BACKOFF_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(500),
-        ),
-        ..Default::default()
-    };
+    let policy = RetryPolicy::with(parse_duration(&cli.timeout)?, cli.retries);
     let mut worst = Exit::Ok;
     let (mut sent, mut failed) = (0usize, 0usize);
     for (i, p) in payloads.iter().enumerate() {
@@ -531,14 +501,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
     );
     Ok(worst)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]
