@@ -148,7 +148,8 @@ pub fn recover(ctx: &Ctx, state: &mut ArchiveState, had_state: bool) -> anyhow::
                     ),
                 ));
             }
-            None => 0,
+            // Not written by a sync (every file is registered before its first byte).
+            None => continue,
         };
         if len < committed {
             return Err(fail(
@@ -293,7 +294,21 @@ pub fn sync(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyho
                 }
                 if !sinks.contains_key(&tname) {
                     let file = open_archive_append(&target)?;
-                    let committed = state.archives.get(&tname).copied().unwrap_or(0);
+                    let committed = match state.archives.get(&tname) {
+                        Some(c) => *c,
+                        None => {
+                            // Register a file before the first byte goes into it, so recovery
+                            // after a crash knows to cut it back, and leaves alone any file
+                            // it does not know (an operator's restored archive, say).
+                            let len = file
+                                .metadata()
+                                .map_err(|e| io_fail("cannot stat", &target, &e))?
+                                .len();
+                            state.archives.insert(tname.clone(), len);
+                            save(&ctx.archive_dir, state)?;
+                            len
+                        }
+                    };
                     sinks.insert(
                         tname.clone(),
                         Sink {

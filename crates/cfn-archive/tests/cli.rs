@@ -495,3 +495,18 @@ fn trim_never_removes_what_is_not_archived() {
     let left: Vec<u64> = hot(&dir).iter().map(|r| r.1).collect();
     assert_eq!(left, (20..30).collect::<Vec<u64>>());
 }
+
+#[test]
+fn an_archive_file_the_state_does_not_know_is_left_alone() {
+    let dir = TestDir::new();
+    let expected = seed(&dir, 0, 10);
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    // An operator restores an old day from a backup.
+    let restored = rec("2026-10-01T10:00:00.000Z", "z-1", 7);
+    dir.write("archive/cfn-metrics-20261001-0.jsonl", &restored);
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    assert_eq!(dir.read("archive/cfn-metrics-20261001-0.jsonl"), restored);
+    let mut all = expected.clone();
+    all.insert(("z-1".to_string(), 7));
+    assert_exactly_once(&dir, &all);
+}
