@@ -502,14 +502,24 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         let r = input.open()?;
         if cli.merge {
             let name = input.name();
-            for a in cfn_core::aggregate::read_aggregates(r, &name, &mut log)? {
-                if !filter.metrics.is_empty()
-                    && !filter.metrics.iter().any(|p| p.matches(&a.metric))
-                {
+            for (i, line) in r.lines().enumerate() {
+                let line =
+                    line.map_err(|e| anyhow::Error::new(e).context(format!("reading {name}")))?;
+                if line.trim().is_empty() {
                     continue;
                 }
-                if let Err(reason) = agg.merge_line(&a) {
-                    log.report(&name, 0, &format!("metric {:?}: {reason}", a.metric))?;
+                let merged = Aggregate::parse(&line).and_then(|a| {
+                    if filter.metrics.is_empty()
+                        || filter.metrics.iter().any(|p| p.matches(&a.metric))
+                    {
+                        agg.merge_line(&a)
+                            .map_err(|reason| format!("metric {:?}: {reason}", a.metric))
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(reason) = merged {
+                    log.report(&name, i as u64 + 1, &reason)?;
                 }
             }
         } else {

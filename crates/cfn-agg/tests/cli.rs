@@ -355,3 +355,24 @@ fn table_format_is_aligned() {
     assert_eq!(&lines[1][col - 1..col], "3");
     assert_eq!(&lines[2][col - 1..col], "2");
 }
+
+#[test]
+fn merge_reports_lines_without_state_by_number() {
+    let dir = TestDir::new();
+    let with = dir
+        .cmd("cfn-agg")
+        .arg("--with-digest")
+        .stdin(rec("2026-11-27T10:00:00Z", "a", "m", 1.0, None))
+        .run()
+        .success()
+        .stdout();
+    let without = r#"{"metric":"m","count":1,"sum":1,"avg":1,"min":1,"max":1}"#;
+    let out = dir
+        .cmd("cfn-agg")
+        .arg("--merge")
+        .stdin(format!("{with}{without}\n"))
+        .run();
+    out.success()
+        .stderr_has("<stdin>:2: metric \"m\": no \"state\"");
+    assert_eq!(out.jsonl()[0]["count"], 1);
+}

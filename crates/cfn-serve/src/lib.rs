@@ -87,6 +87,8 @@ pub struct App {
     pub metrics_window: Duration,
     health: Health,
     cache: Mutex<HashMap<String, (Instant, Response)>>,
+    /// One lock per URL being computed, so concurrent cache misses compute it once.
+    gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// A response: status, content type, body.
@@ -171,30 +173,63 @@ impl App {
             metrics_window,
             health: Health::default(),
             cache: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
     }
 
     /// Answers one request; never panics on bad input.
+    ///
+    /// API results are cached for a second. When the cache expires under many polling
+    /// clients, one request recomputes a given URL while the others wait for its result
+    /// (instead of every client recomputing it at once).
     pub fn handle(&self, path_and_query: &str) -> Response {
+        let path = path_and_query
+            .split_once('?')
+            .map_or(path_and_query, |(p, _)| p);
+        if !(path.starts_with("/api/") || path == "/metrics") {
+            return self.compute(path_and_query);
+        }
+        if let Some(r) = self.cached(path_and_query) {
+            return r;
+        }
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            if gates.len() > 512 {
+                gates.clear();
+            }
+            gates.entry(path_and_query.to_string()).or_default().clone()
+        };
+        let _computing = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = self.cached(path_and_query) {
+            return r;
+        }
+        let resp = self.compute(path_and_query);
+        if resp.status == 200 {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if c.len() > 512 {
+                c.clear();
+            }
+            c.insert(path_and_query.to_string(), (Instant::now(), resp.clone()));
+        }
+        resp
+    }
+
+    fn cached(&self, key: &str) -> Option<Response> {
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(key)
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
+            .map(|(_, r)| r.clone())
+    }
+
+    fn compute(&self, path_and_query: &str) -> Response {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
-        let cacheable = path.starts_with("/api/") || path == "/metrics";
-        if cacheable
-            && let Some((at, r)) = self
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(path_and_query)
-            && at.elapsed() < Duration::from_secs(1)
-        {
-            return r.clone();
-        }
         let q = match query_map(query) {
             Ok(q) => q,
             Err(e) => return bad_request(e),
         };
-        let resp = match path {
+        match path {
             "/" | "/index.html" => Response {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
@@ -210,15 +245,7 @@ impl App {
                 Err(e) => json_response(500, &json!({ "error": e.to_string() })),
             },
             _ => json_response(404, &json!({ "error": "not found" })),
-        };
-        if cacheable && resp.status == 200 {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if c.len() > 512 {
-                c.clear();
-            }
-            c.insert(path_and_query.to_string(), (Instant::now(), resp.clone()));
         }
-        resp
     }
 
     fn now(q: &HashMap<String, String>) -> Result<EpochMs, String> {
