@@ -28,9 +28,10 @@ gen-check:
 bench:
     bash bench/run.sh
 
-# The 500-agent soak run (minutes; not part of the tests).
+# The 500-agent soak run, once per shim mode (minutes; not part of the tests).
 soak:
-    bash bench/soak.sh
+    SOAK_SHIM_MODE=call bash bench/soak.sh
+    SOAK_SHIM_MODE=stream bash bench/soak.sh
 
 # The whole pipeline on a temp dir (the README's first command).
 demo:

@@ -14,6 +14,9 @@ bash_agents=${SOAK_BASH_AGENTS:-450}
 node_procs=${SOAK_NODE_PROCS:-5}
 node_per=${SOAK_NODE_AGENTS_PER_PROC:-10}
 archive_every=${SOAK_ARCHIVE_EVERY:-60}
+# call: emit_metric runs one cfn-emit per metric (the legacy form); stream: each bash agent
+# opens one cfn-emit --stdin coprocess (cfn_emit_open) and emit_metric hands it lines.
+export SOAK_SHIM_MODE=${SOAK_SHIM_MODE:-call}
 
 cargo build --release --workspace --bins --quiet
 export PATH=$root/target/release:$root/contrib:$PATH SOAK_ROOT=$root
@@ -86,11 +89,11 @@ lat_p99=$(awk '{ a[NR] = $1 } END { i = int(NR * 0.99 + 0.999); printf "%.2f", a
 ts_lat=$(cat "$work"/agents/node-*.out | awk '$1 == "lat" { for (i = 2; i <= NF; i++) print $i }' | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f / %.1f", a[int(NR * 0.5 + 0.5)], a[int(NR * 0.99 + 0.999)] }')
 errors=$(wc -l <"$work/agent-errors.txt")
 
-out=bench/soak-results.md
+out=bench/soak-results-$SOAK_SHIM_MODE.md
 {
     echo "# Soak run"
     echo
-    echo "\`bash bench/soak.sh\` on $(date -u +%Y-%m-%d), $cores cores: $bash_agents bash agents (shell shim) + $((node_procs * node_per)) TypeScript agents ($node_procs Node processes, bridge) for ${wall} s, about one metric per agent per second; cfn-analyze every 30 s ($analyses runs), cfn-archive run every ${archive_every} s ($archives runs), then a final sync."
+    echo "\`SOAK_SHIM_MODE=$SOAK_SHIM_MODE bash bench/soak.sh\` on $(date -u +%Y-%m-%d), $cores cores: $bash_agents bash agents (shell shim, $SOAK_SHIM_MODE mode) + $((node_procs * node_per)) TypeScript agents ($node_procs Node processes, bridge) for ${wall} s, about one metric per agent per second; cfn-analyze every 30 s ($analyses runs), cfn-archive run every ${archive_every} s ($archives runs), then a final sync."
     echo
     echo "| what | figure |"
     echo "|---|---:|"
@@ -100,7 +103,7 @@ out=bench/soak-results.md
     echo "| records still hot (all also archived) | $hot |"
     echo "| emit failures reported by agents | $errors |"
     echo "| alerts raised (firing / resolved events) | $alerts / $resolved |"
-    echo "| CPU of cfn-emit processes (bash agents) | ${emit_cpu} s |"
+    echo "| CPU of cfn-emit processes (bash agents; in stream mode their coprocesses) | ${emit_cpu} s |"
     echo "| CPU of the bridges' cfn-emit --stdin children | ${bridge_cpu} s |"
     echo "| CPU of the timer jobs (cfn-analyze, cfn-archive) | ${timer_cpu} s |"
     echo "| all cfn CPU | ${cfn_cpu} s |"

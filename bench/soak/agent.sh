@@ -6,6 +6,8 @@
 id=$1 end=$2 out=$3
 source "$SOAK_ROOT/contrib/emit_metric.sh"
 exec {sleepfd}<> <(:)
+# SOAK_SHIM_MODE=stream: one cfn-emit --stdin coprocess per agent instead of one per metric.
+[ "${SOAK_SHIM_MODE:-call}" = stream ] && cfn_emit_open
 seq=0 coord=0
 lat=()
 while (( EPOCHSECONDS < end )); do
@@ -24,6 +26,9 @@ while (( EPOCHSECONDS < end )); do
     printf -v pause '%d.%03d' $((pause / 1000)) $((pause % 1000))
     read -r -t "$pause" -u "$sleepfd" || true
 done
+if [ "${SOAK_SHIM_MODE:-call}" = stream ]; then
+    cfn_emit_close || echo "agent-$id: cfn-emit exited $?" >&2
+fi
 # `times` must run in this shell (not in a pipeline's subshell) to see its children.
 times >"$out.times"
 {

@@ -227,19 +227,61 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     fail(Exit::Usage, msg)
 }
 
+/// Values from flags (or, in `--stdin`, the defaults for every line) that a call merges in.
+#[derive(Debug, Default)]
+pub struct CallFlags<'a> {
+    pub agent: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    /// `--tags` and `--tag`, already merged.
+    pub tags: Option<&'a Map<String, Value>>,
+    /// When true (`--stdin`), a positional agent or unit overrides the flag instead of
+    /// being an error.
+    pub defaults_only: bool,
+}
+
 /// Applies the call-form rule to the positional arguments and merges the flags.
 ///
 /// # Errors
 /// Exit 2 when the arguments fit no form; exit 65 for bad values or tags.
 pub fn parse_call(cli: &Cli) -> anyhow::Result<ParsedCall> {
-    let a = &cli.args;
+    let flag_tags = flag_tags(cli.tags.as_deref(), &cli.tag)?;
+    let flags = CallFlags {
+        agent: cli.agent.as_deref(),
+        unit: cli.unit.as_deref(),
+        tags: flag_tags.as_ref(),
+        defaults_only: false,
+    };
+    parse_words(&cli.args, &flags)
+}
+
+/// Merges `--tags JSON` and `--tag k=v` flags.
+///
+/// # Errors
+/// Exit 65 for tags that are not a flat JSON object or not `KEY=VALUE`.
+pub fn flag_tags(json: Option<&str>, kvs: &[String]) -> anyhow::Result<Option<Map<String, Value>>> {
+    let mut tags: Option<Map<String, Value>> = None;
+    if let Some(j) = json {
+        tags.get_or_insert_default().extend(parse_tags_json(j)?);
+    }
+    for kv in kvs {
+        add_tag_kv(tags.get_or_insert_default(), kv)?;
+    }
+    Ok(tags)
+}
+
+/// The call-form rule: if the second word is a number, `METRIC VALUE [UNIT] [TAGS_JSON]`
+/// (unit defaults to `count`, tags to `{}`); else if the third is, `AGENT_ID METRIC VALUE`.
+///
+/// # Errors
+/// Exit 2 when the words fit no form; exit 65 for bad values or tags.
+pub fn parse_words(a: &[String], flags: &CallFlags<'_>) -> anyhow::Result<ParsedCall> {
     let (agent, metric, value_text, unit, tags_text, legacy) = match a.len() {
         0 | 1 => {
             return Err(usage(
                 "expected METRIC VALUE [UNIT] [TAGS_JSON] or AGENT_ID METRIC VALUE (see --help)",
             ));
         }
-        _ if is_value(&a[1]) => (None, &a[0], &a[1], a.get(2), a.get(3), true),
+        2..=4 if is_value(&a[1]) => (None, &a[0], &a[1], a.get(2), a.get(3), true),
         3 if is_value(&a[2]) => (Some(&a[0]), &a[1], &a[2], None, None, false),
         // Neither form fits: name the argument that should have been the value.
         n => {
@@ -251,27 +293,29 @@ pub fn parse_call(cli: &Cli) -> anyhow::Result<ParsedCall> {
     };
     validate_metric(metric)?;
     let value = parse_value(value_text)?;
-    let agent = match (agent, &cli.agent) {
-        (Some(_), Some(_)) => {
+    let agent = match (agent, flags.agent) {
+        (Some(_), Some(_)) if !flags.defaults_only => {
             return Err(usage("the agent is given twice (positional and --agent)"));
         }
-        (Some(p), None) => Some(p.clone()),
-        (None, f) => f.clone(),
+        (Some(p), _) => Some(p.clone()),
+        (None, f) => f.map(str::to_string),
     };
-    let unit = match (unit, &cli.unit) {
-        (Some(_), Some(_)) => return Err(usage("the unit is given twice (positional and --unit)")),
-        (Some(p), None) => Some(p.clone()),
-        (None, Some(f)) => Some(f.clone()),
+    let unit = match (unit, flags.unit) {
+        (Some(_), Some(_)) if !flags.defaults_only => {
+            return Err(usage("the unit is given twice (positional and --unit)"));
+        }
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(f.to_string()),
         (None, None) if legacy => Some("count".to_string()),
         (None, None) => None,
     };
-    let mut tags: Option<Map<String, Value>> = None;
-    for text in tags_text.into_iter().chain(cli.tags.as_ref()) {
-        let parsed = parse_tags_json(text)?;
-        tags.get_or_insert_default().extend(parsed);
-    }
-    for kv in &cli.tag {
-        add_tag_kv(tags.get_or_insert_default(), kv)?;
+    let mut tags: Option<Map<String, Value>> = match tags_text {
+        Some(text) => Some(parse_tags_json(text)?),
+        None => None,
+    };
+    if let Some(f) = flags.tags {
+        tags.get_or_insert_default()
+            .extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     if tags.is_none() && legacy {
         tags = Some(Map::new());
@@ -319,16 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         let defaults = stdin::Defaults {
             agent: cli.agent.clone(),
             unit: cli.unit.clone(),
-            tags: {
-                let mut t: Option<Map<String, Value>> = None;
-                if let Some(j) = &cli.tags {
-                    t.get_or_insert_default().extend(parse_tags_json(j)?);
-                }
-                for kv in &cli.tag {
-                    add_tag_kv(t.get_or_insert_default(), kv)?;
-                }
-                t
-            },
+            tags: flag_tags(cli.tags.as_deref(), &cli.tag)?,
             timestamp: fixed_ts,
         };
         return stdin::run_stdin(&mut stdin, &writer, &defaults, cli.strict);

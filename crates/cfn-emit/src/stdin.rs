@@ -2,9 +2,11 @@
 //! batches: everything already buffered on stdin is grouped by shard and appended with one
 //! locked write per shard, each write holding whole lines only.
 
-use super::{Writer, usage};
+use super::{CallFlags, Writer, parse_words};
 use cfn_core::exit::{Exit, fail};
-use cfn_core::record::{NewRecord, parse_tags_json, parse_value, tags_to_json, validate_metric};
+use cfn_core::record::{
+    NewRecord, is_value, parse_tags_json, parse_value, tags_to_json, validate_metric,
+};
 use cfn_core::time::{EpochMs, epoch_number_to_ms, now_ms, parse_timestamp_str};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -96,21 +98,44 @@ fn parse_line(line: &str, d: &Defaults) -> anyhow::Result<Pending> {
             timestamp,
         });
     }
-    let mut words = t.split_ascii_whitespace();
-    let (Some(metric), Some(value)) = (words.next(), words.next()) else {
-        return Err(usage("expected a JSON record or METRIC VALUE [UNIT]"));
+    // The command line's call forms, as words or (from the shell shim, unambiguous whatever
+    // the arguments hold) as a JSON array of the arguments.
+    let words: Vec<String> = if t.starts_with('[') {
+        let v: Vec<Value> = serde_json::from_str(t)
+            .map_err(|e| fail(Exit::DataErr, format!("invalid JSON argument list: {e}")))?;
+        v.into_iter()
+            .map(|w| match w {
+                Value::String(s) => Ok(s),
+                Value::Number(n) => Ok(n.to_string()),
+                other => Err(fail(
+                    Exit::DataErr,
+                    format!("argument {other} is not a string or number"),
+                )),
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        let mut w: Vec<String> = t.split_ascii_whitespace().map(str::to_string).collect();
+        // METRIC VALUE UNIT TAGS_JSON: the tags may hold spaces.
+        if w.len() > 4 && is_value(&w[1]) {
+            let tags = w[3..].join(" ");
+            w.truncate(3);
+            w.push(tags);
+        }
+        w
     };
-    let unit = words.next();
-    if words.next().is_some() {
-        return Err(usage("expected a JSON record or METRIC VALUE [UNIT]"));
-    }
-    validate_metric(metric)?;
+    let flags = CallFlags {
+        agent: d.agent.as_deref(),
+        unit: d.unit.as_deref(),
+        tags: d.tags.as_ref(),
+        defaults_only: true,
+    };
+    let call = parse_words(&words, &flags)?;
     Ok(Pending {
-        agent: d.agent.clone(),
-        metric: metric.to_string(),
-        value: parse_value(value)?,
-        unit: unit.map(str::to_string).or_else(|| d.unit.clone()),
-        tags: d.tags.as_ref().map(tags_to_json),
+        agent: call.agent,
+        metric: call.metric,
+        value: call.value,
+        unit: call.unit,
+        tags: call.tags,
         timestamp: d.timestamp,
     })
 }

@@ -408,3 +408,74 @@ fn stdin_writes_each_line_promptly_while_the_producer_stays_open() {
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn shell_shim_stream_mode_writes_through_one_cfn_emit() {
+    let Some(bash) = peer("bash", "to source contrib/emit_metric.sh") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
+    let bin_dir = cfn_testkit::bin_path("cfn-emit")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let script = format!(
+        r#"
+source "{shim}"
+before="$(set -o; shopt)"
+cfn_emit_open || exit 9
+for i in $(seq 1 500); do emit_metric "agent-$i" stream.seq "$i" || exit 8; done
+emit_coordination_time 125 3 'say "hi" \ there'
+emit_metric 'my metric' 2 ms '{{"k": "a b"}}'
+emit_metric '42; rm -rf /tmp/x' m 1
+cfn_emit_close; echo "rc=$?"
+cfn_emit_open
+emit_metric bad nan
+cfn_emit_close; echo "rc=$?"
+after="$(set -o; shopt)"
+[ "$before" = "$after" ] || {{ echo "shell options changed"; exit 3; }}
+[ -z "${{_CFN_EMIT_PID:-}}" ] || exit 4
+"#,
+        shim = shim.display()
+    );
+    let out = TestCommand::program(bash)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("CFN_METRICS_DIR", dir.path())
+        .args(["-c", &script])
+        .run();
+    out.success();
+    assert!(out.stdout().contains("rc=0\nrc=65\n"), "{out:?}");
+    out.stderr_has("\"nan\"");
+    let mut recs = Vec::new();
+    for (_, lines) in shard_lines(dir.path()) {
+        recs.extend(
+            lines
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    assert_eq!(
+        recs.iter().filter(|r| r["metric"] == "stream.seq").count(),
+        500
+    );
+    let r42 = recs
+        .iter()
+        .find(|r| r["value"] == 42 && r["metric"] == "stream.seq")
+        .unwrap();
+    assert_eq!(r42["agent"], "agent-42");
+    let ct = recs
+        .iter()
+        .find(|r| r["metric"] == "coordination.time")
+        .unwrap();
+    assert_eq!(
+        ct["tags"],
+        serde_json::json!({"phase": "say \"hi\" \\ there", "agent_count": 3})
+    );
+    let mm = recs.iter().find(|r| r["metric"] == "my metric").unwrap();
+    assert_eq!(
+        (mm["unit"].as_str(), mm["tags"]["k"].as_str()),
+        (Some("ms"), Some("a b"))
+    );
+    assert!(recs.iter().any(|r| r["agent"] == "42; rm -rf /tmp/x"));
+}
