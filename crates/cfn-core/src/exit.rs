@@ -73,8 +73,8 @@ pub fn fail(exit: Exit, message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Picks the exit status for an error: an [`ExitError`] anywhere in the chain wins, then the
-/// kind of the first `io::Error`, else 74 for I/O-looking failures and 1... never: unknown
-/// errors are I/O errors (74) because every other class is tagged where it is raised.
+/// kind of the first `io::Error`; anything else is 74, since every other class of failure is
+/// tagged with its status where it is raised.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<ExitError>() {
