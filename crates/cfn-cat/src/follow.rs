@@ -29,19 +29,8 @@ struct Tracked {
 
 fn open(input: &Input) -> anyhow::Result<File> {
     match input {
-        Input::File { path, shared: true } => {
-            cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read)
-        }
-        Input::File {
-            path,
-            shared: false,
-        } => File::open(path).map_err(|e| {
-            fail(
-                cfn_core::exit::exit_for_io(&e),
-                format!("cannot open {}: {e}", path.display()),
-            )
-        }),
         Input::Stdin => Err(fail(Exit::Usage, "--follow cannot read stdin")),
+        file => file.open_file(),
     }
 }
 

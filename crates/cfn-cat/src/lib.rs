@@ -128,19 +128,8 @@ pub fn open_at_since(
 ) -> anyhow::Result<Box<dyn std::io::BufRead + Send>> {
     use std::io::{Seek, SeekFrom};
     match (input, filter.since) {
-        (Input::File { path, shared }, Some(since))
-            if seek && !cfn_core::input::is_gzip_name(path) =>
-        {
-            let mut file = if *shared {
-                cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read)?
-            } else {
-                std::fs::File::open(path).map_err(|e| {
-                    cfn_core::fail(
-                        cfn_core::exit::exit_for_io(&e),
-                        format!("cannot open {}: {e}", path.display()),
-                    )
-                })?
-            };
+        (Input::File { path, .. }, Some(since)) if seek && !cfn_core::input::is_gzip_name(path) => {
+            let mut file = input.open_file()?;
             let off = cfn_core::input::seek_offset_for_time(&mut file, since)?;
             file.seek(SeekFrom::Start(off))?;
             Ok(cfn_core::input::wrap_reader(file, false))

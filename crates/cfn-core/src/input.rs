@@ -48,19 +48,28 @@ impl Input {
                 READ_BUF,
                 std::io::stdin(),
             ))),
-            Input::File { path, shared } => {
-                let file = if *shared {
-                    open_safe(path, Access::Read)?
-                } else {
-                    std::fs::File::open(path).map_err(|e| {
-                        fail(
-                            crate::exit::exit_for_io(&e),
-                            format!("cannot open {}: {e}", path.display()),
-                        )
-                    })?
-                };
-                Ok(wrap_reader(file, is_gzip_name(path)))
-            }
+            Input::File { path, .. } => Ok(wrap_reader(self.open_file()?, is_gzip_name(path))),
+        }
+    }
+
+    /// Opens a file input as a plain `File` (for seeking); shared ones with the symlink and
+    /// owner checks.
+    ///
+    /// # Errors
+    /// Exit 2 for stdin; exit 66 when the file does not exist; 74 for other I/O errors.
+    pub fn open_file(&self) -> anyhow::Result<std::fs::File> {
+        match self {
+            Input::Stdin => Err(fail(Exit::Usage, "stdin cannot be opened as a file here")),
+            Input::File { path, shared: true } => open_safe(path, Access::Read),
+            Input::File {
+                path,
+                shared: false,
+            } => std::fs::File::open(path).map_err(|e| {
+                fail(
+                    crate::exit::exit_for_io(&e),
+                    format!("cannot open {}: {e}", path.display()),
+                )
+            }),
         }
     }
 }
