@@ -165,7 +165,15 @@ fn every_command_in_units_cron_and_manifests_uses_real_flags() {
     let mut checked = 0;
     let mut lines = command_lines();
     // Kubernetes container commands, read with a real YAML parser.
-    if let Some(py) = peer("python3", "to parse the Kubernetes manifests") {
+    let py = peer("python3", "to parse the Kubernetes manifests").filter(|py| {
+        let has_yaml = TestCommand::program(py).args(["-c", "import yaml"]).run().code() == 0;
+        if !has_yaml {
+            assert!(!cfn_testkit::peers_required(), "CFN_REQUIRE_PEERS=1 but python3 has no yaml module (pip install pyyaml)");
+            eprintln!("SKIPPED: the Kubernetes manifest check (python3 has no yaml module; pip install pyyaml)");
+        }
+        has_yaml
+    });
+    if let Some(py) = py {
         let script = r#"
 import json, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
