@@ -510,3 +510,49 @@ fn an_archive_file_the_state_does_not_know_is_left_alone() {
     all.insert(("z-1".to_string(), 7));
     assert_exactly_once(&dir, &all);
 }
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let Some(script) = cfn_testkit::peer(
+        "script",
+        "util-linux, to run cfn-archive on a pseudo-terminal",
+    ) else {
+        return;
+    };
+    let dir = TestDir::new();
+    for day in 20..25 {
+        append(
+            &dir.join("cfn-metrics-1.jsonl"),
+            &rec(&format!("2026-11-{day}T10:00:00.000Z"), "a-1", day),
+        );
+    }
+    let now = "2026-11-27T12:00:00Z";
+    dir.cmd("cfn-archive")
+        .args(["sync", "--now", now])
+        .run()
+        .success();
+    // In a pipe: quiet apart from the summary.
+    let piped = dir
+        .cmd("cfn-archive")
+        .args(["rotate", "--dry-run", "--now", now])
+        .run();
+    assert!(!piped.stderr().contains("rotating"), "{piped:?}");
+    // On a terminal: progress on stderr.
+    let bin = cfn_testkit::bin_path("cfn-archive");
+    let tty = cfn_testkit::TestCommand::program(script)
+        .env("CFN_METRICS_DIR", dir.path())
+        .env("CFN_ARCHIVE_DIR", dir.join("archive"))
+        .args([
+            "-qec",
+            &format!("{} rotate --now {now}", bin.display()),
+            "/dev/null",
+        ])
+        .run();
+    tty.success();
+    assert!(
+        tty.stdout()
+            .contains("rotating 5/5 cfn-metrics-20261124-1.jsonl"),
+        "{tty:?}"
+    );
+    assert!(tty.stdout().contains("rotated 5 files"), "{tty:?}");
+}
