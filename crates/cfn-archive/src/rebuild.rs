@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 
-/// The last complete line of a reader (plain or decompressed).
+/// The last complete line of a reader (plain or decompressed) that is a valid record: the
+/// anchor to look for in the hot shard (a malformed line cannot be found by record).
 fn last_line(r: impl Read) -> std::io::Result<Option<Vec<u8>>> {
     let mut last = None;
     let mut buf = Vec::new();
@@ -24,7 +25,7 @@ fn last_line(r: impl Read) -> std::io::Result<Option<Vec<u8>>> {
             return Ok(last);
         }
         buf.pop();
-        if !buf.is_empty() {
+        if cfn_core::reader::parse_record(&buf).is_ok() {
             last = Some(buf.clone());
         }
     }
@@ -75,19 +76,12 @@ pub fn rebuild_state(ctx: &Ctx) -> anyhow::Result<ArchiveState> {
             .to_string();
         let file = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)?;
         let meta = file.metadata()?;
-        let Some((_, line)) = newest.get(&n) else {
-            st.shards.insert(
-                name,
-                ShardProgress {
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                    ..Default::default()
-                },
-            );
-            continue;
-        };
-        let Ok(rec) = cfn_core::reader::parse_record(line) else {
-            // The newest archived line is malformed: fall back to its hash alone.
+        // No archived record of this shard (or none parses): nothing of it is known to be
+        // archived, so copying starts at the beginning.
+        let Some((rec_ts, line)) = newest
+            .get(&n)
+            .and_then(|(_, l)| Some((cfn_core::reader::parse_record(l).ok()?.ts_ms, l)))
+        else {
             st.shards.insert(
                 name,
                 ShardProgress {
@@ -99,17 +93,16 @@ pub fn rebuild_state(ctx: &Ctx) -> anyhow::Result<ArchiveState> {
             continue;
         };
         let hash = fnv1a64(line);
-        let pos =
-            cfn_core::reader::resume_position(BufReader::new(&file), &name, rec.ts_ms, |raw| {
-                fnv1a64(raw) == hash
-            })?;
+        let pos = cfn_core::reader::resume_position(BufReader::new(&file), &name, rec_ts, |raw| {
+            fnv1a64(raw) == hash
+        })?;
         st.shards.insert(
             name,
             ShardProgress {
                 dev: meta.dev(),
                 ino: meta.ino(),
                 offset: pos.offset,
-                last_ts: Some(rec.ts_ms),
+                last_ts: Some(rec_ts),
                 last_hash: Some(hash),
             },
         );

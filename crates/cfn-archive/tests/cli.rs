@@ -556,3 +556,15 @@ fn progress_shows_on_a_terminal_only() {
     );
     assert!(tty.stdout().contains("rotated 5 files"), "{tty:?}");
 }
+
+#[test]
+fn rebuild_state_resumes_after_the_last_record_even_when_a_malformed_line_follows_it() {
+    let dir = TestDir::new();
+    let mut expected = seed(&dir, 0, 30);
+    append(&dir.join("cfn-metrics-0.jsonl"), "not a record\n");
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    std::fs::write(dir.join("archive/.cfn-archive-state.json"), "{").unwrap();
+    expected.extend(seed(&dir, 1000, 1010));
+    dir.cmd("cfn-archive").args(["sync", "--rebuild-state"]).run().success();
+    assert_exactly_once(&dir, &expected);
+}
