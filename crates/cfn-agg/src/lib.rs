@@ -193,6 +193,23 @@ pub struct Aggregator {
 
 const SEP: u8 = 0xff; // never in UTF-8
 
+/// The index of the group with `key`, created with `make` on first sight. The key is only
+/// copied when a group is new.
+fn group_index(
+    index: &mut FxHashMap<Box<[u8]>, u32>,
+    groups: &mut Vec<Group>,
+    key: &[u8],
+    make: impl FnOnce() -> Group,
+) -> usize {
+    if let Some(&i) = index.get(key) {
+        return i as usize;
+    }
+    let i = groups.len();
+    groups.push(make());
+    index.insert(key.into(), i as u32);
+    i
+}
+
 impl Aggregator {
     /// An empty aggregator.
     pub fn new(opts: Options) -> Self {
@@ -245,32 +262,24 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        let idx = match self.index.get(&self.key[..]) {
-            Some(&i) => i as usize,
-            None => {
-                let i = self.groups.len();
-                self.groups.push(Group {
-                    metric: rec.metric.to_string(),
-                    unit: None,
-                    agent: if by.agent {
-                        rec.agent.as_ref().map(|a| a.to_string())
-                    } else {
-                        None
-                    },
-                    tags: by
-                        .tags
-                        .iter()
-                        .zip(self.tag_values.drain(..))
-                        .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
-                        .collect(),
-                    bucket,
-                    stats: Stats::default(),
-                });
-                self.index
-                    .insert(self.key.clone().into_boxed_slice(), i as u32);
-                i
-            }
-        };
+        let tag_values = &mut self.tag_values;
+        let idx = group_index(&mut self.index, &mut self.groups, &self.key, || Group {
+            metric: rec.metric.to_string(),
+            unit: None,
+            agent: if by.agent {
+                rec.agent.as_ref().map(|a| a.to_string())
+            } else {
+                None
+            },
+            tags: by
+                .tags
+                .iter()
+                .zip(tag_values.drain(..))
+                .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+                .collect(),
+            bucket,
+            stats: Stats::default(),
+        });
         let g = &mut self.groups[idx];
         if g.unit.is_none()
             && let Some(u) = &rec.unit
@@ -313,23 +322,14 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        let idx = match self.index.get(&self.key[..]) {
-            Some(&i) => i as usize,
-            None => {
-                let i = self.groups.len();
-                self.groups.push(Group {
-                    metric: a.metric.clone(),
-                    unit: a.unit.clone(),
-                    agent: a.agent.clone(),
-                    tags: a.tags.clone(),
-                    bucket,
-                    stats: Stats::default(),
-                });
-                self.index
-                    .insert(self.key.clone().into_boxed_slice(), i as u32);
-                i
-            }
-        };
+        let idx = group_index(&mut self.index, &mut self.groups, &self.key, || Group {
+            metric: a.metric.clone(),
+            unit: a.unit.clone(),
+            agent: a.agent.clone(),
+            tags: a.tags.clone(),
+            bucket,
+            stats: Stats::default(),
+        });
         let partial = PartialState {
             count: a.count,
             sum: a.sum,

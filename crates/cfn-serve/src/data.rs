@@ -189,12 +189,11 @@ impl Health {
             }
             let mut f = &file;
             f.seek(SeekFrom::Start(h.offset))?;
-            let mut reader =
-                RecordReader::new(BufReader::with_capacity(256 * 1024, f.take(u64::MAX)), "")
-                    .with_position(cfn_core::reader::Position {
-                        offset: h.offset,
-                        line: 0,
-                    });
+            let mut reader = RecordReader::new(BufReader::with_capacity(256 * 1024, f), "")
+                .with_position(cfn_core::reader::Position {
+                    offset: h.offset,
+                    line: 0,
+                });
             reader.leave_partial_tail = true;
             while let Some(item) = reader.next_item_with(|item| match item {
                 Item::Record(r) => Some(r.ts_ms),
