@@ -565,6 +565,9 @@ fn rebuild_state_resumes_after_the_last_record_even_when_a_malformed_line_follow
     dir.cmd("cfn-archive").arg("sync").run().success();
     std::fs::write(dir.join("archive/.cfn-archive-state.json"), "{").unwrap();
     expected.extend(seed(&dir, 1000, 1010));
-    dir.cmd("cfn-archive").args(["sync", "--rebuild-state"]).run().success();
+    dir.cmd("cfn-archive")
+        .args(["sync", "--rebuild-state"])
+        .run()
+        .success();
     assert_exactly_once(&dir, &expected);
 }
