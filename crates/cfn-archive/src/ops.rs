@@ -4,7 +4,7 @@
 use crate::hooks::{check_write, crash_point};
 use crate::state::{ArchiveState, ShardProgress, save};
 use cfn_core::exit::{Exit, fail};
-use cfn_core::fsutil::{Access, lock_with_timeout, open_safe, sync_dir};
+use cfn_core::fsutil::{Access, lock_with_timeout, open_safe, skip_refused, sync_dir};
 use cfn_core::paths::{archive_path, fnv1a64, list_shards, parse_archive_name};
 use cfn_core::reader::{Item, Position, RecordReader};
 use cfn_core::time::{EpochMs, parse_utc_day, utc_day};
@@ -238,7 +238,14 @@ pub fn sync(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyho
                 .and_then(|s| s.to_str())
                 .unwrap_or_default()
                 .to_string();
-            let mut file = open_safe(path, Access::Read)?;
+            let Some(mut file) = skip_refused("cfn-archive", false, open_safe(path, Access::Read))?
+            else {
+                // Keep what is known of it, in case it comes back as a proper shard.
+                if let Some(prev) = state.shards.get(&name) {
+                    progress.insert(name, prev.clone());
+                }
+                continue;
+            };
             let meta = file.metadata()?;
             let prev = state.shards.get(&name).cloned().unwrap_or_default();
             let same =
@@ -411,7 +418,10 @@ pub fn trim(
         let Some(prog) = state.shards.get(&name).cloned() else {
             continue;
         };
-        let mut file = open_safe(&path, Access::Read)?;
+        let Some(mut file) = skip_refused("cfn-archive", false, open_safe(&path, Access::Read))?
+        else {
+            continue;
+        };
         if !lock_with_timeout(&file, ctx.lock_timeout)? {
             return Err(cfn_core::fsutil::lock_timeout(&path, ctx.lock_timeout));
         }

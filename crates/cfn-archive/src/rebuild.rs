@@ -74,7 +74,14 @@ pub fn rebuild_state(ctx: &Ctx) -> anyhow::Result<ArchiveState> {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        let file = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)?;
+        let Some(file) = cfn_core::fsutil::skip_refused(
+            "cfn-archive",
+            false,
+            cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read),
+        )?
+        else {
+            continue;
+        };
         let meta = file.metadata()?;
         // No archived record of this shard (or none parses): nothing of it is known to be
         // archived, so copying starts at the beginning.

@@ -5,6 +5,7 @@
 
 use cfn_core::exit::Exit;
 use cfn_core::filter::RecordFilter;
+use cfn_core::fsutil::skip_refused;
 use cfn_core::input::{Input, expand_inputs};
 use cfn_core::paths::Config;
 use cfn_core::pattern::NamePattern;
@@ -77,7 +78,8 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "200ms")]
     pub interval: String,
 
-    /// Stop at the first malformed line (exit 65).
+    /// Stop at the first malformed line (exit 65), and at a hot shard that is refused (a
+    /// symlink, FIFO, directory or another user's file) instead of skipping it with a warning.
     #[arg(long)]
     pub strict: bool,
 
@@ -154,20 +156,29 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let inputs = expand_inputs(&cli.paths, &config)?;
+    // Hot shards found by listing a shared directory: a stray file there is skipped with a
+    // warning (a hostile neighbour must not stop the analysis); named paths stay errors.
+    let open = |input: &Input| -> anyhow::Result<Option<_>> {
+        let opened = open_at_since(input, &filter, !cli.no_seek);
+        match input {
+            Input::File { shared: true, .. } => skip_refused("cfn-cat", cli.strict, opened),
+            _ => opened.map(Some),
+        }
+    };
     if cli.sorted {
         let mut readers = Vec::with_capacity(inputs.len());
         for input in &inputs {
-            readers.push(RecordReader::new(
-                open_at_since(input, &filter, !cli.no_seek)?,
-                input.name(),
-            ));
+            if let Some(r) = open(input)? {
+                readers.push(RecordReader::new(r, input.name()));
+            }
         }
         merge::merge_sorted(readers, &filter, &mut log, &mut out)?;
     } else {
         for input in &inputs {
-            let mut reader =
-                RecordReader::new(open_at_since(input, &filter, !cli.no_seek)?, input.name());
-            copy_records(&mut reader, &filter, &mut log, &mut out)?;
+            if let Some(r) = open(input)? {
+                let mut reader = RecordReader::new(r, input.name());
+                copy_records(&mut reader, &filter, &mut log, &mut out)?;
+            }
         }
     }
     out.flush()?;

@@ -80,6 +80,9 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<ExitError>() {
             return e.exit;
         }
+        if let Some(e) = cause.downcast_ref::<crate::fsutil::Refused>() {
+            return e.0.exit;
+        }
     }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<io::Error>() {

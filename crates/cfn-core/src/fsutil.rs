@@ -18,6 +18,52 @@ pub fn effective_uid() -> u32 {
     }
 }
 
+/// A file in a shared directory that was refused (a symlink, not a regular file, owned by
+/// another user). Readers of many files skip it with a warning ([`skip_refused`]) and go on;
+/// a writer fails. Its exit code is that of the [`ExitError`](crate::exit::ExitError) inside.
+#[derive(Debug)]
+pub struct Refused(pub crate::exit::ExitError);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refuse(exit: Exit, message: String) -> anyhow::Error {
+    anyhow::Error::new(Refused(crate::exit::ExitError { exit, message }))
+}
+
+/// True when `err` is a [`Refused`] file.
+pub fn is_refused(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.downcast_ref::<Refused>().is_some())
+}
+
+/// For tools that read every file of a shared directory: a refused file (a hostile
+/// neighbour's symlink, FIFO or file) or one removed since the listing is skipped, the
+/// refusal with a warning that names it, so one stray file never stops the pipeline.
+/// `strict` turns a refusal back into the error. `Ok(None)` means "skip it".
+///
+/// # Errors
+/// Any other error, and a refusal when `strict`.
+pub fn skip_refused<T>(
+    tool: &str,
+    strict: bool,
+    opened: anyhow::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    match opened {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if is_refused(&e) && !strict => {
+            eprintln!("{tool}: warning: skipping {e}");
+            Ok(None)
+        }
+        Err(e) if !is_refused(&e) && crate::exit::exit_for(&e) == Exit::NoInput => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// How a file in a shared directory is opened.
 #[derive(Clone, Copy, Debug)]
 pub enum Access {
@@ -48,7 +94,7 @@ pub fn open_safe(path: &Path, access: Access) -> anyhow::Result<File> {
     }
     let file = opts.open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
-            fail(
+            refuse(
                 if writing {
                     Exit::CantCreate
                 } else {
@@ -78,14 +124,14 @@ fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<()> {
         Exit::IoErr
     };
     if !meta.file_type().is_file() {
-        return Err(fail(
+        return Err(refuse(
             exit,
             format!("refusing {}: not a regular file", path.display()),
         ));
     }
     let me = effective_uid();
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(fail(
+        return Err(refuse(
             exit,
             format!(
                 "refusing {}: owned by uid {}, not by this user (uid {me}) or root",

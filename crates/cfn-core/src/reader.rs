@@ -11,6 +11,65 @@ use std::io::BufRead;
 /// A legacy pretty-printed record longer than this many lines is treated as malformed.
 const MAX_MULTILINE_LINES: usize = 10_000;
 
+/// The longest line any reader keeps in memory. A record is a few hundred bytes; a longer
+/// line (a file of zeros, a stream with no newline at all) is malformed, and only its first
+/// bytes are held while the rest is skipped, so memory stays bounded whatever the input.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// What [`read_line_bounded`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineRead {
+    /// Bytes consumed from the input, the newline included (0 at the end of input).
+    pub bytes: usize,
+    /// The line was longer than the bound: `buf` holds only its first bytes.
+    pub too_long: bool,
+}
+
+/// Like `read_until(b'\n')`, but keeps at most `max` bytes of the line in `buf` (appended),
+/// consuming and dropping the rest up to the newline. The newline itself is kept when the
+/// line fits.
+///
+/// # Errors
+/// I/O errors of the input.
+pub fn read_line_bounded<R: BufRead + ?Sized>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    let start = buf.len();
+    let mut out = LineRead::default();
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(out);
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = max.saturating_sub(buf.len() - start);
+        if chunk.len() > room {
+            out.too_long = true;
+        }
+        if !out.too_long {
+            buf.extend_from_slice(chunk);
+        } else if done && buf.last() != Some(&b'\n') {
+            // Keep the newline so callers still see a complete line.
+            buf.push(b'\n');
+        }
+        let used = chunk.len();
+        input.consume(used);
+        out.bytes += used;
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
 /// One parsed record, borrowing from the reader's buffer.
 #[derive(Debug)]
 pub struct RecordRef<'a> {
@@ -105,6 +164,18 @@ pub fn parse_record(bytes: &[u8]) -> Result<RecordRef<'_>, ParseFailure> {
     };
     if metric.is_empty() {
         return Err(bad("metric is empty".into()));
+    }
+    if metric.len() > crate::record::MAX_METRIC_LEN {
+        return Err(bad(format!(
+            "metric is {} bytes (at most {})",
+            metric.len(),
+            crate::record::MAX_METRIC_LEN
+        )));
+    }
+    if metric.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "metric {metric:?} contains a control character"
+        )));
     }
     let value = match wire.value {
         None => return Err(bad("missing \"value\"".into())),
@@ -256,6 +327,8 @@ pub struct RecordReader<R> {
     pos: Position,
     buf: Vec<u8>,
     compact: Vec<u8>,
+    /// A line read ahead that belongs to the next item (see `fill_multiline`).
+    pushback: Vec<u8>,
     multiline: bool,
     /// At EOF, a last line without `\n` is left unread (for `--follow` and the archiver).
     pub leave_partial_tail: bool,
@@ -278,6 +351,8 @@ pub enum Item<'a> {
 struct Filled {
     line: u64,
     complete: bool,
+    /// Malformed whatever it holds: too long, or a legacy record cut short by the next one.
+    broken: Option<String>,
 }
 
 impl<R: BufRead> RecordReader<R> {
@@ -289,6 +364,7 @@ impl<R: BufRead> RecordReader<R> {
             pos: Position::default(),
             buf: Vec::with_capacity(4096),
             compact: Vec::new(),
+            pushback: Vec::new(),
             multiline: false,
             leave_partial_tail: false,
             partial_tail: false,
@@ -311,6 +387,24 @@ impl<R: BufRead> RecordReader<R> {
         self.pos
     }
 
+    fn parse_filled(&self, filled: &Filled) -> Result<RecordRef<'_>, String> {
+        if let Some(reason) = &filled.broken {
+            return Err(reason.clone());
+        }
+        let bytes = if self.multiline {
+            &self.compact[..]
+        } else {
+            trim_line(&self.buf)
+        };
+        match parse_record(bytes) {
+            Ok(mut rec) => {
+                rec.line = filled.line;
+                Ok(rec)
+            }
+            Err(e) => Err(failure_reason(e, filled.complete)),
+        }
+    }
+
     /// Passes the next valid record to `f` and returns what it returns; malformed lines are
     /// given to `log` and skipped. `None` at the end of input.
     ///
@@ -325,20 +419,9 @@ impl<R: BufRead> RecordReader<R> {
             let Some(filled) = self.fill()? else {
                 return Ok(None);
             };
-            let bytes = if self.multiline {
-                &self.compact[..]
-            } else {
-                trim_line(&self.buf)
-            };
-            match parse_record(bytes) {
-                Ok(mut rec) => {
-                    rec.line = filled.line;
-                    return Ok(Some(f(rec)));
-                }
-                Err(e) => {
-                    let reason = failure_reason(e, filled.complete);
-                    log.report(&self.source, filled.line, &reason)?;
-                }
+            match self.parse_filled(&filled) {
+                Ok(rec) => return Ok(Some(f(rec))),
+                Err(reason) => log.report(&self.source, filled.line, &reason)?,
             }
         }
     }
@@ -355,28 +438,29 @@ impl<R: BufRead> RecordReader<R> {
         let Some(filled) = self.fill()? else {
             return Ok(None);
         };
-        let bytes = if self.multiline {
-            &self.compact[..]
-        } else {
-            trim_line(&self.buf)
-        };
-        let item = match parse_record(bytes) {
-            Ok(mut rec) => {
-                rec.line = filled.line;
-                Item::Record(rec)
-            }
-            Err(e) => Item::Malformed {
+        let item = match self.parse_filled(&filled) {
+            Ok(rec) => Item::Record(rec),
+            Err(reason) => Item::Malformed {
                 line: filled.line,
-                reason: failure_reason(e, filled.complete),
+                reason,
                 raw: trim_line(&self.buf),
             },
         };
         Ok(Some(f(item)))
     }
 
-    fn read_line(&mut self) -> anyhow::Result<usize> {
-        self.inner
-            .read_until(b'\n', &mut self.buf)
+    /// Appends the next line to `buf` (the line given back by a broken legacy record first);
+    /// returns the bytes consumed and whether the line was cut at [`MAX_LINE_BYTES`].
+    fn read_line(&mut self) -> anyhow::Result<LineRead> {
+        if !self.pushback.is_empty() {
+            let bytes = self.pushback.len();
+            self.buf.append(&mut self.pushback);
+            return Ok(LineRead {
+                bytes,
+                too_long: false,
+            });
+        }
+        read_line_bounded(&mut self.inner, &mut self.buf, MAX_LINE_BYTES)
             .map_err(|e| anyhow::Error::new(e).context(format!("reading {}", self.source)))
     }
 
@@ -385,7 +469,8 @@ impl<R: BufRead> RecordReader<R> {
         loop {
             self.buf.clear();
             self.multiline = false;
-            let n = self.read_line()?;
+            let read = self.read_line()?;
+            let n = read.bytes;
             if n == 0 {
                 return Ok(None);
             }
@@ -397,6 +482,13 @@ impl<R: BufRead> RecordReader<R> {
             self.pos.offset += n as u64;
             self.pos.line += 1;
             let start_line = self.pos.line;
+            if read.too_long {
+                return Ok(Some(Filled {
+                    line: start_line,
+                    complete,
+                    broken: Some(format!("line is longer than {MAX_LINE_BYTES} bytes")),
+                }));
+            }
             let line = trim_line(&self.buf);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -410,6 +502,7 @@ impl<R: BufRead> RecordReader<R> {
             return Ok(Some(Filled {
                 line: start_line,
                 complete,
+                broken: None,
             }));
         }
     }
@@ -419,7 +512,8 @@ impl<R: BufRead> RecordReader<R> {
         let mut lines = 1;
         loop {
             let before = self.buf.len();
-            let n = self.read_line()?;
+            let read = self.read_line()?;
+            let n = read.bytes;
             let complete = n > 0 && self.buf.last() == Some(&b'\n');
             if n == 0 || !complete {
                 if self.leave_partial_tail {
@@ -438,18 +532,41 @@ impl<R: BufRead> RecordReader<R> {
                 return Ok(Some(Filled {
                     line: start_line,
                     complete: false,
+                    broken: None,
+                }));
+            }
+            // Only a new record starts in column 0 with `{` (a jq writer killed mid-record
+            // leaves its `{` behind): this object is broken, and the new one starts over.
+            if self.buf[before] == b'{' {
+                self.pushback.extend_from_slice(&self.buf[before..]);
+                self.buf.truncate(before);
+                return Ok(Some(Filled {
+                    line: start_line,
+                    complete: true,
+                    broken: Some(format!(
+                        "record starting here is cut short by the record on line {}",
+                        self.pos.line + 1
+                    )),
                 }));
             }
             self.pos.offset += n as u64;
             self.pos.line += 1;
             lines += 1;
-            if self.buf[before] == b'}' || lines >= MAX_MULTILINE_LINES {
+            let closed = self.buf[before] == b'}';
+            if closed
+                || read.too_long
+                || self.buf.len() > MAX_LINE_BYTES
+                || lines >= MAX_MULTILINE_LINES
+            {
                 self.multiline = true;
                 self.compact.clear();
                 compact_json(&self.buf, &mut self.compact);
                 return Ok(Some(Filled {
                     line: start_line,
                     complete: true,
+                    broken: (!closed).then(|| {
+                        format!("multi-line record longer than {MAX_MULTILINE_LINES} lines or {MAX_LINE_BYTES} bytes a line")
+                    }),
                 }));
             }
         }
@@ -617,6 +734,83 @@ mod tests {
         assert_eq!(got, Some((10, 2.0)));
         assert!(r.next_with(&mut log, |_| ()).unwrap().is_none());
         assert_eq!(log.count, 0);
+    }
+
+    #[test]
+    fn a_lone_brace_from_a_killed_writer_swallows_nothing() {
+        let mut input = String::from("{\n");
+        for i in 0..50 {
+            input.push_str(&format!(
+                "{{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":{i}}}\n"
+            ));
+        }
+        // A broken pretty-printed record followed by a whole one.
+        input.push_str("{\n  \"timestamp\": \"2026-11-27T10:00:00Z\",\n{\n  \"timestamp\": \"2026-11-27T10:00:01Z\",\n  \"metric\": \"p\",\n  \"value\": 7\n}\n");
+        let (recs, log) = collect(&input, false);
+        assert_eq!(recs.len(), 51, "{:?}", log.first);
+        assert_eq!(recs[0], (2, "m".into(), 0.0));
+        assert_eq!(recs[49], (51, "m".into(), 49.0));
+        assert_eq!(recs[50], (54, "p".into(), 7.0));
+        assert_eq!(log.count, 2);
+        assert!(
+            log.first[0].starts_with(
+                "t.jsonl:1: record starting here is cut short by the record on line 2"
+            ),
+            "{:?}",
+            log.first
+        );
+        assert!(log.first[1].starts_with("t.jsonl:52:"), "{:?}", log.first);
+    }
+
+    #[test]
+    fn positions_stay_exact_around_a_broken_legacy_record() {
+        let input = "{\n{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}\n";
+        let mut r = RecordReader::new(input.as_bytes(), "t");
+        let mut items = Vec::new();
+        while let Some(x) = r.next_item_with(|i| matches!(i, Item::Record(_))).unwrap() {
+            items.push((x, r.position()));
+        }
+        assert_eq!(
+            items,
+            vec![
+                (false, Position { offset: 2, line: 1 }),
+                (
+                    true,
+                    Position {
+                        offset: input.len() as u64,
+                        line: 2
+                    }
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn overlong_lines_are_malformed_and_memory_stays_bounded() {
+        let mut input = vec![b'x'; 3 * MAX_LINE_BYTES];
+        input.extend_from_slice(
+            b"\n{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}\n",
+        );
+        let mut r = RecordReader::new(&input[..], "t");
+        let mut log = MalformedLog::quiet();
+        let got = r.next_with(&mut log, |rec| rec.line).unwrap();
+        assert_eq!(got, Some(2));
+        assert_eq!(log.count, 1);
+        assert!(log.first[0].contains("longer than"), "{:?}", log.first);
+        assert!(r.buf.capacity() < 2 * MAX_LINE_BYTES);
+    }
+
+    #[test]
+    fn metric_names_break_no_contract_rule() {
+        let long = format!(
+            r#"{{"timestamp":"2026-11-27T10:00:00Z","metric":"{}","value":1}}"#,
+            "m".repeat(201)
+        );
+        assert!(parse_record(long.as_bytes()).is_err());
+        let ctrl = r#"{"timestamp":"2026-11-27T10:00:00Z","metric":"a\u0007b","value":1}"#;
+        assert!(parse_record(ctrl.as_bytes()).is_err());
+        let epoch = br#"{"timestamp":1e17,"metric":"a","value":1}"#;
+        assert!(parse_record(epoch).is_err());
     }
 
     #[test]

@@ -11,6 +11,20 @@ use std::time::Duration;
 /// Milliseconds since the Unix epoch, UTC.
 pub type EpochMs = i64;
 
+/// The earliest valid record time: 1970-01-01T00:00:00.000Z.
+pub const MIN_TIMESTAMP_MS: EpochMs = 0;
+/// The latest valid record time: 9999-12-31T23:59:59.999Z. Every valid time has a 4-digit
+/// year, so an archive day name is always 8 digits (contract section 1).
+pub const MAX_TIMESTAMP_MS: EpochMs = 253_402_300_799_999;
+/// The longest duration any flag or query accepts: the whole valid time range. Longer ones
+/// are refused rather than wrapped (`--keep 1000000000000d` must not mean "a few days").
+pub const MAX_DURATION_MS: u64 = MAX_TIMESTAMP_MS as u64 + 1;
+
+/// True when `ms` is inside the contract's valid time range (years 1970-9999 UTC).
+pub fn in_valid_range(ms: EpochMs) -> bool {
+    (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms)
+}
+
 /// The current time in epoch milliseconds.
 pub fn now_ms() -> EpochMs {
     jiff::Timestamp::now().as_millisecond()
@@ -20,11 +34,23 @@ pub fn now_ms() -> EpochMs {
 /// jiff understands (`2 hours`).
 ///
 /// # Errors
-/// A usage error (exit 2) naming the text when it is not a positive duration.
+/// A usage error (exit 2) naming the text when it is not a positive duration, or
+/// "duration out of range" when it is longer than the valid time range (about 8,000 years).
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let t = text.trim();
-    if let Some(d) = parse_compact_duration(t) {
-        return Ok(d);
+    let out_of_range = || {
+        fail(
+            Exit::Usage,
+            format!(
+                "duration {text:?} is out of range (at most {} days)",
+                MAX_DURATION_MS / 86_400_000
+            ),
+        )
+    };
+    match parse_compact_duration(t) {
+        Some(Some(d)) => return Ok(d),
+        Some(None) => return Err(out_of_range()),
+        None => {}
     }
     let span: jiff::SignedDuration = t.parse().map_err(|e| {
         fail(
@@ -35,13 +61,17 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     if span.is_negative() {
         return Err(fail(Exit::Usage, format!("duration {text:?} is negative")));
     }
-    Ok(span.unsigned_abs())
+    let d = span.unsigned_abs();
+    if d.as_millis() > MAX_DURATION_MS as u128 {
+        return Err(out_of_range());
+    }
+    Ok(d)
 }
 
 /// `7d`, `1h30m`, `500ms`: jiff's friendly format has no bare `d` for days in a
 /// `SignedDuration` (days are calendar units there), so the compact forms operators type are
-/// read here.
-fn parse_compact_duration(t: &str) -> Option<Duration> {
+/// read here. `Some(None)` is a duration of that form that is out of range.
+fn parse_compact_duration(t: &str) -> Option<Option<Duration>> {
     if t.is_empty() {
         return None;
     }
@@ -70,9 +100,17 @@ fn parse_compact_duration(t: &str) -> Option<Duration> {
             "w" => 7.0 * 86_400_000.0,
             _ => return None,
         };
-        total_ms += (num * unit_ms).round() as u128;
+        // In f64 first: `as u128` saturates, so a huge number cannot wrap into a small one.
+        let part = (num * unit_ms).round();
+        if !part.is_finite() || part > MAX_DURATION_MS as f64 {
+            return Some(None);
+        }
+        total_ms += part as u128;
     }
-    Some(Duration::from_millis(total_ms as u64))
+    if total_ms > MAX_DURATION_MS as u128 {
+        return Some(None);
+    }
+    Some(Some(Duration::from_millis(total_ms as u64)))
 }
 
 /// Parses a `--since`/`--until`/`--now` argument: a duration back from `now`, an RFC 3339
@@ -89,7 +127,9 @@ pub fn parse_time_arg(text: &str, now: EpochMs) -> anyhow::Result<EpochMs> {
         return Ok(ms);
     }
     match parse_duration(t) {
-        Ok(d) => Ok(now - d.as_millis() as i64),
+        // Bounded by MAX_DURATION_MS, so this cannot overflow.
+        Ok(d) => Ok(now.saturating_sub(d.as_millis() as i64)),
+        Err(e) if e.to_string().contains("out of range") => Err(e),
         Err(_) => Err(fail(
             Exit::Usage,
             format!(
@@ -112,7 +152,8 @@ pub fn now_or(arg: Option<&str>) -> anyhow::Result<EpochMs> {
 }
 
 /// Parses a record timestamp string: canonical fast path, else any RFC 3339 / ISO 8601 time
-/// with an offset via jiff. Returns `None` when it is not a time.
+/// with an offset via jiff. Returns `None` when it is not a time or falls outside years
+/// 1970-9999 UTC.
 pub fn parse_timestamp_str(s: &str) -> Option<EpochMs> {
     if let Some(ms) = parse_canonical_utc(s.as_bytes()) {
         return Some(ms);
@@ -120,17 +161,22 @@ pub fn parse_timestamp_str(s: &str) -> Option<EpochMs> {
     s.parse::<jiff::Timestamp>()
         .ok()
         .map(|t| t.as_millisecond())
+        .filter(|&ms| in_valid_range(ms))
 }
 
 /// Converts a numeric epoch timestamp (seconds, or milliseconds when it is too large to be
-/// seconds) to epoch milliseconds.
+/// seconds) to epoch milliseconds; `None` outside years 1970-9999 UTC.
 pub fn epoch_number_to_ms(n: f64) -> Option<EpochMs> {
     if !n.is_finite() {
         return None;
     }
     // 1e11 seconds is the year 5138; anything larger is milliseconds.
-    let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-    Some(ms.round() as i64)
+    let ms = (if n.abs() >= 1e11 { n } else { n * 1000.0 }).round();
+    // Compare as f64 before the cast: `as i64` saturates, and 1e300 must not become a time.
+    if ms < MIN_TIMESTAMP_MS as f64 || ms > MAX_TIMESTAMP_MS as f64 {
+        return None;
+    }
+    Some(ms as i64)
 }
 
 /// Fast path for `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`.
@@ -155,6 +201,9 @@ pub fn parse_canonical_utc(b: &[u8]) -> Option<EpochMs> {
         return None;
     }
     let year = d(0)? * 1000 + d(1)? * 100 + d(2)? * 10 + d(3)?;
+    if year < 1970 {
+        return None;
+    }
     let month = d(5)? * 10 + d(6)?;
     let day = d(8)? * 10 + d(9)?;
     let hour = d(11)? * 10 + d(12)?;
@@ -215,10 +264,18 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Formats epoch milliseconds as the canonical record timestamp
 /// `2026-11-27T10:00:00.123Z`.
 pub fn format_ms(ms: EpochMs) -> String {
-    match jiff::Timestamp::from_millisecond(ms) {
-        Ok(ts) => format!("{ts:.3}"),
-        Err(_) => format!("{ms}"),
-    }
+    // By hand rather than through jiff: jiff's range ends a day before 9999-12-31 (so that
+    // any offset fits), and every valid record time must format.
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
 }
 
 /// The UTC day of a timestamp as `YYYYMMDD`, used for archive file names.
@@ -291,13 +348,47 @@ mod tests {
             "2024-02-29T23:59:59.999Z",
             "1970-01-01T00:00:00.000Z",
             "2000-03-01T00:00:00.5Z",
-            "1969-12-31T23:59:59.999Z",
+            "9999-12-30T21:59:59.999Z",
         ] {
             let slow = s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
             assert_eq!(parse_canonical_utc(s.as_bytes()), Some(slow), "{s}");
         }
         assert_eq!(parse_canonical_utc(b"2023-02-29T00:00:00Z"), None);
         assert_eq!(parse_canonical_utc(b"2026-11-27T10:00:00+01:00"), None);
+    }
+
+    #[test]
+    fn times_outside_years_1970_to_9999_are_not_times() {
+        assert_eq!(parse_canonical_utc(b"1969-12-31T23:59:59.999Z"), None);
+        assert_eq!(parse_timestamp_str("1969-12-31T23:59:59.999Z"), None);
+        assert_eq!(parse_timestamp_str("1970-01-01T00:59:59+01:00"), None);
+        assert_eq!(parse_timestamp_str("+010000-01-01T00:00:00Z"), None);
+        assert_eq!(
+            parse_timestamp_str("9999-12-31T23:59:59.999Z"),
+            Some(MAX_TIMESTAMP_MS)
+        );
+        for n in [1e17, -1e15, -1.0, 1e300, f64::MAX] {
+            assert_eq!(epoch_number_to_ms(n), None, "{n}");
+        }
+        assert_eq!(epoch_number_to_ms(0.0), Some(0));
+        assert_eq!(utc_day(MAX_TIMESTAMP_MS), "99991231");
+    }
+
+    #[test]
+    fn durations_past_the_valid_range_are_refused_not_wrapped() {
+        for t in [
+            "1000000000000d",
+            "18446744073709551617ms",
+            "3000000d",
+            "106751991167300d",
+        ] {
+            let err = parse_duration(t).unwrap_err();
+            assert_eq!(crate::exit::exit_for(&err), Exit::Usage, "{t}");
+            assert!(err.to_string().contains("out of range"), "{t}: {err}");
+        }
+        assert!(parse_duration("2900000d").is_ok());
+        let err = parse_time_arg("1000000000000d", 0).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 
     #[test]
@@ -318,6 +409,11 @@ mod tests {
         let ms = parse_timestamp_str("2026-11-27T10:00:00.1Z").unwrap();
         assert_eq!(format_ms(ms), "2026-11-27T10:00:00.100Z");
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(MAX_TIMESTAMP_MS), "9999-12-31T23:59:59.999Z");
+        for ms in [1, 951_782_400_000, 1_795_773_600_123, 4_102_444_799_999] {
+            let by_jiff = format!("{:.3}", jiff::Timestamp::from_millisecond(ms).unwrap());
+            assert_eq!(format_ms(ms), by_jiff);
+        }
     }
 
     #[test]

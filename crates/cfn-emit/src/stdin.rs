@@ -4,13 +4,14 @@
 
 use super::{CallFlags, Writer, parse_words};
 use cfn_core::exit::{Exit, fail};
+use cfn_core::reader::{MAX_LINE_BYTES, read_line_bounded};
 use cfn_core::record::{
     NewRecord, is_value, parse_tags_json, parse_value, tags_to_json, validate_metric,
 };
 use cfn_core::time::{EpochMs, epoch_number_to_ms, now_ms, parse_timestamp_str};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
 /// Most bytes of records written under one lock, so other writers never wait long.
@@ -73,7 +74,14 @@ fn parse_line(line: &str, d: &Defaults) -> anyhow::Result<Pending> {
                 parse_timestamp_str(s)
                     .ok_or_else(|| fail(Exit::DataErr, format!("timestamp {s:?} is not a time")))?,
             ),
-            Some(Value::Number(n)) => n.as_f64().and_then(epoch_number_to_ms),
+            Some(Value::Number(n)) => {
+                Some(n.as_f64().and_then(epoch_number_to_ms).ok_or_else(|| {
+                    fail(
+                        Exit::DataErr,
+                        format!("timestamp {n} is not a time in years 1970-9999"),
+                    )
+                })?)
+            }
             Some(other) => {
                 return Err(fail(
                     Exit::DataErr,
@@ -191,18 +199,34 @@ pub fn run_stdin<R: Read>(
     strict: bool,
 ) -> anyhow::Result<Exit> {
     let mut pending: Vec<Pending> = Vec::new();
-    let mut line = String::new();
+    let mut buf = Vec::new();
     let mut line_no = 0u64;
     let mut rejected = 0u64;
     loop {
-        line.clear();
-        let n = input.read_line(&mut line)?;
-        if n == 0 {
+        buf.clear();
+        let read = read_line_bounded(input, &mut buf, MAX_LINE_BYTES)?;
+        if read.bytes == 0 {
             break;
         }
         line_no += 1;
-        if !line.trim().is_empty() {
-            match parse_line(&line, d) {
+        // A bad line is one rejected line: it never stops the lines after it.
+        let parsed = if read.too_long {
+            Some(Err(fail(
+                Exit::DataErr,
+                format!("line is longer than {MAX_LINE_BYTES} bytes"),
+            )))
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(line) if line.trim().is_empty() => None,
+                Ok(line) => Some(parse_line(line, d)),
+                Err(e) => Some(Err(fail(
+                    Exit::DataErr,
+                    format!("not valid UTF-8 (byte {})", e.valid_up_to() + 1),
+                ))),
+            }
+        };
+        if let Some(parsed) = parsed {
+            match parsed {
                 Ok(p) => pending.push(p),
                 Err(e) if strict => {
                     return Err(e.context(format!("<stdin>:{line_no}: rejected")));

@@ -1,0 +1,168 @@
+//! A hostile neighbour and an unlucky operator against the real binaries: stray files in the
+//! shared hot directory, out-of-range times and durations, bad bytes on stdin.
+
+use cfn_testkit::TestDir;
+use std::os::unix::fs::PermissionsExt;
+
+fn emit(dir: &TestDir, args: &[&str]) {
+    dir.cmd("cfn-emit").args(args).run().success();
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Plants every kind of stray file under shard-like names; returns their names.
+fn plant_strays(dir: &TestDir) -> Vec<String> {
+    let mut names = Vec::new();
+    let target = dir.write("victim.txt", "not yours\n");
+    std::os::unix::fs::symlink(&target, dir.join("cfn-metrics-997.jsonl")).unwrap();
+    names.push("cfn-metrics-997.jsonl".to_string());
+    std::fs::create_dir(dir.join("cfn-metrics-998.jsonl")).unwrap();
+    names.push("cfn-metrics-998.jsonl".to_string());
+    let fifo = dir.join("cfn-metrics-996.jsonl");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    names.push("cfn-metrics-996.jsonl".to_string());
+    if is_root() {
+        let p = dir.write(
+            "cfn-metrics-999.jsonl",
+            "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"evil\",\"value\":1}\n",
+        );
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        names.push("cfn-metrics-999.jsonl".to_string());
+    } else {
+        eprintln!("note: not root, so no file owned by another user is planted");
+    }
+    names
+}
+
+#[test]
+fn stray_files_in_the_hot_directory_are_skipped_with_a_warning_naming_each() {
+    let dir = TestDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    emit(&dir, &["agent-1", "m", "1"]);
+    emit(&dir, &["agent-2", "m", "2"]);
+    let strays = plant_strays(&dir);
+
+    let out = dir.cmd("cfn-cat").run();
+    out.success();
+    assert_eq!(out.jsonl().len(), 2, "{}", out.stderr());
+    for name in &strays {
+        out.stderr_has(name);
+    }
+    let out = dir.cmd("cfn-cat").arg("--sorted").run();
+    out.success();
+    assert_eq!(out.jsonl().len(), 2);
+    // --strict makes a refused shard an error again.
+    assert_ne!(dir.cmd("cfn-cat").arg("--strict").run().code(), 0);
+
+    let out = dir.cmd("cfn-archive").args(["run", "--hot", "0s"]).run();
+    out.success();
+    for name in &strays {
+        out.stderr_has(name);
+    }
+    let archived = dir.cmd("cfn-cat").arg(dir.join("archive")).run();
+    archived.success();
+    assert_eq!(archived.jsonl().len(), 2, "{}", archived.stderr());
+    // Trimmed: the hot shards hold nothing the archive has.
+    assert_eq!(dir.cmd("cfn-cat").run().jsonl().len(), 0);
+    assert_eq!(dir.read("victim.txt"), "not yours\n");
+    dir.cmd("cfn-archive")
+        .args(["sync", "--rebuild-state"])
+        .run()
+        .success();
+}
+
+#[test]
+fn emit_stdin_rejects_a_line_of_invalid_utf8_by_number_and_writes_the_rest() {
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["--stdin", "--agent", "agent-1"])
+        .stdin(&b"good.a 1\ngood.b 2\nbad\xff 4\ngood.d 5\n"[..])
+        .run();
+    out.status(65).stderr_has("<stdin>:3:");
+    let got: Vec<String> = dir
+        .cmd("cfn-cat")
+        .run()
+        .jsonl()
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["good.a", "good.b", "good.d"]);
+}
+
+#[test]
+fn durations_out_of_range_are_usage_errors_not_wrapped() {
+    let dir = TestDir::new();
+    emit(&dir, &["agent-1", "m", "1"]);
+    dir.cmd("cfn-archive").arg("sync").run().success();
+    for args in [
+        &["prune", "--dry-run", "--keep", "1000000000000d"][..],
+        &["trim", "--hot", "1000000000000d"][..],
+        &["trim", "--hot", "18446744073709551617ms"][..],
+    ] {
+        dir.cmd("cfn-archive")
+            .args(args)
+            .run()
+            .status(2)
+            .stderr_has("out of range");
+    }
+    dir.cmd("cfn-cat")
+        .args(["--since", "1000000000000d"])
+        .run()
+        .status(2)
+        .stderr_has("out of range");
+    // Nothing was trimmed or pruned.
+    assert_eq!(dir.cmd("cfn-cat").run().jsonl().len(), 1);
+}
+
+#[test]
+fn timestamps_outside_years_1970_to_9999_are_refused_by_writers_and_readers() {
+    let dir = TestDir::new();
+    for ts in [
+        "1e15",
+        "1e17",
+        "-1e15",
+        "1969-12-31T23:59:59Z",
+        "10000-01-01T00:00:00Z",
+    ] {
+        dir.cmd("cfn-emit")
+            .args(["--timestamp", ts, "agent-1", "m", "1"])
+            .run()
+            .status(2);
+    }
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["--stdin", "--agent", "agent-1"])
+        .stdin("{\"metric\":\"m\",\"value\":1,\"timestamp\":1e17}\n")
+        .run();
+    out.status(65).stderr_has("<stdin>:1:");
+    assert!(dir.cmd("cfn-cat").run().jsonl().is_empty());
+    // Readers: such a record is malformed, so the archiver never makes a day file for it.
+    dir.write(
+        "cfn-metrics-1.jsonl",
+        "{\"timestamp\":1e17,\"metric\":\"m\",\"value\":1}\n{\"timestamp\":-1e15,\"metric\":\"m\",\"value\":1}\n{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":2}\n",
+    );
+    let out = dir.cmd("cfn-cat").run();
+    out.success().stderr_has("skipped 2 malformed lines");
+    assert_eq!(out.jsonl().len(), 1);
+    dir.cmd("cfn-archive")
+        .args(["sync", "--now", "2026-11-27T12:00:00Z"])
+        .run()
+        .success();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cfn-metrics-20261127-1.jsonl"]);
+}
