@@ -42,6 +42,10 @@ NOTIFICATIONS:
   CFN_PAGERDUTY_ROUTING_KEY or --pagerduty-routing-key-file. Generic webhook (receives the
   event JSON): CFN_WEBHOOK_URL or --webhook-file. Secrets are never printed. Requests time out
   (--http-timeout); 429 and 5xx are retried with backoff honouring Retry-After (--retries).
+  Redirects are never followed (a 3xx is a failed delivery naming the location's host).
+
+  Exit status: 75 when any notification could not be delivered, even while something is
+  firing (a script must learn that nobody was told); otherwise 1 when something is firing.
 
 EXAMPLES:
   cfn-cat --since 30s | cfn-agg | cfn-alert --state /var/lib/cfn-metrics/alert-state.json --log /dev/shm/cfn-alerts.jsonl
@@ -53,7 +57,7 @@ EXAMPLES:
 ///
 /// Reads aggregate lines (from cfn-agg) on stdin and writes alert events as JSONL on stdout,
 /// a one-line summary per event on stderr, and optionally to a log and to Slack, PagerDuty or
-/// a webhook. Exit 1 when something is firing.
+/// a webhook. Exit 1 when something is firing, 75 when a notification was not delivered.
 #[derive(Parser, Debug)]
 #[command(
     name = "cfn-alert",
@@ -638,10 +642,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     if let (Some(path), false) = (&cli.firing_prom, cli.dry_run) {
         cfn_core::fsutil::write_atomic(path, 0o644, firing_exposition(&state).as_bytes())?;
     }
-    Ok(if plan.firing > 0 {
-        Exit::Firing
-    } else if delivery_failed {
+    // A failed delivery wins over "firing": a script that retries on 75 must not mistake
+    // "nobody was told" for the usual "something is firing".
+    Ok(if delivery_failed {
         Exit::TempFail
+    } else if plan.firing > 0 {
+        Exit::Firing
     } else {
         Exit::Ok
     })

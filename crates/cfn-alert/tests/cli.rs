@@ -447,14 +447,15 @@ fn server_errors_are_retried_a_bounded_number_of_times() {
             .run()
     };
     let count = |p: &str| server.requests().iter().filter(|r| r.path == p).count();
-    // Firing while the endpoint is down: the event is still on stdout; exit 1 (firing).
+    // Firing while the endpoint is down: the event is still on stdout; exit 75 (not
+    // delivered wins over firing).
     let out = run("/down", "a.json", agg("coordination.time", "max", 20000.0));
-    out.status(1).stderr_has("after 3 attempts");
+    out.status(75).stderr_has("after 3 attempts");
     assert_eq!(out.jsonl().len(), 1);
     assert_eq!(count("/down"), 3);
     // The failed channel is tried again next run, without printing the event again.
     let again = run("/down", "a.json", agg("coordination.time", "max", 20000.0));
-    again.status(1);
+    again.status(75);
     assert_eq!(again.stdout(), "");
     assert_eq!(count("/down"), 6);
 
@@ -480,7 +481,7 @@ fn client_errors_are_not_retried_and_the_body_is_shown() {
         )
         .stdin(agg("coordination.time", "max", 20000.0))
         .run();
-    out.status(1)
+    out.status(75)
         .stderr_has("HTTP 400")
         .stderr_has("invalid_payload");
     assert!(!out.stderr().contains("SECRET"), "{out:?}");
@@ -534,4 +535,32 @@ fn print_rules_is_a_usable_rules_file() {
         .stdin(agg("coordination.queue_depth", "max", 8.0))
         .run();
     assert_eq!(out.status(1).jsonl()[0]["alert"], "queue_depth_high");
+}
+
+#[test]
+fn a_redirecting_webhook_is_not_followed_and_the_secret_url_is_not_shown() {
+    let elsewhere = MockServer::start(|_, _| reply(200, "ok"));
+    let target = format!("{}/steal", elsewhere.url());
+    let server = MockServer::start(move |_, _| {
+        (
+            302,
+            vec![("Location".into(), target.clone())],
+            String::new(),
+        )
+    });
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-alert")
+        .env(
+            "CFN_SLACK_WEBHOOK_URL",
+            format!("{}/services/SECRET", server.url()),
+        )
+        .env("CFN_HTTP_BACKOFF_MS", "10")
+        .stdin(agg("coordination.time", "max", 20000.0))
+        .run();
+    out.status(75)
+        .stderr_has("HTTP 302")
+        .stderr_has(&format!("127.0.0.1:{}", elsewhere.port));
+    assert!(!out.stderr().contains("SECRET"), "{out:?}");
+    assert_eq!(elsewhere.requests().len(), 0, "a redirect was followed");
 }

@@ -111,7 +111,7 @@ pub struct Request<'a> {
 /// webhook URL is itself a secret, so only scheme and host are shown.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split('/').next().unwrap_or("");
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit('@').next().unwrap_or(host);
     if scheme.is_empty() {
         format!("{host}/…")
@@ -120,11 +120,41 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Makes a response body or client error safe to print: the URL (a Slack webhook URL is a
+/// secret) and every header value long enough to be a key are replaced, and it is cut to
+/// 500 bytes.
+fn redact_text(text: &str, req: &Request<'_>) -> String {
+    let mut out = text.trim().replace(req.url, &redact_url(req.url));
+    for (_, v) in &req.headers {
+        if v.len() >= 8 {
+            out = out.replace(v.as_str(), "***");
+        }
+    }
+    if out.len() > 500 {
+        out.truncate(out.floor_char_boundary(500));
+        out.push('…');
+    }
+    out
+}
+
+/// The host (and port) of a `Location` header, for the message about a refused redirect.
+fn location_host(location: &str) -> String {
+    match location.split_once("://") {
+        Some(_) => redact_url(location),
+        None => "the same host (a relative location)".into(),
+    }
+}
+
 /// POSTs `req`, retrying as the policy says.
+///
+/// Redirects are never followed: a client that follows one re-sends the request (and its
+/// API-key header) to whatever host the response names, and a 2xx there would count as
+/// delivered. A 3xx is a rejection naming the location's host.
 pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(policy.timeout))
         .http_status_as_error(false)
+        .max_redirects(0)
         .build()
         .into();
     let mut last = String::new();
@@ -141,6 +171,17 @@ pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
                 if (200..300).contains(&status) {
                     return Delivery::Accepted(status);
                 }
+                if (300..400).contains(&status) {
+                    let to = resp
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .map_or_else(|| "nowhere (no Location)".into(), location_host);
+                    return Delivery::Rejected {
+                        status,
+                        body: format!("redirect to {to} not followed (check the endpoint URL)"),
+                    };
+                }
                 let retry_after = resp
                     .headers()
                     .get("retry-after")
@@ -152,15 +193,16 @@ pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
                     .limit(64 * 1024)
                     .read_to_string()
                     .unwrap_or_default();
+                let body = redact_text(&body, req);
                 if !(status == 408 || status == 429 || status >= 500) {
                     return Delivery::Rejected { status, body };
                 }
-                last = format!("HTTP {status} {}", body.trim());
+                last = format!("HTTP {status} {body}");
                 if let Some(secs) = retry_after {
                     wait = Duration::from_secs(secs);
                 }
             }
-            Err(e) => last = e.to_string(),
+            Err(e) => last = redact_text(&e.to_string(), req),
         }
         if attempt < policy.attempts {
             std::thread::sleep(wait.min(policy.max_backoff));
@@ -187,5 +229,28 @@ mod tests {
             redact_url("http://user:pw@127.0.0.1:9/x?k=1"),
             "http://127.0.0.1:9/…"
         );
+        assert_eq!(
+            redact_url("https://hooks.example?token=SECRET"),
+            "https://hooks.example/…"
+        );
+        assert_eq!(
+            redact_url("https://h.example#SECRET"),
+            "https://h.example/…"
+        );
+    }
+
+    #[test]
+    fn response_bodies_lose_the_url_and_keys_before_printing() {
+        let req = Request {
+            url: "https://hooks.example/services/SECRETPATH",
+            headers: vec![("DD-API-KEY", "abcdef0123456789".into())],
+            body: b"",
+        };
+        let got = redact_text(
+            "bad key abcdef0123456789 for https://hooks.example/services/SECRETPATH",
+            &req,
+        );
+        assert_eq!(got, "bad key *** for https://hooks.example/…");
+        assert!(redact_text(&"x".repeat(2000), &req).len() < 510);
     }
 }

@@ -465,7 +465,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                         body.trim()
                     ),
                 );
-                let exit = if status == 401 || status == 403 {
+                // A redirect means the endpoint is configured wrong: it is never followed.
+                let exit = if status == 401 || status == 403 || (300..400).contains(&status) {
                     Exit::Config
                 } else {
                     Exit::DataErr

@@ -288,3 +288,51 @@ fn dry_run_prints_payloads_without_the_key() {
     assert!(!out.stdout().contains(KEY) && !out.stderr().contains(KEY));
     out.stderr_has("https://api.datadoghq.com/api/v2/series");
 }
+
+#[test]
+fn redirects_are_not_followed_and_the_key_goes_nowhere_else() {
+    let elsewhere = MockServer::start(|_, _| reply(200, "ok"));
+    let target = format!("{}/steal", elsewhere.url());
+    let server = MockServer::start(move |_, _| {
+        (
+            307,
+            vec![("Location".into(), target.clone())],
+            String::new(),
+        )
+    });
+    let dir = TestDir::new();
+    for vendor in ["datadog", "newrelic"] {
+        let out = dir
+            .cmd("cfn-push")
+            .env("DD_API_KEY", KEY)
+            .env("NEW_RELIC_API_KEY", KEY)
+            .env("CFN_HTTP_BACKOFF_MS", "10")
+            .args([vendor, "--endpoint", &server.url()])
+            .stdin(aggs())
+            .run();
+        out.status(78)
+            .stderr_has("HTTP 307")
+            .stderr_has(&format!("127.0.0.1:{}", elsewhere.port))
+            .stderr_has("not followed");
+        assert!(!out.stderr().contains(KEY) && !out.stdout().contains(KEY));
+    }
+    assert_eq!(elsewhere.requests().len(), 0, "a redirect was followed");
+    assert_eq!(server.requests().len(), 2, "a 3xx must not be retried");
+}
+
+#[test]
+fn a_4xx_body_that_echoes_the_key_is_printed_without_it() {
+    let server = MockServer::start(|r, _| {
+        let key = r.header("DD-API-KEY").unwrap_or("").to_string();
+        reply(400, &format!("{{\"errors\":[\"bad key {key}\"]}}"))
+    });
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-push")
+        .env("DD_API_KEY", KEY)
+        .args(["datadog", "--endpoint", &server.url()])
+        .stdin(aggs())
+        .run();
+    out.status(65).stderr_has("bad key ***");
+    assert!(!out.stderr().contains(KEY), "{out:?}");
+}
