@@ -131,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             ),
         )
     })?;
+    cfn_core::fsutil::check_shared_dir(&ctx.archive_dir)?;
     let lock_path = ctx.archive_dir.join(state::LOCK_FILE);
     let lock = cfn_core::fsutil::open_safe(
         &lock_path,
@@ -154,6 +155,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
     }
 
+    if !ctx.dry_run {
+        ops::clean_stale_temp_files(&ctx);
+    }
     let rebuild = matches!(
         cli.command,
         Command::Sync {

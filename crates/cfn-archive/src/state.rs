@@ -26,6 +26,17 @@ pub struct ShardProgress {
     pub last_hash: Option<u64>,
 }
 
+/// A trim between writing its new shard file and committing the progress: the new file's
+/// identity and how many bytes of the old one it left out. A crash in between is recovered
+/// exactly (offset minus cut) instead of by searching for the last record, which cannot
+/// tell identical records apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrimInFlight {
+    pub dev: u64,
+    pub ino: u64,
+    pub cut: u64,
+}
+
 /// The whole state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveState {
@@ -37,6 +48,9 @@ pub struct ArchiveState {
     /// Plain files being rotated, with the size of their `.gz` before the rotation.
     #[serde(default)]
     pub rotating: BTreeMap<String, u64>,
+    /// Trims whose rename may have happened, by shard file name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trimming: BTreeMap<String, TrimInFlight>,
 }
 
 /// Path of the state file.
@@ -50,7 +64,12 @@ pub fn state_path(archive_dir: &Path) -> PathBuf {
 /// Exit 78 for a truncated or corrupt file, saying how to rebuild it.
 pub fn load(archive_dir: &Path) -> anyhow::Result<Option<ArchiveState>> {
     let path = state_path(archive_dir);
-    match std::fs::read(&path) {
+    let read = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read).and_then(|f| {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut bytes)?;
+        Ok(bytes)
+    });
+    match read {
         Ok(bytes) => {
             let s: ArchiveState = serde_json::from_slice(&bytes).map_err(|e| {
                 fail(
@@ -73,11 +92,8 @@ pub fn load(archive_dir: &Path) -> anyhow::Result<Option<ArchiveState>> {
             }
             Ok(Some(s))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(fail(
-            Exit::IoErr,
-            format!("cannot read {}: {e}", path.display()),
-        )),
+        Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

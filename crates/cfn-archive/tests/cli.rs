@@ -571,3 +571,203 @@ fn rebuild_state_resumes_after_the_last_record_even_when_a_malformed_line_follow
         .success();
     assert_exactly_once(&dir, &expected);
 }
+
+/// Every archived line, with multiplicity, exactly as written.
+fn archived_lines(dir: &TestDir) -> BTreeMap<String, u32> {
+    let out = dir.cmd("cfn-cat").arg(dir.join("archive")).run();
+    out.success();
+    let mut m = BTreeMap::new();
+    for l in out.stdout().lines() {
+        *m.entry(l.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn an_identical_record_after_the_anchor_survives_a_crash_between_trim_rename_and_save() {
+    let dir = TestDir::new();
+    let shard = dir.join("cfn-metrics-1.jsonl");
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    for i in 0..20 {
+        append(&shard, &rec("2026-11-27T09:00:00.000Z", "a-1", i));
+    }
+    let same = rec("2026-11-27T09:30:00.000Z", "a-1", 777);
+    append(&shard, &same);
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    // The identical record, not yet archived, then a newer one.
+    append(&shard, &same);
+    append(&shard, &rec("2026-11-27T11:59:00.000Z", "a-1", 999));
+    let c = dir
+        .cmd("cfn-archive")
+        .args(["trim", "--hot", "1h"])
+        .args(now)
+        .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
+        .run();
+    assert_ne!(c.code(), 0);
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    let got = archived_lines(&dir);
+    assert_eq!(got.get(same.trim_end()), Some(&2), "{got:?}");
+    assert_eq!(got.values().sum::<u32>(), 23);
+    assert!(got.values().all(|&n| n <= 2));
+}
+
+#[test]
+fn replayed_out_of_order_records_are_archived_once_after_a_trim_crash_and_a_rebuild() {
+    for rebuild in [false, true] {
+        let dir = TestDir::new();
+        let shard = dir.join("cfn-metrics-2.jsonl");
+        let now = ["--now", "2026-11-27T12:00:00Z"];
+        let mut expected = HashSet::new();
+        // A replay: later records first, then older ones, across two days.
+        let order = [
+            ("2026-11-27T08:00:00.000Z", 1),
+            ("2026-11-26T08:00:00.000Z", 2),
+            ("2026-11-27T07:00:00.000Z", 3),
+            ("2026-11-26T23:59:59.999Z", 4),
+            ("2026-11-27T06:00:00.000Z", 5),
+        ];
+        for (ts, v) in order {
+            append(&shard, &rec(ts, "a-2", v));
+            expected.insert(("a-2".to_string(), v));
+        }
+        dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+        for (ts, v) in [
+            ("2026-11-27T05:00:00.000Z", 6),
+            ("2026-11-26T05:00:00.000Z", 7),
+            ("2026-11-27T11:30:00.000Z", 8),
+        ] {
+            append(&shard, &rec(ts, "a-2", v));
+            expected.insert(("a-2".to_string(), v));
+        }
+        if rebuild {
+            std::fs::remove_file(dir.join("archive/.cfn-archive-state.json")).unwrap();
+            dir.cmd("cfn-archive")
+                .args(["sync", "--rebuild-state"])
+                .args(now)
+                .run()
+                .success();
+        } else {
+            let c = dir
+                .cmd("cfn-archive")
+                .args(["trim", "--hot", "1h"])
+                .args(now)
+                .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
+                .run();
+            assert_ne!(c.code(), 0);
+            dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+        }
+        assert_exactly_once(&dir, &expected);
+    }
+}
+
+#[test]
+fn rebuild_state_keeps_an_identical_record_that_follows_the_last_archived_one() {
+    let dir = TestDir::new();
+    let shard = dir.join("cfn-metrics-3.jsonl");
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    let same = rec("2026-11-27T10:00:00.000Z", "a-3", 5);
+    append(&shard, &rec("2026-11-27T09:00:00.000Z", "a-3", 1));
+    append(&shard, &same);
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    append(&shard, &same);
+    append(&shard, &same);
+    std::fs::remove_file(dir.join("archive/.cfn-archive-state.json")).unwrap();
+    dir.cmd("cfn-archive")
+        .args(["sync", "--rebuild-state"])
+        .args(now)
+        .run()
+        .success();
+    let got = archived_lines(&dir);
+    assert_eq!(got.get(same.trim_end()), Some(&3), "{got:?}");
+    assert_eq!(got.values().sum::<u32>(), 4);
+}
+
+#[test]
+fn recovery_never_truncates_through_a_symlink_and_a_foreign_777_dir_is_refused() {
+    let dir = TestDir::new();
+    let shard = dir.join("cfn-metrics-1.jsonl");
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    append(&shard, &rec("2026-11-27T09:00:00.000Z", "a-1", 1));
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    append(&shard, &rec("2026-11-27T09:00:01.000Z", "a-1", 2));
+    // A sync that wrote past the committed length, then crashed...
+    let c = dir
+        .cmd("cfn-archive")
+        .arg("sync")
+        .args(now)
+        .env("CFN_ARCHIVE_CRASH_AT", "after_fsync")
+        .run();
+    assert_ne!(c.code(), 0);
+    // ...and a neighbour swaps the day file for a link to a victim file.
+    let victim = dir.write("victim.txt", "x".repeat(4096));
+    let day = dir.join("archive/cfn-metrics-20261127-1.jsonl");
+    std::fs::remove_file(&day).unwrap();
+    std::os::unix::fs::symlink(&victim, &day).unwrap();
+    let out = dir.cmd("cfn-archive").arg("sync").args(now).run();
+    assert_ne!(out.code(), 0);
+    out.stderr_has("symlink");
+    assert_eq!(
+        dir.read("victim.txt").len(),
+        4096,
+        "the victim was truncated"
+    );
+
+    if std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        let other = TestDir::new();
+        let adir = other.join("archive");
+        std::fs::create_dir(&adir).unwrap();
+        std::os::unix::fs::chown(&adir, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&adir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        append(
+            &other.join("cfn-metrics-1.jsonl"),
+            &rec("2026-11-27T09:00:00.000Z", "a-1", 1),
+        );
+        other
+            .cmd("cfn-archive")
+            .arg("sync")
+            .run()
+            .status(78)
+            .stderr_has("writable by others");
+        // Sticky, like /tmp: allowed, the files inside are checked one by one.
+        std::fs::set_permissions(&adir, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .unwrap();
+        other.cmd("cfn-archive").arg("sync").run().success();
+    } else {
+        eprintln!("note: not root, so the foreign-directory half is not run");
+    }
+}
+
+#[test]
+fn temp_files_left_by_a_killed_run_are_cleaned_by_the_next() {
+    let dir = TestDir::new();
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    append(
+        &dir.join("cfn-metrics-1.jsonl"),
+        &rec("2026-11-25T09:00:00.000Z", "a-1", 1),
+    );
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    let c = dir
+        .cmd("cfn-archive")
+        .arg("rotate")
+        .args(now)
+        .env("CFN_ARCHIVE_CRASH_AT", "after_gz_rename")
+        .run();
+    assert_ne!(c.code(), 0);
+    // What a SIGKILL in the middle of each step leaves behind.
+    dir.write("archive/.cfn-metrics-20261125-1.jsonl.gz.Ab12Cd", "partial");
+    dir.write("archive/..cfn-archive-state.json.Xy34Zw.tmp", "{");
+    dir.write(".cfn-metrics-1.trim.Qw56Er", "partial");
+    dir.cmd("cfn-archive").arg("run").args(now).run().success();
+    let left: Vec<String> = std::fs::read_dir(dir.join("archive"))
+        .unwrap()
+        .chain(std::fs::read_dir(dir.path()).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp") || n.contains(".trim.") || n.contains(".gz."))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

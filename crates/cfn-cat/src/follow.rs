@@ -77,7 +77,7 @@ fn drain(
 fn resume_position(file: &File, name: &str, last: &(i64, Vec<u8>)) -> anyhow::Result<Position> {
     let mut f = file;
     f.seek(SeekFrom::Start(0))?;
-    cfn_core::reader::resume_position(BufReader::new(f), name, last.0, |raw| raw == &last.1[..])
+    cfn_core::reader::resume_position(BufReader::new(f), name, |raw| raw == &last.1[..])
 }
 
 /// Follows `paths` (or every hot shard) until killed or until stdout is closed.

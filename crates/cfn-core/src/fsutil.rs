@@ -68,6 +68,8 @@ pub fn skip_refused<T>(
 #[derive(Clone, Copy, Debug)]
 pub enum Access {
     Read,
+    /// Read and write an existing file in place (to cut it back); never creates.
+    ReadWrite,
     /// Append, creating the file with the given mode if it does not exist.
     Append {
         create: bool,
@@ -83,10 +85,13 @@ pub enum Access {
 pub fn open_safe(path: &Path, access: Access) -> anyhow::Result<File> {
     let mut opts = OpenOptions::new();
     opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
-    let writing = matches!(access, Access::Append { .. });
+    let writing = !matches!(access, Access::Read);
     match access {
         Access::Read => {
             opts.read(true);
+        }
+        Access::ReadWrite => {
+            opts.read(true).write(true);
         }
         Access::Append { create, mode } => {
             opts.append(true).create(create).mode(mode);
@@ -137,6 +142,44 @@ fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<()> {
                 "refusing {}: owned by uid {}, not by this user (uid {me}) or root",
                 path.display(),
                 meta.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a directory that tools write into (the archive directory): refused when another
+/// user (not root) owns it and others may write to it without the sticky bit, since then
+/// anyone could swap the files in it for symlinks or their own between two calls. In a sticky
+/// directory (like /dev/shm) the per-file owner checks of [`open_safe`] are enough.
+///
+/// # Errors
+/// Exit 78 naming the directory and what is wrong with it; 66 when it does not exist.
+pub fn check_shared_dir(dir: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        fail(
+            crate::exit::exit_for_io(&e),
+            format!("cannot use directory {}: {e}", dir.display()),
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(fail(
+            Exit::Config,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    let mode = meta.mode();
+    let others_write = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    let me = effective_uid();
+    if others_write && !sticky && meta.uid() != me && meta.uid() != 0 {
+        return Err(fail(
+            Exit::Config,
+            format!(
+                "refusing directory {}: owned by uid {} and writable by others (mode {:o}) without the sticky bit; use a directory of your own",
+                dir.display(),
+                meta.uid(),
+                mode & 0o7777
             ),
         ));
     }

@@ -610,43 +610,26 @@ pub fn compact_json(src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Where to resume reading a time-ordered file that was rewritten (trimmed) or replaced,
-/// given the last record read before: the position just after that record (`is_last` says
-/// whether a record's bytes are it), or the start when it is no longer there (trimming
-/// removes the oldest records, so then everything left is newer). Stops scanning at the first
-/// record newer than `last_ts`.
+/// Where to resume reading a file that was rewritten (trimmed) or replaced, given the last
+/// record read before: the position just after the last record that `is_last` recognises, or
+/// the start when it is no longer there (trimming removes the oldest records, so then
+/// everything left is new). The whole file is searched: replays written with
+/// `cfn-emit --timestamp` are not in time order, so no timestamp can end the search early.
 ///
 /// # Errors
 /// I/O errors.
 pub fn resume_position<R: BufRead>(
     input: R,
     name: &str,
-    last_ts: EpochMs,
     is_last: impl Fn(&[u8]) -> bool,
 ) -> anyhow::Result<Position> {
-    enum Step {
-        Past,
-        Match,
-        Other,
-    }
     let mut reader = RecordReader::new(input, name);
     reader.leave_partial_tail = true;
     let mut quiet = MalformedLog::quiet();
     let mut found = Position::default();
-    loop {
-        let step = reader.next_with(&mut quiet, |rec| {
-            if rec.ts_ms > last_ts {
-                Step::Past
-            } else if is_last(rec.raw) {
-                Step::Match
-            } else {
-                Step::Other
-            }
-        })?;
-        match step {
-            None | Some(Step::Past) => break,
-            Some(Step::Match) => found = reader.position(),
-            Some(Step::Other) => {}
+    while let Some(hit) = reader.next_with(&mut quiet, |rec| is_last(rec.raw))? {
+        if hit {
+            found = reader.position();
         }
     }
     Ok(found)
