@@ -222,14 +222,27 @@ impl Health {
     }
 }
 
+/// The last `max` bytes of a file in a shared directory (the alerts log lives in /dev/shm by
+/// default), opened like a shard: no symlink, no FIFO, not another user's file. Returns the
+/// bytes and whether the start was cut (so the first line is partial).
+fn read_tail(path: &Path, max: u64) -> anyhow::Result<(Vec<u8>, bool)> {
+    let mut f = cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    f.take(max).read_to_end(&mut bytes)?;
+    Ok((bytes, start > 0))
+}
+
 /// The alerts firing now (from `cfn-alert --state`, else from the alerts log) and the most
 /// recent events from the log.
 pub fn alerts(src: &Sources) -> Value {
     let mut firing: Vec<Value> = Vec::new();
     let mut from_state = false;
     if let Some(p) = &src.alert_state
-        && let Ok(text) = std::fs::read_to_string(p)
-        && let Ok(v) = serde_json::from_str::<Value>(&text)
+        && let Ok(bytes) = read_tail(p, 16 << 20).map(|(b, _)| b)
+        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
         && let Some(map) = v["alerts"].as_object()
     {
         from_state = true;
@@ -242,20 +255,16 @@ pub fn alerts(src: &Sources) -> Value {
         }
     }
     let mut recent: Vec<Value> = Vec::new();
+    // Only the end of the log: it grows forever. Lines are cut as bytes, so a cut inside a
+    // multi-byte character costs that one (partial) line, not the whole tail.
     if let Some(p) = &src.alerts_log
-        && let Ok(mut f) = std::fs::File::open(p)
+        && let Ok((tail, cut)) = read_tail(p, 256 * 1024)
     {
-        // Only the end of the log: it grows forever.
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let start = len.saturating_sub(256 * 1024);
-        let mut tail = String::new();
-        if f.seek(SeekFrom::Start(start)).is_ok() && f.read_to_string(&mut tail).is_ok() {
-            let lines: Vec<&str> = tail.lines().skip(usize::from(start > 0)).collect();
-            recent = lines
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .collect();
-        }
+        recent = tail
+            .split(|&c| c == b'\n')
+            .skip(usize::from(cut))
+            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+            .collect();
     }
     if !from_state {
         let mut last: BTreeMap<String, &Value> = BTreeMap::new();

@@ -20,10 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod data;
+pub mod http;
 
 use data::{Health, Sources};
 
 const PAGE: &str = include_str!("page.html");
+const PAGE_CSS: &str = include_str!("page.css");
+const PAGE_JS: &str = include_str!("page.js");
 
 const EXAMPLES: &str = "\
 ENDPOINTS:
@@ -35,6 +38,13 @@ ENDPOINTS:
   /api/alerts            firing alerts (cfn-alert --state file, else the alerts log) and recent events
   /api/shards            per shard: bytes, records, malformed lines, newest record age
   Every /api endpoint also takes now=TIME. Bad parameters get 400 with {\"error\": ...}.
+  metric= and agent= are globs ('coordination.*'); add exact=1 to take them literally.
+
+LIMITS:
+  Requests are GET or HEAD, without a body, with at most 16 KiB of request line and headers,
+  sent within 10 s. Hosts other than loopback names, the listen address and --allowed-host
+  get 421 (a DNS-rebinding page cannot read the API). Past --max-connections open
+  connections, new ones get 503 at once; slow clients hold a connection, never a worker.
 
 EXAMPLES:
   cfn-serve                                   # http://127.0.0.1:3001
@@ -76,9 +86,18 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub window: String,
 
-    /// Worker threads.
+    /// Requests computed at once (others wait for a slot; reading requests never does).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub threads: usize,
+
+    /// Open connections at most; further ones are answered 503 at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+
+    /// Another name clients may use in the Host header (a reverse proxy's name, say);
+    /// repeatable. Loopback names and the listen address are always accepted.
+    #[arg(long, value_name = "HOST")]
+    pub allowed_host: Vec<String>,
 }
 
 /// The server's shared state.
@@ -92,12 +111,7 @@ pub struct App {
 }
 
 /// A response: status, content type, body.
-#[derive(Clone, Debug)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-}
+pub use http::Reply as Response;
 
 fn json_response(status: u16, v: &Value) -> Response {
     Response {
@@ -235,6 +249,17 @@ impl App {
                 content_type: "text/html; charset=utf-8",
                 body: PAGE.as_bytes().to_vec(),
             },
+            // Separate files so the Content-Security-Policy can forbid inline script.
+            "/app.css" => Response {
+                status: 200,
+                content_type: "text/css; charset=utf-8",
+                body: PAGE_CSS.as_bytes().to_vec(),
+            },
+            "/app.js" => Response {
+                status: 200,
+                content_type: "text/javascript; charset=utf-8",
+                body: PAGE_JS.as_bytes().to_vec(),
+            },
             "/metrics" => self.metrics(),
             "/api/summary" => self.summary(&q),
             "/api/series" => self.series(&q),
@@ -256,14 +281,20 @@ impl App {
     }
 
     fn base_filter(q: &HashMap<String, String>) -> Result<RecordFilter, String> {
+        let exact = q.get("exact").is_some_and(|v| v == "1" || v == "true");
+        let pattern = |text: &str| -> Result<NamePattern, String> {
+            if exact {
+                Ok(NamePattern::Exact(text.to_string()))
+            } else {
+                NamePattern::new(text).map_err(|e| e.to_string())
+            }
+        };
         let mut f = RecordFilter::default();
         if let Some(m) = q.get("metric").filter(|m| !m.is_empty()) {
-            f.metrics
-                .push(NamePattern::new(m).map_err(|e| e.to_string())?);
+            f.metrics.push(pattern(m)?);
         }
         if let Some(a) = q.get("agent").filter(|a| !a.is_empty()) {
-            f.agents
-                .push(NamePattern::new(a).map_err(|e| e.to_string())?);
+            f.agents.push(pattern(a)?);
         }
         Ok(f)
     }
@@ -391,62 +422,40 @@ impl App {
     }
 }
 
+/// How the server listens.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub limits: http::Limits,
+    pub allowed_hosts: Vec<String>,
+}
+
 /// Serves until killed.
 ///
 /// # Errors
 /// Exit 2 for a bad address, 74 when the address cannot be bound.
 pub fn serve(
     app: Arc<App>,
-    listen: &str,
-    threads: usize,
+    opts: &ServeOptions,
     ready: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    let server = tiny_http::Server::http(listen)
-        .map_err(|e| fail(Exit::IoErr, format!("cannot listen on {listen}: {e}")))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| fail(Exit::Usage, format!("{listen} is not an IP address")))?;
+    let listener = std::net::TcpListener::bind(&opts.listen).map_err(|e| {
+        let exit = if e.kind() == std::io::ErrorKind::InvalidInput {
+            Exit::Usage
+        } else {
+            Exit::IoErr
+        };
+        fail(exit, format!("cannot listen on {}: {e}", opts.listen))
+    })?;
+    let addr = listener.local_addr()?;
     ready(addr);
-    let server = Arc::new(server);
-    let workers: Vec<_> = (0..threads.max(1))
-        .map(|_| {
-            let (server, app) = (server.clone(), app.clone());
-            std::thread::spawn(move || {
-                for req in server.incoming_requests() {
-                    let url = req.url().to_string();
-                    let resp = if *req.method() != tiny_http::Method::Get
-                        && *req.method() != tiny_http::Method::Head
-                    {
-                        json_response(405, &json!({ "error": "read-only: only GET" }))
-                    } else {
-                        // A bug must cost one request, not the server.
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.handle(&url)))
-                            .unwrap_or_else(|_| {
-                                json_response(500, &json!({ "error": "internal error" }))
-                            })
-                    };
-                    let header = tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        resp.content_type.as_bytes(),
-                    )
-                    .expect("static header");
-                    let nocache =
-                        tiny_http::Header::from_bytes(&b"Cache-Control"[..], &b"no-store"[..])
-                            .expect("static header");
-                    let _ = req.respond(
-                        tiny_http::Response::from_data(resp.body)
-                            .with_status_code(resp.status)
-                            .with_header(header)
-                            .with_header(nocache),
-                    );
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        let _ = w.join();
-    }
+    let hosts = http::HostCheck::new(addr, &opts.allowed_hosts);
+    http::run(
+        listener,
+        hosts,
+        &opts.limits,
+        Arc::new(move |target: &str| app.handle(target)),
+    );
     Ok(())
 }
 
@@ -467,7 +476,15 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         alerts_log: Some(cli.alerts_log.clone().unwrap_or(config.alerts_file.clone())),
     };
     let app = Arc::new(App::new(src, parse_duration(&cli.window)?));
-    serve(app, &cli.listen, cli.threads, |addr| {
+    let opts = ServeOptions {
+        listen: cli.listen.clone(),
+        limits: http::Limits {
+            max_connections: cli.max_connections,
+            compute_slots: cli.threads,
+        },
+        allowed_hosts: cli.allowed_host.clone(),
+    };
+    serve(app, &opts, |addr| {
         eprintln!("cfn-serve: listening on http://{addr}/")
     })?;
     Ok(Exit::Ok)

@@ -45,7 +45,11 @@ fn get(port: u16, path: &str) -> (u16, String) {
 fn request(port: u16, method: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -447,4 +451,181 @@ fn twenty_clients_polling_while_writers_append_get_no_errors() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
+}
+
+/// Sends raw bytes and reads the reply (status, whole text) within `wait`.
+fn raw(port: u16, bytes: &[u8], wait: Duration) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).ok()?;
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+#[test]
+fn stalled_clients_never_starve_the_page_and_heads_are_bounded() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let server = start(&dir, &["--threads", "2"]);
+    // Twenty connections that announce a body and send nothing, and twenty that send half a
+    // request line and stall: more than there are workers.
+    let mut stalled = Vec::new();
+    for i in 0..40 {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        if i % 2 == 0 {
+            s.write_all(
+                b"GET /api/summary HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n",
+            )
+            .unwrap();
+        } else {
+            s.write_all(b"GET /api/sum").unwrap();
+        }
+        stalled.push(s);
+    }
+    let t = Instant::now();
+    let (status, body) = get(server.port, "/");
+    assert_eq!(status, 200);
+    assert!(body.contains("cfn-metrics"));
+    let (status, _) = get(server.port, "/api/summary?window=5m");
+    assert_eq!(status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the page waited behind stalled clients"
+    );
+    // The body-announcing ones were answered 413 without waiting for the body.
+    let mut first = stalled.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut text = String::new();
+    let _ = first.read_to_string(&mut text);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // A request line past the bound is refused (431) after 16 KiB, not read for ever.
+    let mut huge = b"GET /".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    huge.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+    let (status, _) = raw(server.port, &huge, Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 431);
+    drop(stalled);
+}
+
+#[test]
+fn foreign_hosts_get_421_and_every_reply_has_security_headers() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let server = start(&dir, &["--allowed-host", "metrics.example"]);
+    let ask = |host: &str| {
+        raw(
+            server.port,
+            format!("GET /api/shards HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    assert_eq!(ask("evil.example").0, 421);
+    assert_eq!(ask("evil.example:3001").0, 421);
+    assert_eq!(ask("metrics.example").0, 200);
+    assert_eq!(ask("localhost:1").0, 200);
+    let (status, text) = ask(&format!("127.0.0.1:{}", server.port));
+    assert_eq!(status, 200);
+    for h in [
+        "X-Content-Type-Options: nosniff",
+        "X-Frame-Options: DENY",
+        "Content-Security-Policy: default-src 'self'; script-src 'self'",
+    ] {
+        assert!(text.contains(h), "missing {h}: {text}");
+    }
+    // The page loads its script and style from the server, not inline.
+    let (_, page) = get(server.port, "/");
+    assert!(!page.contains("<script>") && page.contains("src=\"/app.js\""));
+    assert_eq!(get(server.port, "/app.js").0, 200);
+    assert_eq!(get(server.port, "/app.css").0, 200);
+}
+
+#[test]
+fn a_fifo_or_symlink_alerts_log_is_refused_and_a_cut_character_costs_one_line() {
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let fifo = dir.join("fifo.jsonl");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let server = start(&dir, &["--alerts-log", fifo.to_str().unwrap()]);
+    let (status, _) = get(server.port, "/api/alerts");
+    assert_eq!(status, 200, "a FIFO alerts log must not hang the request");
+    drop(server);
+
+    let secret = dir.write(
+        "secret.txt",
+        "{\"alert\":\"leaked\",\"state\":\"firing\"}\n",
+    );
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let server = start(&dir, &["--alerts-log", link.to_str().unwrap()]);
+    let (_, body) = get(server.port, "/api/alerts");
+    assert!(!body.contains("leaked"), "{body}");
+    drop(server);
+
+    // A log longer than the 256 KiB tail, cut in the middle of a multi-byte character.
+    let mut log = String::new();
+    let line = |i: usize| {
+        format!(
+            "{{\"timestamp\":\"2026-11-27T10:00:00.000Z\",\"alert\":\"a{i}\",\"state\":\"firing\",\"severity\":\"warning\",\"message\":\"ééééé\",\"metadata\":{{\"metric\":\"x\",\"dedup_key\":\"k{i}\"}}}}\n"
+        )
+    };
+    let mut i = 0;
+    while log.len() < 300 * 1024 {
+        log.push_str(&line(i));
+        i += 1;
+    }
+    // Make the 256 KiB boundary fall inside an `é` (2 bytes).
+    let mut bytes = log.into_bytes();
+    let boundary = bytes.len() - 256 * 1024;
+    let mut pad = 0;
+    while bytes[boundary + pad] != 0xa9 {
+        pad += 1;
+    }
+    bytes.truncate(bytes.len() - pad);
+    while bytes.last() != Some(&b'\n') {
+        bytes.pop();
+    }
+    let p = dir.write("long.jsonl", &bytes);
+    let server = start(&dir, &["--alerts-log", p.to_str().unwrap()]);
+    let (_, body) = get(server.port, "/api/alerts");
+    let alerts: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        !alerts["firing"].as_array().unwrap().is_empty(),
+        "the tail was dropped: {body}"
+    );
+}
+
+#[test]
+fn a_metric_named_like_a_broken_glob_is_served_with_exact() {
+    let dir = TestDir::new();
+    let now = now_ms();
+    dir.write(
+        "cfn-metrics-0.jsonl",
+        format!(
+            "{{\"timestamp\":\"{}\",\"metric\":\"x[\",\"value\":3}}\n",
+            ts(now - 5_000)
+        ),
+    );
+    let server = start(&dir, &[]);
+    let (status, _) = get(server.port, "/api/summary?window=5m&metric=x%5B");
+    assert_eq!(
+        status, 400,
+        "without exact=1 the name is a glob, and a bad one"
+    );
+    let (status, body) = get(server.port, "/api/summary?window=5m&metric=x%5B&exact=1");
+    assert_eq!(status, 200);
+    let aggs: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(aggs.len(), 1);
+    assert_eq!(aggs[0]["count"], 1);
 }

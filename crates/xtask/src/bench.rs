@@ -72,7 +72,7 @@ pub fn parse(path: &str) -> anyhow::Result<()> {
 fn get(port: u16, path: &str) -> std::io::Result<(u16, usize)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
     let mut body = Vec::new();
     s.read_to_end(&mut body)?;
     let status = std::str::from_utf8(&body[..body.len().min(16)])
