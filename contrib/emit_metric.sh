@@ -17,33 +17,69 @@
 #   emit_metric ...                                   now hands one line to it (no new process)
 #   cfn_emit_close                                    flushes, waits, returns cfn-emit's status
 # While open, emit_metric returns 0 once the line is handed over; cfn-emit reports rejected
-# lines on stderr, and cfn_emit_close returns 65 if any were rejected (75 or 74 for lock or
-# I/O failures). Opening defines the coprocess variables _CFN_EMIT and _CFN_EMIT_PID.
+# lines on stderr. When the cfn-emit behind it fails (a lock timeout: 75; an I/O error: 74),
+# the next emit_metric returns that status and a new cfn-emit takes over with the same flags
+# (so the agent given at open is kept); cfn_emit_close returns the first failure (65 if a
+# line was rejected). A cfn-emit that cannot run at all (78, 2) is not restarted: emit_metric
+# then calls cfn-emit directly, with the flags given at open, and returns its status.
+# Opening defines the coprocess variables _CFN_EMIT and _CFN_EMIT_PID and the shim's own
+# _CFN_EMIT_OPEN_* variables; closing removes them.
 
-# Sets variable $1 to a JSON string literal for $2 (escapes backslash, quote, \n, \r, \t).
-# (Its own local is named so no caller's variable can be shadowed by it.)
+# Sets variable $1 to a JSON string literal for $2 (escapes backslash, quote and every
+# control character). (Its own locals are named so no caller's variable is shadowed.)
 _cfn_json_str() {
-    local __cfn_str=$2
+    local __cfn_str=$2 __cfn_i __cfn_o __cfn_c __cfn_u
     __cfn_str=${__cfn_str//\\/\\\\}
     __cfn_str=${__cfn_str//\"/\\\"}
     __cfn_str=${__cfn_str//$'\n'/\\n}
     __cfn_str=${__cfn_str//$'\r'/\\r}
     __cfn_str=${__cfn_str//$'\t'/\\t}
+    if [[ $__cfn_str == *[[:cntrl:]]* ]]; then
+        for __cfn_i in {1..31} 127; do
+            printf -v __cfn_o '%03o' "$__cfn_i"
+            printf -v __cfn_c "\\$__cfn_o"
+            printf -v __cfn_u '\\u%04x' "$__cfn_i"
+            __cfn_str=${__cfn_str//"$__cfn_c"/$__cfn_u}
+        done
+    fi
     printf -v "$1" '"%s"' "$__cfn_str"
 }
 
 # Sets variable $1 to $2 as a JSON number when it is one (the old library wrote these tags
-# unquoted), else as a JSON string, so a stray word never produces invalid JSON.
+# unquoted), else as a JSON string, so a stray word never produces invalid JSON: `007` is
+# not a JSON number (leading zero), so it stays the string "007".
 _cfn_json_num() {
-    local __cfn_num=${2#-}
-    case $__cfn_num in
-        '' | [!0-9]* | *[!0-9] | *.*.* | *[!0-9.]*) _cfn_json_str "$1" "$2" ;;
-        *) printf -v "$1" '%s' "$2" ;;
-    esac
+    if [[ $2 =~ ^-?(0|[1-9][0-9]*)(\.[0-9]+)?$ ]]; then
+        printf -v "$1" '%s' "$2"
+    else
+        _cfn_json_str "$1" "$2"
+    fi
 }
 
 emit_metric() {
-    if [ -n "${_CFN_EMIT_PID:-}" ] && [ -n "${_CFN_EMIT[1]:-}" ]; then
+    if [ -n "${_CFN_EMIT_OPEN_PID:-}" ]; then
+        local _status _report=
+        # Statuses the coprocess reports when a cfn-emit inside it ended (never blocks).
+        while read -r -t 0 -u "$_CFN_EMIT_OPEN_OUT" 2>/dev/null &&
+            read -r -u "$_CFN_EMIT_OPEN_OUT" _status; do
+            [ "$_status" = 0 ] && continue
+            _report=$_status
+            : "${_CFN_EMIT_OPEN_FAILED:=$_status}"
+            case $_status in 2 | 64 | 78) _CFN_EMIT_OPEN_DIRECT=1 ;; esac
+        done
+        if [ -z "${_CFN_EMIT_OPEN_DIRECT:-}" ] && ! kill -0 "$_CFN_EMIT_OPEN_PID" 2>/dev/null; then
+            # Killed from outside: writing to it now would kill this shell (SIGPIPE).
+            wait "$_CFN_EMIT_OPEN_PID" 2>/dev/null
+            _status=$?
+            _report=${_report:-$_status}
+            : "${_CFN_EMIT_OPEN_FAILED:=$_status}"
+            _CFN_EMIT_OPEN_DIRECT=1
+        fi
+        if [ -n "${_CFN_EMIT_OPEN_DIRECT:-}" ]; then
+            "${CFN_EMIT:-cfn-emit}" "${_CFN_EMIT_OPEN_ARGS[@]}" "$@"
+            _status=$?
+            return "${_report:-$_status}"
+        fi
         # The arguments as a JSON array: cfn-emit --stdin applies the same call-form rule.
         local _line='[' _sep='' _arg _q
         for _arg in "$@"; do
@@ -51,25 +87,53 @@ emit_metric() {
             _line+=$_sep$_q
             _sep=,
         done
-        printf '%s]\n' "$_line" >&"${_CFN_EMIT[1]}"
-        return
+        printf '%s]\n' "$_line" >&"$_CFN_EMIT_OPEN_IN"
+        return "${_report:-0}"
     fi
     "${CFN_EMIT:-cfn-emit}" "$@"
 }
 
 cfn_emit_open() {
-    [ -n "${_CFN_EMIT_PID:-}" ] && return 0
-    coproc _CFN_EMIT { exec "${CFN_EMIT:-cfn-emit}" --stdin "$@" >/dev/null; }
+    [ -n "${_CFN_EMIT_OPEN_PID:-}" ] && return 0
+    # The coprocess outlives a failed cfn-emit: it reports the status on its stdout and starts
+    # a new one on the same input, so no write from this shell ever meets a closed pipe. A
+    # cfn-emit that cannot run (usage, configuration) is not restarted; the rest of the input
+    # is read and dropped while emit_metric, told by the status, calls cfn-emit directly.
+    coproc _CFN_EMIT {
+        while :; do
+            "${CFN_EMIT:-cfn-emit}" --stdin "$@" >/dev/null
+            _rc=$?
+            printf '%s\n' "$_rc"
+            case $_rc in
+                0) exit 0 ;;
+                2 | 64 | 78) while IFS= read -r _; do :; done; exit "$_rc" ;;
+            esac
+            # Otherwise a new cfn-emit reads on; at the end of input it exits 0 at once.
+        done
+    }
+    _CFN_EMIT_OPEN_PID=$_CFN_EMIT_PID
+    # Our own copies: bash unsets the coproc variables as soon as the coprocess ends.
+    exec {_CFN_EMIT_OPEN_IN}>&"${_CFN_EMIT[1]}" {_CFN_EMIT_OPEN_OUT}<&"${_CFN_EMIT[0]}"
+    _CFN_EMIT_OPEN_ARGS=("$@")
+    _CFN_EMIT_OPEN_FAILED=
+    _CFN_EMIT_OPEN_DIRECT=
 }
 
 cfn_emit_close() {
-    [ -n "${_CFN_EMIT_PID:-}" ] || return 0
-    local _pid=$_CFN_EMIT_PID _fd=${_CFN_EMIT[1]} _rc
-    exec {_fd}>&-
-    wait "$_pid"
+    [ -n "${_CFN_EMIT_OPEN_PID:-}" ] || return 0
+    local _pid=$_CFN_EMIT_OPEN_PID _status _rc
+    exec {_CFN_EMIT_OPEN_IN}>&-
+    [ -n "${_CFN_EMIT[1]:-}" ] && exec {_CFN_EMIT[1]}>&-
+    wait "$_pid" 2>/dev/null
     _rc=$?
-    unset _CFN_EMIT _CFN_EMIT_PID
-    return $_rc
+    while read -r -u "$_CFN_EMIT_OPEN_OUT" _status 2>/dev/null; do
+        [ "$_status" != 0 ] && : "${_CFN_EMIT_OPEN_FAILED:=$_status}"
+    done
+    exec {_CFN_EMIT_OPEN_OUT}<&-
+    _rc=${_CFN_EMIT_OPEN_FAILED:-$_rc}
+    unset _CFN_EMIT _CFN_EMIT_PID _CFN_EMIT_OPEN_PID _CFN_EMIT_OPEN_IN _CFN_EMIT_OPEN_OUT \
+        _CFN_EMIT_OPEN_ARGS _CFN_EMIT_OPEN_FAILED _CFN_EMIT_OPEN_DIRECT
+    return "$_rc"
 }
 
 # emit_coordination_time DURATION_MS [AGENT_COUNT] [PHASE]

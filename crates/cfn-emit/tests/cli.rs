@@ -479,3 +479,107 @@ after="$(set -o; shopt)"
     );
     assert!(recs.iter().any(|r| r["agent"] == "42; rm -rf /tmp/x"));
 }
+
+#[test]
+fn shell_shim_stream_mode_reports_a_dead_cfn_emit_and_keeps_the_agent() {
+    let Some(bash) = peer("bash", "to source contrib/emit_metric.sh") else {
+        return;
+    };
+    let Some(flock) = peer("flock", "to hold a shard's lock") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
+    let bin_dir = cfn_testkit::bin_path("cfn-emit")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let shard = dir.join("cfn-metrics-7.jsonl");
+    let script = format!(
+        r#"
+source "{shim}"
+cfn_emit_open --agent agent-7 || exit 9
+emit_metric m.one 1 || exit 8
+sleep 0.3
+"{flock}" "{shard}" sleep 1.2 &
+sleep 0.2
+emit_metric m.two 2; echo "second=$?"
+sleep 1.5
+emit_metric m.three 3; echo "third=$?"
+emit_metric m.four 4; echo "fourth=$?"
+cfn_emit_close; echo "close=$?"
+cfn_emit_open --no-such-flag
+sleep 0.5
+emit_metric agent-8 m.five 5; echo "fifth=$?"
+cfn_emit_close; echo "close2=$?"
+emit_metric 007 m.six 6; echo "sixth=$?"
+"#,
+        shim = shim.display(),
+        flock = flock.display(),
+        shard = shard.display()
+    );
+    let out = TestCommand::program(bash)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("CFN_METRICS_DIR", dir.path())
+        .env("CFN_LOCK_TIMEOUT_MS", "300")
+        .args(["-c", &script])
+        .run();
+    out.success();
+    let text = out.stdout();
+    for want in [
+        "second=0", "third=75", "fourth=0", "close=75", "fifth=2", "close2=2", "sixth=0",
+    ] {
+        assert!(text.contains(want), "missing {want}: {out:?}");
+    }
+    let recs = jsonl(&dir.read("cfn-metrics-7.jsonl"));
+    let metrics: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| (r["metric"].as_str().unwrap(), r["agent"].as_str().unwrap()))
+        .collect();
+    // m.two died with the cfn-emit that timed out (and was reported); the rest kept the
+    // agent given at open; after close, calls are direct again (agent 007 -> shard 7).
+    assert_eq!(
+        metrics,
+        [
+            ("m.one", "agent-7"),
+            ("m.three", "agent-7"),
+            ("m.four", "agent-7"),
+            ("m.six", "007")
+        ]
+    );
+}
+
+#[test]
+fn shell_shim_writes_valid_json_for_leading_zeros_and_control_characters() {
+    let Some(bash) = peer("bash", "to source contrib/emit_metric.sh") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
+    let bin_dir = cfn_testkit::bin_path("cfn-emit")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let script = format!(
+        r#"source "{shim}"
+emit_coordination_time 5 007 $'ph\x01a\x1bse' || exit 7
+emit_delivery_rate 90 -0.5 12 || exit 8
+"#,
+        shim = shim.display()
+    );
+    TestCommand::program(bash)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("CFN_METRICS_DIR", dir.path())
+        .env("METRICS_FILE", dir.join("legacy.jsonl"))
+        .args(["-c", &script])
+        .run()
+        .success();
+    let recs = jsonl(&dir.read("legacy.jsonl"));
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        recs[0]["tags"],
+        serde_json::json!({"phase": "ph\u{1}a\u{1b}se", "agent_count": "007"})
+    );
+    assert_eq!(recs[1]["tags"]["total"], -0.5);
+    assert_eq!(recs[1]["tags"]["delivered"], 12);
+}
