@@ -166,3 +166,27 @@ fn timestamps_outside_years_1970_to_9999_are_refused_by_writers_and_readers() {
     names.sort();
     assert_eq!(names, ["cfn-metrics-20261127-1.jsonl"]);
 }
+
+#[test]
+fn a_gzip_bomb_without_newlines_is_read_in_bounded_memory() {
+    let dir = TestDir::new();
+    let bomb = dir.join("bomb.jsonl.gz");
+    // 512 MiB of zeros in about 500 KB, then one valid record.
+    let made = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{{ head -c 536870912 /dev/zero; printf '\\n{{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}}\\n'; }} | gzip -1 > '{}'",
+            bomb.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Under a 256 MiB address-space limit: a reader that held the line whole would abort.
+    let out = cfn_testkit::TestCommand::program("prlimit")
+        .arg("--as=268435456")
+        .arg(cfn_testkit::bin_path("cfn-cat"))
+        .arg(&bomb)
+        .run();
+    out.success().stderr_has("longer than");
+    assert_eq!(out.jsonl().len(), 1);
+}

@@ -357,8 +357,11 @@ impl Aggregator {
             .map(|mut g| {
                 let count = g.stats.count;
                 let sum = g.stats.sum();
-                let first = (count > 0).then(|| format_ms(g.stats.first_ms));
-                let last = (count > 0).then(|| format_ms(g.stats.last_ms));
+                // Merged parts without first/last leave the sentinels: no time is known.
+                let first = (count > 0 && g.stats.first_ms != i64::MAX)
+                    .then(|| format_ms(g.stats.first_ms));
+                let last =
+                    (count > 0 && g.stats.last_ms != i64::MIN).then(|| format_ms(g.stats.last_ms));
                 Aggregate {
                     quantiles: g.stats.quantiles(&qs, store),
                     state: if with_digest {

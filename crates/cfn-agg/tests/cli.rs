@@ -376,3 +376,29 @@ fn merge_reports_lines_without_state_by_number() {
         .stderr_has("<stdin>:2: metric \"m\": no \"state\"");
     assert_eq!(out.jsonl()[0]["count"], 1);
 }
+
+#[test]
+fn merging_parts_without_first_and_last_writes_no_made_up_times() {
+    let dir = TestDir::new();
+    let with = dir
+        .cmd("cfn-agg")
+        .arg("--with-digest")
+        .stdin(rec("2026-11-27T10:00:00Z", "a", "m", 1.0, None))
+        .run()
+        .success()
+        .stdout();
+    let mut part: serde_json::Value = serde_json::from_str(with.trim()).unwrap();
+    let obj = part.as_object_mut().unwrap();
+    obj.remove("first");
+    obj.remove("last");
+    let out = dir
+        .cmd("cfn-agg")
+        .arg("--merge")
+        .stdin(format!("{part}\n{part}\n"))
+        .run();
+    out.success();
+    let merged = &out.jsonl()[0];
+    assert_eq!(merged["count"], 2);
+    assert!(merged.get("first").is_none(), "{merged}");
+    assert!(merged.get("last").is_none(), "{merged}");
+}
