@@ -190,3 +190,30 @@ fn a_gzip_bomb_without_newlines_is_read_in_bounded_memory() {
     out.success().stderr_has("longer than");
     assert_eq!(out.jsonl().len(), 1);
 }
+
+#[test]
+fn follow_skips_a_stray_shard_and_keeps_following_the_rest() {
+    use std::io::BufRead;
+    let dir = TestDir::new();
+    emit(&dir, &["agent-1", "m", "1"]);
+    let strays = plant_strays(&dir);
+    let mut cmd = dir.cmd("cfn-cat");
+    cmd.args(["--follow", "--interval", "50ms"]);
+    let mut child = cmd
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("\"value\":1"));
+    emit(&dir, &["agent-2", "m", "2"]);
+    assert!(lines.next().unwrap().unwrap().contains("\"value\":2"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    for name in &strays {
+        assert_eq!(err.matches(name.as_str()).count(), 1, "{err}");
+    }
+}

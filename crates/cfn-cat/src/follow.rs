@@ -5,7 +5,10 @@
 //! is left for the next poll). When the archiver renames a shard away, the old descriptor is
 //! drained first, then the new file at the path is read; when it rewrites a shard (`trim`),
 //! the new file starts with records already read, so reading resumes after the last record
-//! read from the old one. Records are therefore written exactly once.
+//! read from the old one. When the reader was slower than the archiver (two trims between
+//! two polls), the new file may start past that record: what was trimmed in between is
+//! already in the archive, so it is read from there, from the last record read up to the
+//! new file's first. Records are therefore written exactly once.
 
 use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
@@ -91,8 +94,10 @@ pub fn follow(
     log: &mut MalformedLog,
     out: &mut impl Write,
     interval: Duration,
+    strict: bool,
 ) -> anyhow::Result<()> {
     let mut tracked: BTreeMap<PathBuf, Tracked> = BTreeMap::new();
+    let mut refused: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
     loop {
         let inputs = match expand_inputs(paths, config) {
             Ok(i) => i,
@@ -133,6 +138,13 @@ pub fn follow(
                 let file = match open(input) {
                     Ok(f) => f,
                     Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => continue,
+                    // A stray file in the shared directory: said once, then left alone.
+                    Err(e) if cfn_core::fsutil::is_refused(&e) && !strict => {
+                        if refused.insert(path.to_path_buf()) {
+                            cfn_core::cli::warn("cfn-cat", format!("skipping {e}"));
+                        }
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 let ino = identity(&file)?;
@@ -154,7 +166,16 @@ pub fn follow(
             let name = path.display().to_string();
             // Whatever was appended to the file we hold, even if it has been renamed away.
             drain(t, &name, filter, log, out)?;
-            check_replaced(path, t, &name, filter, log, out)?;
+            check_replaced(
+                path,
+                &config.archive_dir,
+                t,
+                &name,
+                filter,
+                log,
+                out,
+                &mut refused,
+            )?;
         }
         out.flush()?;
         std::thread::sleep(interval);
@@ -162,13 +183,16 @@ pub fn follow(
 }
 
 /// Handles a shard renamed away and recreated, rewritten, or truncated in place.
+#[allow(clippy::too_many_arguments)]
 fn check_replaced(
     path: &Path,
+    archive_dir: &Path,
     t: &mut Tracked,
     name: &str,
     filter: &RecordFilter,
     log: &mut MalformedLog,
     out: &mut impl Write,
+    refused: &mut std::collections::BTreeSet<PathBuf>,
 ) -> anyhow::Result<()> {
     let now = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -188,14 +212,124 @@ fn check_replaced(
         let file = match open(&input) {
             Ok(f) => f,
             Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => return Ok(()),
+            // Replaced by something refused: keep the file we hold, say so once.
+            Err(e) if cfn_core::fsutil::is_refused(&e) => {
+                if refused.insert(path.to_path_buf()) {
+                    cfn_core::cli::warn("cfn-cat", format!("skipping {e}"));
+                }
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         t.ino = identity(&file)?;
         t.file = file;
     }
     t.pos = match &t.last {
-        Some(last) => resume_position(&t.file, name, last)?,
+        Some(last) => {
+            let pos = resume_position(&t.file, name, last)?;
+            if pos.offset == 0 {
+                catch_up_from_archive(path, archive_dir, &t.file, last, filter, out)?;
+            }
+            pos
+        }
         None => Position::default(),
     };
     drain(t, name, filter, log, out)
+}
+
+/// The first complete line of `file`, without its newline (`None` when it has none yet).
+fn first_line(file: &File) -> std::io::Result<Option<Vec<u8>>> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    let mut r = BufReader::new(f);
+    cfn_core::reader::read_line_bounded(&mut r, &mut line, cfn_core::reader::MAX_LINE_BYTES)?;
+    Ok(line.pop().filter(|&c| c == b'\n').map(|_| line))
+}
+
+/// Writes the records of `shard` that were trimmed from the hot file before this reader
+/// saw them: in the archive, after `last` (the last record read) and before the first line
+/// of the hot file now. Warns, naming the shard, when `last` is not in the archive.
+fn catch_up_from_archive(
+    shard: &Path,
+    archive_dir: &Path,
+    hot_now: &File,
+    last: &(i64, Vec<u8>),
+    filter: &RecordFilter,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let Some(n) = shard
+        .file_name()
+        .and_then(|s| s.to_str())
+        .and_then(cfn_core::paths::shard_number)
+    else {
+        return Ok(());
+    };
+    let stop = first_line(hot_now)?;
+    let from_day = cfn_core::time::utc_day(last.0);
+    // The shard's day files from the last record's day on, the .gz (older) before the plain.
+    let mut files: Vec<(String, bool, PathBuf)> = std::fs::read_dir(archive_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (day, shard_no, gz) = cfn_core::paths::parse_archive_name(&name)?;
+            (shard_no == n && day >= from_day).then(|| (day, !gz, e.path()))
+        })
+        .collect();
+    files.sort();
+    let mut found = false;
+    let mut quiet = MalformedLog::quiet();
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    'files: for (_, _, path) in &files {
+        let input = Input::File {
+            path: path.clone(),
+            shared: false,
+        };
+        let Ok(r) = input.open() else { continue };
+        let mut reader = RecordReader::new(r, input.name());
+        while let Some(step) = reader.next_with(&mut quiet, |rec| {
+            if !found {
+                if rec.raw == &last.1[..] {
+                    return Some(true);
+                }
+                return None;
+            }
+            if stop.as_deref() == Some(rec.raw) {
+                return Some(false);
+            }
+            if filter.matches(&rec) {
+                let mut line = rec.raw.to_vec();
+                line.push(b'\n');
+                pending.push(line);
+            }
+            None
+        })? {
+            match step {
+                // The last record read (the last copy of it wins, as in resume_position).
+                Some(true) => {
+                    found = true;
+                    pending.clear();
+                }
+                Some(false) => break 'files,
+                None => {}
+            }
+        }
+    }
+    if !found {
+        cfn_core::cli::warn(
+            "cfn-cat",
+            format!(
+                "{} was rewritten past the last record read and {} does not hold that record; records trimmed in between may be missing (poll more often with --interval)",
+                shard.display(),
+                archive_dir.display()
+            ),
+        );
+        return Ok(());
+    }
+    for line in pending {
+        out.write_all(&line)?;
+    }
+    Ok(())
 }

@@ -152,7 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
     if cli.follow {
         let interval = cfn_core::time::parse_duration(&cli.interval)?;
-        follow::follow(&cli.paths, &config, &filter, &mut log, &mut out, interval)?;
+        follow::follow(
+            &cli.paths, &config, &filter, &mut log, &mut out, interval, cli.strict,
+        )?;
         return Ok(Exit::Ok);
     }
     let inputs = expand_inputs(&cli.paths, &config)?;

@@ -375,3 +375,58 @@ fn gzip_input_given_by_name_and_stdin_dash() {
         .run();
     assert_eq!(jsonl(&out.success().stdout()).len(), 2);
 }
+
+#[test]
+fn follow_gets_every_record_once_when_two_trims_pass_between_polls() {
+    let dir = TestDir::new();
+    let s3 = dir.join("cfn-metrics-3.jsonl");
+    let batch = |from: u64, to: u64| {
+        let mut text = String::new();
+        for v in from..=to {
+            text.push_str(&rec(
+                &format!("2026-11-27T10:{:02}:{:02}Z", v / 60, v % 60),
+                "m",
+                v,
+            ));
+        }
+        text
+    };
+    append(&s3, &batch(1, 10));
+    let mut cmd = dir.cmd("cfn-cat");
+    cmd.args(["--follow", "--interval", "2s"]);
+    let mut child = cmd
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got = Vec::new();
+    read_n(&mut lines, 10, &mut got);
+    assert_eq!(got.len(), 10);
+    // Before the next poll: two rounds of sync + trim, each archiving and removing records
+    // the reader has not seen, then more appends.
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    for (from, to) in [(11, 20), (21, 30)] {
+        append(&s3, &batch(from, to));
+        dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+        dir.cmd("cfn-archive")
+            .args(["trim", "--hot", "1m"])
+            .args(now)
+            .run()
+            .success();
+    }
+    append(&s3, &batch(31, 40));
+    read_n(&mut lines, 40, &mut got);
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in lines.map_while(Result::ok) {
+        got.push(
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, (1..=40).collect::<Vec<u64>>());
+}
