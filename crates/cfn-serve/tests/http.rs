@@ -291,6 +291,9 @@ fn bad_requests_get_400_with_a_json_error_and_traversal_gets_404() {
         "/api/summary?window=%zz",
         "/api/summary?now=yesterday-ish",
         "/api/metrics?range=400d",
+        "/api/summary?window=18446744073709551617ms",
+        "/api/summary?window=1000000000000d",
+        "/api/summary?now=1000000000000d",
     ] {
         let (status, body) = get(server.port, path);
         assert_eq!(status, 400, "{path}: {body}");
