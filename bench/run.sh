@@ -140,6 +140,40 @@ say "(jq and Miller run once, on the smaller set only: both hold every value in 
 say
 
 # ---------------------------------------------------------------------------------------
+say "## The statistic: accuracy against the exact answer"
+say
+say "Worst rank error over p0.1, p1, p10, p25, p50, p75, p90, p95, p99, p99.9 (and where it is"
+say "worst), one group of n values, and ten parts of 100k merged through --with-digest states."
+say
+if [ "$quick" = 1 ]; then acc_max=100000; else acc_max=10000000; fi
+"$B/../release/xtask" accuracy --max "$acc_max" | tee -a "$out"
+say
+
+# ---------------------------------------------------------------------------------------
+say "## The statistic: peak memory (bounds: 64 MB, 64 MB, 16 MB)"
+say
+g_lines=3000000; one_lines=50000000; adv_lines=20000000
+if [ "$quick" = 1 ]; then g_lines=300000; one_lines=2000000; adv_lines=1000000; fi
+mem_case() { # label lines generator-args... -- cfn-agg-args...
+    local label=$1 n=$2; shift 2
+    local gen=() agg=()
+    while [ "$1" != -- ]; do gen+=("$1"); shift; done; shift
+    agg=("$@")
+    "$B/../release/xtask" gen-groups --lines "$n" "${gen[@]}" |
+        /usr/bin/time -f "%e %M" -o "$work/time.txt" "$B/cfn-agg" "${agg[@]}" >/dev/null
+    read -r s m <"$work/time.txt"
+    say "$(awk -v l="$label" -v n="$n" -v s="$s" -v m="$m" 'BEGIN { printf "| %s | %d | %.2f | %.0f |", l, n, s, m / 1024 }')"
+}
+say "| input | lines | s | peak MB |"
+say "|---|---:|---:|---:|"
+measure_by_agent_line=$(grep -F "cfn-agg --by agent FILE | $lines_big" "$out" | tail -1 || true)
+[ -n "$measure_by_agent_line" ] && say "| 5M realistic lines by agent and metric (10,000 groups), from the table above | $lines_big | $(echo "$measure_by_agent_line" | awk -F'|' '{print $4}') | $(echo "$measure_by_agent_line" | awk -F'|' '{print $6}') |"
+mem_case "all-distinct values in 10,000 groups" "$g_lines" --groups 10000 -- --by agent
+mem_case "one group, all-distinct values" "$one_lines" --groups 1 --
+mem_case "adversarial: 10,000 groups of 2,000 values, 1,000 distinct each" "$adv_lines" --groups 10000 --distinct 1000 -- --by agent
+say
+
+# ---------------------------------------------------------------------------------------
 say "## The 30-second analysis window: 500 agents x 30 s in 16 hot shards"
 say
 rm -rf "$work/hot"

@@ -1,6 +1,6 @@
 complete -c cfn-agg -l by -d 'Group also by `agent` or `tag:NAME`; repeatable. Records always group by metric' -r
 complete -c cfn-agg -l quantiles -d 'Quantiles to compute, comma-separated, each in [0, 1]' -r
-complete -c cfn-agg -l exact-limit -d 'Most values a group keeps for exact percentiles before switching to a t-digest' -r
+complete -c cfn-agg -l exact-limit -d 'Most values a group keeps as they are; past it, a table of counts while it has at most 1,024 distinct values (still exact), else a t-digest' -r
 complete -c cfn-agg -l window -d 'Only records within this duration before --now' -r
 complete -c cfn-agg -l now -d 'The end of --window (default: the current time); a duration back from now or RFC 3339' -r
 complete -c cfn-agg -l bucket -d 'One aggregate per group per time bucket of this size, with bucket_start' -r

@@ -18,6 +18,8 @@ pub mod paths;
 pub mod pattern;
 pub mod reader;
 pub mod record;
+#[cfg(feature = "stats")]
+pub mod stats;
 pub mod time;
 
 pub use exit::{Exit, fail};

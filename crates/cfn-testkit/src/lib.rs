@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 
+pub mod accuracy;
 pub mod gendata;
 
 /// A temporary directory that is removed when dropped.

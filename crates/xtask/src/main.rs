@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use cfn_testkit::gendata;
 
+mod accuracy;
 mod bench;
 
 fn commands() -> Vec<clap::Command> {
@@ -80,6 +81,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("demo") => demo(),
+        Some("accuracy") => accuracy::table(
+            flag(&args, "--max")
+                .unwrap_or_else(|| "10000000".into())
+                .parse()?,
+        ),
+        Some("gen-groups") => accuracy::gen_groups(
+            flag(&args, "--lines").context("--lines N")?.parse()?,
+            flag(&args, "--groups").context("--groups N")?.parse()?,
+            flag(&args, "--distinct").map(|d| d.parse()).transpose()?,
+        ),
         Some("bench-parse") => bench::parse(&flag(&args, "--file").context("--file FILE")?),
         Some("bench-serve") => {
             let bin =
@@ -95,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         _ => bail!(
-            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30]"
+            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D]"
         ),
     }
 }
