@@ -416,10 +416,7 @@ pub fn add_all<R: BufRead>(
     filter: &RecordFilter,
     log: &mut MalformedLog,
 ) -> anyhow::Result<()> {
-    let check = !(filter.since.is_none()
-        && filter.until.is_none()
-        && filter.metrics.is_empty()
-        && filter.agents.is_empty());
+    let check = !filter.is_empty();
     while reader
         .next_with(log, |rec| {
             if !check || filter.matches(&rec) {

@@ -6,7 +6,7 @@ use cfn_core::aggregate::{Aggregate, read_aggregates};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::http::{RetryPolicy, read_secret};
 use cfn_core::reader::MalformedLog;
-use cfn_core::record::{number_text, write_json_str, write_number};
+use cfn_core::record::number_text;
 use cfn_core::time::{EpochMs, format_ms, parse_duration};
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -140,58 +140,8 @@ pub struct Cli {
     pub strict: bool,
 }
 
-/// One alert event (contract section 5).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub timestamp: String,
-    pub alert: String,
-    /// `firing` or `resolved`.
-    pub state: &'static str,
-    pub severity: String,
-    pub message: String,
-    pub metric: String,
-    pub stat: String,
-    pub op: String,
-    pub value: f64,
-    pub threshold: f64,
-    pub labels: BTreeMap<String, String>,
-    pub dedup_key: String,
-}
-
-impl Event {
-    /// The event as one JSON line (no newline); the first five keys match the legacy log.
-    pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"{\"timestamp\":");
-        write_json_str(&mut out, &self.timestamp);
-        out.extend_from_slice(b",\"alert\":");
-        write_json_str(&mut out, &self.alert);
-        out.extend_from_slice(b",\"state\":");
-        write_json_str(&mut out, self.state);
-        out.extend_from_slice(b",\"severity\":");
-        write_json_str(&mut out, &self.severity);
-        out.extend_from_slice(b",\"message\":");
-        write_json_str(&mut out, &self.message);
-        out.extend_from_slice(b",\"metadata\":{\"metric\":");
-        write_json_str(&mut out, &self.metric);
-        out.extend_from_slice(b",\"stat\":");
-        write_json_str(&mut out, &self.stat);
-        out.extend_from_slice(b",\"value\":");
-        write_number(&mut out, self.value);
-        out.extend_from_slice(b",\"threshold\":");
-        write_number(&mut out, self.threshold);
-        out.extend_from_slice(b",\"op\":");
-        write_json_str(&mut out, &self.op);
-        if !self.labels.is_empty() {
-            out.extend_from_slice(b",\"labels\":");
-            let _ = serde_json::to_writer(&mut out, &self.labels);
-        }
-        out.extend_from_slice(b",\"dedup_key\":");
-        write_json_str(&mut out, &self.dedup_key);
-        out.extend_from_slice(b"}}");
-        String::from_utf8(out).unwrap_or_default()
-    }
-}
+/// One alert event (contract section 5): the type `cfn-serve` reads back.
+pub use cfn_core::alert_event::{AlertEvent as Event, AlertMetadata, AlertState};
 
 /// A rule's condition on one group in this run.
 #[derive(Clone, Debug)]
@@ -383,24 +333,25 @@ pub fn load_rules(cli: &Cli) -> anyhow::Result<Vec<Rule>> {
     Ok(rules)
 }
 
-fn event_for(entry: &Entry, key: &str, state: &'static str, now: EpochMs) -> Event {
+fn event_for(entry: &Entry, key: &str, state: AlertState, now: EpochMs) -> Event {
     Event {
         timestamp: format_ms(now),
         alert: entry.alert.clone(),
         state,
         severity: entry.severity.clone(),
-        message: if state == "resolved" {
-            format!("Resolved: {}", entry.message)
-        } else {
-            entry.message.clone()
+        message: match state {
+            AlertState::Resolved => format!("Resolved: {}", entry.message),
+            AlertState::Firing => entry.message.clone(),
         },
-        metric: entry.metric.clone(),
-        stat: entry.stat.clone(),
-        op: entry.op.clone(),
-        value: entry.value,
-        threshold: entry.threshold,
-        labels: entry.labels.clone(),
-        dedup_key: dedup_key(key),
+        metadata: AlertMetadata {
+            metric: entry.metric.clone(),
+            stat: entry.stat.clone(),
+            value: Some(entry.value),
+            threshold: Some(entry.threshold),
+            op: entry.op.clone(),
+            labels: entry.labels.clone(),
+            dedup_key: dedup_key(key),
+        },
     }
 }
 
@@ -409,25 +360,36 @@ fn summary_line(ev: &Event) -> String {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let (start, end) = match (color, ev.state, ev.severity.as_str()) {
         (false, _, _) => ("", ""),
-        (true, "resolved", _) => ("\x1b[32m", "\x1b[0m"),
+        (true, AlertState::Resolved, _) => ("\x1b[32m", "\x1b[0m"),
         (true, _, "critical" | "error") => ("\x1b[1;31m", "\x1b[0m"),
         (true, _, "warning") => ("\x1b[33m", "\x1b[0m"),
         (true, _, _) => ("\x1b[36m", "\x1b[0m"),
     };
     format!(
         "cfn-alert: {start}{} [{}]{end} {}: {}",
-        ev.state.to_uppercase(),
+        ev.state.as_str().to_uppercase(),
         ev.severity,
         ev.alert,
         ev.message
     )
 }
 
+/// One event a run decided on.
+#[derive(Debug)]
+pub struct Planned {
+    pub event: Event,
+    /// The alert instance's key in the state.
+    pub key: String,
+    /// The remote channels to tell.
+    pub channels: Vec<String>,
+    /// Printed on stdout and appended to the log (false for a retry of failed channels).
+    pub printed: bool,
+}
+
 /// What a run decided: events to print, and which remote channels each must reach.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// (event, alert key, channels to tell, printed on stdout/log)
-    pub events: Vec<(Event, String, Vec<String>, bool)>,
+    pub events: Vec<Planned>,
     pub firing: usize,
 }
 
@@ -476,12 +438,12 @@ pub fn plan(
         if due_repeat {
             entry.last_notified = Some(now);
             entry.notified.clear();
-            p.events.push((
-                event_for(entry, key, "firing", now),
-                key.clone(),
-                channel_names.to_vec(),
-                true,
-            ));
+            p.events.push(Planned {
+                event: event_for(entry, key, AlertState::Firing, now),
+                key: key.clone(),
+                channels: channel_names.to_vec(),
+                printed: true,
+            });
         } else {
             // Channels that failed last time are tried again; stdout and the log already have it.
             let missing: Vec<String> = channel_names
@@ -490,12 +452,12 @@ pub fn plan(
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                p.events.push((
-                    event_for(entry, key, "firing", now),
-                    key.clone(),
-                    missing,
-                    false,
-                ));
+                p.events.push(Planned {
+                    event: event_for(entry, key, AlertState::Firing, now),
+                    key: key.clone(),
+                    channels: missing,
+                    printed: false,
+                });
             }
         }
     }
@@ -509,8 +471,12 @@ pub fn plan(
         let entry = state.alerts.remove(&key).expect("key listed from the map");
         if entry.state == Phase::Firing && send_resolved {
             let told: Vec<String> = entry.notified.keys().cloned().collect();
-            p.events
-                .push((event_for(&entry, &key, "resolved", now), key, told, true));
+            p.events.push(Planned {
+                event: event_for(&entry, &key, AlertState::Resolved, now),
+                key,
+                channels: told,
+                printed: true,
+            });
         }
     }
     p
@@ -530,14 +496,14 @@ pub fn firing_exposition(state: &State) -> String {
                 ("metric".to_string(), e.metric.clone()),
             ];
             for (k, v) in &e.labels {
-                let name = cfn_promtext::sanitize_label(k);
+                let name = cfn_core::prom::sanitize_label(k);
                 if !labels.iter().any(|(n, _)| *n == name) {
                     labels.push((name, v.clone()));
                 }
             }
             let body: Vec<String> = labels
                 .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", cfn_promtext::escape_label_value(v)))
+                .map(|(k, v)| format!("{k}=\"{}\"", cfn_core::prom::escape_label_value(v)))
                 .collect();
             format!("cfn_alert_firing{{{}}} 1\n", body.join(","))
         })
@@ -594,7 +560,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
 
     let mut stdout = std::io::stdout().lock();
     let mut log_lines = String::new();
-    for (ev, _, _, printed) in &plan.events {
+    for Planned {
+        event: ev, printed, ..
+    } in &plan.events
+    {
         if *printed {
             let line = ev.to_json();
             writeln!(stdout, "{line}")?;
@@ -616,14 +585,20 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         })?;
     }
     let mut delivery_failed = false;
-    for (ev, key, targets, _) in &plan.events {
+    for Planned {
+        event: ev,
+        key,
+        channels: targets,
+        ..
+    } in &plan.events
+    {
         for ch in chans
             .iter()
             .filter(|c| targets.iter().any(|t| t == c.name()))
         {
             match ch.send(ev, &policy) {
                 Ok(()) => {
-                    if ev.state == "firing"
+                    if ev.state == AlertState::Firing
                         && let Some(e) = state.alerts.get_mut(key)
                     {
                         e.notified.insert(ch.name().to_string(), now);
@@ -680,26 +655,5 @@ mod tests {
             render_message(&rule.message, &obs),
             "p95 2.35 over 1.5 on a-1 (agent=a-1)"
         );
-    }
-
-    #[test]
-    fn event_json_starts_with_the_legacy_keys() {
-        let ev = Event {
-            timestamp: "2026-11-27T10:00:30.000Z".into(),
-            alert: "coordination_time_exceeded".into(),
-            state: "firing",
-            severity: "critical".into(),
-            message: "Coordination time 12034ms exceeds threshold 10000ms".into(),
-            metric: "coordination.time".into(),
-            stat: "max".into(),
-            op: ">".into(),
-            value: 12034.0,
-            threshold: 10000.0,
-            labels: BTreeMap::new(),
-            dedup_key: "k".into(),
-        };
-        assert!(ev.to_json().starts_with(
-            r#"{"timestamp":"2026-11-27T10:00:30.000Z","alert":"coordination_time_exceeded","state":"firing","severity":"critical","message":"Coordination time 12034ms exceeds threshold 10000ms","metadata":{"metric":"coordination.time","stat":"max","value":12034,"threshold":10000"#
-        ));
     }
 }

@@ -2,7 +2,7 @@
 //! webhook. Secrets (webhook URLs, routing keys) come from the environment or a file and
 //! appear in no message.
 
-use crate::Event;
+use crate::{AlertState, Event};
 use cfn_core::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
 use serde_json::json;
 
@@ -43,14 +43,14 @@ impl Channel {
     pub fn body(&self, ev: &Event) -> Vec<u8> {
         match self {
             Channel::Slack { .. } => {
-                let icon = if ev.state == "resolved" {
+                let icon = if ev.state == AlertState::Resolved {
                     ":white_check_mark:"
                 } else {
                     ":rotating_light:"
                 };
                 let text = format!(
                     "{icon} [{}] {} {}: {}",
-                    ev.state.to_uppercase(),
+                    ev.state.as_str().to_uppercase(),
                     ev.severity.to_uppercase(),
                     ev.alert,
                     ev.message
@@ -58,8 +58,8 @@ impl Channel {
                 serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
             }
             Channel::PagerDuty { routing_key, .. } => {
-                let body = if ev.state == "resolved" {
-                    json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": ev.dedup_key})
+                let body = if ev.state == AlertState::Resolved {
+                    json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": ev.metadata.dedup_key})
                 } else {
                     let summary: String = format!("{}: {}", ev.alert, ev.message)
                         .chars()
@@ -68,21 +68,21 @@ impl Channel {
                     json!({
                         "routing_key": routing_key,
                         "event_action": "trigger",
-                        "dedup_key": ev.dedup_key,
+                        "dedup_key": ev.metadata.dedup_key,
                         "payload": {
                             "summary": summary,
                             "source": cfn_core::http::hostname(),
                             "severity": ev.severity,
                             "timestamp": ev.timestamp,
-                            "component": ev.metric,
+                            "component": ev.metadata.metric,
                             "group": ev.alert,
-                            "class": ev.stat,
+                            "class": ev.metadata.stat,
                             "custom_details": {
-                                "metric": ev.metric,
-                                "stat": ev.stat,
-                                "value": ev.value,
-                                "threshold": ev.threshold,
-                                "labels": ev.labels,
+                                "metric": ev.metadata.metric,
+                                "stat": ev.metadata.stat,
+                                "value": ev.metadata.value,
+                                "threshold": ev.metadata.threshold,
+                                "labels": ev.metadata.labels,
                             }
                         }
                     })
@@ -107,7 +107,7 @@ impl Channel {
                 "{} ({}) rejected the {} notification for {} with HTTP {status}: {}",
                 self.name(),
                 redact_url(self.url()),
-                ev.state,
+                ev.state.as_str(),
                 ev.alert,
                 body.trim()
             )),
@@ -115,7 +115,7 @@ impl Channel {
                 "{} ({}) did not accept the {} notification for {} after {attempts} attempts: {}",
                 self.name(),
                 redact_url(self.url()),
-                ev.state,
+                ev.state.as_str(),
                 ev.alert,
                 redact_error(&last, self.url())
             )),

@@ -37,8 +37,11 @@ impl RecordFilter {
         true
     }
 
-    /// True when only time bounds are set (the filter can be applied by seeking).
-    pub fn is_time_only(&self) -> bool {
-        self.metrics.is_empty() && self.agents.is_empty()
+    /// True when the filter selects every record (so callers can skip calling it).
+    pub fn is_empty(&self) -> bool {
+        self.since.is_none()
+            && self.until.is_none()
+            && self.metrics.is_empty()
+            && self.agents.is_empty()
     }
 }

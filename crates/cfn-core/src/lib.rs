@@ -7,6 +7,7 @@
 //! particular tool.
 
 pub mod aggregate;
+pub mod alert_event;
 pub mod cli;
 pub mod exit;
 pub mod filter;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod input;
 pub mod paths;
 pub mod pattern;
+pub mod prom;
 pub mod reader;
 pub mod record;
 #[cfg(feature = "stats")]

@@ -8,7 +8,7 @@ use cfn_core::aggregate::{Aggregate, read_aggregates};
 use cfn_core::exit::Exit;
 use cfn_core::reader::MalformedLog;
 use clap::Parser;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
@@ -80,66 +80,9 @@ impl Default for Options {
     }
 }
 
-/// Replaces every character outside `[a-zA-Z0-9_]` with `_` and prefixes a leading digit.
-pub fn sanitize_name(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
-}
-
-/// A valid label name for a group key: sanitized, and never a reserved `__` name or the
-/// summary's own `quantile`.
-pub fn sanitize_label(s: &str) -> String {
-    let out = sanitize_name(s);
-    if out.starts_with("__") || out == "quantile" {
-        format!("tag{out}")
-    } else {
-        out
-    }
-}
-
-/// Escapes a label value: `\`, `"` and newline.
-pub fn escape_label_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Escapes HELP text: `\` and newline.
-pub fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// A sample value as Prometheus spells it (`+Inf`, `-Inf`, `NaN`, integers without fraction).
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        cfn_core::record::number_text(v)
-    }
-}
+pub use cfn_core::prom::{
+    escape_help, escape_label_value, format_value, sanitize_label, sanitize_name,
+};
 
 /// The unit conversion for `--base-units`: (factor, name suffix, unit shown in HELP, name
 /// suffixes to replace). A negative factor divides, so 410 ms is exactly 0.41 s.
@@ -397,25 +340,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
     log.finish();
     Ok(Exit::Ok)
-}
-
-/// The label names used in a rendering, for tests and diagnostics.
-pub fn label_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        if let Some(inner) = line
-            .split_once('{')
-            .and_then(|(_, r)| r.rsplit_once('}'))
-            .map(|(l, _)| l)
-        {
-            for part in inner.split("\",") {
-                if let Some((k, _)) = part.split_once('=') {
-                    out.insert(k.to_string());
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

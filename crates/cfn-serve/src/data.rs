@@ -4,6 +4,7 @@
 
 use cfn_agg::{Aggregator, Options};
 use cfn_core::aggregate::Aggregate;
+use cfn_core::alert_event::{AlertEvent, AlertState};
 use cfn_core::filter::RecordFilter;
 use cfn_core::input::{seek_offset_for_time, wrap_reader};
 use cfn_core::paths::{list_shards, parse_archive_name};
@@ -254,7 +255,7 @@ pub fn alerts(src: &Sources) -> Value {
             }));
         }
     }
-    let mut recent: Vec<Value> = Vec::new();
+    let mut recent: Vec<AlertEvent> = Vec::new();
     // Only the end of the log: it grows forever. Lines are cut as bytes, so a cut inside a
     // multi-byte character costs that one (partial) line, not the whole tail.
     if let Some(p) = &src.alerts_log
@@ -263,28 +264,29 @@ pub fn alerts(src: &Sources) -> Value {
         recent = tail
             .split(|&c| c == b'\n')
             .skip(usize::from(cut))
-            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+            .filter_map(|l| AlertEvent::parse(l).ok())
             .collect();
     }
     if !from_state {
-        let mut last: BTreeMap<String, &Value> = BTreeMap::new();
+        let mut last: BTreeMap<String, &AlertEvent> = BTreeMap::new();
         for e in &recent {
-            let key = e["metadata"]["dedup_key"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{}|{}", e["alert"], e["metadata"]));
+            let key = if e.metadata.dedup_key.is_empty() {
+                format!("{}|{:?}", e.alert, e.metadata)
+            } else {
+                e.metadata.dedup_key.clone()
+            };
             last.insert(key, e);
         }
         firing = last
             .values()
-            .filter(|e| e["state"] == "firing")
+            .filter(|e| e.state == AlertState::Firing)
             .map(|e| json!({
-                "alert": e["alert"], "severity": e["severity"], "message": e["message"],
-                "metric": e["metadata"]["metric"], "labels": e["metadata"]["labels"], "value": e["metadata"]["value"],
-                "threshold": e["metadata"]["threshold"], "since": e["timestamp"],
+                "alert": e.alert, "severity": e.severity, "message": e.message,
+                "metric": e.metadata.metric, "labels": e.metadata.labels, "value": e.metadata.value,
+                "threshold": e.metadata.threshold, "since": e.timestamp,
             }))
             .collect();
     }
-    let recent: Vec<Value> = recent.into_iter().rev().take(20).collect();
+    let recent: Vec<AlertEvent> = recent.into_iter().rev().take(20).collect();
     json!({ "firing": firing, "recent": recent })
 }
