@@ -541,13 +541,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     log.finish();
     let observed = evaluate(&rules, &aggs);
 
-    let state_file = match (&cli.state, cli.dry_run) {
-        (Some(path), _) => Some(StateFile::open(path, config.lock_timeout)?),
-        (None, _) => None,
-    };
-    let (handle, mut state) = match state_file {
-        Some((h, s)) => (Some(h), s),
-        None => (
+    let (handle, mut state) = match (&cli.state, cli.dry_run) {
+        (Some(path), false) => {
+            let (h, s) = StateFile::open(path, config.lock_timeout)?;
+            (Some(h), s)
+        }
+        (Some(path), true) => (None, StateFile::read(path)?),
+        (None, _) => (
             None,
             State {
                 version: 1,

@@ -2,7 +2,8 @@
 //! and which channels were told. Read and written under a lock on `FILE.lock`; written
 //! atomically.
 
-use cfn_core::exit::{Exit, fail};
+#[cfg(test)]
+use cfn_core::exit::Exit;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,11 +47,20 @@ pub struct State {
     pub alerts: BTreeMap<String, Entry>,
 }
 
+impl cfn_core::state_file::Versioned for State {
+    const VERSION: u32 = 1;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// The state file and its lock, held for the run.
 pub struct StateFile {
     path: PathBuf,
-    _lock: std::fs::File,
+    _lock: Option<cfn_core::fsutil::LockFile>,
 }
+
+const IF_CORRUPT: &str = "Fix it, or move it away to start with no alert state.";
 
 impl StateFile {
     /// Locks `path.lock` and reads `path` (an absent file is an empty state).
@@ -60,36 +70,29 @@ impl StateFile {
     /// naming it and how to start over. It is never reset silently.
     pub fn open(path: &Path, timeout: std::time::Duration) -> anyhow::Result<(Self, State)> {
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = cfn_core::fsutil::open_safe(
-            &lock_path,
-            cfn_core::fsutil::Access::Append {
-                create: true,
-                mode: 0o600,
-            },
-        )?;
-        if !cfn_core::fsutil::lock_with_timeout(&lock, timeout)? {
-            return Err(cfn_core::fsutil::lock_timeout(&lock_path, timeout));
-        }
-        let state = match std::fs::read(path) {
-            Ok(bytes) => parse_state(&bytes).map_err(|e| {
-                fail(
-                    Exit::Config,
-                    format!(
-                        "state file {} is corrupt ({e}); it was left untouched: fix it, or move it away to start with no alert state",
-                        path.display()
-                    ),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State { version: 1, ..Default::default() },
-            Err(e) => return Err(fail(Exit::IoErr, format!("cannot read state file {}: {e}", path.display()))),
-        };
+        let lock = cfn_core::fsutil::LockFile::acquire(&lock_path, timeout)?;
+        let state = Self::read(path)?;
         Ok((
             Self {
                 path: path.to_path_buf(),
-                _lock: lock,
+                _lock: Some(lock),
             },
             state,
         ))
+    }
+
+    /// Reads the state without locking or creating anything (`--dry-run` changes nothing,
+    /// not even by leaving a lock file behind).
+    ///
+    /// # Errors
+    /// As [`StateFile::open`], without the lock.
+    pub fn read(path: &Path) -> anyhow::Result<State> {
+        Ok(
+            cfn_core::state_file::load::<State>(path, "state file", IF_CORRUPT)?.unwrap_or(State {
+                version: 1,
+                ..Default::default()
+            }),
+        )
     }
 
     /// Writes the state atomically (temp file, fsync, rename).
@@ -97,18 +100,8 @@ impl StateFile {
     /// # Errors
     /// Exit 73/74 on write errors.
     pub fn save(&self, state: &State) -> anyhow::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(state)?;
-        bytes.push(b'\n');
-        cfn_core::fsutil::write_atomic(&self.path, 0o600, &bytes)
+        cfn_core::state_file::save(&self.path, state)
     }
-}
-
-fn parse_state(bytes: &[u8]) -> Result<State, String> {
-    let s: State = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if s.version != 1 {
-        return Err(format!("unknown version {}", s.version));
-    }
-    Ok(s)
 }
 
 #[cfg(test)]

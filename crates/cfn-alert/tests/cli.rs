@@ -306,6 +306,10 @@ fn dry_run_neither_notifies_nor_touches_state() {
     assert_eq!(out.jsonl().len(), 1);
     assert!(server.requests().is_empty());
     assert!(!state.exists());
+    assert!(
+        !dir.join("state.json.lock").exists(),
+        "--dry-run left a lock file behind"
+    );
 }
 
 #[test]

@@ -133,27 +133,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     })?;
     cfn_core::fsutil::check_shared_dir(&ctx.archive_dir)?;
     let lock_path = ctx.archive_dir.join(state::LOCK_FILE);
-    let lock = cfn_core::fsutil::open_safe(
-        &lock_path,
-        cfn_core::fsutil::Access::Append {
-            create: true,
-            mode: 0o600,
-        },
-    )?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(fail(
-                Exit::TempFail,
-                format!(
-                    "another cfn-archive is running on {} (it holds {}); not starting a second one",
-                    ctx.archive_dir.display(),
-                    lock_path.display()
-                ),
-            ));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
-    }
+    let Some(_lock) = cfn_core::fsutil::LockFile::try_acquire(&lock_path)? else {
+        return Err(fail(
+            Exit::TempFail,
+            format!(
+                "another cfn-archive is running on {} (it holds {}); not starting a second one",
+                ctx.archive_dir.display(),
+                lock_path.display()
+            ),
+        ));
+    };
 
     if !ctx.dry_run {
         ops::clean_stale_temp_files(&ctx);

@@ -3,7 +3,6 @@
 //! describes is fsynced, so after a crash the archive can be cut back to what the state
 //! says and the copy resumed: every record lands exactly once.
 
-use cfn_core::exit::{Exit, fail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,43 +57,23 @@ pub fn state_path(archive_dir: &Path) -> PathBuf {
     archive_dir.join(STATE_FILE)
 }
 
+impl cfn_core::state_file::Versioned for ArchiveState {
+    const VERSION: u32 = 1;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 /// Reads the state; `None` when there is no state file.
 ///
 /// # Errors
 /// Exit 78 for a truncated or corrupt file, saying how to rebuild it.
 pub fn load(archive_dir: &Path) -> anyhow::Result<Option<ArchiveState>> {
-    let path = state_path(archive_dir);
-    let read = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read).and_then(|f| {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut &f, &mut bytes)?;
-        Ok(bytes)
-    });
-    match read {
-        Ok(bytes) => {
-            let s: ArchiveState = serde_json::from_slice(&bytes).map_err(|e| {
-                fail(
-                    Exit::Config,
-                    format!(
-                        "archive state {} is corrupt ({e}); nothing was changed. Rebuild it from the archive and the hot shards with: cfn-archive sync --rebuild-state",
-                        path.display()
-                    ),
-                )
-            })?;
-            if s.version != 1 {
-                return Err(fail(
-                    Exit::Config,
-                    format!(
-                        "archive state {} has unknown version {}",
-                        path.display(),
-                        s.version
-                    ),
-                ));
-            }
-            Ok(Some(s))
-        }
-        Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => Ok(None),
-        Err(e) => Err(e),
-    }
+    cfn_core::state_file::load(
+        &state_path(archive_dir),
+        "archive state",
+        "Rebuild it from the archive and the hot shards with: cfn-archive sync --rebuild-state",
+    )
 }
 
 /// Writes the state atomically (temp, fsync, rename, directory fsync).
@@ -103,7 +82,5 @@ pub fn load(archive_dir: &Path) -> anyhow::Result<Option<ArchiveState>> {
 /// Exit 73/74 on write errors.
 pub fn save(archive_dir: &Path, state: &ArchiveState) -> anyhow::Result<()> {
     crate::hooks::crash_point("before_state_save");
-    let mut bytes = serde_json::to_vec_pretty(state)?;
-    bytes.push(b'\n');
-    cfn_core::fsutil::write_atomic(&state_path(archive_dir), 0o600, &bytes)
+    cfn_core::state_file::save(&state_path(archive_dir), state)
 }

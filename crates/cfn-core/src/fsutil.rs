@@ -218,6 +218,51 @@ pub fn lock_with_timeout(file: &File, timeout: Duration) -> io::Result<bool> {
     }
 }
 
+/// A held lock on a sidecar lock file (`FILE.lock`, `METRICS_LOCK_FILE`, the archive
+/// directory's `.cfn-archive.lock`): files that are replaced atomically cannot be locked
+/// themselves. The lock is released when this is dropped.
+#[derive(Debug)]
+pub struct LockFile {
+    _file: File,
+}
+
+impl LockFile {
+    fn open(path: &Path) -> anyhow::Result<File> {
+        open_safe(
+            path,
+            Access::Append {
+                create: true,
+                mode: 0o600,
+            },
+        )
+    }
+
+    /// Creates (mode 0600) and locks `path`, waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// Exit 75 when the lock is busy past the timeout; open errors as [`open_safe`].
+    pub fn acquire(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let file = Self::open(path)?;
+        if !lock_with_timeout(&file, timeout)? {
+            return Err(lock_timeout(path, timeout));
+        }
+        Ok(Self { _file: file })
+    }
+
+    /// Locks `path` only if nobody holds it; `None` when somebody does.
+    ///
+    /// # Errors
+    /// Open errors as [`open_safe`], and I/O errors other than contention.
+    pub fn try_acquire(path: &Path) -> anyhow::Result<Option<Self>> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+}
+
 /// Opens `path` for appending, creating it with `mode`, and holds its exclusive lock.
 ///
 /// After locking, checks that the locked file is still the one at the path (same device and

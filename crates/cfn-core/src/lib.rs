@@ -20,6 +20,7 @@ pub mod pattern;
 pub mod prom;
 pub mod reader;
 pub mod record;
+pub mod state_file;
 #[cfg(feature = "stats")]
 pub mod stats;
 pub mod time;

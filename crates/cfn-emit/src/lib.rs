@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use cfn_core::exit::{Exit, fail};
-use cfn_core::fsutil::{Access, lock_with_timeout, open_locked_append, open_safe};
+use cfn_core::fsutil::{Access, LockFile, open_locked_append, open_safe};
 use cfn_core::paths::{Config, shard_for_agent, shard_path};
 use cfn_core::record::{
     NewRecord, add_tag_kv, is_value, parse_tags_json, parse_value, tags_to_json, validate_metric,
@@ -143,26 +143,12 @@ impl Writer {
             Target::File {
                 lock: Some(lock), ..
             } => {
-                let guard = open_safe(
-                    lock,
-                    Access::Append {
-                        create: true,
-                        mode: 0o600,
-                    },
-                )?;
-                if !lock_with_timeout(&guard, self.timeout)? {
-                    return Err(cfn_core::fsutil::lock_timeout(lock, self.timeout));
-                }
-                (
-                    open_safe(
-                        path,
-                        Access::Append {
-                            create: true,
-                            mode: 0o600,
-                        },
-                    )?,
-                    Some(guard),
-                )
+                let guard = LockFile::acquire(lock, self.timeout)?;
+                let append = Access::Append {
+                    create: true,
+                    mode: 0o600,
+                };
+                (open_safe(path, append)?, Some(guard))
             }
             _ => (open_locked_append(path, 0o600, self.timeout)?, None),
         };
