@@ -8,12 +8,12 @@ complete -c cfn-alert -l slack-webhook-file -d 'Read the Slack incoming-webhook 
 complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY)' -r -F
 complete -c cfn-alert -l pagerduty-url -d 'PagerDuty Events API v2 endpoint' -r
 complete -c cfn-alert -l webhook-file -d 'Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON' -r -F
-complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request' -r
-complete -c cfn-alert -l retries -d 'Retries after a 429, 5xx or network error' -r
-complete -c cfn-alert -l now -d 'The evaluation time (default now); a duration back from now or RFC 3339' -r
+complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
+complete -c cfn-alert -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
+complete -c cfn-alert -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-alert -l print-rules -d 'Print the effective rules as TOML and exit'
 complete -c cfn-alert -l no-resolved -d 'Do not send resolved notices'
 complete -c cfn-alert -l dry-run -d 'Evaluate and print without notifying or touching the state'
-complete -c cfn-alert -l strict -d 'Stop at the first malformed input line (exit 65)'
+complete -c cfn-alert -l strict -d 'Stop at the first malformed input line (exit 65) instead of skipping it'
 complete -c cfn-alert -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-alert -s V -l version -d 'Print version'

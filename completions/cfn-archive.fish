@@ -26,7 +26,7 @@ end
 
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
-complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -39,7 +39,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "run" -d 'sy
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l rebuild-state -d 'Rebuild a lost or corrupt state file from the archive and the hot shards'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l json -d 'Print the summary as JSON'
@@ -47,20 +47,20 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -s h -l he
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l hot -d 'Keep this much hot' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l keep -d 'Retention' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -s h -l help -d 'Print help'
@@ -68,7 +68,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l now -d 'The current time (for tests and replays); a duration back from now or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -s h -l help -d 'Print help'

@@ -5,7 +5,7 @@ complete -c cfn-cat -l agent -d 'Only this agent (exact or glob); repeatable' -r
 complete -c cfn-cat -l interval -d 'With --follow: how often to look for new records' -r
 complete -c cfn-cat -l sorted -d 'Merge the inputs in timestamp order (each shard is already in time order, so this is a k-way merge, not a sort)'
 complete -c cfn-cat -s f -l follow -d 'Keep reading as records are appended, picking up new shards and surviving shards renamed or truncated by the archiver'
-complete -c cfn-cat -l strict -d 'Stop at the first malformed line (exit 65), and at a hot shard that is refused (a symlink, FIFO, directory or another user\'s file) instead of skipping it with a warning'
+complete -c cfn-cat -l strict -d 'Stop at the first malformed input line (exit 65) instead of skipping it'
 complete -c cfn-cat -l no-seek -d 'Read whole files even with --since (for shards whose records are not in time order, such as replays written with cfn-emit --timestamp)'
 complete -c cfn-cat -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-cat -s V -l version -d 'Print version'

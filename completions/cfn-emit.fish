@@ -7,6 +7,6 @@ complete -c cfn-emit -l shards -d 'Number of shards instead of $CFN_SHARDS' -r
 complete -c cfn-emit -l file -d 'Append to this single file instead of the shards (like $METRICS_FILE)' -r -F
 complete -c cfn-emit -l timestamp -d 'Use this time instead of now (RFC 3339 or epoch seconds), for replaying data' -r
 complete -c cfn-emit -l stdin -d 'Read many records from stdin (JSONL records or `METRIC VALUE [UNIT]` lines) and write them in as few locked writes as possible'
-complete -c cfn-emit -l strict -d 'With --stdin: stop at the first bad line instead of skipping it'
+complete -c cfn-emit -l strict -d 'Stop at the first malformed input line (exit 65) instead of skipping it'
 complete -c cfn-emit -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-emit -s V -l version -d 'Print version'

@@ -23,7 +23,7 @@ _cfn__push() {
 
     case "${cmd}" in
         cfn__push)
-            opts="-h -V --api-key-file --endpoint --region --prefix --tag --interval --dry-run --timeout --retries --max-payload --strict --help --version datadog newrelic"
+            opts="-h -V --api-key-file --endpoint --region --prefix --tag --window --dry-run --http-timeout --retries --max-payload --strict --help --version datadog newrelic"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -49,11 +49,11 @@ _cfn__push() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --interval)
+                --window)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --timeout)
+                --http-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -3,12 +3,12 @@ complete -c cfn-push -l endpoint -d 'Replace the API\'s scheme, host and port (t
 complete -c cfn-push -l region -d 'New Relic region (default $NEW_RELIC_REGION, else us)' -r -f -a "us\t''
 eu\t''"
 complete -c cfn-push -l prefix -d 'Metric name prefix' -r
-complete -c cfn-push -l tag -d 'Extra tag key:value on every series; repeatable' -r
-complete -c cfn-push -l interval -d 'The aggregation interval (the window cfn-agg covered), for counts' -r
-complete -c cfn-push -l timeout -d 'Timeout of each request' -r
+complete -c cfn-push -l tag -d 'Extra tag on every series; repeatable (KEY:VALUE is read too)' -r
+complete -c cfn-push -l window -d 'The window the aggregates cover (cfn-agg --window), sent as the interval of counts' -r
+complete -c cfn-push -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
 complete -c cfn-push -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-push -l max-payload -d 'Largest payload before compression, in bytes (default: the vendor\'s limit)' -r
 complete -c cfn-push -l dry-run -d 'Print the payloads that would be sent (without keys) instead of sending'
-complete -c cfn-push -l strict -d 'Stop at the first malformed input line (exit 65)'
+complete -c cfn-push -l strict -d 'Stop at the first malformed input line (exit 65) instead of skipping it'
 complete -c cfn-push -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-push -s V -l version -d 'Print version'

@@ -6,9 +6,10 @@
 //! merging and the table format.
 
 use cfn_core::aggregate::Aggregate;
+use cfn_core::aggregate::for_each_aggregate;
 use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
-use cfn_core::input::{Input, expand_inputs};
+use cfn_core::input::{Input, expand_inputs_reporting};
 use cfn_core::paths::Config;
 use cfn_core::reader::{MalformedLog, RecordReader, RecordRef};
 use cfn_core::time::{EpochMs, format_ms, parse_duration};
@@ -93,9 +94,9 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub window: Option<String>,
 
-    /// The end of --window (default: the current time); a duration back from now or RFC 3339.
-    #[arg(long, value_name = "TIME")]
-    pub now: Option<String>,
+    /// The end of --window.
+    #[command(flatten)]
+    pub now: cfn_core::cli::NowFlag,
 
     /// One aggregate per group per time bucket of this size, with bucket_start.
     #[arg(long, value_name = "DURATION")]
@@ -117,9 +118,8 @@ pub struct Cli {
     #[arg(long)]
     pub merge: bool,
 
-    /// Stop at the first malformed line (exit 65).
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub strict: cfn_core::cli::StrictFlag,
 }
 
 /// What to group by.
@@ -469,9 +469,9 @@ pub fn write_aggregates(
 ///
 /// # Errors
 /// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exit> {
     check_quantiles(&cli.quantiles)?;
-    let now: EpochMs = cfn_core::time::now_or(cli.now.as_deref())?;
+    let now: EpochMs = cli.now.resolve()?;
     let mut filter = RecordFilter {
         metrics: cli
             .metric
@@ -506,49 +506,44 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         with_digest: cli.with_digest,
     };
     let config = Config::from_env()?;
-    let inputs = if cli.paths.is_empty() {
-        vec![Input::Stdin]
+    let (inputs, missing) = if cli.paths.is_empty() {
+        (vec![Input::Stdin], None)
     } else {
-        expand_inputs(&cli.paths, &config)?
+        expand_inputs_reporting("cfn-agg", &cli.paths, &config)?
     };
-    let mut log = MalformedLog::new("cfn-agg", cli.strict);
+    let mut log = MalformedLog::new("cfn-agg", cli.strict.strict);
     let mut agg = Aggregator::new(opts);
+    let mut stdin = Some(input);
     for input in &inputs {
-        let r = input.open()?;
+        let r: Box<dyn BufRead + '_> = match input {
+            Input::Stdin => match stdin.take() {
+                Some(s) => Box::new(s),
+                None => continue,
+            },
+            file => file.open()?,
+        };
         if cli.merge {
-            let name = input.name();
-            for (i, line) in r.lines().enumerate() {
-                let line =
-                    line.map_err(|e| anyhow::Error::new(e).context(format!("reading {name}")))?;
-                if line.trim().is_empty() {
-                    continue;
+            for_each_aggregate(r, &input.name(), &mut log, |a| {
+                if filter.metrics.is_empty() || filter.metrics.iter().any(|p| p.matches(&a.metric))
+                {
+                    agg.merge_line(&a)
+                        .map_err(|reason| format!("metric {:?}: {reason}", a.metric))
+                } else {
+                    Ok(())
                 }
-                let merged = Aggregate::parse(&line).and_then(|a| {
-                    if filter.metrics.is_empty()
-                        || filter.metrics.iter().any(|p| p.matches(&a.metric))
-                    {
-                        agg.merge_line(&a)
-                            .map_err(|reason| format!("metric {:?}: {reason}", a.metric))
-                    } else {
-                        Ok(())
-                    }
-                });
-                if let Err(reason) = merged {
-                    log.report(&name, i as u64 + 1, &reason)?;
-                }
-            }
+            })?;
         } else {
             let mut reader = RecordReader::new(r, input.name());
             add_all(&mut agg, &mut reader, &filter, &mut log)?;
         }
     }
     let aggs = agg.finish();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(out);
     write_aggregates(&aggs, cli.format, &mut out)?;
     out.flush()?;
     log.finish();
-    Ok(Exit::Ok)
+    // A missing path was reported when it was found missing; the others were read.
+    Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
 }
 
 #[cfg(test)]
@@ -559,6 +554,19 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn runs_in_process_on_any_reader_and_writer() {
+        let cli = Cli::try_parse_from(["cfn-agg", "--quantiles", "0.5"]).unwrap();
+        let input = b"{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}\n{\"timestamp\":\"2026-11-27T10:00:01Z\",\"metric\":\"m\",\"value\":3}\n";
+        let mut out = Vec::new();
+        assert_eq!(run(cli, &input[..], &mut out).unwrap(), Exit::Ok);
+        let agg: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (agg["count"].as_u64(), agg["p50"].as_f64()),
+            (Some(2), Some(1.0))
+        );
     }
 
     #[test]

@@ -1,9 +1,3 @@
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let cli = match cfn_core::cli::parse_args::<cfn_agg::Cli>() {
-        Ok(cli) => cli,
-        Err(code) => return code,
-    };
-    cfn_core::cli::main_with("cfn-agg", || cfn_agg::run(cli))
+fn main() -> std::process::ExitCode {
+    cfn_core::cli::tool_main("cfn-agg", cfn_agg::run)
 }

@@ -10,7 +10,7 @@ use cfn_core::record::number_text;
 use cfn_core::time::{EpochMs, format_ms, parse_duration};
 use clap::Parser;
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -119,25 +119,19 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub webhook_file: Option<PathBuf>,
 
-    /// Timeout of each HTTP request.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub http_timeout: String,
+    #[command(flatten)]
+    pub http: cfn_core::cli::HttpFlags,
 
-    /// Retries after a 429, 5xx or network error.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub retries: u32,
-
-    /// The evaluation time (default now); a duration back from now or RFC 3339.
-    #[arg(long, value_name = "TIME")]
-    pub now: Option<String>,
+    /// The evaluation time.
+    #[command(flatten)]
+    pub now: cfn_core::cli::NowFlag,
 
     /// Evaluate and print without notifying or touching the state.
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Stop at the first malformed input line (exit 65).
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub strict: cfn_core::cli::StrictFlag,
 }
 
 /// One alert event (contract section 5): the type `cfn-serve` reads back.
@@ -521,29 +515,66 @@ pub fn firing_exposition(state: &State) -> String {
 ///
 /// # Errors
 /// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
     let rules = load_rules(&cli)?;
     if cli.print_rules {
-        std::io::stdout().write_all(rules::to_toml(&rules).as_bytes())?;
+        out.write_all(rules::to_toml(&rules).as_bytes())?;
         return Ok(Exit::Ok);
     }
     let config = cfn_core::paths::Config::from_env()?;
-    let now = cfn_core::time::now_or(cli.now.as_deref())?;
+    let now = cli.now.resolve()?;
     let repeat = parse_duration(&cli.repeat)?;
-    let policy = RetryPolicy::with(parse_duration(&cli.http_timeout)?, cli.retries);
+    let timeout = parse_duration(cli.http.http_timeout.as_deref().unwrap_or("10s"))?;
+    let policy = RetryPolicy::with(timeout, cli.http.retries);
     let chans = if cli.dry_run {
         Vec::new()
     } else {
         channels(&cli)?
     };
-    let mut log = MalformedLog::new("cfn-alert", cli.strict);
-    let aggs = read_aggregates(std::io::stdin().lock(), "<stdin>", &mut log)?;
+    let mut log = MalformedLog::new("cfn-alert", cli.strict.strict);
+    let aggs = read_aggregates(input, "<stdin>", &mut log)?;
     log.finish();
     let observed = evaluate(&rules, &aggs);
+    let (handle, mut state) = open_state(&cli, config.lock_timeout)?;
+    let names: Vec<String> = chans.iter().map(|c| c.name().to_string()).collect();
+    let plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
 
-    let (handle, mut state) = match (&cli.state, cli.dry_run) {
+    let printed = print_events(&plan, &mut out)?;
+    if let (Some(path), false) = (&cli.log, cli.dry_run)
+        && !printed.is_empty()
+    {
+        let mut f = cfn_core::fsutil::open_locked_append(path, 0o600, config.lock_timeout)?;
+        f.write_all(printed.as_bytes()).map_err(|e| {
+            fail(
+                cfn_core::exit::exit_for_io(&e),
+                format!("cannot append to {}: {e}", path.display()),
+            )
+        })?;
+    }
+    let delivered = deliver(&plan, &chans, &policy, &mut state, now);
+    if let Some(h) = &handle {
+        h.save(&state)?;
+    }
+    if let (Some(path), false) = (&cli.firing_prom, cli.dry_run) {
+        cfn_core::fsutil::write_atomic(path, 0o644, firing_exposition(&state).as_bytes())?;
+    }
+    // A failed delivery wins over "firing": a script that retries on 75 must not mistake
+    // "nobody was told" for the usual "something is firing".
+    Ok(if !delivered {
+        Exit::TempFail
+    } else if plan.firing > 0 {
+        Exit::Firing
+    } else {
+        Exit::Ok
+    })
+}
+
+/// The state to plan from: locked for the run, read only under --dry-run (which must leave
+/// nothing behind), or empty without --state.
+fn open_state(cli: &Cli, lock_timeout: Duration) -> anyhow::Result<(Option<StateFile>, State)> {
+    Ok(match (&cli.state, cli.dry_run) {
         (Some(path), false) => {
-            let (h, s) = StateFile::open(path, config.lock_timeout)?;
+            let (h, s) = StateFile::open(path, lock_timeout)?;
             (Some(h), s)
         }
         (Some(path), true) => (None, StateFile::read(path)?),
@@ -554,78 +585,55 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 ..Default::default()
             },
         ),
-    };
-    let names: Vec<String> = chans.iter().map(|c| c.name().to_string()).collect();
-    let plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
+    })
+}
 
-    let mut stdout = std::io::stdout().lock();
-    let mut log_lines = String::new();
-    for Planned {
-        event: ev, printed, ..
-    } in &plan.events
-    {
-        if *printed {
-            let line = ev.to_json();
-            writeln!(stdout, "{line}")?;
-            eprintln!("{}", summary_line(ev));
-            log_lines.push_str(&line);
-            log_lines.push('\n');
-        }
+/// Writes the events to print as JSONL on `out` and a summary line each on stderr; returns
+/// the JSONL (for the alerts log).
+fn print_events(plan: &Plan, out: &mut impl Write) -> anyhow::Result<String> {
+    let mut lines = String::new();
+    for p in plan.events.iter().filter(|p| p.printed) {
+        let line = p.event.to_json();
+        writeln!(out, "{line}")?;
+        eprintln!("{}", summary_line(&p.event));
+        lines.push_str(&line);
+        lines.push('\n');
     }
-    stdout.flush()?;
-    if let (Some(path), false) = (&cli.log, cli.dry_run)
-        && !log_lines.is_empty()
-    {
-        let mut f = cfn_core::fsutil::open_locked_append(path, 0o600, config.lock_timeout)?;
-        f.write_all(log_lines.as_bytes()).map_err(|e| {
-            fail(
-                cfn_core::exit::exit_for_io(&e),
-                format!("cannot append to {}: {e}", path.display()),
-            )
-        })?;
-    }
-    let mut delivery_failed = false;
-    for Planned {
-        event: ev,
-        key,
-        channels: targets,
-        ..
-    } in &plan.events
-    {
+    out.flush()?;
+    Ok(lines)
+}
+
+/// Sends each event to its channels, noting in the state which were told of a firing.
+/// Returns false when any notification could not be delivered (each failure is printed).
+fn deliver(
+    plan: &Plan,
+    chans: &[Channel],
+    policy: &RetryPolicy,
+    state: &mut State,
+    now: EpochMs,
+) -> bool {
+    let mut all = true;
+    for p in &plan.events {
         for ch in chans
             .iter()
-            .filter(|c| targets.iter().any(|t| t == c.name()))
+            .filter(|c| p.channels.iter().any(|t| t == c.name()))
         {
-            match ch.send(ev, &policy) {
+            match ch.send(&p.event, policy) {
                 Ok(()) => {
-                    if ev.state == AlertState::Firing
-                        && let Some(e) = state.alerts.get_mut(key)
+                    if p.event.state == AlertState::Firing
+                        && let Some(e) = state.alerts.get_mut(&p.key)
                     {
                         e.notified.insert(ch.name().to_string(), now);
                     }
                 }
                 Err(msg) => {
-                    delivery_failed = true;
+                    all = false;
                     cfn_core::cli::warn("cfn-alert", msg);
                 }
             }
         }
     }
-    if let (Some(h), false) = (&handle, cli.dry_run) {
-        h.save(&state)?;
-    }
-    if let (Some(path), false) = (&cli.firing_prom, cli.dry_run) {
-        cfn_core::fsutil::write_atomic(path, 0o644, firing_exposition(&state).as_bytes())?;
-    }
-    // A failed delivery wins over "firing": a script that retries on 75 must not mistake
-    // "nobody was told" for the usual "something is firing".
-    Ok(if delivery_failed {
-        Exit::TempFail
-    } else if plan.firing > 0 {
-        Exit::Firing
-    } else {
-        Exit::Ok
-    })
+    all
 }
 
 #[cfg(test)]

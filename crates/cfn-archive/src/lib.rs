@@ -10,7 +10,7 @@ use cfn_core::exit::{Exit, fail};
 use cfn_core::paths::Config;
 use cfn_core::time::parse_duration;
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 pub mod hooks;
@@ -67,9 +67,9 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// The current time (for tests and replays); a duration back from now or RFC 3339.
-    #[arg(long, global = true, value_name = "TIME", hide = true)]
-    pub now: Option<String>,
+    /// The current time (for tests and replays).
+    #[command(flatten)]
+    pub now: cfn_core::cli::NowFlag,
 }
 
 /// The operations.
@@ -108,9 +108,8 @@ pub enum Command {
 ///
 /// # Errors
 /// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(cli: Cli, _input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
     let config = Config::from_env()?;
-    let now = cfn_core::time::now_or(cli.now.as_deref())?;
     let ctx = Ctx {
         metrics_dir: cli.dir.clone().unwrap_or(config.metrics_dir.clone()),
         archive_dir: cli
@@ -120,8 +119,35 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         dry_run: cli.dry_run,
         lock_timeout: config.lock_timeout,
         progress: std::io::stderr().is_terminal(),
-        now,
+        now: cli.now.resolve()?,
     };
+    let _lock = lock_archive_dir(&ctx)?;
+    if !ctx.dry_run {
+        ops::clean_stale_temp_files(&ctx);
+    }
+    let rebuild = matches!(
+        cli.command,
+        Command::Sync {
+            rebuild_state: true
+        }
+    );
+    let mut st = recovered_state(&ctx, rebuild)?;
+    let mut summary = Summary {
+        dry_run: ctx.dry_run,
+        ..Default::default()
+    };
+    let parts = execute(&cli.command, &ctx, &mut st, &mut summary)?;
+    if cli.json {
+        writeln!(out, "{}", serde_json::to_string(&summary)?)?;
+    } else {
+        writeln!(out, "{}", summary.line(parts))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// Creates and checks the archive directory and takes its lock (a second cfn-archive on the
+/// same directory exits 75 at once rather than wait).
+fn lock_archive_dir(ctx: &Ctx) -> anyhow::Result<cfn_core::fsutil::LockFile> {
     std::fs::create_dir_all(&ctx.archive_dir).map_err(|e| {
         fail(
             Exit::CantCreate,
@@ -133,28 +159,23 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     })?;
     cfn_core::fsutil::check_shared_dir(&ctx.archive_dir)?;
     let lock_path = ctx.archive_dir.join(state::LOCK_FILE);
-    let Some(_lock) = cfn_core::fsutil::LockFile::try_acquire(&lock_path)? else {
-        return Err(fail(
+    cfn_core::fsutil::LockFile::try_acquire(&lock_path)?.ok_or_else(|| {
+        fail(
             Exit::TempFail,
             format!(
                 "another cfn-archive is running on {} (it holds {}); not starting a second one",
                 ctx.archive_dir.display(),
                 lock_path.display()
             ),
-        ));
-    };
+        )
+    })
+}
 
-    if !ctx.dry_run {
-        ops::clean_stale_temp_files(&ctx);
-    }
-    let rebuild = matches!(
-        cli.command,
-        Command::Sync {
-            rebuild_state: true
-        }
-    );
+/// The state to work from: loaded (or rebuilt, or new), with the archive brought back to
+/// what it records.
+fn recovered_state(ctx: &Ctx, rebuild: bool) -> anyhow::Result<state::ArchiveState> {
     let (mut st, had_state) = if rebuild {
-        (rebuild::rebuild_state(&ctx)?, true)
+        (rebuild::rebuild_state(ctx)?, true)
     } else {
         match state::load(&ctx.archive_dir)? {
             Some(s) => (s, true),
@@ -174,48 +195,46 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             }
         }
     };
-    if ops::recover(&ctx, &mut st, had_state)? && !ctx.dry_run {
+    let changed = ops::recover(ctx, &mut st, had_state)?;
+    if (changed || rebuild) && !ctx.dry_run {
         state::save(&ctx.archive_dir, &st)?;
     }
-    if rebuild && !ctx.dry_run {
-        state::save(&ctx.archive_dir, &st)?;
-    }
-    let mut summary = Summary {
-        dry_run: ctx.dry_run,
-        ..Default::default()
-    };
-    let parts: &[&str] = match &cli.command {
+    Ok(st)
+}
+
+/// Runs the subcommand's operations; returns their names for the summary line.
+fn execute(
+    command: &Command,
+    ctx: &Ctx,
+    st: &mut state::ArchiveState,
+    summary: &mut Summary,
+) -> anyhow::Result<&'static [&'static str]> {
+    Ok(match command {
         Command::Sync { .. } => {
-            ops::sync(&ctx, &mut st, &mut summary)?;
+            ops::sync(ctx, st, summary)?;
             &["sync"]
         }
         Command::Trim { hot } => {
-            ops::trim(&ctx, &mut st, parse_duration(hot)?, &mut summary)?;
+            ops::trim(ctx, st, parse_duration(hot)?, summary)?;
             &["trim"]
         }
         Command::Rotate => {
-            ops::rotate(&ctx, &mut st, &mut summary)?;
+            ops::rotate(ctx, st, summary)?;
             &["rotate"]
         }
         Command::Prune { keep } => {
-            ops::prune(&ctx, &mut st, parse_duration(keep)?, &mut summary)?;
+            ops::prune(ctx, st, parse_duration(keep)?, summary)?;
             &["prune"]
         }
         Command::Run { hot, keep } => {
             let (hot, keep) = (parse_duration(hot)?, parse_duration(keep)?);
-            ops::sync(&ctx, &mut st, &mut summary)?;
-            ops::trim(&ctx, &mut st, hot, &mut summary)?;
-            ops::rotate(&ctx, &mut st, &mut summary)?;
-            ops::prune(&ctx, &mut st, keep, &mut summary)?;
+            ops::sync(ctx, st, summary)?;
+            ops::trim(ctx, st, hot, summary)?;
+            ops::rotate(ctx, st, summary)?;
+            ops::prune(ctx, st, keep, summary)?;
             &["sync", "trim", "rotate", "prune"]
         }
-    };
-    if cli.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        println!("{}", summary.line(parts));
-    }
-    Ok(Exit::Ok)
+    })
 }
 
 #[cfg(test)]

@@ -12,18 +12,8 @@ pub const STATE_FILE: &str = ".cfn-archive-state.json";
 /// Name of the lock file inside the archive directory.
 pub const LOCK_FILE: &str = ".cfn-archive.lock";
 
-/// How far one hot shard has been copied.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardProgress {
-    pub dev: u64,
-    pub ino: u64,
-    /// Bytes copied (always the end of a complete line).
-    pub offset: u64,
-    /// The last record copied: its timestamp and a hash of its bytes, to find the resume
-    /// point in a shard that was rewritten (trimmed) or replaced.
-    pub last_ts: Option<i64>,
-    pub last_hash: Option<u64>,
-}
+/// How far one hot shard has been copied: cfn-core's shard cursor, persisted as is.
+pub use cfn_core::cursor::ShardCursor as ShardProgress;
 
 /// A trim between writing its new shard file and committing the progress: the new file's
 /// identity and how many bytes of the old one it left out. A crash in between is recovered

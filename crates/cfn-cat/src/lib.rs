@@ -6,13 +6,13 @@
 use cfn_core::exit::Exit;
 use cfn_core::filter::RecordFilter;
 use cfn_core::fsutil::skip_refused;
-use cfn_core::input::{Input, expand_inputs};
+use cfn_core::input::{Input, expand_inputs_reporting};
 use cfn_core::paths::Config;
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::{MalformedLog, RecordReader};
 use cfn_core::time::{now_ms, parse_time_arg};
 use clap::Parser;
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
 mod follow;
@@ -78,10 +78,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "200ms")]
     pub interval: String,
 
-    /// Stop at the first malformed line (exit 65), and at a hot shard that is refused (a
-    /// symlink, FIFO, directory or another user's file) instead of skipping it with a warning.
-    #[arg(long)]
-    pub strict: bool,
+    /// Also a hot shard that is refused (a symlink, FIFO, directory or another user's
+    /// file) is an error under --strict, instead of a warning.
+    #[command(flatten)]
+    pub strict: cfn_core::cli::StrictFlag,
 
     /// Read whole files even with --since (for shards whose records are not in time order,
     /// such as replays written with cfn-emit --timestamp).
@@ -144,27 +144,33 @@ pub fn open_at_since(
 ///
 /// # Errors
 /// As the contract's exit codes say; a broken pipe is a normal end.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exit> {
     let config = Config::from_env()?;
     let filter = filter_from(&cli)?;
-    let mut log = MalformedLog::new("cfn-cat", cli.strict);
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let strict = cli.strict.strict;
+    let mut log = MalformedLog::new("cfn-cat", strict);
+    let mut out = BufWriter::with_capacity(256 * 1024, out);
     if cli.follow {
         let interval = cfn_core::time::parse_duration(&cli.interval)?;
         follow::follow(
-            &cli.paths, &config, &filter, &mut log, &mut out, interval, cli.strict,
+            &cli.paths, &config, &filter, &mut log, &mut out, interval, strict,
         )?;
         return Ok(Exit::Ok);
     }
-    let inputs = expand_inputs(&cli.paths, &config)?;
+    let (inputs, missing) = expand_inputs_reporting("cfn-cat", &cli.paths, &config)?;
+    let mut stdin = Some(input);
     // Hot shards found by listing a shared directory: a stray file there is skipped with a
     // warning (a hostile neighbour must not stop the analysis); named paths stay errors.
-    let open = |input: &Input| -> anyhow::Result<Option<_>> {
+    let mut open = |input: &Input| -> anyhow::Result<Option<Box<dyn BufRead + '_>>> {
+        if *input == Input::Stdin {
+            return Ok(stdin.take().map(|s| Box::new(s) as Box<dyn BufRead>));
+        }
         let opened = open_at_since(input, &filter, !cli.no_seek);
         match input {
-            Input::File { shared: true, .. } => skip_refused("cfn-cat", cli.strict, opened),
-            _ => opened.map(Some),
+            Input::File { shared: true, .. } => {
+                Ok(skip_refused("cfn-cat", strict, opened)?.map(|r| r as Box<dyn BufRead>))
+            }
+            _ => opened.map(|r| Some(r as Box<dyn BufRead>)),
         }
     };
     if cli.sorted {
@@ -185,7 +191,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     log.finish();
-    Ok(Exit::Ok)
+    // Like grep: every path that exists was read; a missing one (already reported) still
+    // fails the run.
+    Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
 }
 
 /// Copies the selected records of one reader to `out`, byte for byte.

@@ -430,3 +430,24 @@ fn follow_gets_every_record_once_when_two_trims_pass_between_polls() {
     }
     assert_eq!(got, (1..=40).collect::<Vec<u64>>());
 }
+
+#[test]
+fn a_missing_path_is_reported_and_the_others_are_still_read() {
+    let dir = TestDir::new();
+    let good = dir.write("good.jsonl", rec("2026-11-27T10:00:00Z", "m", 1));
+    let out = dir
+        .cmd("cfn-cat")
+        .arg(dir.join("missing.jsonl"))
+        .arg(&good)
+        .run();
+    out.status(66).stderr_has("missing.jsonl");
+    assert_eq!(out.jsonl().len(), 1, "the existing path was not read");
+    assert_eq!(out.stderr().matches("missing.jsonl").count(), 1);
+    let out = dir
+        .cmd("cfn-agg")
+        .arg(&good)
+        .arg(dir.join("missing.jsonl"))
+        .run();
+    out.status(66);
+    assert_eq!(out.jsonl()[0]["count"], 1);
+}

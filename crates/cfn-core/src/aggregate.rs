@@ -229,17 +229,52 @@ pub fn read_aggregates(
     log: &mut MalformedLog,
 ) -> anyhow::Result<Vec<Aggregate>> {
     let mut out = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line.map_err(|e| anyhow::Error::new(e).context(format!("reading {source}")))?;
-        if line.trim().is_empty() {
-            continue;
+    for_each_aggregate(input, source, log, |a| {
+        out.push(a);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Passes every aggregate line of `input` to `f`; a line that does not parse, or that `f`
+/// refuses (with a reason), goes to `log` under its line number. Lines are read with the
+/// same bound as records ([`crate::reader::MAX_LINE_BYTES`]).
+///
+/// # Errors
+/// I/O errors, and the first bad line when `log` is strict.
+pub fn for_each_aggregate(
+    mut input: impl BufRead,
+    source: &str,
+    log: &mut MalformedLog,
+    mut f: impl FnMut(Aggregate) -> Result<(), String>,
+) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let read =
+            crate::reader::read_line_bounded(&mut input, &mut buf, crate::reader::MAX_LINE_BYTES)
+                .map_err(|e| anyhow::Error::new(e).context(format!("reading {source}")))?;
+        if read.bytes == 0 {
+            return Ok(());
         }
-        match Aggregate::parse(&line) {
-            Ok(a) => out.push(a),
-            Err(reason) => log.report(source, i as u64 + 1, &reason)?,
+        line_no += 1;
+        let outcome = if read.too_long {
+            Err(format!(
+                "line is longer than {} bytes",
+                crate::reader::MAX_LINE_BYTES
+            ))
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) => Aggregate::parse(line).and_then(&mut f),
+                Err(_) => Err("line is not valid UTF-8".into()),
+            }
+        };
+        if let Err(reason) = outcome {
+            log.report(source, line_no, &reason)?;
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

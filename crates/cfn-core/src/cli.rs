@@ -1,5 +1,7 @@
-//! The main helper every binary calls: prints `tool: error: ...` with the cause chain, picks
-//! the exit status, and treats a broken pipe as success.
+//! What every binary shares on the command line: the main helper (prints `tool: error: ...`
+//! with the cause chain, picks the exit status, treats a broken pipe as success) and the
+//! flags several tools take, as structs each tool flattens into its own `Cli`, so a flag is
+//! spelled and documented once.
 
 use crate::exit::{Exit, exit_for, is_broken_pipe};
 use std::io::Write;
@@ -25,6 +27,64 @@ pub fn main_with(tool: &str, body: impl FnOnce() -> anyhow::Result<Exit>) -> Exi
             ExitCode::from(exit_for(&err).code())
         }
     }
+}
+
+/// The whole `main` of a cfn tool: parses `C`, runs `run` with stdin and stdout, and turns
+/// the outcome into the exit status (see [`main_with`]). Tools take their input and output
+/// as arguments, so tests can run them in-process.
+pub fn tool_main<C: clap::Parser>(
+    tool: &str,
+    run: impl FnOnce(
+        C,
+        std::io::StdinLock<'static>,
+        std::io::StdoutLock<'static>,
+    ) -> anyhow::Result<Exit>,
+) -> ExitCode {
+    let cli = match parse_args::<C>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    main_with(tool, || {
+        run(cli, std::io::stdin().lock(), std::io::stdout().lock())
+    })
+}
+
+/// `--strict`, for tools that read records or aggregates.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct StrictFlag {
+    /// Stop at the first malformed input line (exit 65) instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `--now`, for tools that work relative to the current time.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NowFlag {
+    /// The time to act as of (default: now): a duration back from now (1h) or RFC 3339.
+    #[arg(long, value_name = "TIME", global = true)]
+    pub now: Option<String>,
+}
+
+impl NowFlag {
+    /// The time `--now` gives, or the current time.
+    ///
+    /// # Errors
+    /// A usage error (exit 2) naming the text.
+    pub fn resolve(&self) -> anyhow::Result<crate::time::EpochMs> {
+        crate::time::now_or(self.now.as_deref())
+    }
+}
+
+/// HTTP delivery flags, for tools that send to remote APIs (cfn-alert, cfn-push).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct HttpFlags {
+    /// Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push).
+    #[arg(long, value_name = "DURATION", alias = "timeout")]
+    pub http_timeout: Option<String>,
+
+    /// Retries after a 408, 429, 5xx or network error.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
 }
 
 /// Parses the command line with clap, mapping clap's own errors to the contract: `--help`

@@ -141,6 +141,35 @@ pub fn expand_inputs(paths: &[PathBuf], config: &Config) -> anyhow::Result<Vec<I
     Ok(out)
 }
 
+/// Like [`expand_inputs`], but a path that does not exist is reported on stderr
+/// (`tool: error: PATH: ...`) and skipped, as grep does, so the other paths are still read;
+/// the first such error is returned for the caller to end with once it is done.
+///
+/// # Errors
+/// Errors other than a missing path (an unreadable directory, a missing shard directory).
+pub fn expand_inputs_reporting(
+    tool: &str,
+    paths: &[PathBuf],
+    config: &Config,
+) -> anyhow::Result<(Vec<Input>, Option<anyhow::Error>)> {
+    if paths.is_empty() {
+        return Ok((expand_inputs(paths, config)?, None));
+    }
+    let mut inputs = Vec::new();
+    let mut first_missing = None;
+    for p in paths {
+        match expand_inputs(std::slice::from_ref(p), config) {
+            Ok(found) => inputs.extend(found),
+            Err(e) if crate::exit::exit_for(&e) == Exit::NoInput => {
+                eprintln!("{tool}: error: {e}");
+                first_missing.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((inputs, first_missing))
+}
+
 /// Finds where records at or after `since` begin in a time-ordered file (a hot shard or an
 /// archive file: each is written in time order under its lock), by binary search over byte
 /// offsets. Returns an offset at the start of a line; everything before it is older than

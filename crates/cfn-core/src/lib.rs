@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod alert_event;
 pub mod cli;
+pub mod cursor;
 pub mod exit;
 pub mod filter;
 pub mod fsutil;

@@ -174,11 +174,19 @@ pub fn parse_tags_json(text: &str) -> anyhow::Result<Map<String, Value>> {
 /// # Errors
 /// Exit 65 when there is no `=` or the key is empty.
 pub fn add_tag_kv(map: &mut Map<String, Value>, kv: &str) -> anyhow::Result<()> {
-    match kv.split_once('=') {
-        Some((k, v)) if !k.is_empty() => {
-            map.insert(k.to_string(), Value::String(v.to_string()));
-            Ok(())
-        }
+    let (k, v) = parse_tag_kv(kv)?;
+    map.insert(k, Value::String(v));
+    Ok(())
+}
+
+/// Splits a `--tag` value: `KEY=VALUE`, the spelling every tool takes, or the older
+/// `KEY:VALUE` cfn-push took (only when there is no `=`).
+///
+/// # Errors
+/// Exit 65 quoting the text when it has no key.
+pub fn parse_tag_kv(kv: &str) -> anyhow::Result<(String, String)> {
+    match kv.split_once('=').or_else(|| kv.split_once(':')) {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(fail(Exit::DataErr, format!("tag {kv:?} must be KEY=VALUE"))),
     }
 }

@@ -92,9 +92,9 @@ pub struct Cli {
     #[arg(long)]
     pub stdin: bool,
 
-    /// With --stdin: stop at the first bad line instead of skipping it.
-    #[arg(long)]
-    pub strict: bool,
+    /// With --stdin.
+    #[command(flatten)]
+    pub strict: cfn_core::cli::StrictFlag,
 }
 
 /// Where records are written.
@@ -334,7 +334,7 @@ pub fn parse_timestamp_arg(text: &str) -> anyhow::Result<EpochMs> {
 ///
 /// # Errors
 /// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(cli: Cli, input: impl std::io::BufRead, _out: impl Write) -> anyhow::Result<Exit> {
     let fixed_ts = cli
         .timestamp
         .as_deref()
@@ -345,14 +345,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         if !cli.args.is_empty() {
             return Err(usage("--stdin takes no positional arguments"));
         }
-        let mut stdin = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin().lock());
+        let mut stdin = std::io::BufReader::with_capacity(256 * 1024, input);
         let defaults = stdin::Defaults {
             agent: cli.agent.clone(),
             unit: cli.unit.clone(),
             tags: flag_tags(cli.tags.as_deref(), &cli.tag)?,
             timestamp: fixed_ts,
         };
-        return stdin::run_stdin(&mut stdin, &writer, &defaults, cli.strict);
+        return stdin::run_stdin(&mut stdin, &writer, &defaults, cli.strict.strict);
     }
     let call = parse_call(&cli)?;
     let path = writer.path_for(call.agent.as_deref());

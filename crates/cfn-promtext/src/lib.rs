@@ -59,9 +59,8 @@ pub struct Cli {
     #[arg(long, value_name = "OCTAL", default_value = "644")]
     pub mode: String,
 
-    /// Stop at the first malformed input line (exit 65).
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub strict: cfn_core::cli::StrictFlag,
 }
 
 /// Rendering settings.
@@ -300,17 +299,17 @@ pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
 ///
 /// # Errors
 /// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
     let mode = u32::from_str_radix(&cli.mode, 8).map_err(|_| {
         cfn_core::fail(
             Exit::Usage,
             format!("--mode {:?} is not an octal mode", cli.mode),
         )
     })?;
-    let mut log = MalformedLog::new("cfn-promtext", cli.strict);
+    let mut log = MalformedLog::new("cfn-promtext", cli.strict.strict);
     let mut aggs = Vec::new();
     if cli.paths.is_empty() {
-        aggs = read_aggregates(std::io::stdin().lock(), "<stdin>", &mut log)?;
+        aggs = read_aggregates(input, "<stdin>", &mut log)?;
     } else {
         for p in &cli.paths {
             let input = cfn_core::input::Input::File {
@@ -333,7 +332,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.output {
         Some(path) => cfn_core::fsutil::write_atomic(path, mode, text.as_bytes())?,
         None => {
-            let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes())?;
             out.flush()?;
         }

@@ -23,7 +23,7 @@ KEYS:
 WHAT IS SENT:
   Datadog (POST /api/v2/series): per aggregate, gauges <prefix>.<metric>.avg, .min, .max,
   .sum and one per quantile (.p50, .p95, .p99), and <prefix>.<metric>.count as a count with
-  the --interval; tags key:value from the group keys plus --tag; the host as a resource.
+  the --window; tags key:value from the group keys plus --tag; the host as a resource.
   New Relic (POST /metric/v1): per aggregate a summary (count, sum, min, max) and a gauge per
   quantile, attributes from the group keys plus --tag.
   Timestamps are the aggregate's bucket_start, else its last record, else now. Non-finite
@@ -31,8 +31,8 @@ WHAT IS SENT:
   before compression and are sent gzip-compressed.
 
 EXAMPLES:
-  cfn-cat --since 5m | cfn-agg | cfn-push datadog --interval 5m
-  cfn-cat --since 1m | cfn-agg --by agent | cfn-push newrelic --region eu --tag env:prod
+  cfn-cat --since 5m | cfn-agg | cfn-push datadog --window 5m
+  cfn-cat --since 1m | cfn-agg --by agent | cfn-push newrelic --region eu --tag env=prod
   cfn-agg day.jsonl | cfn-push datadog --dry-run | jq .
 ";
 
@@ -82,33 +82,32 @@ pub struct Cli {
     #[arg(long, default_value = "cfn")]
     pub prefix: String,
 
-    /// Extra tag key:value on every series; repeatable.
-    #[arg(long = "tag", value_name = "KEY:VALUE")]
+    /// Extra tag on every series; repeatable (KEY:VALUE is read too).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
 
-    /// The aggregation interval (the window cfn-agg covered), for counts.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub interval: String,
+    /// The window the aggregates cover (cfn-agg --window), sent as the interval of counts.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        alias = "interval"
+    )]
+    pub window: String,
 
     /// Print the payloads that would be sent (without keys) instead of sending.
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Timeout of each request.
-    #[arg(long, value_name = "DURATION", default_value = "15s")]
-    pub timeout: String,
-
-    /// Retries after a 408, 429, 5xx or network error.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub retries: u32,
+    #[command(flatten)]
+    pub http: cfn_core::cli::HttpFlags,
 
     /// Largest payload before compression, in bytes (default: the vendor's limit).
     #[arg(long, value_name = "BYTES", hide = true)]
     pub max_payload: Option<usize>,
 
-    /// Stop at the first malformed input line (exit 65).
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub strict: cfn_core::cli::StrictFlag,
 }
 
 /// Payload limits before compression.
@@ -325,143 +324,127 @@ fn read_key(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<String>
     })
 }
 
-/// Runs `cfn-push`.
-///
-/// # Errors
-/// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let (key_env, key_header, default_base, path, max) = match cli.vendor {
-        Vendor::Datadog => {
-            let site = std::env::var("DD_SITE")
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-                .unwrap_or_else(|| "datadoghq.com".into());
-            (
-                "DD_API_KEY",
-                "DD-API-KEY",
-                format!("https://api.{}", site.trim()),
-                "/api/v2/series",
-                DATADOG_MAX,
-            )
-        }
-        Vendor::Newrelic => {
-            let region = cli.region.or_else(|| {
-                match std::env::var("NEW_RELIC_REGION")
+/// Where and how a vendor's API is reached.
+#[derive(Clone, Debug)]
+pub struct VendorApi {
+    /// The environment variable holding the API key.
+    pub key_env: &'static str,
+    /// The header that carries the key.
+    pub key_header: &'static str,
+    /// Scheme, host and port (replaced by --endpoint).
+    pub base: String,
+    pub path: &'static str,
+    /// Largest payload before compression.
+    pub max_payload: usize,
+}
+
+impl VendorApi {
+    /// The API of `vendor`, with its region or site from the flags and environment.
+    pub fn of(vendor: Vendor, region: Option<Region>) -> Self {
+        match vendor {
+            Vendor::Datadog => {
+                let site = std::env::var("DD_SITE")
                     .ok()
-                    .as_deref()
-                    .map(str::to_ascii_lowercase)
-                    .as_deref()
-                {
-                    Some("eu") => Some(Region::Eu),
-                    _ => None,
+                    .filter(|s| !s.trim().is_empty())
+                    .unwrap_or_else(|| "datadoghq.com".into());
+                Self {
+                    key_env: "DD_API_KEY",
+                    key_header: "DD-API-KEY",
+                    base: format!("https://api.{}", site.trim()),
+                    path: "/api/v2/series",
+                    max_payload: DATADOG_MAX,
                 }
-            });
-            let base = match region {
-                Some(Region::Eu) => "https://metric-api.eu.newrelic.com",
-                _ => "https://metric-api.newrelic.com",
-            };
-            (
-                "NEW_RELIC_API_KEY",
-                "Api-Key",
-                base.to_string(),
-                "/metric/v1",
-                NEWRELIC_MAX,
-            )
-        }
-    };
-    let key = if cli.dry_run {
-        None
-    } else {
-        Some(read_key(cli.api_key_file.as_deref(), key_env)?)
-    };
-    let base = cli.endpoint.clone().unwrap_or(default_base);
-    let url = format!("{}{path}", base.trim_end_matches('/'));
-    let mut tags = Vec::new();
-    for t in &cli.tags {
-        match t.split_once(':') {
-            Some((k, v)) if !k.is_empty() => tags.push((k.to_string(), v.to_string())),
-            _ => return Err(fail(Exit::Usage, format!("--tag {t:?} must be KEY:VALUE"))),
+            }
+            Vendor::Newrelic => {
+                let eu = region.map_or_else(
+                    || {
+                        std::env::var("NEW_RELIC_REGION")
+                            .is_ok_and(|r| r.eq_ignore_ascii_case("eu"))
+                    },
+                    |r| r == Region::Eu,
+                );
+                Self {
+                    key_env: "NEW_RELIC_API_KEY",
+                    key_header: "Api-Key",
+                    base: if eu {
+                        "https://metric-api.eu.newrelic.com".into()
+                    } else {
+                        "https://metric-api.newrelic.com".into()
+                    },
+                    path: "/metric/v1",
+                    max_payload: NEWRELIC_MAX,
+                }
+            }
         }
     }
-    let shape = Shape {
-        prefix: cli.prefix.clone(),
-        tags,
-        interval: parse_duration(&cli.interval)?,
-        host: cfn_core::http::hostname(),
-        now_ms: now_ms(),
-    };
-    let mut log = MalformedLog::new("cfn-push", cli.strict);
-    let aggs = read_aggregates(std::io::stdin().lock(), "<stdin>", &mut log)?;
-    log.finish();
-    let mut skipped = Skipped::default();
-    let max = cli.max_payload.unwrap_or(max);
-    let payloads = match cli.vendor {
+}
+
+/// The payloads for `vendor`, each at most `max` bytes before compression.
+fn build_payloads(
+    vendor: Vendor,
+    aggs: &[cfn_core::aggregate::Aggregate],
+    shape: &Shape,
+    max: usize,
+    skipped: &mut Skipped,
+) -> Vec<Vec<u8>> {
+    match vendor {
         Vendor::Datadog => split_payloads(
-            datadog_series(&aggs, &shape, &mut skipped),
+            datadog_series(aggs, shape, skipped),
             max,
             |b| json!({ "series": b }),
         ),
         Vendor::Newrelic => {
-            let common = json!({ "interval.ms": shape.interval.as_millis() as u64, "timestamp": shape.now_ms, "attributes": { "host": shape.host, "source": "cfn-metrics" } });
-            let mut extra = serde_json::Map::new();
+            let mut attributes = serde_json::Map::new();
+            attributes.insert("host".into(), json!(shape.host));
+            attributes.insert("source".into(), json!("cfn-metrics"));
             for (k, v) in &shape.tags {
-                extra.insert(newrelic_name(k), json!(v));
+                attributes.insert(newrelic_name(k), json!(v));
             }
-            let mut common = common;
-            if let Some(attrs) = common["attributes"].as_object_mut() {
-                attrs.extend(extra);
-            }
+            let common = json!({
+                "interval.ms": shape.interval.as_millis() as u64,
+                "timestamp": shape.now_ms,
+                "attributes": attributes,
+            });
             split_payloads(
-                newrelic_metrics(&aggs, &shape, &mut skipped),
+                newrelic_metrics(aggs, shape, skipped),
                 max,
                 |b| json!([{ "common": common, "metrics": b }]),
             )
         }
-    };
-    if skipped.non_finite > 0 {
-        cfn_core::cli::warn(
-            "cfn-push",
-            format!("left out {} non-finite values", skipped.non_finite),
-        );
     }
-    if cli.dry_run {
-        eprintln!(
-            "cfn-push: dry run: {} payload(s) for POST {url}",
-            payloads.len()
-        );
-        let mut out = std::io::stdout().lock();
-        for p in &payloads {
-            out.write_all(p)?;
-            out.write_all(b"\n")?;
-        }
-        return Ok(Exit::Ok);
-    }
-    let key = key.expect("a key unless dry run");
-    let policy = RetryPolicy::with(parse_duration(&cli.timeout)?, cli.retries);
+}
+
+/// Sends each payload (gzipped) with retries; returns how many were accepted and the exit
+/// status the failures call for (the first rejection's, or 75 when one was not delivered).
+fn send_payloads(
+    payloads: &[Vec<u8>],
+    url: &str,
+    key_header: &str,
+    key: &str,
+    policy: &RetryPolicy,
+) -> anyhow::Result<(usize, Exit)> {
     let mut worst = Exit::Ok;
-    let (mut sent, mut failed) = (0usize, 0usize);
+    let mut sent = 0;
     for (i, p) in payloads.iter().enumerate() {
         let body = gzip(p)?;
         let req = Request {
-            url: &url,
+            url,
             headers: vec![
-                (key_header, key.clone()),
+                (key_header, key.to_string()),
                 ("Content-Type", "application/json".into()),
                 ("Content-Encoding", "gzip".into()),
             ],
             body: &body,
         };
-        match post_with_retries(&req, &policy) {
+        let batch = format!("batch {} of {}", i + 1, payloads.len());
+        match post_with_retries(&req, policy) {
             Delivery::Accepted(_) => sent += 1,
             Delivery::Rejected { status, body } => {
-                failed += 1;
                 cfn_core::cli::warn(
                     "cfn-push",
                     format!(
-                        "{} rejected batch {} of {} with HTTP {status}: {}",
-                        redact_url(&url),
-                        i + 1,
-                        payloads.len(),
+                        "{} rejected {batch} with HTTP {status}: {}",
+                        redact_url(url),
                         body.trim()
                     ),
                 );
@@ -476,21 +459,73 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 }
             }
             Delivery::GaveUp { attempts, last } => {
-                failed += 1;
                 cfn_core::cli::warn(
                     "cfn-push",
                     format!(
-                        "batch {} of {} was not delivered to {} after {attempts} attempts: {}",
-                        i + 1,
-                        payloads.len(),
-                        redact_url(&url),
-                        last.replace(&key, "***")
+                        "{batch} was not delivered to {} after {attempts} attempts: {}",
+                        redact_url(url),
+                        last.replace(key, "***")
                     ),
                 );
                 worst = Exit::TempFail;
             }
         }
     }
+    Ok((sent, worst))
+}
+
+/// Runs `cfn-push`.
+///
+/// # Errors
+/// As the contract's exit codes say.
+pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
+    let api = VendorApi::of(cli.vendor, cli.region);
+    let key = if cli.dry_run {
+        None
+    } else {
+        Some(read_key(cli.api_key_file.as_deref(), api.key_env)?)
+    };
+    let base = cli.endpoint.clone().unwrap_or_else(|| api.base.clone());
+    let url = format!("{}{}", base.trim_end_matches('/'), api.path);
+    let tags = cli
+        .tags
+        .iter()
+        .map(|t| cfn_core::record::parse_tag_kv(t).map_err(|e| fail(Exit::Usage, e.to_string())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shape = Shape {
+        prefix: cli.prefix.clone(),
+        tags,
+        interval: parse_duration(&cli.window)?,
+        host: cfn_core::http::hostname(),
+        now_ms: now_ms(),
+    };
+    let mut log = MalformedLog::new("cfn-push", cli.strict.strict);
+    let aggs = read_aggregates(input, "<stdin>", &mut log)?;
+    log.finish();
+    let mut skipped = Skipped::default();
+    let max = cli.max_payload.unwrap_or(api.max_payload);
+    let payloads = build_payloads(cli.vendor, &aggs, &shape, max, &mut skipped);
+    if skipped.non_finite > 0 {
+        cfn_core::cli::warn(
+            "cfn-push",
+            format!("left out {} non-finite values", skipped.non_finite),
+        );
+    }
+    let Some(key) = key else {
+        eprintln!(
+            "cfn-push: dry run: {} payload(s) for POST {url}",
+            payloads.len()
+        );
+        for p in &payloads {
+            out.write_all(p)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(Exit::Ok);
+    };
+    let timeout = parse_duration(cli.http.http_timeout.as_deref().unwrap_or("15s"))?;
+    let policy = RetryPolicy::with(timeout, cli.http.retries);
+    let (sent, worst) = send_payloads(&payloads, &url, api.key_header, &key, &policy)?;
+    let failed = payloads.len() - sent;
     eprintln!(
         "cfn-push: sent {sent} of {} payload(s) ({} aggregates){}",
         payloads.len(),

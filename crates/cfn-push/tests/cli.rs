@@ -336,3 +336,33 @@ fn a_4xx_body_that_echoes_the_key_is_printed_without_it() {
     out.status(65).stderr_has("bad key ***");
     assert!(!out.stderr().contains(KEY), "{out:?}");
 }
+
+#[test]
+fn one_spelling_per_flag_across_tools_with_the_old_ones_kept() {
+    let dir = TestDir::new();
+    for args in [
+        &[
+            "--window",
+            "1m",
+            "--tag",
+            "env=test",
+            "--http-timeout",
+            "5s",
+        ][..],
+        &["--interval", "1m", "--tag", "env:test", "--timeout", "5s"][..],
+    ] {
+        let out = dir
+            .cmd("cfn-push")
+            .args(["newrelic", "--dry-run"])
+            .args(args)
+            .stdin(aggs())
+            .run();
+        out.success();
+        let block = &out.jsonl()[0][0];
+        assert_eq!(block["common"]["interval.ms"], 60_000, "{args:?}");
+        assert_eq!(block["common"]["attributes"]["env"], "test", "{args:?}");
+    }
+    let help = dir.cmd("cfn-push").arg("--help").run().stdout();
+    assert!(help.contains("--window") && help.contains("--http-timeout"));
+    assert!(!help.contains("--interval") && !help.contains("--timeout <"));
+}

@@ -463,7 +463,11 @@ pub fn serve(
 ///
 /// # Errors
 /// As the contract's exit codes say.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub fn run(
+    cli: Cli,
+    _input: impl std::io::BufRead,
+    _out: impl std::io::Write,
+) -> anyhow::Result<Exit> {
     let config = Config::from_env()?;
     let archive = cli
         .archive_dir

@@ -1,0 +1,114 @@
+//! `rotate`: gzip the day files of finished days, verified byte for byte.
+
+use super::*;
+fn show_progress(ctx: &Ctx, i: usize, total: usize, name: &str) {
+    if ctx.progress {
+        eprint!("\rcfn-archive: rotating {}/{total} {name}\x1b[K", i + 1);
+        if i + 1 == total {
+            eprintln!();
+        }
+    }
+}
+
+/// Compares a gzip stream with the plain file it was made from, byte for byte.
+fn verify_member(gz: &mut File, from: u64, plain: &Path) -> anyhow::Result<()> {
+    gz.seek(SeekFrom::Start(from))?;
+    let mut dec = flate2::read::MultiGzDecoder::new(BufReader::new(gz));
+    let mut orig = BufReader::new(open_safe(plain, Access::Read)?);
+    let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut dec, &mut a)?;
+        let m = read_full(&mut orig, &mut b)?;
+        if n != m || a[..n] != b[..m] {
+            return Err(fail(
+                Exit::IoErr,
+                format!(
+                    "verification of the gzip of {} failed: contents differ",
+                    plain.display()
+                ),
+            ));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut total = 0;
+    while total < buf.len() {
+        match r.read(&mut buf[total..])? {
+            0 => break,
+            n => total += n,
+        }
+    }
+    Ok(total)
+}
+
+/// Gzips every archive file of a finished UTC day into `….jsonl.gz` (appending a gzip
+/// member when the `.gz` exists), verifies it, then removes the plain file. Today's files are
+/// never rotated.
+///
+/// # Errors
+/// Exit 74 on write or verification errors; the plain file is kept.
+pub fn rotate(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyhow::Result<()> {
+    let today = utc_day(ctx.now);
+    let todo: Vec<(String, String)> = archive_files(&ctx.archive_dir)?
+        .into_iter()
+        .filter(|(_, day, _, gz)| !gz && *day < today)
+        .map(|(name, day, _, _)| (name, day))
+        .collect();
+    for (i, (name, _)) in todo.iter().enumerate() {
+        show_progress(ctx, i, todo.len(), name);
+        let plain = ctx.archive_dir.join(name);
+        let gz_path = ctx.archive_dir.join(format!("{name}.gz"));
+        let plain_file = open_safe(&plain, Access::Read)?;
+        let plain_len = plain_file.metadata()?.len();
+        let gz_before = match std::fs::symlink_metadata(&gz_path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_fail("cannot stat", &gz_path, &e)),
+        };
+        if ctx.dry_run {
+            summary.rotated_files += 1;
+            continue;
+        }
+        state.rotating.insert(name.clone(), gz_before);
+        save(&ctx.archive_dir, state)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.gz."))
+            .tempfile_in(&ctx.archive_dir)
+            .map_err(|e| io_fail("cannot create a temp file in", &ctx.archive_dir, &e))?;
+        if gz_before > 0 {
+            std::io::copy(&mut open_safe(&gz_path, Access::Read)?, tmp.as_file_mut())?;
+        }
+        {
+            // Streamed: a day file can be larger than memory.
+            let mut enc =
+                flate2::write::GzEncoder::new(tmp.as_file_mut(), flate2::Compression::default());
+            std::io::copy(&mut &plain_file, &mut enc)
+                .map_err(|e| io_fail("cannot write", &gz_path, &e))?;
+            enc.finish()
+                .map_err(|e| io_fail("cannot write", &gz_path, &e))?;
+        }
+        tmp.as_file().sync_all()?;
+        // Byte for byte against the plain file: nothing else needs checking.
+        verify_member(tmp.as_file_mut(), gz_before, &plain)?;
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        let gz_after = tmp.as_file().metadata()?.len();
+        tmp.persist(&gz_path)
+            .map_err(|e| io_fail("cannot rename into", &gz_path, &e.error))?;
+        sync_dir(&ctx.archive_dir);
+        crash_point("after_gz_rename");
+        std::fs::remove_file(&plain)?;
+        state.archives.remove(name);
+        state.rotating.remove(name);
+        save(&ctx.archive_dir, state)?;
+        summary.rotated_files += 1;
+        summary.bytes_saved += plain_len as i64 - (gz_after - gz_before) as i64;
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `trim`: remove what is archived and older than the hot window from the shards.
+
+use super::*;
+
+/// Removes from each hot shard the records older than `hot` that are already archived,
+/// rewriting it under its lock and renaming it into place (writers re-check the inode).
+///
+/// # Errors
+/// Exit 75 when a shard's lock is busy past the timeout.
+pub fn trim(
+    ctx: &Ctx,
+    state: &mut ArchiveState,
+    hot: Duration,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let cutoff = ctx.now - hot.as_millis() as i64;
+    let shards = match list_shards(&ctx.metrics_dir) {
+        Ok(s) => s,
+        Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for (n, path) in shards {
+        let name = file_name(&path);
+        let Some(prog) = state.shards.get(&name).cloned() else {
+            continue;
+        };
+        let Some(file) = skip_refused("cfn-archive", false, open_safe(&path, Access::Read))? else {
+            continue;
+        };
+        if !lock_with_timeout(&file, ctx.lock_timeout)? {
+            return Err(cfn_core::fsutil::lock_timeout(&path, ctx.lock_timeout));
+        }
+        let meta = file.metadata()?;
+        // Only what this inode's archived prefix covers can go.
+        if FileId::of(&meta) != prog.id() || !cfn_core::fsutil::same_file_at_path(&file, &path)? {
+            continue;
+        }
+        let (cut, removed) = trimmable_prefix(&file, &name, cutoff, prog.offset)?;
+        if cut == 0 {
+            continue;
+        }
+        summary.trimmed_records += removed;
+        summary.trimmed_bytes += cut;
+        if ctx.dry_run {
+            continue;
+        }
+        let new_id = rewrite_from(ctx, state, n, &path, &file, cut)?;
+        state.trimming.remove(&name);
+        let mut moved = prog.clone();
+        moved.move_to(new_id, prog.offset - cut);
+        state.shards.insert(name, moved);
+        save(&ctx.archive_dir, state)?;
+        // The shard's lock is held until here, so no writer appends to the old file.
+        drop(file);
+    }
+    Ok(())
+}
+
+/// The bytes at the start of the shard that may go, and how many lines they hold: whole
+/// lines older than `cutoff` (malformed ones too), within the archived `archived` bytes.
+fn trimmable_prefix(
+    file: &File,
+    name: &str,
+    cutoff: EpochMs,
+    archived: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    let mut reader = RecordReader::new(BufReader::new(f), name);
+    reader.leave_partial_tail = true;
+    let (mut cut, mut removed) = (0u64, 0u64);
+    while let Some(old) = reader.next_item_with(|item| match item {
+        Item::Record(rec) => rec.ts_ms < cutoff,
+        Item::Malformed { .. } => true,
+    })? {
+        if !old || reader.position().offset > archived {
+            break;
+        }
+        cut = reader.position().offset;
+        removed += 1;
+    }
+    Ok((cut, removed))
+}
+
+/// Writes the shard from byte `cut` on into a new file (same owner and mode), records the
+/// trim in the state, and renames the new file into place; returns its identity.
+fn rewrite_from(
+    ctx: &Ctx,
+    state: &mut ArchiveState,
+    n: u32,
+    path: &Path,
+    mut file: &File,
+    cut: u64,
+) -> anyhow::Result<FileId> {
+    let meta = file.metadata()?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".cfn-metrics-{n}.trim."))
+        .tempfile_in(&ctx.metrics_dir)
+        .map_err(|e| io_fail("cannot create a temp file in", &ctx.metrics_dir, &e))?;
+    file.seek(SeekFrom::Start(cut))?;
+    std::io::copy(&mut file, tmp.as_file_mut())
+        .map_err(|e| io_fail("cannot write", tmp.path(), &e))?;
+    // Keep the shard's owner and mode, so writers can still open it.
+    std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))?;
+    tmp.as_file().set_permissions(meta.permissions())?;
+    tmp.as_file().sync_all()?;
+    let new_id = FileId::of(&tmp.as_file().metadata()?);
+    // Recorded before the rename: a crash after it resumes at offset - cut, exactly.
+    state.trimming.insert(
+        file_name(path),
+        TrimInFlight {
+            dev: new_id.dev,
+            ino: new_id.ino,
+            cut,
+        },
+    );
+    save(&ctx.archive_dir, state)?;
+    tmp.persist(path)
+        .map_err(|e| io_fail("cannot rename into", path, &e.error))?;
+    crash_point("after_trim_rename");
+    Ok(new_id)
+}

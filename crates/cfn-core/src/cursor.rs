@@ -1,0 +1,163 @@
+//! Following a shard across trims, rotations, truncations and replacements: the file's
+//! identity, the bytes consumed, and the last record read. Used by `cfn-cat --follow`, the
+//! archiver's progress (persisted as is in its state file) and `cfn-serve`'s shard health.
+
+use crate::reader::Position;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, Metadata};
+use std::io::{BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+
+/// A file's identity: device and inode. A trim renames a new file into place, so the path
+/// stays while the identity changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file `meta` describes.
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// What became of a shard since a cursor was last moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The same file, at least as long as what was consumed: read on from the offset.
+    Same,
+    /// The same file, now shorter than what was consumed (truncated in place).
+    Truncated,
+    /// Another file at the path (renamed into place by a trim, or recreated).
+    Replaced,
+}
+
+/// A position in a shard. The field names are those of cfn-archive's state file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCursor {
+    pub dev: u64,
+    pub ino: u64,
+    /// Bytes consumed (always the end of a complete line).
+    pub offset: u64,
+    /// The last record read: its timestamp and the FNV-1a hash of its bytes, to find where
+    /// to resume in a rewritten file.
+    pub last_ts: Option<i64>,
+    pub last_hash: Option<u64>,
+}
+
+impl ShardCursor {
+    /// A cursor at the start of the file `id`.
+    pub fn at_start(id: FileId) -> Self {
+        Self {
+            dev: id.dev,
+            ino: id.ino,
+            ..Self::default()
+        }
+    }
+
+    /// The identity of the file the cursor is in.
+    pub fn id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+
+    /// What became of the shard, given the metadata of the file at its path now.
+    pub fn change(&self, now: &Metadata) -> Change {
+        if FileId::of(now) != self.id() {
+            Change::Replaced
+        } else if now.len() < self.offset {
+            Change::Truncated
+        } else {
+            Change::Same
+        }
+    }
+
+    /// Remembers `raw` (stamped `ts_ms`) as the last record read.
+    pub fn note_record(&mut self, ts_ms: i64, raw: &[u8]) {
+        self.last_ts = Some(ts_ms);
+        self.last_hash = Some(crate::paths::fnv1a64(raw));
+    }
+
+    /// True when `raw` is the last record read.
+    pub fn is_last(&self, raw: &[u8]) -> bool {
+        self.last_hash == Some(crate::paths::fnv1a64(raw))
+    }
+
+    /// Moves the cursor into `id` at `offset`, keeping the last record read.
+    pub fn move_to(&mut self, id: FileId, offset: u64) {
+        self.dev = id.dev;
+        self.ino = id.ino;
+        self.offset = offset;
+    }
+
+    /// In `file` (a rewritten or replaced shard), the position just after the last record
+    /// read, or the start when it is not there (trimming removes the oldest records first,
+    /// so then everything left is new).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn resume_in(&self, file: &File, name: &str) -> anyhow::Result<Position> {
+        if self.last_hash.is_none() {
+            return Ok(Position::default());
+        }
+        let mut f = file;
+        f.seek(SeekFrom::Start(0))?;
+        crate::reader::resume_position(BufReader::new(f), name, |raw| self.is_last(raw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn tells_appends_truncation_and_replacement_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        std::fs::write(
+            &p,
+            "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}\n",
+        )
+        .unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        let mut c = ShardCursor::at_start(FileId::of(&meta));
+        c.offset = meta.len();
+        c.note_record(
+            0,
+            b"{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}",
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"x\n")
+            .unwrap();
+        assert_eq!(c.change(&std::fs::metadata(&p).unwrap()), Change::Same);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+        assert_eq!(c.change(&std::fs::metadata(&p).unwrap()), Change::Truncated);
+        // A trim: the last record read and one more, renamed into place.
+        let tmp = dir.path().join("t");
+        std::fs::write(
+            &tmp,
+            "{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":1}\n{\"timestamp\":\"2026-11-27T10:00:01Z\",\"metric\":\"m\",\"value\":2}\n",
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(c.change(&f.metadata().unwrap()), Change::Replaced);
+        assert_eq!(c.resume_in(&f, "s").unwrap().offset, 60);
+    }
+}
