@@ -1,7 +1,7 @@
 //! `--follow`: poll the shards for appended records.
 //!
-//! Each file is tracked by its open descriptor, device and inode, the offset consumed, and the
-//! last record read from it. Appends are read from the offset (a trailing line without `\n`
+//! Each file is tracked by its open descriptor and a cfn-core shard cursor (identity, offset
+//! consumed, last record read). Appends are read from the offset (a trailing line without `\n`
 //! is left for the next poll). When the archiver renames a shard away, the old descriptor is
 //! drained first, then the new file at the path is read; when it rewrites a shard (`trim`),
 //! the new file starts with records already read, so reading resumes after the last record
@@ -10,24 +10,43 @@
 //! already in the archive, so it is read from there, from the last record read up to the
 //! new file's first. Records are therefore written exactly once.
 
+use cfn_core::cursor::{Change, FileId, ShardCursor};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
 use cfn_core::input::{Input, expand_inputs};
 use cfn_core::paths::Config;
 use cfn_core::reader::{MalformedLog, Position, RecordReader};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A shard being followed: the file held open (it is drained even after it was renamed
+/// away) and the cursor in it.
 struct Tracked {
     file: File,
-    ino: (u64, u64),
-    pos: Position,
-    /// The last record read from this path: (timestamp, bytes).
-    last: Option<(i64, Vec<u8>)>,
+    cursor: ShardCursor,
+    /// Lines consumed, for malformed-line reports.
+    line: u64,
+}
+
+impl Tracked {
+    fn new(file: File) -> anyhow::Result<Self> {
+        let cursor = ShardCursor::at_start(FileId::of(&file.metadata()?));
+        Ok(Self {
+            file,
+            cursor,
+            line: 0,
+        })
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.cursor.offset,
+            line: self.line,
+        }
+    }
 }
 
 fn open(input: &Input) -> anyhow::Result<File> {
@@ -35,11 +54,6 @@ fn open(input: &Input) -> anyhow::Result<File> {
         Input::Stdin => Err(fail(Exit::Usage, "--follow cannot read stdin")),
         file => file.open_file(),
     }
-}
-
-fn identity(file: &File) -> std::io::Result<(u64, u64)> {
-    let m = file.metadata()?;
-    Ok((m.dev(), m.ino()))
 }
 
 /// Reads the records appended to `t` since its position.
@@ -50,37 +64,25 @@ fn drain(
     log: &mut MalformedLog,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    t.file.seek(SeekFrom::Start(t.pos.offset))?;
-    let mut reader =
-        RecordReader::new(BufReader::with_capacity(256 * 1024, &t.file), name).with_position(t.pos);
+    t.file.seek(SeekFrom::Start(t.cursor.offset))?;
+    let mut reader = RecordReader::new(BufReader::with_capacity(256 * 1024, &t.file), name)
+        .with_position(t.position());
     reader.leave_partial_tail = true;
-    let last = &mut t.last;
-    loop {
-        let r = reader.next_with(log, |rec| {
-            let l = last.get_or_insert_with(|| (0, Vec::new()));
-            l.0 = rec.ts_ms;
-            l.1.clear();
-            l.1.extend_from_slice(rec.raw);
-            if filter.matches(&rec) {
-                out.write_all(rec.raw)?;
-                out.write_all(b"\n")?;
-            }
-            Ok::<_, std::io::Error>(())
-        })?;
-        match r {
-            None => break,
-            Some(res) => res?,
+    let cursor = &mut t.cursor;
+    while let Some(written) = reader.next_with(log, |rec| {
+        cursor.note_record(rec.ts_ms, rec.raw);
+        if filter.matches(&rec) {
+            out.write_all(rec.raw)?;
+            out.write_all(b"\n")?;
         }
+        Ok::<_, std::io::Error>(())
+    })? {
+        written?;
     }
-    t.pos = reader.position();
+    let pos = reader.position();
+    t.cursor.offset = pos.offset;
+    t.line = pos.line;
     Ok(())
-}
-
-/// In a rewritten or truncated file, the position just after the last record read before.
-fn resume_position(file: &File, name: &str, last: &(i64, Vec<u8>)) -> anyhow::Result<Position> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(0))?;
-    cfn_core::reader::resume_position(BufReader::new(f), name, |raw| raw == &last.1[..])
 }
 
 /// Follows `paths` (or every hot shard) until killed or until stdout is closed.
@@ -97,7 +99,9 @@ pub fn follow(
     strict: bool,
 ) -> anyhow::Result<()> {
     let mut tracked: BTreeMap<PathBuf, Tracked> = BTreeMap::new();
-    let mut refused: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    // Rotated archives do not grow: each is read once.
+    let mut gz_done: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut refused: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
         let inputs = match expand_inputs(paths, config) {
             Ok(i) => i,
@@ -112,25 +116,9 @@ pub fn follow(
                 return Err(fail(Exit::Usage, "--follow cannot read stdin"));
             };
             if cfn_core::input::is_gzip_name(path) {
-                // Rotated archives do not grow; read them once.
-                if !tracked.contains_key(path) {
+                if gz_done.insert(path.to_path_buf()) {
                     let mut reader = RecordReader::new(input.open()?, input.name());
                     crate::copy_records(&mut reader, filter, log, out)?;
-                    let file = File::open(path)?;
-                    let ino = identity(&file)?;
-                    let pos = Position {
-                        offset: u64::MAX,
-                        line: 0,
-                    };
-                    tracked.insert(
-                        path.to_path_buf(),
-                        Tracked {
-                            file,
-                            ino,
-                            pos,
-                            last: None,
-                        },
-                    );
                 }
                 continue;
             }
@@ -147,22 +135,10 @@ pub fn follow(
                     }
                     Err(e) => return Err(e),
                 };
-                let ino = identity(&file)?;
-                tracked.insert(
-                    path.to_path_buf(),
-                    Tracked {
-                        file,
-                        ino,
-                        pos: Position::default(),
-                        last: None,
-                    },
-                );
+                tracked.insert(path.to_path_buf(), Tracked::new(file)?);
             }
         }
         for (path, t) in tracked.iter_mut() {
-            if t.pos.offset == u64::MAX {
-                continue;
-            }
             let name = path.display().to_string();
             // Whatever was appended to the file we hold, even if it has been renamed away.
             drain(t, &name, filter, log, out)?;
@@ -192,19 +168,18 @@ fn check_replaced(
     filter: &RecordFilter,
     log: &mut MalformedLog,
     out: &mut impl Write,
-    refused: &mut std::collections::BTreeSet<PathBuf>,
+    refused: &mut BTreeSet<PathBuf>,
 ) -> anyhow::Result<()> {
     let now = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let replaced = (now.dev(), now.ino()) != t.ino;
-    let truncated = !replaced && now.len() < t.pos.offset;
-    if !replaced && !truncated {
+    let change = t.cursor.change(&now);
+    if change == Change::Same {
         return Ok(());
     }
-    if replaced {
+    if change == Change::Replaced {
         let input = Input::File {
             path: path.to_path_buf(),
             shared: true,
@@ -221,19 +196,15 @@ fn check_replaced(
             }
             Err(e) => return Err(e),
         };
-        t.ino = identity(&file)?;
         t.file = file;
     }
-    t.pos = match &t.last {
-        Some(last) => {
-            let pos = resume_position(&t.file, name, last)?;
-            if pos.offset == 0 {
-                catch_up_from_archive(path, archive_dir, &t.file, last, filter, out)?;
-            }
-            pos
-        }
-        None => Position::default(),
-    };
+    let pos = t.cursor.resume_in(&t.file, name)?;
+    if pos.offset == 0 && t.cursor.last_hash.is_some() {
+        catch_up_from_archive(path, archive_dir, &t.file, &t.cursor, filter, out)?;
+    }
+    t.cursor
+        .move_to(FileId::of(&t.file.metadata()?), pos.offset);
+    t.line = pos.line;
     drain(t, name, filter, log, out)
 }
 
@@ -254,7 +225,7 @@ fn catch_up_from_archive(
     shard: &Path,
     archive_dir: &Path,
     hot_now: &File,
-    last: &(i64, Vec<u8>),
+    last: &ShardCursor,
     filter: &RecordFilter,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -266,7 +237,10 @@ fn catch_up_from_archive(
         return Ok(());
     };
     let stop = first_line(hot_now)?;
-    let from_day = cfn_core::time::utc_day(last.0);
+    let Some(last_ts) = last.last_ts else {
+        return Ok(());
+    };
+    let from_day = cfn_core::time::utc_day(last_ts);
     // The shard's day files from the last record's day on, the .gz (older) before the plain.
     let mut files: Vec<(String, bool, PathBuf)> = std::fs::read_dir(archive_dir)
         .into_iter()
@@ -291,7 +265,7 @@ fn catch_up_from_archive(
         let mut reader = RecordReader::new(r, input.name());
         while let Some(step) = reader.next_with(&mut quiet, |rec| {
             if !found {
-                if rec.raw == &last.1[..] {
+                if last.is_last(rec.raw) {
                     return Some(true);
                 }
                 return None;

@@ -13,7 +13,6 @@ use cfn_core::time::{EpochMs, format_ms, parse_utc_day, utc_day};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -150,8 +149,7 @@ pub fn names(
 
 #[derive(Clone, Debug, Default)]
 struct ShardHealth {
-    ino: (u64, u64),
-    offset: u64,
+    cursor: cfn_core::cursor::ShardCursor,
     records: u64,
     malformed: u64,
     newest_ms: Option<EpochMs>,
@@ -180,19 +178,21 @@ impl Health {
                 continue;
             };
             let meta = file.metadata()?;
-            let id = (meta.dev(), meta.ino());
             let h = known.entry(path.clone()).or_default();
-            if h.ino != id || meta.len() < h.offset {
+            if h.cursor.change(&meta) != cfn_core::cursor::Change::Same {
+                // Rewritten or truncated: count it again from the start.
                 *h = ShardHealth {
-                    ino: id,
+                    cursor: cfn_core::cursor::ShardCursor::at_start(cfn_core::cursor::FileId::of(
+                        &meta,
+                    )),
                     ..Default::default()
                 };
             }
             let mut f = &file;
-            f.seek(SeekFrom::Start(h.offset))?;
+            f.seek(SeekFrom::Start(h.cursor.offset))?;
             let mut reader = RecordReader::new(BufReader::with_capacity(256 * 1024, f), "")
                 .with_position(cfn_core::reader::Position {
-                    offset: h.offset,
+                    offset: h.cursor.offset,
                     line: 0,
                 });
             reader.leave_partial_tail = true;
@@ -208,7 +208,7 @@ impl Health {
                     None => h.malformed += 1,
                 }
             }
-            h.offset = reader.position().offset;
+            h.cursor.offset = reader.position().offset;
             out.push(json!({
                 "shard": n,
                 "file": path.file_name().map(|s| s.to_string_lossy().into_owned()),
