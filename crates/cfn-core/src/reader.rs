@@ -150,6 +150,26 @@ fn raw_str<'a>(field: &str, v: &'a RawValue) -> Result<Cow<'a, str>, String> {
 /// # Errors
 /// A [`ParseFailure`] with a reason such as `value "abc" is not a number`.
 pub fn parse_record(bytes: &[u8]) -> Result<RecordRef<'_>, ParseFailure> {
+    let (ts, rec) = parse_fields(bytes)?;
+    match ts {
+        Some(ts_ms) => Ok(RecordRef { ts_ms, ..rec }),
+        None => Err(ParseFailure::Invalid("missing \"timestamp\"".into())),
+    }
+}
+
+/// Parses a record given to a writer (`cfn-emit --stdin`): the same rules as
+/// [`parse_record`], except that the timestamp may be absent (or null), since the writer
+/// stamps the record itself. Returns the timestamp, if any, and the record (whose `ts_ms`
+/// is then 0).
+///
+/// # Errors
+/// As [`parse_record`].
+pub fn parse_new_record(bytes: &[u8]) -> Result<(Option<EpochMs>, RecordRef<'_>), ParseFailure> {
+    parse_fields(bytes)
+}
+
+/// The one set of rules for a record's fields, shared by readers and writers.
+fn parse_fields(bytes: &[u8]) -> Result<(Option<EpochMs>, RecordRef<'_>), ParseFailure> {
     let wire: Wire<'_> = match serde_json::from_slice(bytes) {
         Ok(w) => w,
         Err(e) if e.is_eof() => {
@@ -191,19 +211,23 @@ pub fn parse_record(bytes: &[u8]) -> Result<RecordRef<'_>, ParseFailure> {
             }
         }
     };
-    let ts_ms = match wire.timestamp {
-        None => return Err(bad("missing \"timestamp\"".into())),
-        Some(t) => {
-            let s = t.get();
-            let parsed = if let Some(inner) = s.strip_prefix('"').and_then(|x| x.strip_suffix('"'))
-            {
-                parse_timestamp_str(inner)
-            } else {
-                s.parse::<f64>().ok().and_then(epoch_number_to_ms)
-            };
-            parsed.ok_or_else(|| bad(format!("timestamp {s} is not a time")))?
-        }
-    };
+    let ts_ms =
+        match wire.timestamp {
+            None => None,
+            Some(t) if t.get() == "null" => None,
+            Some(t) => {
+                let s = t.get();
+                let parsed =
+                    if let Some(inner) = s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+                        parse_timestamp_str(inner)
+                    } else {
+                        s.parse::<f64>().ok().and_then(epoch_number_to_ms)
+                    };
+                Some(parsed.ok_or_else(|| {
+                    bad(format!("timestamp {s} is not a time in years 1970-9999"))
+                })?)
+            }
+        };
     let agent = match wire.agent {
         None => None,
         Some(a) if a.get() == "null" => None,
@@ -223,16 +247,19 @@ pub fn parse_record(bytes: &[u8]) -> Result<RecordRef<'_>, ParseFailure> {
         Some(t) => return Err(bad(format!("tags {} is not an object", t.get()))),
         None => None,
     };
-    Ok(RecordRef {
-        raw: bytes,
-        line: 0,
+    Ok((
         ts_ms,
-        metric,
-        value,
-        agent,
-        unit,
-        tags,
-    })
+        RecordRef {
+            raw: bytes,
+            line: 0,
+            ts_ms: 0,
+            metric,
+            value,
+            agent,
+            unit,
+            tags,
+        },
+    ))
 }
 
 /// Counts malformed lines, shows the first few on stderr, and under `--strict` turns the

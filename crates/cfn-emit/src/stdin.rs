@@ -5,10 +5,9 @@
 use super::{CallFlags, Writer, parse_words};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::reader::{MAX_LINE_BYTES, read_line_bounded};
-use cfn_core::record::{
-    NewRecord, is_value, parse_tags_json, parse_value, tags_to_json, validate_metric,
-};
-use cfn_core::time::{EpochMs, epoch_number_to_ms, now_ms, parse_timestamp_str};
+use cfn_core::reader::{MalformedLog, ParseFailure};
+use cfn_core::record::{NewRecord, is_value, parse_tags_json, tags_to_json};
+use cfn_core::time::{EpochMs, now_ms};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
@@ -38,76 +37,49 @@ struct Pending {
     timestamp: Option<EpochMs>,
 }
 
-/// Parses one input line.
+/// Parses one input line: a JSON record, or the command line's call forms.
 fn parse_line(line: &str, d: &Defaults) -> anyhow::Result<Pending> {
     let t = line.trim();
     if t.starts_with('{') {
-        let v: Map<String, Value> = serde_json::from_str(t)
-            .map_err(|e| fail(Exit::DataErr, format!("invalid JSON record: {e}")))?;
-        let text = |k: &str| -> anyhow::Result<Option<String>> {
-            match v.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Number(n)) if k == "agent" => Ok(Some(n.to_string())),
-                Some(other) => Err(fail(Exit::DataErr, format!("{k} {other} is not a string"))),
-            }
-        };
-        let metric = text("metric")?.ok_or_else(|| fail(Exit::DataErr, "missing \"metric\""))?;
-        validate_metric(&metric)?;
-        let value = match v.get("value") {
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| fail(Exit::DataErr, format!("value {n} is not a finite number")))?,
-            Some(Value::String(s)) => parse_value(s)?,
-            Some(other) => {
-                return Err(fail(
-                    Exit::DataErr,
-                    format!("value {other} is not a number"),
-                ));
-            }
-            None => return Err(fail(Exit::DataErr, "missing \"value\"")),
-        };
-        let timestamp = match v.get("timestamp") {
-            None | Some(Value::Null) => d.timestamp,
-            Some(Value::String(s)) => Some(
-                parse_timestamp_str(s)
-                    .ok_or_else(|| fail(Exit::DataErr, format!("timestamp {s:?} is not a time")))?,
-            ),
-            Some(Value::Number(n)) => {
-                Some(n.as_f64().and_then(epoch_number_to_ms).ok_or_else(|| {
-                    fail(
-                        Exit::DataErr,
-                        format!("timestamp {n} is not a time in years 1970-9999"),
-                    )
-                })?)
-            }
-            Some(other) => {
-                return Err(fail(
-                    Exit::DataErr,
-                    format!("timestamp {other} is not a time"),
-                ));
-            }
-        };
-        let tags = match v.get("tags") {
-            None | Some(Value::Null) => d.tags.clone(),
-            Some(t) => {
-                let mut merged = d.tags.clone().unwrap_or_default();
-                merged.extend(parse_tags_json(&t.to_string())?);
-                Some(merged)
-            }
-        };
-        return Ok(Pending {
-            agent: text("agent")?.or_else(|| d.agent.clone()),
-            metric,
-            value,
-            unit: text("unit")?.or_else(|| d.unit.clone()),
-            tags: tags.as_ref().map(tags_to_json),
-            timestamp,
-        });
+        parse_json_record(t, d)
+    } else {
+        parse_call_words(t, d)
     }
-    // The command line's call forms, as words or (from the shell shim, unambiguous whatever
-    // the arguments hold) as a JSON array of the arguments.
+}
+
+/// A JSON record, checked by the same rules every reader applies (cfn-core's), except that
+/// the timestamp may be left out for cfn-emit to take.
+fn parse_json_record(t: &str, d: &Defaults) -> anyhow::Result<Pending> {
+    let bad = |reason: String| fail(Exit::DataErr, reason);
+    let (timestamp, rec) = cfn_core::reader::parse_new_record(t.as_bytes()).map_err(|e| {
+        bad(match e {
+            ParseFailure::Incomplete(r) | ParseFailure::Invalid(r) => r,
+        })
+    })?;
+    let tags = match rec.tags {
+        None => d.tags.clone(),
+        Some(t) => {
+            let mut merged = d.tags.clone().unwrap_or_default();
+            merged.extend(parse_tags_json(t.get())?);
+            Some(merged)
+        }
+    };
+    Ok(Pending {
+        agent: rec
+            .agent
+            .map(|a| a.into_owned())
+            .or_else(|| d.agent.clone()),
+        metric: rec.metric.into_owned(),
+        value: rec.value,
+        unit: rec.unit.map(|u| u.into_owned()).or_else(|| d.unit.clone()),
+        tags: tags.as_ref().map(tags_to_json),
+        timestamp: timestamp.or(d.timestamp),
+    })
+}
+
+/// The command line's call forms, as words or (from the shell shim, unambiguous whatever
+/// the arguments hold) as a JSON array of the arguments.
+fn parse_call_words(t: &str, d: &Defaults) -> anyhow::Result<Pending> {
     let words: Vec<String> = if t.starts_with('[') {
         let v: Vec<Value> = serde_json::from_str(t)
             .map_err(|e| fail(Exit::DataErr, format!("invalid JSON argument list: {e}")))?;
@@ -201,7 +173,8 @@ pub fn run_stdin<R: Read>(
     let mut pending: Vec<Pending> = Vec::new();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
-    let mut rejected = 0u64;
+    // The same report every reader gives: file:line: reason, the first few, then a count.
+    let mut log = MalformedLog::new("cfn-emit", strict);
     loop {
         buf.clear();
         let read = read_line_bounded(input, &mut buf, MAX_LINE_BYTES)?;
@@ -211,33 +184,27 @@ pub fn run_stdin<R: Read>(
         line_no += 1;
         // A bad line is one rejected line: it never stops the lines after it.
         let parsed = if read.too_long {
-            Some(Err(fail(
-                Exit::DataErr,
-                format!("line is longer than {MAX_LINE_BYTES} bytes"),
-            )))
+            Some(Err(format!("line is longer than {MAX_LINE_BYTES} bytes")))
         } else {
             match std::str::from_utf8(&buf) {
                 Ok(line) if line.trim().is_empty() => None,
-                Ok(line) => Some(parse_line(line, d)),
-                Err(e) => Some(Err(fail(
-                    Exit::DataErr,
-                    format!("not valid UTF-8 (byte {})", e.valid_up_to() + 1),
+                Ok(line) => Some(parse_line(line, d).map_err(|e| format!("{e:#}"))),
+                Err(e) => Some(Err(format!(
+                    "not valid UTF-8 (byte {})",
+                    e.valid_up_to() + 1
                 ))),
             }
         };
-        if let Some(parsed) = parsed {
-            match parsed {
-                Ok(p) => pending.push(p),
-                Err(e) if strict => {
-                    return Err(e.context(format!("<stdin>:{line_no}: rejected")));
-                }
-                Err(e) => {
-                    rejected += 1;
-                    if rejected <= 5 {
-                        eprintln!("cfn-emit: <stdin>:{line_no}: rejected: {e:#}");
-                    }
+        match parsed {
+            Some(Ok(p)) => pending.push(p),
+            Some(Err(reason)) => {
+                if let Err(stop) = log.report("<stdin>", line_no, &reason) {
+                    // --strict: what was read before the bad line is still written.
+                    flush(writer, &mut pending)?;
+                    return Err(stop);
                 }
             }
+            None => {}
         }
         // Batch what is already buffered; write as soon as no complete line is waiting, so a
         // slow producer's records are never held back (looking at the buffer costs no read).
@@ -247,14 +214,12 @@ pub fn run_stdin<R: Read>(
         }
     }
     flush(writer, &mut pending)?;
-    if rejected > 0 {
-        eprintln!(
-            "cfn-emit: rejected {rejected} line{} of {line_no}",
-            if rejected == 1 { "" } else { "s" }
-        );
-        return Ok(Exit::DataErr);
-    }
-    Ok(Exit::Ok)
+    log.finish();
+    Ok(if log.count > 0 {
+        Exit::DataErr
+    } else {
+        Exit::Ok
+    })
 }
 
 #[cfg(test)]

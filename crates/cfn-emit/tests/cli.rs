@@ -583,3 +583,48 @@ emit_delivery_rate 90 -0.5 12 || exit 8
     assert_eq!(recs[1]["tags"]["total"], -0.5);
     assert_eq!(recs[1]["tags"]["delivered"], 12);
 }
+
+#[test]
+fn stdin_applies_the_readers_rules_to_json_records() {
+    let dir = TestDir::new();
+    let input = concat!(
+        "{\"metric\":\"ok\",\"value\":1}\n",
+        "{\"metric\":\"quoted\",\"value\":\"12\"}\n",
+        "{\"metric\":\"a\\u0007b\",\"value\":1}\n",
+        "{\"metric\":\"late\",\"value\":2,\"timestamp\":\"2026-11-27T10:00:00Z\"}\n",
+    );
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["--stdin", "--agent", "agent-1"])
+        .stdin(input)
+        .run();
+    out.status(65)
+        .stderr_has("<stdin>:2: value \"12\" is not a number")
+        .stderr_has("<stdin>:3:")
+        .stderr_has("skipped 2 malformed lines");
+    let metrics: Vec<String> = jsonl(&dir.read("cfn-metrics-1.jsonl"))
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(metrics, ["ok", "late"]);
+    // What cfn-emit accepts, every reader reads back whole.
+    let back = dir.cmd("cfn-cat").arg("--strict").run();
+    back.success();
+    assert_eq!(back.jsonl().len(), 2);
+}
+
+#[test]
+fn stdin_strict_still_writes_what_came_before_the_bad_line() {
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["--stdin", "--strict", "--agent", "agent-1"])
+        .stdin("a 1\nb 2\nc nope\nd 4\n")
+        .run();
+    out.status(65).stderr_has("<stdin>:3:");
+    let metrics: Vec<String> = jsonl(&dir.read("cfn-metrics-1.jsonl"))
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(metrics, ["a", "b"]);
+}
