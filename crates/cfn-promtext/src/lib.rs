@@ -83,48 +83,86 @@ pub use cfn_core::prom::{
     escape_help, escape_label_value, format_value, sanitize_label, sanitize_name,
 };
 
-/// The unit conversion for `--base-units`: (factor, name suffix, unit shown in HELP, name
-/// suffixes to replace). A negative factor divides, so 410 ms is exactly 0.41 s.
-fn base_unit(
-    unit: Option<&str>,
-) -> Option<(f64, &'static str, &'static str, &'static [&'static str])> {
-    match unit?.to_ascii_lowercase().as_str() {
-        "milliseconds" | "millisecond" | "ms" => {
-            Some((-1000.0, "_seconds", "seconds", &["_milliseconds", "_ms"]))
+/// How a value is converted to the base unit. Division is its own case so that 410 ms is
+/// exactly 0.41 s (multiplying by 0.001 is not).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scale {
+    Identity,
+    Multiply(f64),
+    Divide(f64),
+}
+
+impl Scale {
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Scale::Identity => v,
+            Scale::Multiply(f) => v * f,
+            Scale::Divide(d) => v / d,
         }
-        "seconds" | "second" | "s" => Some((1.0, "_seconds", "seconds", &["_seconds", "_s"])),
-        "mb" | "mib" | "megabytes" => Some((
-            1024.0 * 1024.0,
+    }
+}
+
+/// The `--base-units` conversion of one unit.
+struct BaseUnit {
+    scale: Scale,
+    /// Appended to the family name (`_seconds`).
+    suffix: &'static str,
+    /// The unit shown in HELP.
+    name: &'static str,
+    /// Name endings replaced by `suffix` (`coordination_time_ms` -> `coordination_time_seconds`).
+    replaces: &'static [&'static str],
+}
+
+fn base_unit(unit: Option<&str>) -> Option<BaseUnit> {
+    let (scale, suffix, name, replaces): (Scale, _, _, &'static [&'static str]) = match unit?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "milliseconds" | "millisecond" | "ms" => (
+            Scale::Divide(1000.0),
+            "_seconds",
+            "seconds",
+            &["_milliseconds", "_ms"],
+        ),
+        "seconds" | "second" | "s" => (Scale::Identity, "_seconds", "seconds", &["_seconds", "_s"]),
+        "mb" | "mib" | "megabytes" => (
+            Scale::Multiply(1024.0 * 1024.0),
             "_bytes",
             "bytes",
             &["_mb", "_mib", "_megabytes"],
-        )),
-        "kb" | "kib" | "kilobytes" => {
-            Some((1024.0, "_bytes", "bytes", &["_kb", "_kib", "_kilobytes"]))
-        }
-        "bytes" | "b" => Some((1.0, "_bytes", "bytes", &["_bytes"])),
-        _ => None,
-    }
+        ),
+        "kb" | "kib" | "kilobytes" => (
+            Scale::Multiply(1024.0),
+            "_bytes",
+            "bytes",
+            &["_kb", "_kib", "_kilobytes"],
+        ),
+        "bytes" | "b" => (Scale::Identity, "_bytes", "bytes", &["_bytes"]),
+        _ => return None,
+    };
+    Some(BaseUnit {
+        scale,
+        suffix,
+        name,
+        replaces,
+    })
 }
 
 /// A warning about the input (name collisions, duplicate series).
 pub type Warning = String;
 
-struct Series<'a> {
-    agg: &'a Aggregate,
-}
-
+/// One metric's families (summary, _min, _max) to write.
 struct Family<'a> {
     source: String,
     unit: Option<String>,
-    factor: f64,
-    series: BTreeMap<String, Series<'a>>,
+    scale: Scale,
+    /// The newest aggregate of each label set, by rendered label text.
+    series: BTreeMap<String, &'a Aggregate>,
 }
 
 /// Renders aggregates as text exposition; returns the text and any warnings.
 pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
     let mut warnings = Vec::new();
-    // Group by source metric; in bucketed input keep the newest bucket of each series.
     let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
     for a in aggs {
         by_metric.entry(&a.metric).or_default().push(a);
@@ -138,161 +176,164 @@ pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
     for metric in order {
         let list = &by_metric[metric];
         let unit = list.iter().find_map(|a| a.unit.clone());
-        let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
-        let mut factor = 1.0;
-        let mut shown_unit = unit.clone();
-        if opts.base_units
-            && let Some((f, suffix, name, strip)) = base_unit(unit.as_deref())
-        {
-            factor = f;
-            shown_unit = Some(name.to_string());
-            for s in strip {
-                if let Some(stripped) = base.strip_suffix(s) {
-                    base = stripped.to_string();
-                    break;
-                }
-            }
-            base.push_str(suffix);
-        }
-        let derived = |b: &str| {
-            [
-                b.to_string(),
-                format!("{b}_sum"),
-                format!("{b}_count"),
-                format!("{b}_min"),
-                format!("{b}_max"),
-            ]
-        };
-        if let Some(other) = derived(&base).iter().find_map(|n| used.get(n)) {
-            let renamed = format!(
-                "{base}_{:08x}",
-                cfn_core::paths::fnv1a64(metric.as_bytes()) as u32
-            );
-            warnings.push(format!(
-                "metrics {other:?} and {metric:?} both map to {base}; writing {metric:?} as {renamed}"
-            ));
-            base = renamed;
-        }
-        for n in derived(&base) {
-            used.insert(n, metric.to_string());
-        }
-        let mut series: BTreeMap<String, Series<'_>> = BTreeMap::new();
-        for a in list {
-            let mut labels: Vec<(String, String)> = Vec::new();
-            for (k, v) in a.labels() {
-                let mut name = sanitize_label(&k);
-                if labels.iter().any(|(n, _)| *n == name) {
-                    let renamed = format!(
-                        "{name}_{:08x}",
-                        cfn_core::paths::fnv1a64(k.as_bytes()) as u32
-                    );
-                    warnings.push(format!("label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"));
-                    name = renamed;
-                }
-                labels.push((name, v));
-            }
-            labels.sort();
-            let key = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
-                .collect::<Vec<_>>()
-                .join(",");
-            match series.get(&key) {
-                Some(prev) if prev.agg.bucket_start >= a.bucket_start => {
-                    if prev.agg.bucket_start == a.bucket_start {
-                        warnings.push(format!(
-                            "duplicate series {metric}{{{key}}}; keeping the first"
-                        ));
-                    }
-                }
-                _ => {
-                    series.insert(key, Series { agg: a });
-                }
-            }
-        }
+        let (base, scale, shown_unit) =
+            family_name(metric, unit.as_deref(), opts, &mut used, &mut warnings);
+        let series = newest_series(metric, list, &mut warnings);
         families.insert(
             base,
             Family {
                 source: metric.to_string(),
-                unit: shown_unit,
-                factor,
+                unit: shown_unit.or(unit),
+                scale,
                 series,
             },
         );
     }
-    let mut out = String::new();
     // Every family in one contiguous block, all blocks sorted by name.
     let mut blocks: BTreeMap<String, String> = BTreeMap::new();
     for (base, fam) in &families {
-        let unit_note = fam
-            .unit
-            .as_deref()
-            .map(|u| format!(" (unit: {u})"))
-            .unwrap_or_default();
-        let help = |what: &str| {
-            escape_help(&format!(
-                "{what} of {}{unit_note}, from cfn-agg",
-                fam.source
-            ))
-        };
-        let mut summary = format!(
-            "# HELP {base} {}\n# TYPE {base} summary\n",
-            help("Distribution")
-        );
-        let mut min = format!(
-            "# HELP {base}_min {}\n# TYPE {base}_min gauge\n",
-            help("Minimum")
-        );
-        let mut max = format!(
-            "# HELP {base}_max {}\n# TYPE {base}_max gauge\n",
-            help("Maximum")
-        );
-        for (key, s) in &fam.series {
-            let a = s.agg;
-            let with = |extra: &str| -> String {
-                match (key.is_empty(), extra.is_empty()) {
-                    (true, true) => String::new(),
-                    (true, false) => format!("{{{extra}}}"),
-                    (false, true) => format!("{{{key}}}"),
-                    (false, false) => format!("{{{key},{extra}}}"),
-                }
-            };
-            let conv = |v: f64| {
-                if fam.factor < 0.0 {
-                    v / -fam.factor
-                } else {
-                    v * fam.factor
-                }
-            };
-            for (q, v) in &a.quantiles {
-                let _ = writeln!(
-                    summary,
-                    "{base}{} {}",
-                    with(&format!(
-                        "quantile=\"{}\"",
-                        cfn_core::record::number_text(*q)
-                    )),
-                    format_value(conv(*v))
-                );
-            }
-            let _ = writeln!(
-                summary,
-                "{base}_sum{} {}",
-                with(""),
-                format_value(conv(a.sum))
-            );
-            let _ = writeln!(summary, "{base}_count{} {}", with(""), a.count);
-            let _ = writeln!(min, "{base}_min{} {}", with(""), format_value(conv(a.min)));
-            let _ = writeln!(max, "{base}_max{} {}", with(""), format_value(conv(a.max)));
+        write_family(base, fam, &mut blocks);
+    }
+    (blocks.into_values().collect(), warnings)
+}
+
+/// The family name of `metric` (prefixed, sanitized, converted to the base unit, and made
+/// unique with a hash suffix when it collides with a name already used), its scale, and the
+/// unit to show when converted.
+fn family_name(
+    metric: &str,
+    unit: Option<&str>,
+    opts: &Options,
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> (String, Scale, Option<String>) {
+    let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
+    let mut scale = Scale::Identity;
+    let mut shown = None;
+    if opts.base_units
+        && let Some(b) = base_unit(unit)
+    {
+        scale = b.scale;
+        shown = Some(b.name.to_string());
+        if let Some(stripped) = b.replaces.iter().find_map(|s| base.strip_suffix(s)) {
+            base = stripped.to_string();
         }
-        blocks.insert(base.clone(), summary);
-        blocks.insert(format!("{base}_min"), min);
-        blocks.insert(format!("{base}_max"), max);
+        base.push_str(b.suffix);
     }
-    for b in blocks.values() {
-        out.push_str(b);
+    let derived = |b: &str| {
+        [
+            b.to_string(),
+            format!("{b}_sum"),
+            format!("{b}_count"),
+            format!("{b}_min"),
+            format!("{b}_max"),
+        ]
+    };
+    if let Some(other) = derived(&base).iter().find_map(|n| used.get(n)) {
+        let renamed = format!(
+            "{base}_{:08x}",
+            cfn_core::paths::fnv1a64(metric.as_bytes()) as u32
+        );
+        warnings.push(format!(
+            "metrics {other:?} and {metric:?} both map to {base}; writing {metric:?} as {renamed}"
+        ));
+        base = renamed;
     }
-    (out, warnings)
+    for n in derived(&base) {
+        used.insert(n, metric.to_string());
+    }
+    (base, scale, shown)
+}
+
+/// The rendered label text of `a`'s group keys: sanitized, de-collided, sorted, escaped.
+fn label_text(metric: &str, a: &Aggregate, warnings: &mut Vec<Warning>) -> String {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for (k, v) in a.labels() {
+        let mut name = sanitize_label(&k);
+        if labels.iter().any(|(n, _)| *n == name) {
+            let renamed = format!(
+                "{name}_{:08x}",
+                cfn_core::paths::fnv1a64(k.as_bytes()) as u32
+            );
+            warnings.push(format!(
+                "label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"
+            ));
+            name = renamed;
+        }
+        labels.push((name, v));
+    }
+    labels.sort();
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One aggregate per label set: in bucketed input, the newest bucket.
+fn newest_series<'a>(
+    metric: &str,
+    list: &[&'a Aggregate],
+    warnings: &mut Vec<Warning>,
+) -> BTreeMap<String, &'a Aggregate> {
+    let mut series: BTreeMap<String, &'a Aggregate> = BTreeMap::new();
+    for a in list {
+        let key = label_text(metric, a, warnings);
+        match series.get(&key) {
+            Some(prev) if prev.bucket_start >= a.bucket_start => {
+                if prev.bucket_start == a.bucket_start {
+                    warnings.push(format!(
+                        "duplicate series {metric}{{{key}}}; keeping the first"
+                    ));
+                }
+            }
+            _ => {
+                series.insert(key, a);
+            }
+        }
+    }
+    series
+}
+
+/// Writes the summary, `_min` and `_max` blocks of one family into `blocks`.
+fn write_family(base: &str, fam: &Family<'_>, blocks: &mut BTreeMap<String, String>) {
+    let unit_note = fam
+        .unit
+        .as_deref()
+        .map(|u| format!(" (unit: {u})"))
+        .unwrap_or_default();
+    let head = |name: &str, kind: &str, what: &str| {
+        let help = escape_help(&format!(
+            "{what} of {}{unit_note}, from cfn-agg",
+            fam.source
+        ));
+        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")
+    };
+    let mut summary = head(base, "summary", "Distribution");
+    let mut min = head(&format!("{base}_min"), "gauge", "Minimum");
+    let mut max = head(&format!("{base}_max"), "gauge", "Maximum");
+    let conv = |v: f64| format_value(fam.scale.apply(v));
+    for (key, a) in &fam.series {
+        let with = |extra: &str| -> String {
+            match (key.is_empty(), extra.is_empty()) {
+                (true, true) => String::new(),
+                (true, false) => format!("{{{extra}}}"),
+                (false, true) => format!("{{{key}}}"),
+                (false, false) => format!("{{{key},{extra}}}"),
+            }
+        };
+        for (q, v) in &a.quantiles {
+            let quantile = format!("quantile=\"{}\"", cfn_core::record::number_text(*q));
+            let _ = writeln!(summary, "{base}{} {}", with(&quantile), conv(*v));
+        }
+        let _ = writeln!(summary, "{base}_sum{} {}", with(""), conv(a.sum));
+        let _ = writeln!(summary, "{base}_count{} {}", with(""), a.count);
+        let _ = writeln!(min, "{base}_min{} {}", with(""), conv(a.min));
+        let _ = writeln!(max, "{base}_max{} {}", with(""), conv(a.max));
+    }
+    blocks.insert(base.to_string(), summary);
+    blocks.insert(format!("{base}_min"), min);
+    blocks.insert(format!("{base}_max"), max);
 }
 
 /// Runs `cfn-promtext`.
