@@ -187,83 +187,99 @@ pub fn parse_rules_file(text: &str, file: &str) -> anyhow::Result<Vec<Rule>> {
         let msg = e.message().trim().to_string();
         fail(Exit::Config, format!("{file}:{line}: {msg}"))
     })?;
-    let mut rules = Vec::new();
-    for spanned in parsed.rule {
-        let rule_line = line_of(text, spanned.span().start);
-        let r = spanned.into_inner();
-        let at = |span: std::ops::Range<usize>| {
-            if span.is_empty() {
-                rule_line
-            } else {
-                line_of(text, span.start)
-            }
-        };
-        let stat = r.stat.get_ref().trim().to_string();
-        if !valid_stat(&stat) {
-            return Err(fail(
-                Exit::Config,
-                format!(
-                    "{file}:{}: unknown statistic {stat:?} (expected count, sum, avg, min, max or a quantile such as p95)",
-                    at(r.stat.span())
-                ),
-            ));
-        }
-        let op = Op::parse(r.op.get_ref().trim()).ok_or_else(|| {
-            fail(
-                Exit::Config,
-                format!(
-                    "{file}:{}: unknown comparison {:?} (expected >, >=, <, <=, ==, !=)",
-                    at(r.op.span()),
-                    r.op.get_ref()
-                ),
-            )
-        })?;
-        let severity = Severity::parse(r.severity.get_ref()).ok_or_else(|| {
-            fail(
-                Exit::Config,
-                format!(
-                    "{file}:{}: unknown severity {:?} (expected critical, error, warning or info)",
-                    at(r.severity.span()),
-                    r.severity.get_ref()
-                ),
-            )
-        })?;
-        let for_ =
-            match &r.for_ {
-                Some(f) => Some(cfn_core::time::parse_duration(f.get_ref()).map_err(|e| {
-                    fail(Exit::Config, format!("{file}:{}: for: {e}", at(f.span())))
-                })?),
-                None => None,
+    parsed
+        .rule
+        .into_iter()
+        .map(|spanned| {
+            let rule_line = line_of(text, spanned.span().start);
+            let lines = RuleLines {
+                text,
+                file,
+                rule_line,
             };
-        if !r.threshold.is_finite() {
-            return Err(fail(
-                Exit::Config,
-                format!("{file}:{rule_line}: threshold must be a finite number"),
-            ));
+            rule_from_table(spanned.into_inner(), &lines)
+        })
+        .collect()
+}
+
+/// Where a rule of a rules file is, for messages that name `file:line`.
+struct RuleLines<'a> {
+    text: &'a str,
+    file: &'a str,
+    rule_line: usize,
+}
+
+impl RuleLines<'_> {
+    /// The line of a value's span (the rule's own line when the span is empty).
+    fn at(&self, span: std::ops::Range<usize>) -> usize {
+        if span.is_empty() {
+            self.rule_line
+        } else {
+            line_of(self.text, span.start)
         }
-        let metric = NamePattern::new(&r.metric)
-            .map_err(|e| fail(Exit::Config, format!("{file}:{rule_line}: {e}")))?;
-        let mut matchers = Vec::new();
-        for (k, v) in &r.matchers {
-            matchers.push((
-                k.clone(),
-                NamePattern::new(v)
-                    .map_err(|e| fail(Exit::Config, format!("{file}:{rule_line}: {e}")))?,
-            ));
-        }
-        rules.push(Rule {
-            name: r.name.unwrap_or_else(|| default_name(&r.metric, &stat, op)),
-            metric,
-            stat,
-            op,
-            threshold: r.threshold,
-            severity,
-            message: r.message.unwrap_or_else(|| default_message(op)),
-            for_,
-            matchers,
-        });
     }
-    Ok(rules)
+
+    /// Exit 78 naming `file:line`.
+    fn error(&self, line: usize, msg: impl std::fmt::Display) -> anyhow::Error {
+        fail(Exit::Config, format!("{}:{line}: {msg}", self.file))
+    }
+}
+
+/// One `[[rule]]` table, checked field by field.
+fn rule_from_table(r: FileRule, lines: &RuleLines<'_>) -> anyhow::Result<Rule> {
+    let stat = r.stat.get_ref().trim().to_string();
+    if !valid_stat(&stat) {
+        return Err(lines.error(
+            lines.at(r.stat.span()),
+            format!("unknown statistic {stat:?} (expected count, sum, avg, min, max or a quantile such as p95)"),
+        ));
+    }
+    let op = Op::parse(r.op.get_ref().trim()).ok_or_else(|| {
+        lines.error(
+            lines.at(r.op.span()),
+            format!(
+                "unknown comparison {:?} (expected >, >=, <, <=, ==, !=)",
+                r.op.get_ref()
+            ),
+        )
+    })?;
+    let severity = Severity::parse(r.severity.get_ref()).ok_or_else(|| {
+        lines.error(
+            lines.at(r.severity.span()),
+            format!(
+                "unknown severity {:?} (expected critical, error, warning or info)",
+                r.severity.get_ref()
+            ),
+        )
+    })?;
+    let for_ = match &r.for_ {
+        Some(f) => Some(
+            cfn_core::time::parse_duration(f.get_ref())
+                .map_err(|e| lines.error(lines.at(f.span()), format!("for: {e}")))?,
+        ),
+        None => None,
+    };
+    if !r.threshold.is_finite() {
+        return Err(lines.error(lines.rule_line, "threshold must be a finite number"));
+    }
+    let pattern = |text: &str| NamePattern::new(text).map_err(|e| lines.error(lines.rule_line, e));
+    let metric = pattern(&r.metric)?;
+    let matchers = r
+        .matchers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), pattern(v)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Rule {
+        name: r.name.unwrap_or_else(|| default_name(&r.metric, &stat, op)),
+        metric,
+        stat,
+        op,
+        threshold: r.threshold,
+        severity,
+        message: r.message.unwrap_or_else(|| default_message(op)),
+        for_,
+        matchers,
+    })
 }
 
 /// Splits a one-liner into words; double quotes group words, `\"` and `\\` escape.
