@@ -43,7 +43,8 @@ EXIT STATUS:
   73  an output file cannot be created
   74  other I/O error (disk full, permission)
   75  temporary failure: lock timeout, remote endpoint unavailable after retries
-  78  bad configuration (rules file, environment)";
+  78  bad configuration (rules file, environment)
+See docs/CONTRACT.md in the source for the data contract every tool shares.";
 }
 
 /// An error that knows which exit status it should produce.

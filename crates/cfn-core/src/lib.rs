@@ -1,4 +1,5 @@
-//! The cfn-metrics data contract (`CONTRACT.md`) as code, shared by every cfn tool.
+//! The cfn-metrics data contract (`docs/CONTRACT.md`) as code, shared by every cfn tool;
+//! `docs/DESIGN.md` says how the crates fit together.
 //!
 //! It holds the record format and its writer, the JSONL reader with malformed-line
 //! reporting, shard paths from the environment, safe opening and locking of files in shared
