@@ -104,8 +104,18 @@ fn io_fail(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
     fail(exit, format!("{what} {}: {e}{hint}", path.display()))
 }
 
-/// Plain and gzipped archive files in the directory: (name, day, shard, gz).
-fn archive_files(dir: &Path) -> anyhow::Result<Vec<(String, String, u32, bool)>> {
+/// An archive file, as its name describes it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ArchiveFile {
+    name: String,
+    /// `YYYYMMDD`.
+    day: String,
+    shard: u32,
+    gz: bool,
+}
+
+/// Plain and gzipped archive files in the directory, sorted by name.
+fn archive_files(dir: &Path) -> anyhow::Result<Vec<ArchiveFile>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -115,8 +125,13 @@ fn archive_files(dir: &Path) -> anyhow::Result<Vec<(String, String, u32, bool)>>
     for e in entries {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some((day, n, gz)) = parse_archive_name(&name) {
-            out.push((name, day, n, gz));
+        if let Some((day, shard, gz)) = parse_archive_name(&name) {
+            out.push(ArchiveFile {
+                name,
+                day,
+                shard,
+                gz,
+            });
         }
     }
     out.sort();

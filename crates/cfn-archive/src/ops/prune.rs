@@ -15,7 +15,7 @@ pub fn prune(
     let keep_days = (keep.as_millis() as i64).div_euclid(DAY_MS);
     let limit = today_start - keep_days * DAY_MS;
     let mut changed = false;
-    for (name, day, _, _) in archive_files(&ctx.archive_dir)? {
+    for ArchiveFile { name, day, .. } in archive_files(&ctx.archive_dir)? {
         let Some(start) = parse_utc_day(&day) else {
             continue;
         };

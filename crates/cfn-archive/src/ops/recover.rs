@@ -22,7 +22,7 @@ pub fn recover(ctx: &Ctx, state: &mut ArchiveState, had_state: bool) -> anyhow::
         }
         changed = true;
     }
-    for (name, _, _, gz) in archive_files(&ctx.archive_dir)? {
+    for ArchiveFile { name, gz, .. } in archive_files(&ctx.archive_dir)? {
         if gz {
             continue;
         }

@@ -53,12 +53,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Exit 74 on write or verification errors; the plain file is kept.
 pub fn rotate(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyhow::Result<()> {
     let today = utc_day(ctx.now);
-    let todo: Vec<(String, String)> = archive_files(&ctx.archive_dir)?
+    let todo: Vec<String> = archive_files(&ctx.archive_dir)?
         .into_iter()
-        .filter(|(_, day, _, gz)| !gz && *day < today)
-        .map(|(name, day, _, _)| (name, day))
+        .filter(|f| !f.gz && f.day < today)
+        .map(|f| f.name)
         .collect();
-    for (i, (name, _)) in todo.iter().enumerate() {
+    for (i, name) in todo.iter().enumerate() {
         show_progress(ctx, i, todo.len(), name);
         let plain = ctx.archive_dir.join(name);
         let gz_path = ctx.archive_dir.join(format!("{name}.gz"));
