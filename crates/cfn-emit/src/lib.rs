@@ -23,7 +23,7 @@ CALL FORMS:
   The positional arguments are read by this rule: if the second argument is a number, it is
   the legacy library's form METRIC VALUE [UNIT] [TAGS_JSON] (unit defaults to \"count\", tags
   to {}); otherwise, if the third argument is a number, it is the sharded form
-  AGENT_ID METRIC VALUE.
+  AGENT_ID METRIC VALUE [UNIT] [TAGS_JSON].
 
 WHERE RECORDS GO:
   --file FILE, else --dir DIR, else $METRICS_FILE (single-file mode, locked through
@@ -33,6 +33,7 @@ WHERE RECORDS GO:
 
 EXAMPLES:
   cfn-emit agent-42 coordination.time 150
+  cfn-emit 7 coordination.time 150 milliseconds '{\"phase\":\"consensus\"}'
   cfn-emit coordination_time 150 milliseconds '{\"phase\":\"consensus\"}'
   cfn-emit --agent agent-7 --unit mb --tag host=web1 memory_usage_mb 512.5
   printf 'task_duration_ms 12\\n{\"metric\":\"x\",\"value\":1,\"agent\":\"a-1\"}\\n' | cfn-emit --stdin
@@ -51,8 +52,9 @@ EXAMPLES:
     after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
 )]
 pub struct Cli {
-    /// METRIC VALUE [UNIT] [TAGS_JSON], or AGENT_ID METRIC VALUE (see CALL FORMS).
-    #[arg(value_name = "ARGS", num_args = 0..=4)]
+    /// METRIC VALUE [UNIT] [TAGS_JSON], or AGENT_ID METRIC VALUE [UNIT] [TAGS_JSON] (see CALL
+    /// FORMS).
+    #[arg(value_name = "ARGS", num_args = 0..=5)]
     pub args: Vec<String>,
 
     /// The emitting agent (chooses the shard).
@@ -264,18 +266,14 @@ pub fn parse_words(a: &[String], flags: &CallFlags<'_>) -> anyhow::Result<Parsed
     let (agent, metric, value_text, unit, tags_text, legacy) = match a.len() {
         0 | 1 => {
             return Err(usage(
-                "expected METRIC VALUE [UNIT] [TAGS_JSON] or AGENT_ID METRIC VALUE (see --help)",
+                "expected METRIC VALUE [UNIT] [TAGS_JSON] or AGENT_ID METRIC VALUE [UNIT] [TAGS_JSON] (see --help)",
             ));
         }
+        // The rule: the second word a number -> the legacy form; else the third a number ->
+        // the sharded form. The two cannot both fit.
         2..=4 if is_value(&a[1]) => (None, &a[0], &a[1], a.get(2), a.get(3), true),
-        3 if is_value(&a[2]) => (Some(&a[0]), &a[1], &a[2], None, None, false),
-        // Neither form fits: name the argument that should have been the value.
-        n => {
-            let value_arg = if n == 3 { &a[2] } else { &a[1] };
-            return Err(parse_value(value_arg)
-                .err()
-                .unwrap_or_else(|| usage(format!("{n} arguments fit no call form (see --help)"))));
-        }
+        3..=5 if is_value(&a[2]) => (Some(&a[0]), &a[1], &a[2], a.get(3), a.get(4), false),
+        n => return Err(no_call_form(a, n)),
     };
     validate_metric(metric)?;
     let value = parse_value(value_text)?;
@@ -313,6 +311,33 @@ pub fn parse_words(a: &[String], flags: &CallFlags<'_>) -> anyhow::Result<Parsed
         unit,
         tags: tags.as_ref().map(tags_to_json),
     })
+}
+
+/// The error for words that fit no call form: each form that was tried, and the word that
+/// broke it.
+fn no_call_form(a: &[String], n: usize) -> anyhow::Error {
+    if n > 5 {
+        return usage(format!(
+            "{n} arguments: at most 5 (AGENT_ID METRIC VALUE UNIT TAGS_JSON); quote a value that holds spaces"
+        ));
+    }
+    let mut tried = Vec::new();
+    if n <= 4 {
+        tried.push(format!(
+            "as METRIC VALUE [UNIT] [TAGS_JSON], VALUE {:?} (the 2nd word) is not a number",
+            a[1]
+        ));
+    }
+    if n >= 3 {
+        tried.push(format!(
+            "as AGENT_ID METRIC VALUE [UNIT] [TAGS_JSON], VALUE {:?} (the 3rd word) is not a number",
+            a[2]
+        ));
+    }
+    fail(
+        Exit::DataErr,
+        format!("the arguments fit no call form: {}", tried.join("; ")),
+    )
 }
 
 /// Parses `--timestamp`.

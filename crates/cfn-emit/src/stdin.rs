@@ -95,10 +95,11 @@ fn parse_call_words(t: &str, d: &Defaults) -> anyhow::Result<Pending> {
             .collect::<anyhow::Result<_>>()?
     } else {
         let mut w: Vec<String> = t.split_ascii_whitespace().map(str::to_string).collect();
-        // METRIC VALUE UNIT TAGS_JSON: the tags may hold spaces.
-        if w.len() > 4 && is_value(&w[1]) {
-            let tags = w[3..].join(" ");
-            w.truncate(3);
+        // [AGENT_ID] METRIC VALUE UNIT TAGS_JSON: the tags may hold spaces.
+        let tags_at = if is_value(&w[1]) { 3 } else { 4 };
+        if w.len() > tags_at + 1 && (tags_at == 3 || is_value(&w[2])) {
+            let tags = w[tags_at..].join(" ");
+            w.truncate(tags_at);
             w.push(tags);
         }
         w

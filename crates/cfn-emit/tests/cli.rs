@@ -628,3 +628,53 @@ fn stdin_strict_still_writes_what_came_before_the_bad_line() {
         .collect();
     assert_eq!(metrics, ["a", "b"]);
 }
+
+#[test]
+fn the_sharded_form_takes_a_unit_and_tags_and_errors_name_the_form_and_word() {
+    let dir = TestDir::new();
+    dir.cmd("cfn-emit")
+        .args([
+            "7",
+            "coordination.time",
+            "150",
+            "milliseconds",
+            r#"{"phase":"consensus"}"#,
+        ])
+        .run()
+        .success();
+    dir.cmd("cfn-emit")
+        .args(["agent-7", "queue_depth", "3", "count"])
+        .run()
+        .success();
+    let recs = jsonl(&dir.read("cfn-metrics-7.jsonl"));
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["agent"], "7");
+    assert_eq!(recs[0]["metric"], "coordination.time");
+    assert_eq!(recs[0]["unit"], "milliseconds");
+    assert_eq!(recs[0]["tags"]["phase"], "consensus");
+    assert_eq!(recs[1]["unit"], "count");
+    assert!(recs[1].get("tags").is_none());
+    // Through --stdin too, with spaces inside the tags.
+    dir.cmd("cfn-emit")
+        .arg("--stdin")
+        .stdin("agent-7 m.s 2 ms {\"k\": \"a b\"}\n")
+        .run()
+        .success();
+    let recs = jsonl(&dir.read("cfn-metrics-7.jsonl"));
+    assert_eq!(recs[2]["tags"]["k"], "a b");
+    // Words that fit no form: both forms are named with the word that broke each.
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["agent-7", "coordination.time", "fast", "ms"])
+        .run();
+    out.status(65)
+        .stderr_has(
+            "as METRIC VALUE [UNIT] [TAGS_JSON], VALUE \"coordination.time\" (the 2nd word)",
+        )
+        .stderr_has("as AGENT_ID METRIC VALUE [UNIT] [TAGS_JSON], VALUE \"fast\" (the 3rd word)");
+    let out = dir
+        .cmd("cfn-emit")
+        .args(["a", "b", "c", "d", "e", "f"])
+        .run();
+    assert_ne!(out.code(), 0);
+}
