@@ -77,6 +77,17 @@ jq -r --argjson n "$n_stdin" '.results[] | "| \(.command) | \(.median * 1000 | r
 say
 
 # ---------------------------------------------------------------------------------------
+say "## cfn-emit --stdin as a long-lived stream: CPU per record at 1, 100 and 10,000 records/s"
+say
+say '```'
+"$B/../release/xtask" bench-stream --bin "$B" $([ "$quick" = 1 ] && echo --quick) | tee -a "$out"
+say '```'
+say
+say "(Target: at most 20 us per record; the floor is one flock, one lstat, one write and one"
+say "unlock per record, plus the read that wakes the process.)"
+say
+
+# ---------------------------------------------------------------------------------------
 say "## Records kept in a burst: $burst_agents concurrent agents"
 say
 burst() { # name emits-per-agent command-prefix...

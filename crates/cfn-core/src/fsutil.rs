@@ -289,6 +289,86 @@ pub fn open_locked_append(path: &Path, mode: u32, timeout: Duration) -> anyhow::
     }
 }
 
+/// A file kept open between appends by a long-lived writer (`cfn-emit --stdin`): each append
+/// locks it, checks with one `lstat` that it is still the file at the path (the archiver may
+/// have renamed it away; then it is reopened), writes, and unlocks. That is three system
+/// calls fewer per record than opening the shard each time.
+#[derive(Debug)]
+pub struct AppendHandle {
+    path: std::path::PathBuf,
+    mode: u32,
+    open: Option<(File, crate::cursor::FileId)>,
+}
+
+impl AppendHandle {
+    /// A handle for `path`, created with `mode` when it does not exist; opened on first use.
+    pub fn new(path: &Path, mode: u32) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            mode,
+            open: None,
+        }
+    }
+
+    /// Locks the file, lets `fill` put whole lines into `buf` (so timestamps it takes are
+    /// in file order), and appends them with one write.
+    ///
+    /// # Errors
+    /// Exit 75 when the lock is not free within `timeout`; open errors as [`open_safe`];
+    /// write errors (disk full: 74).
+    pub fn append_locked(
+        &mut self,
+        timeout: Duration,
+        buf: &mut Vec<u8>,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.open.is_none() {
+                let file = open_safe(
+                    &self.path,
+                    Access::Append {
+                        create: true,
+                        mode: self.mode,
+                    },
+                )?;
+                let id = crate::cursor::FileId::of(&file.metadata()?);
+                self.open = Some((file, id));
+            }
+            let Some((file, id)) = &self.open else {
+                unreachable!("opened above")
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !lock_with_timeout(file, left)? {
+                return Err(lock_timeout(&self.path, timeout));
+            }
+            let current = match std::fs::symlink_metadata(&self.path) {
+                Ok(m) => Some(crate::cursor::FileId::of(&m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
+            if current == Some(*id) {
+                buf.clear();
+                fill(buf);
+                let written = (&*file).write_all(buf);
+                let _ = file.unlock();
+                return written.map_err(|e| {
+                    fail(
+                        crate::exit::exit_for_io(&e),
+                        format!("cannot write to {}: {e}", self.path.display()),
+                    )
+                });
+            }
+            // Renamed away (a trim) or removed: reopen the file at the path.
+            let _ = file.unlock();
+            self.open = None;
+            if Instant::now() >= deadline {
+                return Err(lock_timeout(&self.path, timeout));
+            }
+        }
+    }
+}
+
 /// The error for a lock that was not free in time (exit 75).
 pub fn lock_timeout(path: &Path, timeout: Duration) -> anyhow::Error {
     fail(
@@ -403,6 +483,51 @@ mod tests {
         assert_eq!(crate::exit::exit_for(&err), Exit::TempFail);
         drop(holder);
         assert!(open_locked_append(&p, 0o600, Duration::from_millis(50)).is_ok());
+    }
+
+    #[test]
+    fn an_append_handle_follows_a_shard_renamed_away_and_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.jsonl");
+        let mut h = AppendHandle::new(&p, 0o600);
+        let mut buf = Vec::new();
+        h.append_locked(Duration::from_millis(100), &mut buf, |b| {
+            b.extend_from_slice(b"one\n")
+        })
+        .unwrap();
+        // The archiver's trim: the shard renamed away, a new file in its place.
+        std::fs::rename(&p, dir.path().join("old")).unwrap();
+        std::fs::write(&p, "").unwrap();
+        h.append_locked(Duration::from_millis(100), &mut buf, |b| {
+            b.extend_from_slice(b"two\n")
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("old")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
+        // Held by someone else: a bounded wait, then exit 75.
+        let holder = open_locked_append(&p, 0o600, Duration::from_millis(100)).unwrap();
+        let err = h
+            .append_locked(Duration::from_millis(50), &mut buf, |b| {
+                b.extend_from_slice(b"x\n")
+            })
+            .unwrap_err();
+        assert_eq!(crate::exit::exit_for(&err), Exit::TempFail);
+        drop(holder);
+        // A symlink planted at the path is refused, not followed.
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("old"), &p).unwrap();
+        assert!(
+            h.append_locked(Duration::from_millis(50), &mut buf, |b| b
+                .extend_from_slice(b"y\n"))
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("old")).unwrap(),
+            "one\n"
+        );
     }
 
     #[test]

@@ -129,6 +129,12 @@ impl Writer {
         }
     }
 
+    /// True when writes are locked through a separate lock file (`METRICS_LOCK_FILE`), not
+    /// on the file itself.
+    pub fn separate_lock(&self) -> bool {
+        matches!(self.target, Target::File { lock: Some(_), .. })
+    }
+
     /// Locks the file at `path` and appends what `fill` puts in the buffer, as one write.
     ///
     /// `fill` runs with the lock held, so timestamps it takes are in file order.

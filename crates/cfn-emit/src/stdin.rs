@@ -4,12 +4,13 @@
 
 use super::{CallFlags, Writer, parse_words};
 use cfn_core::exit::{Exit, fail};
+use cfn_core::fsutil::AppendHandle;
 use cfn_core::reader::{MAX_LINE_BYTES, read_line_bounded};
 use cfn_core::reader::{MalformedLog, ParseFailure};
 use cfn_core::record::{NewRecord, is_value, parse_tags_json, tags_to_json};
 use cfn_core::time::{EpochMs, now_ms};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
@@ -123,7 +124,11 @@ fn parse_call_words(t: &str, d: &Defaults) -> anyhow::Result<Pending> {
 
 /// Writes the pending records, one locked write per shard (more when a shard's batch is
 /// large), and clears them.
-fn flush(writer: &Writer, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
+fn flush(
+    writer: &Writer,
+    handles: &mut HashMap<PathBuf, AppendHandle>,
+    pending: &mut Vec<Pending>,
+) -> anyhow::Result<()> {
     let mut by_path: BTreeMap<PathBuf, Vec<&Pending>> = BTreeMap::new();
     for p in pending.iter() {
         by_path
@@ -135,7 +140,7 @@ fn flush(writer: &Writer, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
         let mut rest = &recs[..];
         while !rest.is_empty() {
             let mut taken = 0;
-            writer.append_locked(&path, |buf| {
+            let fill = |buf: &mut Vec<u8>| {
                 let now = now_ms();
                 for p in rest {
                     if buf.len() >= MAX_BATCH_BYTES {
@@ -151,7 +156,17 @@ fn flush(writer: &Writer, pending: &mut Vec<Pending>) -> anyhow::Result<()> {
                     .write_line(p.timestamp.unwrap_or(now), buf);
                     taken += 1;
                 }
-            })?;
+            };
+            if writer.separate_lock() {
+                writer.append_locked(&path, fill)?;
+            } else {
+                // The shard stays open between flushes: lock, one lstat, write, unlock.
+                let handle = handles
+                    .entry(path.clone())
+                    .or_insert_with(|| AppendHandle::new(&path, 0o600));
+                let mut buf = Vec::new();
+                handle.append_locked(writer.timeout, &mut buf, fill)?;
+            }
             rest = &rest[taken..];
         }
     }
@@ -172,6 +187,7 @@ pub fn run_stdin<R: Read>(
     strict: bool,
 ) -> anyhow::Result<Exit> {
     let mut pending: Vec<Pending> = Vec::new();
+    let mut handles: HashMap<PathBuf, AppendHandle> = HashMap::new();
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     // The same report every reader gives: file:line: reason, the first few, then a count.
@@ -201,7 +217,7 @@ pub fn run_stdin<R: Read>(
             Some(Err(reason)) => {
                 if let Err(stop) = log.report("<stdin>", line_no, &reason) {
                     // --strict: what was read before the bad line is still written.
-                    flush(writer, &mut pending)?;
+                    flush(writer, &mut handles, &mut pending)?;
                     return Err(stop);
                 }
             }
@@ -211,10 +227,10 @@ pub fn run_stdin<R: Read>(
         // slow producer's records are never held back (looking at the buffer costs no read).
         let more_buffered = input.buffer().contains(&b'\n');
         if !more_buffered || pending.len() >= 100_000 {
-            flush(writer, &mut pending)?;
+            flush(writer, &mut handles, &mut pending)?;
         }
     }
-    flush(writer, &mut pending)?;
+    flush(writer, &mut handles, &mut pending)?;
     log.finish();
     Ok(if log.count > 0 {
         Exit::DataErr

@@ -242,3 +242,68 @@ pub fn serve_big(bin_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Re
     let _ = server.wait();
     Ok(())
 }
+
+/// CPU time (user + system) of all waited-for children so far, in microseconds.
+fn children_cpu_us() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given, which is zeroed and ours.
+    #[allow(unsafe_code)]
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// One `cfn-emit --stdin` fed `rate` records a second for `secs`; returns (records, CPU us).
+fn stream_once(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(u64, u64)> {
+    use std::io::Write;
+    let before = children_cpu_us();
+    let mut child = std::process::Command::new(bin.join("cfn-emit"))
+        .args(["--stdin", "--agent", "agent-1"])
+        .env("CFN_METRICS_DIR", dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let start = Instant::now();
+    let total = rate * secs;
+    let mut sent = 0u64;
+    while sent < total {
+        // Send what is due by now, then sleep a millisecond (or until the next record).
+        let due = ((start.elapsed().as_micros() as u64 * rate) / 1_000_000 + 1).min(total);
+        while sent < due {
+            writeln!(stdin, "stream.seq {sent}")?;
+            sent += 1;
+        }
+        stdin.flush()?;
+        let next_in = Duration::from_micros(1_000_000 / rate.max(1)).min(Duration::from_millis(1));
+        std::thread::sleep(next_in);
+    }
+    drop(stdin);
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "cfn-emit --stdin failed: {status}");
+    Ok((total, children_cpu_us() - before))
+}
+
+/// `xtask bench-stream`: CPU per record of one long-lived `cfn-emit --stdin` at several
+/// rates (the start-up cost, measured with no records, is subtracted).
+pub fn stream(bin: &std::path::Path, rates: &[(u64, u64)]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_, start_us) = stream_once(bin, dir.path(), 1, 0)?;
+    println!("rate/s\trecords\tCPU ms\tus per record (start-up {start_us} us subtracted)");
+    for &(rate, secs) in rates {
+        let (n, us) = stream_once(bin, dir.path(), rate, secs)?;
+        println!(
+            "{rate}\t{n}\t{:.1}\t{:.1}",
+            us as f64 / 1000.0,
+            us.saturating_sub(start_us) as f64 / n as f64
+        );
+    }
+    Ok(())
+}

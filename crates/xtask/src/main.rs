@@ -92,6 +92,17 @@ fn main() -> anyhow::Result<()> {
             flag(&args, "--distinct").map(|d| d.parse()).transpose()?,
         ),
         Some("bench-parse") => bench::parse(&flag(&args, "--file").context("--file FILE")?),
+        Some("bench-stream") => {
+            let bin =
+                PathBuf::from(flag(&args, "--bin").unwrap_or_else(|| "target/release".into()));
+            let quick = args.iter().any(|a| a == "--quick");
+            let rates: &[(u64, u64)] = if quick {
+                &[(1, 3), (100, 2), (10_000, 1)]
+            } else {
+                &[(1, 30), (100, 10), (10_000, 5)]
+            };
+            bench::stream(&bin, rates)
+        }
         Some("bench-serve") => {
             let bin =
                 PathBuf::from(flag(&args, "--bin").unwrap_or_else(|| "target/release".into()));
