@@ -6,18 +6,17 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY tests tests
-RUN cargo build --release --locked --workspace --bins \
- && strip target/release/cfn-emit target/release/cfn-cat target/release/cfn-agg target/release/cfn-alert \
-          target/release/cfn-promtext target/release/cfn-archive target/release/cfn-push target/release/cfn-serve
+COPY contrib/build-release.sh contrib/build-release.sh
+RUN bash contrib/build-release.sh --locked && strip target/dist/cfn-*
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates util-linux \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/cfn-metrics cfn-metrics \
  && install -d -o cfn-metrics -g cfn-metrics /var/lib/cfn-metrics/archive /var/lib/cfn-metrics/textfile
-COPY --from=build /src/target/release/cfn-emit /src/target/release/cfn-cat /src/target/release/cfn-agg \
-     /src/target/release/cfn-alert /src/target/release/cfn-promtext /src/target/release/cfn-archive \
-     /src/target/release/cfn-push /src/target/release/cfn-serve /usr/local/bin/
+COPY --from=build /src/target/dist/cfn-emit /src/target/dist/cfn-cat /src/target/dist/cfn-agg \
+     /src/target/dist/cfn-alert /src/target/dist/cfn-promtext /src/target/dist/cfn-archive \
+     /src/target/dist/cfn-push /src/target/dist/cfn-serve /usr/local/bin/
 COPY contrib/cfn-analyze contrib/docker/cfn-timers /usr/local/bin/
 COPY contrib/emit_metric.sh /usr/local/share/cfn-metrics/emit_metric.sh
 ENV CFN_METRICS_DIR=/dev/shm \

@@ -17,10 +17,15 @@ quick=${BENCH_QUICK:-0}
 runs=300; lines_small=1000000; lines_big=5000000; burst_agents=500; burst_emits=20; legacy_emits=2
 if [ "$quick" = 1 ]; then runs=30; lines_small=100000; lines_big=300000; burst_agents=50; burst_emits=4; legacy_emits=1; fi
 
-cargo build --release --workspace --bins --quiet
+# The binaries as installed (contrib/build-release.sh: the non-network tools static), and
+# the benchmark helpers.
+bash contrib/build-release.sh --quiet >/dev/null
+cargo build --release --quiet -p xtask
 mkdir -p target/bench
 rustc -O -o target/bench/hello bench/hello.rs
-B=$root/target/release
+rustc -O -C target-feature=+crt-static -o target/bench/hello-static bench/hello.rs
+B=$root/target/dist
+X=$root/target/release/xtask
 work=$(mktemp -d "${TMPDIR:-/tmp}/cfn-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 out=bench/results.md
@@ -42,18 +47,20 @@ say
 mkdir -p "$work/shm"
 export CFN_METRICS_DIR=$work/shm CFN_SHARDS=16
 hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/emit.json" --style none \
+    -n /bin/true /bin/true \
     -n hello-world "$root/target/bench/hello" \
+    -n hello-world-static "$root/target/bench/hello-static" \
     -n cfn-emit "$B/cfn-emit agent-42 coordination.time 150" \
     -n bash-sharded "bash $root/bench/bash/sharded_emit.sh agent-42 coordination.time 150" \
     -n bash-legacy-jq "env METRICS_FILE=$work/legacy.jsonl METRICS_LOCK_FILE=$work/legacy.lock bash $root/bench/bash/legacy_emit.sh coordination.time 150" \
     >/dev/null
-floor=$(median_ms "$work/emit.json" hello-world)
+floor=$(median_ms "$work/emit.json" /bin/true)
 ours=$(median_ms "$work/emit.json" cfn-emit)
-say "| emitter | median ms | mean ms | vs hello-world | cfn-emit is faster by |"
+say "| emitter | median ms | mean ms | vs /bin/true | cfn-emit is faster by |"
 say "|---|---:|---:|---:|---:|"
-for n in hello-world cfn-emit bash-sharded bash-legacy-jq; do
+for n in /bin/true hello-world hello-world-static cfn-emit bash-sharded bash-legacy-jq; do
     m=$(median_ms "$work/emit.json" $n); a=$(mean_ms "$work/emit.json" $n)
-    say "$(awk -v n="$n" -v m="$m" -v a="$a" -v f="$floor" -v o="$ours" 'BEGIN { printf "| %s | %.3f | %.3f | %.2fx | %s |", n, m, a, m / f, (n == "hello-world" || n == "cfn-emit") ? "" : sprintf("%.1fx", m / o) }')"
+    say "$(awk -v n="$n" -v m="$m" -v a="$a" -v f="$floor" -v o="$ours" 'BEGIN { printf "| %s | %.3f | %.3f | %.2fx | %s |", n, m, a, m / f, (n ~ /^(\/bin\/true|hello-world|hello-world-static|cfn-emit)$/) ? "" : sprintf("%.1fx", m / o) }')"
 done
 say
 say "(hyperfine -N, $runs runs each, warm page cache, shards on $(df --output=fstype "$work" | tail -1).)"
@@ -80,7 +87,7 @@ say
 say "## cfn-emit --stdin as a long-lived stream: CPU per record at 1, 100 and 10,000 records/s"
 say
 say '```'
-"$B/../release/xtask" bench-stream --bin "$B" $([ "$quick" = 1 ] && echo --quick) | tee -a "$out"
+"$X" bench-stream --bin "$B" $([ "$quick" = 1 ] && echo --quick) | tee -a "$out"
 say '```'
 say
 say "(Target: at most 20 us per record; the floor is one flock, one lstat, one write and one"
@@ -120,8 +127,8 @@ say
 # ---------------------------------------------------------------------------------------
 say "## cfn-agg: aggregation throughput and peak memory"
 say
-"$B/../release/xtask" gen-data --lines "$lines_small" >"$work/small.jsonl"
-"$B/../release/xtask" gen-data --lines "$lines_big" >"$work/big.jsonl"
+"$X" gen-data --lines "$lines_small" >"$work/small.jsonl"
+"$X" gen-data --lines "$lines_big" >"$work/big.jsonl"
 measure() { # label lines command...
     local label=$1 n=$2; shift 2
     local best=999999 mem=0
@@ -157,7 +164,7 @@ say "Worst rank error over p0.1, p1, p10, p25, p50, p75, p90, p95, p99, p99.9 (a
 say "worst), one group of n values, and ten parts of 100k merged through --with-digest states."
 say
 if [ "$quick" = 1 ]; then acc_max=100000; else acc_max=10000000; fi
-"$B/../release/xtask" accuracy --max "$acc_max" | tee -a "$out"
+"$X" accuracy --max "$acc_max" | tee -a "$out"
 say
 
 # ---------------------------------------------------------------------------------------
@@ -170,7 +177,7 @@ mem_case() { # label lines generator-args... -- cfn-agg-args...
     local gen=() agg=()
     while [ "$1" != -- ]; do gen+=("$1"); shift; done; shift
     agg=("$@")
-    "$B/../release/xtask" gen-groups --lines "$n" "${gen[@]}" |
+    "$X" gen-groups --lines "$n" "${gen[@]}" |
         /usr/bin/time -f "%e %M" -o "$work/time.txt" "$B/cfn-agg" "${agg[@]}" >/dev/null
     read -r s m <"$work/time.txt"
     say "$(awk -v l="$label" -v n="$n" -v s="$s" -v m="$m" 'BEGIN { printf "| %s | %d | %.2f | %.0f |", l, n, s, m / 1024 }')"
@@ -188,7 +195,7 @@ say
 say "## The 30-second analysis window: 500 agents x 30 s in 16 hot shards"
 say
 rm -rf "$work/hot"
-"$B/../release/xtask" gen-hot --dir "$work/hot" --agents 500 --secs 30
+"$X" gen-hot --dir "$work/hot" --agents 500 --secs 30
 records=$(cat "$work/hot"/*.jsonl | wc -l)
 hyperfine --warmup 5 --runs 50 --export-json "$work/window.json" --style none \
     -n "cfn-cat --since 30s | cfn-agg" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg" \
@@ -203,25 +210,25 @@ say
 say "## JSON parser for the aggregation loop"
 say
 say '```'
-"$B/../release/xtask" bench-parse --file "$work/small.jsonl" | tee -a "$out"
+"$X" bench-parse --file "$work/small.jsonl" | tee -a "$out"
 say '```'
 say
 
 # ---------------------------------------------------------------------------------------
 say "## cfn-serve: 20 clients polling every 100 ms while a writer appends"
 say
-rm -rf "$work/serve"; "$B/../release/xtask" gen-hot --dir "$work/serve" --agents 500 --secs 600
+rm -rf "$work/serve"; "$X" gen-hot --dir "$work/serve" --agents 500 --secs 600
 say '```'
-"$B/../release/xtask" bench-serve --bin "$B" --dir "$work/serve" --secs "$([ "$quick" = 1 ] && echo 3 || echo 15)" | tee -a "$out"
+"$X" bench-serve --bin "$B" --dir "$work/serve" --secs "$([ "$quick" = 1 ] && echo 3 || echo 15)" | tee -a "$out"
 say '```'
 say
 if [ "$quick" != 1 ] && [ -d /dev/shm ]; then
     say "## cfn-serve on a 1 GB tmpfs of shards"
     say
     big=$(mktemp -d /dev/shm/cfn-bench-big.XXXXXX)
-    "$B/../release/xtask" gen-hot --dir "$big" --agents 500 --secs 16000
+    "$X" gen-hot --dir "$big" --agents 500 --secs 16000
     say '```'
-    "$B/../release/xtask" bench-serve --bin "$B" --dir "$big" --big | tee -a "$out"
+    "$X" bench-serve --bin "$B" --dir "$big" --big | tee -a "$out"
     say '```'
     rm -rf "$big"
 fi

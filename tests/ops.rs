@@ -273,13 +273,16 @@ fn dockerfile_copies_files_that_exist_and_every_tool() {
         }
         for word in line.split_whitespace() {
             if let Some(bin) = word
-                .strip_prefix("/src/target/release/")
-                .or_else(|| word.strip_prefix("target/release/"))
+                .strip_prefix("/src/target/dist/")
+                .or_else(|| word.strip_prefix("target/dist/"))
             {
                 copied.push(bin.trim_end_matches('\\').to_string());
             }
         }
     }
+    // The build stage builds them with the script the README installs with.
+    let script = std::fs::read_to_string(root().join("contrib/build-release.sh")).unwrap();
+    assert!(text.contains("contrib/build-release.sh"));
     for tool in [
         "cfn-emit",
         "cfn-cat",
@@ -291,6 +294,10 @@ fn dockerfile_copies_files_that_exist_and_every_tool() {
         "cfn-serve",
     ] {
         assert!(copied.iter().any(|c| c == tool), "the image lacks {tool}");
+        assert!(
+            script.contains(tool),
+            "build-release.sh does not build {tool}"
+        );
         assert!(
             bin_dir().join(tool).exists(),
             "{tool} is not a workspace binary"
