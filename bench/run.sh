@@ -144,6 +144,7 @@ measure() { # label lines command...
 say "| command | lines | best s | lines/s | peak MB |"
 say "|---|---:|---:|---:|---:|"
 measure "wc -l (floor)" "$lines_small" wc -l "$work/small.jsonl"
+measure "cat FILE \| wc -l (floor)" "$lines_small" "cat $work/small.jsonl | wc -l"
 measure "cfn-agg FILE" "$lines_small" "$B/cfn-agg" "$work/small.jsonl"
 measure "cfn-cat FILE \\| cfn-agg" "$lines_small" "$B/cfn-cat $work/small.jsonl | $B/cfn-agg"
 measure "cfn-agg --by agent FILE" "$lines_small" "$B/cfn-agg" --by agent "$work/small.jsonl"

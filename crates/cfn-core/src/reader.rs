@@ -150,6 +150,11 @@ fn raw_str<'a>(field: &str, v: &'a RawValue) -> Result<Cow<'a, str>, String> {
 /// # Errors
 /// A [`ParseFailure`] with a reason such as `value "abc" is not a number`.
 pub fn parse_record(bytes: &[u8]) -> Result<RecordRef<'_>, ParseFailure> {
+    // Nearly every record is in cfn-emit's own layout: scanned byte by byte; anything else
+    // (or anything doubtful) goes through the full parser.
+    if let Some(rec) = crate::fastpath::parse_canonical(bytes) {
+        return Ok(rec);
+    }
     let (ts, rec) = parse_fields(bytes)?;
     match ts {
         Some(ts_ms) => Ok(RecordRef { ts_ms, ..rec }),
