@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+mod parallel;
 mod table;
 
 use cfn_core::stats::{MergeState, PartialState, Stats, StatsArena, relieve_budget};
@@ -120,6 +121,11 @@ pub struct Cli {
 
     #[command(flatten)]
     pub strict: cfn_core::cli::StrictFlag,
+
+    /// Threads that parse records (0: one per core). Records still reach the statistics in
+    /// input order, so the output is the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// What to group by.
@@ -187,6 +193,18 @@ struct Group {
     stats: Stats,
 }
 
+/// A record as the aggregator needs it: what it is grouped by and its value and time.
+#[derive(Debug)]
+pub struct RecordParts<'a> {
+    pub metric: &'a str,
+    pub agent: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    /// The values of the `--by tag:NAME` tags, in order.
+    pub tag_values: &'a [Option<String>],
+    pub value: f64,
+    pub ts_ms: EpochMs,
+}
+
 /// Groups records and keeps their statistics.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -243,53 +261,65 @@ impl Aggregator {
     /// Adds one record.
     #[inline]
     pub fn add(&mut self, rec: &RecordRef<'_>) {
+        let mut tag_values = std::mem::take(&mut self.tag_values);
+        tag_values.clear();
+        tag_values.extend(self.opts.by.tags.iter().map(|t| rec.tag(t)));
+        self.add_parts(&RecordParts {
+            metric: &rec.metric,
+            agent: rec.agent.as_deref(),
+            unit: rec.unit.as_deref(),
+            tag_values: &tag_values,
+            value: rec.value,
+            ts_ms: rec.ts_ms,
+        });
+        self.tag_values = tag_values;
+    }
+
+    /// Adds one record given by its parts (the values of the `--by` tags already looked up),
+    /// as the parallel reader hands them over.
+    #[inline]
+    pub fn add_parts(&mut self, rec: &RecordParts<'_>) {
         let bucket = self.opts.bucket_ms.map(|b| rec.ts_ms.div_euclid(b) * b);
         self.key.clear();
         self.key.extend_from_slice(rec.metric.as_bytes());
         let by = &self.opts.by;
         if by.agent {
             self.key.push(SEP);
-            if let Some(a) = &rec.agent {
+            if let Some(a) = rec.agent {
                 self.key.extend_from_slice(a.as_bytes());
             }
         }
-        if !by.tags.is_empty() {
-            self.tag_values.clear();
-            for t in &by.tags {
-                let v = rec.tag(t);
-                self.key.push(SEP);
-                if let Some(v) = &v {
-                    self.key.push(b'=');
-                    self.key.extend_from_slice(v.as_bytes());
-                }
-                self.tag_values.push(v);
+        for v in rec.tag_values {
+            self.key.push(SEP);
+            if let Some(v) = v {
+                self.key.push(b'=');
+                self.key.extend_from_slice(v.as_bytes());
             }
         }
         if let Some(b) = bucket {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        let tag_values = &mut self.tag_values;
         let idx = group_index(&mut self.index, &mut self.groups, &self.key, || Group {
             metric: rec.metric.to_string(),
             unit: None,
             agent: if by.agent {
-                rec.agent.as_ref().map(|a| a.to_string())
+                rec.agent.map(str::to_string)
             } else {
                 None
             },
             tags: by
                 .tags
                 .iter()
-                .zip(tag_values.drain(..))
-                .filter_map(|(k, v)| v.map(|v| (k.clone(), v)))
+                .zip(rec.tag_values)
+                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
                 .collect(),
             bucket,
             stats: Stats::default(),
         });
         let g = &mut self.groups[idx];
         if g.unit.is_none()
-            && let Some(u) = &rec.unit
+            && let Some(u) = rec.unit
         {
             g.unit = Some(u.to_string());
         }
@@ -512,6 +542,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         expand_inputs_reporting("cfn-agg", &cli.paths, &config)?
     };
     let mut log = MalformedLog::new("cfn-agg", cli.strict.strict);
+    let threads = parallel::thread_count(cli.threads);
     let mut agg = Aggregator::new(opts);
     let mut stdin = Some(input);
     for input in &inputs {
@@ -532,6 +563,8 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                     Ok(())
                 }
             })?;
+        } else if threads > 1 {
+            parallel::aggregate_parallel(&mut agg, r, &input.name(), &filter, &mut log, threads)?;
         } else {
             let mut reader = RecordReader::new(r, input.name());
             add_all(&mut agg, &mut reader, &filter, &mut log)?;

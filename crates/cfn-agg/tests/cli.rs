@@ -402,3 +402,79 @@ fn merging_parts_without_first_and_last_writes_no_made_up_times() {
     assert!(merged.get("first").is_none(), "{merged}");
     assert!(merged.get("last").is_none(), "{merged}");
 }
+
+#[test]
+fn any_number_of_threads_gives_the_single_threaded_output_byte_for_byte() {
+    let dir = TestDir::new();
+    let mut data = Vec::new();
+    cfn_testkit::gendata::write_records(&mut data, 300_000, 1_795_773_600_000, 7_200_000, 9)
+        .unwrap();
+    // Malformed lines, a legacy multi-line record and an overlong line in the middle, and a
+    // last line without its newline.
+    let mid = data.len() / 2;
+    let cut = mid + data[mid..].iter().position(|&c| c == b'\n').unwrap() + 1;
+    let mut text = data[..cut].to_vec();
+    text.extend_from_slice(
+        b"not json\n{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":\"12\"}\n",
+    );
+    text.extend(std::iter::repeat_n(b'x', 3 << 20));
+    text.extend_from_slice(b"\n{\n  \"timestamp\": \"2026-11-27T10:00:00Z\",\n  \"metric\": \"legacy\",\n  \"value\": 7\n}\n");
+    text.extend_from_slice(&data[cut..]);
+    text.extend_from_slice(
+        b"{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":3}",
+    );
+    let input = dir.write("mixed.jsonl", &text);
+    for args in [
+        &["--by", "agent"][..],
+        &["--by", "tag:phase", "--bucket", "10m", "--with-digest"][..],
+        &["--quantiles", "0.5,0.999", "--metric", "tokens_*"][..],
+    ] {
+        let one = dir
+            .cmd("cfn-agg")
+            .args(args)
+            .args(["--threads", "1"])
+            .arg(&input)
+            .run();
+        one.success();
+        for threads in ["2", "3", "8"] {
+            let many = dir
+                .cmd("cfn-agg")
+                .args(args)
+                .args(["--threads", threads])
+                .arg(&input)
+                .run();
+            many.success();
+            assert_eq!(
+                one.stdout(),
+                many.stdout(),
+                "{args:?} with {threads} threads"
+            );
+            assert_eq!(
+                one.stderr(),
+                many.stderr(),
+                "{args:?} with {threads} threads"
+            );
+        }
+    }
+    let one = dir
+        .cmd("cfn-agg")
+        .args(["--threads", "1"])
+        .arg(&input)
+        .run();
+    one.stderr_has("invalid JSON").stderr_has("longer than");
+    assert!(one.stdout().contains("\"metric\":\"legacy\""));
+    // --strict stops at the same line either way.
+    let a = dir
+        .cmd("cfn-agg")
+        .args(["--strict", "--threads", "1"])
+        .arg(&input)
+        .run();
+    let b = dir
+        .cmd("cfn-agg")
+        .args(["--strict", "--threads", "4"])
+        .arg(&input)
+        .run();
+    a.status(65);
+    b.status(65);
+    assert_eq!(a.stderr(), b.stderr());
+}

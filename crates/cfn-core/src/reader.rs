@@ -605,7 +605,9 @@ impl<R: BufRead> RecordReader<R> {
     }
 }
 
-fn failure_reason(e: ParseFailure, complete: bool) -> String {
+/// The reason given for a line that failed to parse; `complete` is false for a last line
+/// without its newline.
+pub fn failure_reason(e: ParseFailure, complete: bool) -> String {
     match e {
         ParseFailure::Incomplete(_) if !complete => {
             "incomplete last line (no newline at end of input)".into()
@@ -614,7 +616,8 @@ fn failure_reason(e: ParseFailure, complete: bool) -> String {
     }
 }
 
-fn trim_line(b: &[u8]) -> &[u8] {
+/// A line without its `\n` (or `\r\n`).
+pub fn trim_line(b: &[u8]) -> &[u8] {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b)
 }
