@@ -23,7 +23,7 @@ _cfn__cat() {
 
     case "${cmd}" in
         cfn__cat)
-            opts="-f -h -V --since --until --metric --agent --sorted --follow --interval --strict --no-seek --help --version"
+            opts="-f -h -V --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -46,6 +46,10 @@ _cfn__cat() {
                     return 0
                     ;;
                 --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -542,7 +542,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         expand_inputs_reporting("cfn-agg", &cli.paths, &config)?
     };
     let mut log = MalformedLog::new("cfn-agg", cli.strict.strict);
-    let threads = parallel::thread_count(cli.threads);
+    let threads = cfn_core::cli::thread_count(cli.threads);
     let mut agg = Aggregator::new(opts);
     let mut stdin = Some(input);
     for input in &inputs {

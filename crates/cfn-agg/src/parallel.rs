@@ -282,11 +282,3 @@ pub fn aggregate_parallel(
         Ok(())
     })
 }
-
-/// How many threads `--threads` asks for (0: one per core).
-pub fn thread_count(asked: usize) -> usize {
-    match asked {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    }
-}

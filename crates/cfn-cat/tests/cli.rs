@@ -451,3 +451,48 @@ fn a_missing_path_is_reported_and_the_others_are_still_read() {
     out.status(66);
     assert_eq!(out.jsonl()[0]["count"], 1);
 }
+
+#[test]
+fn sorted_on_several_threads_is_the_single_threaded_merge() {
+    let dir = TestDir::new();
+    let mut data = Vec::new();
+    cfn_testkit::gendata::write_records(&mut data, 60_000, 1_795_773_600_000, 3_600_000, 4)
+        .unwrap();
+    // Spread over 5 shards (each in time order), with malformed lines here and there.
+    let mut shards: Vec<Vec<u8>> = vec![Vec::new(); 5];
+    for (i, line) in data.split_inclusive(|&c| c == b'\n').enumerate() {
+        shards[i % 5].extend_from_slice(line);
+        if i % 9_999 == 0 {
+            shards[i % 5].extend_from_slice(b"garbage\n");
+        }
+    }
+    for (n, s) in shards.iter().enumerate() {
+        dir.write(&format!("cfn-metrics-{n}.jsonl"), s);
+    }
+    let one = dir
+        .cmd("cfn-cat")
+        .args(["--sorted", "--threads", "1"])
+        .run();
+    one.success();
+    let many = dir
+        .cmd("cfn-cat")
+        .args(["--sorted", "--threads", "4"])
+        .run();
+    many.success();
+    assert_eq!(one.stdout().lines().count(), 60_000);
+    assert_eq!(one.stdout(), many.stdout());
+    assert_eq!(one.stderr(), many.stderr());
+    assert!(one.stderr().contains("garbage") || one.stderr().contains("invalid JSON"));
+    let strict_one = dir
+        .cmd("cfn-cat")
+        .args(["--sorted", "--strict", "--threads", "1"])
+        .run();
+    let strict_many = dir
+        .cmd("cfn-cat")
+        .args(["--sorted", "--strict", "--threads", "4"])
+        .run();
+    strict_one.status(65);
+    strict_many.status(65);
+    assert_eq!(strict_one.stderr(), strict_many.stderr());
+    assert_eq!(strict_one.stdout(), strict_many.stdout());
+}

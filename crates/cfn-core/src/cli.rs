@@ -87,6 +87,14 @@ pub struct HttpFlags {
     pub retries: u32,
 }
 
+/// How many threads a `--threads N` asks for: N, or one per core for 0.
+pub fn thread_count(asked: usize) -> usize {
+    match asked {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// Parses the command line with clap, mapping clap's own errors to the contract: `--help`
 /// and `--version` print and exit 0, usage errors exit 2.
 pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
