@@ -159,6 +159,35 @@ say "(jq and Miller run once, on the smaller set only: both hold every value in 
 say
 
 # ---------------------------------------------------------------------------------------
+say "## cfn-agg against the floor of reading the data once"
+say
+rm -rf "$work/shards2m"
+"$X" gen-hot --dir "$work/shards2m" --agents 500 --secs "$([ "$quick" = 1 ] && echo 400 || echo 4000)"
+shard_lines=$(cat "$work/shards2m"/*.jsonl | wc -l)
+hyperfine --warmup 2 --runs 10 --export-json "$work/floor.json" --style none \
+    -n "cat FILE | wc -l" "bash -c 'cat $work/small.jsonl | wc -l'" \
+    -n "cfn-agg FILE" "$B/cfn-agg $work/small.jsonl" \
+    -n "cfn-agg --threads 1 FILE" "$B/cfn-agg --threads 1 $work/small.jsonl" \
+    -n "cat shards | wc -l" "bash -c 'cat $work/shards2m/*.jsonl | wc -l'" \
+    -n "cfn-agg SHARD_DIR" "$B/cfn-agg $work/shards2m" \
+    -n "cfn-agg --threads 1 SHARD_DIR" "$B/cfn-agg --threads 1 $work/shards2m" \
+    >/dev/null
+file_floor=$(median_ms "$work/floor.json" "cat FILE | wc -l")
+shard_floor=$(median_ms "$work/floor.json" "cat shards | wc -l")
+say "| command | input | median ms | vs reading it once |"
+say "|---|---|---:|---:|"
+for n in "cat FILE | wc -l" "cfn-agg FILE" "cfn-agg --threads 1 FILE" "cat shards | wc -l" "cfn-agg SHARD_DIR" "cfn-agg --threads 1 SHARD_DIR"; do
+    m=$(median_ms "$work/floor.json" "$n")
+    case $n in *FILE*) f=$file_floor; what="$lines_small realistic lines" ;; *) f=$shard_floor; what="16 shards, $shard_lines lines" ;; esac
+    say "$(awk -v n="$n" -v w="$what" -v m="$m" -v f="$f" 'BEGIN { gsub(/\|/, "\\|", n); printf "| %s | %s | %.1f | %.2fx |", n, w, m, m / f }')"
+done
+say
+say "(Targets: 2x for one file, 1x for the shards. The records are parsed on every core and"
+say "folded in input order on one, so the output is the single-threaded one byte for byte;"
+say "the fold, not the parsing, is what is left above the floor.)"
+say
+
+# ---------------------------------------------------------------------------------------
 say "## The statistic: accuracy against the exact answer"
 say
 say "Worst rank error over p0.1, p1, p10, p25, p50, p75, p90, p95, p99, p99.9 (and where it is"
