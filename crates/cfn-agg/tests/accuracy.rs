@@ -2,7 +2,7 @@
 //! several sizes, merged parts, discrete data past every limit, merge associativity, and the
 //! realistic generator's metrics end to end through the cfn-agg binary.
 
-use cfn_core::stats::{MergeState, PartialState, Stats, StatsArena, nearest_rank};
+use cfn_core::stats::{PartialState, Stats, StatsArena, nearest_rank};
 use cfn_testkit::accuracy::{Dist, QUANTILES, measure, rank_error};
 use cfn_testkit::{TestDir, gendata::Rng};
 use std::collections::BTreeMap;
@@ -80,17 +80,7 @@ fn state_of(values: &[f64], arena: &mut StatsArena) -> PartialState {
     for &v in values {
         s.add(v, 0, 1000, arena);
     }
-    let (state, decimals) = MergeState::parse(&s.state(arena)).unwrap();
-    PartialState {
-        count: s.count,
-        sum: s.sum(),
-        min: s.min,
-        max: s.max,
-        first_ms: 0,
-        last_ms: 0,
-        decimals,
-        state,
-    }
+    s.to_partial(arena)
 }
 
 fn merged(parts: Vec<PartialState>, arena: &mut StatsArena) -> Stats {
@@ -119,17 +109,7 @@ fn merging_is_associative_for_any_grouping_of_parts() {
             vec![state_of(a, &mut arena), state_of(b, &mut arena)],
             &mut arena,
         );
-        let (st, decimals) = MergeState::parse(&ab.state(&mut arena)).unwrap();
-        let ab_part = PartialState {
-            count: ab.count,
-            sum: ab.sum(),
-            min: ab.min,
-            max: ab.max,
-            first_ms: 0,
-            last_ms: 0,
-            decimals,
-            state: st,
-        };
+        let ab_part = ab.to_partial(&mut arena);
         let mut left = merged(vec![ab_part, state_of(c, &mut arena)], &mut arena);
         // a + (b + c), in one go.
         let mut right = merged(

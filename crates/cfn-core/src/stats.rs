@@ -541,6 +541,23 @@ impl Stats {
         out
     }
 
+    /// This group as a part to merge elsewhere, through the same JSON state `--with-digest`
+    /// writes (so what is merged is what a file would carry).
+    pub fn to_partial(&mut self, arena: &mut StatsArena) -> PartialState {
+        let (state, decimals) =
+            MergeState::parse(&self.state(arena)).expect("a state this build wrote parses");
+        PartialState {
+            count: self.count,
+            sum: self.sum(),
+            min: self.min,
+            max: self.max,
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            decimals,
+            state,
+        }
+    }
+
     /// Folds another part's totals and state into this one (`--merge`): exact while both
     /// sides are exact and the union fits a table, else a digest.
     ///
@@ -878,24 +895,8 @@ mod tests {
                 whole.add(v, 0, 1000, &mut arena);
             }
             all.extend_from_slice(p);
-            let state = s.state(&mut arena);
-            let (st, decimals) = MergeState::parse(&state).unwrap();
-            merged
-                .merge(
-                    PartialState {
-                        count: s.count,
-                        sum: s.sum(),
-                        min: s.min,
-                        max: s.max,
-                        first_ms: 0,
-                        last_ms: 0,
-                        decimals,
-                        state: st,
-                    },
-                    1000,
-                    &mut arena,
-                )
-                .unwrap();
+            let part = s.to_partial(&mut arena);
+            merged.merge(part, 1000, &mut arena).unwrap();
         }
         assert!(merged.is_exact());
         all.sort_by(f64::total_cmp);

@@ -3,7 +3,7 @@
 //! Shared by the accuracy tests and `xtask accuracy`, which prints the README's table.
 
 use crate::gendata::Rng;
-use cfn_core::stats::{MergeState, PartialState, Stats, StatsArena};
+use cfn_core::stats::{Stats, StatsArena};
 
 /// The quantiles every measurement checks.
 pub const QUANTILES: [f64; 10] = [0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
@@ -139,22 +139,9 @@ pub fn measure(values: &[f64], parts: usize, exact_limit: usize) -> Measured {
             merged = s;
             break;
         }
-        let (state, decimals) = MergeState::parse(&s.state(&mut arena)).expect("own state");
+        let part = s.to_partial(&mut arena);
         merged
-            .merge(
-                PartialState {
-                    count: s.count,
-                    sum: s.sum(),
-                    min: s.min,
-                    max: s.max,
-                    first_ms: 0,
-                    last_ms: 0,
-                    decimals,
-                    state,
-                },
-                exact_limit,
-                &mut arena,
-            )
+            .merge(part, exact_limit, &mut arena)
             .expect("own state merges");
     }
     let mut sorted = values.to_vec();
