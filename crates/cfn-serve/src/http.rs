@@ -150,8 +150,10 @@ impl HostCheck {
         Self { allowed }
     }
 
-    /// True when `host` (with or without a port) is one of the allowed names. A missing
-    /// Host (HTTP/1.0) is allowed: a browser always sends one, so rebinding cannot omit it.
+    /// True when `host` (with or without a port) is an IP address or one of the allowed
+    /// names. DNS rebinding needs a name the attacker controls, so an IP literal (how
+    /// Prometheus usually addresses a target) is always fine, and so is a missing Host
+    /// (HTTP/1.0): a browser always sends one.
     pub fn allows(&self, host: Option<&str>) -> bool {
         let Some(host) = host else { return true };
         let host = host.to_ascii_lowercase();
@@ -161,6 +163,9 @@ impl HostCheck {
             host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h)
         };
         let name = name.trim_start_matches('[');
+        if name.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
         self.allowed
             .iter()
             .any(|a| a.trim_start_matches('[').trim_end_matches(']') == name)

@@ -42,8 +42,9 @@ ENDPOINTS:
 
 LIMITS:
   Requests are GET or HEAD, without a body, with at most 16 KiB of request line and headers,
-  sent within 10 s. Hosts other than loopback names, the listen address and --allowed-host
-  get 421 (a DNS-rebinding page cannot read the API). Past --max-connections open
+  sent within 10 s. A Host header naming anything but an IP address, localhost or an
+  --allowed-host gets 421, so a DNS-rebinding page cannot read the API (Prometheus scraping
+  by IP works as is; by name, add the name with --allowed-host). Past --max-connections open
   connections, new ones get 503 at once; slow clients hold a connection, never a worker.
 
 EXAMPLES:
