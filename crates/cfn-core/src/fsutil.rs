@@ -9,13 +9,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The effective user id of this process.
+/// The effective user id of this process (asked once).
 pub fn effective_uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
     #[allow(unsafe_code)]
-    unsafe {
-        libc::geteuid()
-    }
+    *UID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 /// A file in a shared directory that was refused (a symlink, not a regular file, owned by
@@ -83,6 +82,14 @@ pub enum Access {
 /// # Errors
 /// Exit 73 (writing) or 66/74 (reading) with a message naming the path and the reason.
 pub fn open_safe(path: &Path, access: Access) -> anyhow::Result<File> {
+    open_safe_meta(path, access).map(|(file, _)| file)
+}
+
+/// [`open_safe`], also returning the metadata it checked (saving the caller an fstat).
+///
+/// # Errors
+/// As [`open_safe`].
+pub fn open_safe_meta(path: &Path, access: Access) -> anyhow::Result<(File, std::fs::Metadata)> {
     let mut opts = OpenOptions::new();
     opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
     let writing = !matches!(access, Access::Read);
@@ -117,11 +124,11 @@ pub fn open_safe(path: &Path, access: Access) -> anyhow::Result<File> {
             fail(exit, format!("cannot open {}: {e}", path.display()))
         }
     })?;
-    check_file(&file, path, writing)?;
-    Ok(file)
+    let meta = check_file(&file, path, writing)?;
+    Ok((file, meta))
 }
 
-fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<()> {
+fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<std::fs::Metadata> {
     let meta = file.metadata()?;
     let exit = if writing {
         Exit::CantCreate
@@ -145,7 +152,7 @@ fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<()> {
             ),
         ));
     }
-    Ok(())
+    Ok(meta)
 }
 
 /// Checks a directory that tools write into (the archive directory): refused when another
@@ -272,21 +279,13 @@ impl LockFile {
 /// # Errors
 /// Exit 75 when the lock is not free within `timeout`; open errors as [`open_safe`].
 pub fn open_locked_append(path: &Path, mode: u32, timeout: Duration) -> anyhow::Result<File> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let file = open_safe(path, Access::Append { create: true, mode })?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !lock_with_timeout(&file, left)? {
-            return Err(lock_timeout(path, timeout));
-        }
-        if same_file_at_path(&file, path)? {
-            return Ok(file);
-        }
-        drop(file);
-        if Instant::now() >= deadline {
-            return Err(lock_timeout(path, timeout));
-        }
-    }
+    let mut handle = AppendHandle::new(path, mode);
+    handle.lock_current(timeout)?;
+    let (file, _) = handle
+        .open
+        .take()
+        .expect("lock_current leaves the file open");
+    Ok(file)
 }
 
 /// A file kept open between appends by a long-lived writer (`cfn-emit --stdin`): each append
@@ -322,18 +321,37 @@ impl AppendHandle {
         buf: &mut Vec<u8>,
         fill: impl FnOnce(&mut Vec<u8>),
     ) -> anyhow::Result<()> {
+        self.lock_current(timeout)?;
+        let Some((file, _)) = &self.open else {
+            unreachable!("lock_current leaves the file open")
+        };
+        buf.clear();
+        fill(buf);
+        let written = (&*file).write_all(buf);
+        let _ = file.unlock();
+        written.map_err(|e| {
+            fail(
+                crate::exit::exit_for_io(&e),
+                format!("cannot write to {}: {e}", self.path.display()),
+            )
+        })
+    }
+
+    /// Opens (if needed) and locks the file, then makes sure it is still the file at the
+    /// path (same device and inode, one lstat, the identity taken from the checks made at
+    /// open); if the archiver renamed it away meanwhile, reopens and retries until `timeout`.
+    fn lock_current(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.open.is_none() {
-                let file = open_safe(
+                let (file, meta) = open_safe_meta(
                     &self.path,
                     Access::Append {
                         create: true,
                         mode: self.mode,
                     },
                 )?;
-                let id = crate::cursor::FileId::of(&file.metadata()?);
-                self.open = Some((file, id));
+                self.open = Some((file, crate::cursor::FileId::of(&meta)));
             }
             let Some((file, id)) = &self.open else {
                 unreachable!("opened above")
@@ -348,16 +366,7 @@ impl AppendHandle {
                 Err(e) => return Err(e.into()),
             };
             if current == Some(*id) {
-                buf.clear();
-                fill(buf);
-                let written = (&*file).write_all(buf);
-                let _ = file.unlock();
-                return written.map_err(|e| {
-                    fail(
-                        crate::exit::exit_for_io(&e),
-                        format!("cannot write to {}: {e}", self.path.display()),
-                    )
-                });
+                return Ok(());
             }
             // Renamed away (a trim) or removed: reopen the file at the path.
             let _ = file.unlock();
