@@ -22,6 +22,16 @@ fn shard_lines(dir: &Path) -> HashMap<String, Vec<String>> {
     out
 }
 
+/// The shell shim's path and the directory of the built binaries (for PATH).
+fn shim_and_bin_dir() -> (std::path::PathBuf, std::path::PathBuf) {
+    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
+    let bin_dir = cfn_testkit::bin_path("cfn-emit")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    (shim, bin_dir)
+}
+
 #[test]
 fn five_hundred_concurrent_emitters_lose_nothing_and_use_the_contract_shard() {
     let dir = TestDir::new();
@@ -317,11 +327,7 @@ fn shell_shim_wrappers_write_valid_json_and_leave_shell_options_alone() {
         return;
     };
     let dir = TestDir::new();
-    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
-    let bin_dir = cfn_testkit::bin_path("cfn-emit")
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let (shim, bin_dir) = shim_and_bin_dir();
     let file = dir.join("legacy.jsonl");
     let script = format!(
         r#"
@@ -415,11 +421,7 @@ fn shell_shim_stream_mode_writes_through_one_cfn_emit() {
         return;
     };
     let dir = TestDir::new();
-    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
-    let bin_dir = cfn_testkit::bin_path("cfn-emit")
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let (shim, bin_dir) = shim_and_bin_dir();
     let script = format!(
         r#"
 source "{shim}"
@@ -489,11 +491,7 @@ fn shell_shim_stream_mode_reports_a_dead_cfn_emit_and_keeps_the_agent() {
         return;
     };
     let dir = TestDir::new();
-    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
-    let bin_dir = cfn_testkit::bin_path("cfn-emit")
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let (shim, bin_dir) = shim_and_bin_dir();
     let shard = dir.join("cfn-metrics-7.jsonl");
     let script = format!(
         r#"
@@ -555,11 +553,7 @@ fn shell_shim_writes_valid_json_for_leading_zeros_and_control_characters() {
         return;
     };
     let dir = TestDir::new();
-    let shim = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/emit_metric.sh");
-    let bin_dir = cfn_testkit::bin_path("cfn-emit")
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let (shim, bin_dir) = shim_and_bin_dir();
     let script = format!(
         r#"source "{shim}"
 emit_coordination_time 5 007 $'ph\x01a\x1bse' || exit 7
