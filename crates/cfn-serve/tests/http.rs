@@ -1,7 +1,7 @@
 //! cfn-serve over HTTP: every endpoint against cfn-agg on the same records, bad requests,
 //! path traversal, and the dashboard in a real headless Chromium.
 
-use cfn_testkit::{TestCommand, TestDir, free_port, peer};
+use cfn_testkit::{TestCommand, TestDir, peer};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,21 +19,30 @@ impl Drop for Server {
     }
 }
 
+/// Starts cfn-serve on a port the kernel picks (`--listen 127.0.0.1:0`) and reads the port
+/// from its "listening on" line: asking for a free port first raced with the other tests'
+/// servers, which could take it between the ask and the bind.
 fn start(dir: &TestDir, extra: &[&str]) -> Server {
-    let port = free_port();
+    use std::io::BufRead;
     let mut cmd = dir.cmd("cfn-serve");
-    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra);
-    let child = cmd
+    cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
+    let mut child = cmd
         .command()
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "cfn-serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("cfn-serve did not say where it listens: {line:?}"));
+    // Keep reading what it says, so a full pipe never blocks it.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     Server { child, port }
 }
 
