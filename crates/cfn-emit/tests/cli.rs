@@ -499,10 +499,13 @@ source "{shim}"
 cfn_emit_open --agent agent-7 || exit 9
 emit_metric m.one 1 || exit 8
 sleep 0.3
-"{flock}" "{shard}" sleep 1.2 &
-sleep 0.2
+"{flock}" "{shard}" sleep 2 &
+holder=$!
+# Until the holder has the lock (the shard exists, so flock -n tells).
+until ! "{flock}" -n "{shard}" true; do sleep 0.02; done
 emit_metric m.two 2; echo "second=$?"
-sleep 1.5
+wait "$holder"
+sleep 0.3
 emit_metric m.three 3; echo "third=$?"
 emit_metric m.four 4; echo "fourth=$?"
 cfn_emit_close; echo "close=$?"
