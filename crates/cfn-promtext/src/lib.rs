@@ -230,10 +230,7 @@ fn family_name(
         ]
     };
     if let Some(other) = derived(&base).iter().find_map(|n| used.get(n)) {
-        let renamed = format!(
-            "{base}_{:08x}",
-            cfn_core::paths::fnv1a64(metric.as_bytes()) as u32
-        );
+        let renamed = hash_suffixed(&base, metric);
         warnings.push(format!(
             "metrics {other:?} and {metric:?} both map to {base}; writing {metric:?} as {renamed}"
         ));
@@ -245,16 +242,21 @@ fn family_name(
     (base, scale, shown)
 }
 
+/// `name` made unique by a stable hash of what it was made from (`cfn_x_1a2b3c4d`).
+fn hash_suffixed(name: &str, source: &str) -> String {
+    format!(
+        "{name}_{:08x}",
+        cfn_core::paths::fnv1a64(source.as_bytes()) as u32
+    )
+}
+
 /// The rendered label text of `a`'s group keys: sanitized, de-collided, sorted, escaped.
 fn label_text(metric: &str, a: &Aggregate, warnings: &mut Vec<Warning>) -> String {
     let mut labels: Vec<(String, String)> = Vec::new();
     for (k, v) in a.labels() {
         let mut name = sanitize_label(&k);
         if labels.iter().any(|(n, _)| *n == name) {
-            let renamed = format!(
-                "{name}_{:08x}",
-                cfn_core::paths::fnv1a64(k.as_bytes()) as u32
-            );
+            let renamed = hash_suffixed(&name, &k);
             warnings.push(format!(
                 "label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"
             ));

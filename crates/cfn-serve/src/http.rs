@@ -53,7 +53,13 @@ pub enum HeadError {
 /// # Errors
 /// [`HeadError`] with the status to answer (400, 408, 413, 431, 505).
 pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError> {
-    let mut reader = BufReader::with_capacity(4096, stream.take(MAX_HEAD_BYTES as u64 + 1));
+    // The deadline is checked before every read, not per line: a client trickling one byte
+    // at a time inside a line must not hold its connection for hours.
+    let timed = Deadline {
+        inner: stream,
+        deadline,
+    };
+    let mut reader = BufReader::with_capacity(4096, timed.take(MAX_HEAD_BYTES as u64 + 1));
     let mut total = 0usize;
     let mut line = Vec::new();
     let mut lines: Vec<String> = Vec::new();
@@ -127,6 +133,21 @@ pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError
         target: target.to_string(),
         host,
     })
+}
+
+/// A reader that fails with `TimedOut` once its deadline has passed.
+struct Deadline<R> {
+    inner: R,
+    deadline: Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Which `Host` values are served: loopback names, the listen address, and `extra`.
@@ -358,6 +379,26 @@ mod tests {
             head("GET / HTTP/1.1\r\nHost: x"),
             Err(HeadError::Status(400, _))
         ));
+    }
+
+    #[test]
+    fn a_head_trickled_a_byte_at_a_time_hits_the_deadline_mid_line() {
+        struct Trickle(usize);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(5));
+                self.0 += 1;
+                buf[0] = if self.0 == 1 { b'G' } else { b'a' };
+                Ok(1)
+            }
+        }
+        let t = Instant::now();
+        let got = read_head(Trickle(0), Instant::now() + Duration::from_millis(100));
+        assert_eq!(
+            got,
+            Err(HeadError::Status(408, "request head not received in time"))
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
