@@ -23,7 +23,7 @@ _cfn__serve() {
 
     case "${cmd}" in
         cfn__serve)
-            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --allowed-host --help --version"
+            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --allowed-host --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -58,6 +58,10 @@ _cfn__serve() {
                     return 0
                     ;;
                 --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --index-span)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -279,6 +279,38 @@ impl Aggregator {
     /// as the parallel reader hands them over.
     #[inline]
     pub fn add_parts(&mut self, rec: &RecordParts<'_>) {
+        let idx = self.group_of(rec);
+        let g = &mut self.groups[idx];
+        g.stats
+            .add(rec.value, rec.ts_ms, self.opts.exact_limit, &mut self.store);
+        if self.store.over_budget() {
+            relieve_budget(&mut self.store, &mut self.groups, |g| &mut g.stats);
+        }
+    }
+
+    /// Folds in a part computed elsewhere (a rollup) for the group `rec` names; its value
+    /// and time are not used.
+    ///
+    /// # Errors
+    /// A reason when the part's state does not add up to its count.
+    pub fn merge_partial(
+        &mut self,
+        rec: &RecordParts<'_>,
+        part: PartialState,
+    ) -> Result<(), String> {
+        let idx = self.group_of(rec);
+        self.groups[idx]
+            .stats
+            .merge(part, self.opts.exact_limit, &mut self.store)?;
+        if self.store.over_budget() {
+            relieve_budget(&mut self.store, &mut self.groups, |g| &mut g.stats);
+        }
+        Ok(())
+    }
+
+    /// The index of the group `rec` belongs to (created on first sight).
+    #[inline]
+    fn group_of(&mut self, rec: &RecordParts<'_>) -> usize {
         let bucket = self.opts.bucket_ms.map(|b| rec.ts_ms.div_euclid(b) * b);
         self.key.clear();
         self.key.extend_from_slice(rec.metric.as_bytes());
@@ -323,11 +355,7 @@ impl Aggregator {
         {
             g.unit = Some(u.to_string());
         }
-        g.stats
-            .add(rec.value, rec.ts_ms, self.opts.exact_limit, &mut self.store);
-        if self.store.over_budget() {
-            relieve_budget(&mut self.store, &mut self.groups, |g| &mut g.stats);
-        }
+        idx
     }
 
     /// Folds in one aggregate line written with `--with-digest`.
@@ -373,6 +401,7 @@ impl Aggregator {
         let partial = PartialState {
             count: a.count,
             sum: a.sum,
+            sum_error: 0.0,
             min: a.min,
             max: a.max,
             first_ms: ms(&a.first).unwrap_or(i64::MAX),
@@ -400,39 +429,51 @@ impl Aggregator {
         self.groups
             .into_iter()
             .map(|mut g| {
-                let count = g.stats.count;
-                let sum = g.stats.sum();
-                // Merged parts without first/last leave the sentinels: no time is known.
-                let first = (count > 0 && g.stats.first_ms != i64::MAX)
-                    .then(|| format_ms(g.stats.first_ms));
-                let last =
-                    (count > 0 && g.stats.last_ms != i64::MIN).then(|| format_ms(g.stats.last_ms));
-                Aggregate {
-                    quantiles: g.stats.quantiles(&qs, store),
-                    state: if with_digest {
-                        Some(g.stats.state(store))
-                    } else {
-                        None
-                    },
-                    metric: g.metric,
-                    unit: g.unit,
-                    agent: g.agent,
-                    tags: g.tags,
-                    bucket_start: g.bucket.map(format_ms),
-                    count,
-                    sum,
-                    avg: if count > 0 {
-                        sum / count as f64
-                    } else {
-                        f64::NAN
-                    },
-                    min: g.stats.min,
-                    max: g.stats.max,
-                    first,
-                    last,
-                }
+                let quantiles = g.stats.quantiles(&qs, store);
+                let state = with_digest.then(|| g.stats.state(store));
+                let mut a = aggregate_line(g.metric, g.unit, g.bucket, &g.stats, quantiles);
+                a.agent = g.agent;
+                a.tags = g.tags;
+                a.state = state;
+                a
             })
             .collect()
+    }
+}
+
+/// The aggregate line of one group's statistic, its quantiles already computed (no agent,
+/// tags or state: the caller adds what it grouped by).
+pub fn aggregate_line(
+    metric: String,
+    unit: Option<String>,
+    bucket: Option<EpochMs>,
+    stats: &Stats,
+    quantiles: Vec<(f64, f64)>,
+) -> Aggregate {
+    let count = stats.count;
+    let sum = stats.sum();
+    // Merged parts without first/last leave the sentinels: no time is known.
+    let first = (count > 0 && stats.first_ms != i64::MAX).then(|| format_ms(stats.first_ms));
+    let last = (count > 0 && stats.last_ms != i64::MIN).then(|| format_ms(stats.last_ms));
+    Aggregate {
+        quantiles,
+        state: None,
+        metric,
+        unit,
+        agent: None,
+        tags: BTreeMap::new(),
+        bucket_start: bucket.map(format_ms),
+        count,
+        sum,
+        avg: if count > 0 {
+            sum / count as f64
+        } else {
+            f64::NAN
+        },
+        min: stats.min,
+        max: stats.max,
+        first,
+        last,
     }
 }
 

@@ -208,19 +208,8 @@ fn check_replaced(
     drain(t, name, filter, log, out)
 }
 
-/// The first complete line of `file`, without its newline (`None` when it has none yet).
-fn first_line(file: &File) -> std::io::Result<Option<Vec<u8>>> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(0))?;
-    let mut line = Vec::new();
-    let mut r = BufReader::new(f);
-    cfn_core::reader::read_line_bounded(&mut r, &mut line, cfn_core::reader::MAX_LINE_BYTES)?;
-    Ok(line.pop().filter(|&c| c == b'\n').map(|_| line))
-}
-
 /// Writes the records of `shard` that were trimmed from the hot file before this reader
-/// saw them: in the archive, after `last` (the last record read) and before the first line
-/// of the hot file now. Warns, naming the shard, when `last` is not in the archive.
+/// saw them (from the archive); warns, naming the shard, when they cannot be found there.
 fn catch_up_from_archive(
     shard: &Path,
     archive_dir: &Path,
@@ -236,62 +225,7 @@ fn catch_up_from_archive(
     else {
         return Ok(());
     };
-    let stop = first_line(hot_now)?;
-    let Some(last_ts) = last.last_ts else {
-        return Ok(());
-    };
-    let from_day = cfn_core::time::utc_day(last_ts);
-    // The shard's day files from the last record's day on, the .gz (older) before the plain.
-    let mut files: Vec<(String, bool, PathBuf)> = std::fs::read_dir(archive_dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (day, shard_no, gz) = cfn_core::paths::parse_archive_name(&name)?;
-            (shard_no == n && day >= from_day).then(|| (day, !gz, e.path()))
-        })
-        .collect();
-    files.sort();
-    let mut found = false;
-    let mut quiet = MalformedLog::quiet();
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    'files: for (_, _, path) in &files {
-        let input = Input::File {
-            path: path.clone(),
-            shared: false,
-        };
-        let Ok(r) = input.open() else { continue };
-        let mut reader = RecordReader::new(r, input.name());
-        while let Some(step) = reader.next_with(&mut quiet, |rec| {
-            if !found {
-                if last.is_last(rec.raw) {
-                    return Some(true);
-                }
-                return None;
-            }
-            if stop.as_deref() == Some(rec.raw) {
-                return Some(false);
-            }
-            if filter.matches(&rec) {
-                let mut line = rec.raw.to_vec();
-                line.push(b'\n');
-                pending.push(line);
-            }
-            None
-        })? {
-            match step {
-                // The last record read (the last copy of it wins, as in resume_position).
-                Some(true) => {
-                    found = true;
-                    pending.clear();
-                }
-                Some(false) => break 'files,
-                None => {}
-            }
-        }
-    }
-    if !found {
+    let Some(lines) = cfn_core::cursor::trimmed_since(archive_dir, n, last, hot_now)? else {
         cfn_core::cli::warn(
             "cfn-cat",
             format!(
@@ -301,9 +235,14 @@ fn catch_up_from_archive(
             ),
         );
         return Ok(());
-    }
-    for line in pending {
-        out.write_all(&line)?;
+    };
+    for line in lines {
+        if let Ok(rec) = cfn_core::reader::parse_record(&line)
+            && filter.matches(&rec)
+        {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
+        }
     }
     Ok(())
 }

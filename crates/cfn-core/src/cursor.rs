@@ -2,11 +2,14 @@
 //! identity, the bytes consumed, and the last record read. Used by `cfn-cat --follow`, the
 //! archiver's progress (persisted as is in its state file) and `cfn-serve`'s shard health.
 
+use crate::input::Input;
 use crate::reader::Position;
+use crate::reader::{MalformedLog, RecordReader};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, Metadata};
 use std::io::{BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// A file's identity: device and inode. A trim renames a new file into place, so the path
 /// stays while the identity changes.
@@ -111,6 +114,81 @@ impl ShardCursor {
         f.seek(SeekFrom::Start(0))?;
         crate::reader::resume_position(BufReader::new(f), name, |raw| self.is_last(raw))
     }
+}
+
+/// The first complete line of `file`, without its newline (`None` when it has none yet).
+fn first_line(file: &File) -> std::io::Result<Option<Vec<u8>>> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    let mut r = BufReader::new(f);
+    crate::reader::read_line_bounded(&mut r, &mut line, crate::reader::MAX_LINE_BYTES)?;
+    Ok(line.pop().filter(|&c| c == b'\n').map(|_| line))
+}
+
+/// The records of shard `shard_no` that a reader missed because the shard was trimmed twice
+/// between two looks (the new file starts past the last record read): they are in the
+/// archive, after `last`'s record and before the first line of `hot_now`, the shard's file
+/// now. Returns their lines (valid records only, without newlines), or `None` when the
+/// archive does not hold the last record read.
+///
+/// # Errors
+/// I/O errors reading `hot_now`.
+pub fn trimmed_since(
+    archive_dir: &Path,
+    shard_no: u32,
+    last: &ShardCursor,
+    hot_now: &File,
+) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+    let Some(last_ts) = last.last_ts else {
+        return Ok(Some(Vec::new()));
+    };
+    let stop = first_line(hot_now)?;
+    let from_day = crate::time::utc_day(last_ts);
+    // The shard's day files from the last record's day on, the .gz (older) before the plain.
+    let mut files: Vec<(String, bool, PathBuf)> = std::fs::read_dir(archive_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (day, n, gz) = crate::paths::parse_archive_name(&name)?;
+            (n == shard_no && day >= from_day).then(|| (day, !gz, e.path()))
+        })
+        .collect();
+    files.sort();
+    let mut found = false;
+    let mut quiet = MalformedLog::quiet();
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    'files: for (_, _, path) in &files {
+        let input = Input::File {
+            path: path.clone(),
+            shared: false,
+        };
+        let Ok(r) = input.open() else { continue };
+        let mut reader = RecordReader::new(r, input.name());
+        while let Some(step) = reader.next_with(&mut quiet, |rec| {
+            if !found {
+                return last.is_last(rec.raw).then_some(true);
+            }
+            if stop.as_deref() == Some(rec.raw) {
+                return Some(false);
+            }
+            pending.push(rec.raw.to_vec());
+            None
+        })? {
+            match step {
+                // The last record read (the last copy of it wins, as in resume_position).
+                Some(true) => {
+                    found = true;
+                    pending.clear();
+                }
+                Some(false) => break 'files,
+                None => {}
+            }
+        }
+    }
+    Ok(found.then_some(pending))
 }
 
 #[cfg(test)]

@@ -170,6 +170,11 @@ pub fn expand_inputs_reporting(
     Ok((inputs, first_missing))
 }
 
+/// How far out of time order records in one shard may be: cfn-emit stamps a record before
+/// it waits for the shard's lock (at most a few seconds), so a reader that has seen a record
+/// this much past the end of its range has seen every record of the range.
+pub const ORDER_SLACK_MS: i64 = 60_000;
+
 /// Finds where records at or after `since` begin in a time-ordered file (a hot shard or an
 /// archive file: each is written in time order under its lock), by binary search over byte
 /// offsets. Returns an offset at the start of a line; everything before it is older than

@@ -541,19 +541,50 @@ impl Stats {
         out
     }
 
-    /// This group as a part to merge elsewhere, through the same JSON state `--with-digest`
-    /// writes (so what is merged is what a file would carry).
+    /// This group as a part to merge elsewhere: the same state `--with-digest` writes, built
+    /// directly (no JSON round trip).
     pub fn to_partial(&mut self, arena: &mut StatsArena) -> PartialState {
-        let (state, decimals) =
-            MergeState::parse(&self.state(arena)).expect("a state this build wrote parses");
+        self.snapshot(arena)
+    }
+
+    /// This group as a part to merge elsewhere, leaving the group as it is: a digest's
+    /// pending batch is folded into a copy, so reading a group that is still growing (a
+    /// rollup of the current minute) does not cut its batches short.
+    pub fn snapshot(&self, arena: &StatsArena) -> PartialState {
+        let state = match &self.repr {
+            Repr::Values(list) => {
+                let mut vals = Vec::with_capacity(list.len as usize);
+                arena.copy_into(list, &mut vals);
+                MergeState::Values(vals)
+            }
+            Repr::Table(table) => MergeState::Table(table.entries.clone()),
+            Repr::Digest { digest, pending } => {
+                let folded;
+                let d: &TDigest = if pending.len > 0 {
+                    let mut vals = Vec::with_capacity(pending.len as usize);
+                    arena.copy_into(pending, &mut vals);
+                    folded = digest.merge_unsorted(vals);
+                    &folded
+                } else {
+                    digest
+                };
+                MergeState::Centroids(
+                    d.centroids()
+                        .iter()
+                        .map(|c| [c.mean(), c.weight()])
+                        .collect(),
+                )
+            }
+        };
         PartialState {
             count: self.count,
-            sum: self.sum(),
+            sum: self.sum,
+            sum_error: self.comp,
             min: self.min,
             max: self.max,
             first_ms: self.first_ms,
             last_ms: self.last_ms,
-            decimals,
+            decimals: self.decimals,
             state,
         }
     }
@@ -578,6 +609,7 @@ impl Stats {
         }
         self.count += other.count;
         self.add_sum(other.sum);
+        self.comp += other.sum_error;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.first_ms = self.first_ms.min(other.first_ms);
@@ -675,6 +707,9 @@ pub fn relieve_budget<T>(
 pub struct PartialState {
     pub count: u64,
     pub sum: f64,
+    /// The part's running compensation (what its `sum` is short of), so merged rollups add
+    /// up to the same sum as one pass over the values; 0 for a part read from a file.
+    pub sum_error: f64,
     pub min: f64,
     pub max: f64,
     pub first_ms: i64,
@@ -916,6 +951,7 @@ mod tests {
                 PartialState {
                     count: 5,
                     sum: 1.0,
+                    sum_error: 0.0,
                     min: 1.0,
                     max: 1.0,
                     first_ms: 0,

@@ -8,13 +8,12 @@ use cfn_core::alert_event::{AlertEvent, AlertState};
 use cfn_core::filter::RecordFilter;
 use cfn_core::input::{seek_offset_for_time, wrap_reader};
 use cfn_core::paths::{list_shards, parse_archive_name};
-use cfn_core::reader::{Item, MalformedLog, RecordReader};
+use cfn_core::reader::{MalformedLog, RecordReader};
 use cfn_core::time::{EpochMs, format_ms, parse_utc_day, utc_day};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// Where the data is.
 #[derive(Clone, Debug)]
@@ -26,14 +25,16 @@ pub struct Sources {
 }
 
 /// Calls `f` with every record in `[since, until)` from the hot shards, and from the archive
-/// for the part of the range older than what the shards hold.
+/// for the part of the range older than what the shards hold. `shards`, when given, limits
+/// the reading to those shard numbers (an agent's records are all in its shard).
 ///
 /// # Errors
 /// I/O errors other than missing files.
 pub fn for_each_record(
     src: &Sources,
     filter: &RecordFilter,
-    mut f: impl FnMut(&cfn_core::reader::RecordRef<'_>),
+    shards: Option<&BTreeSet<u32>>,
+    mut f: impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
 ) -> anyhow::Result<()> {
     let since = filter.since.unwrap_or(i64::MIN);
     // Per shard number: the oldest record still hot (i64::MIN when the hot shard reaches back
@@ -41,6 +42,9 @@ pub fn for_each_record(
     let mut oldest_hot: BTreeMap<u32, EpochMs> = BTreeMap::new();
     let mut log = MalformedLog::quiet();
     for (n, path) in list_shards(&src.metrics_dir).unwrap_or_default() {
+        if shards.is_some_and(|s| !s.contains(&n)) {
+            continue;
+        }
         let Ok(mut file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)
         else {
             continue;
@@ -53,17 +57,41 @@ pub fn for_each_record(
         );
         reader.leave_partial_tail = true;
         let mut oldest = if off > 0 { i64::MIN } else { i64::MAX };
-        while reader
-            .next_with(&mut log, |rec| {
-                oldest = oldest.min(rec.ts_ms);
-                if filter.matches(&rec) {
-                    f(&rec);
-                }
-            })?
-            .is_some()
-        {}
+        // Shards are written in time order (what the seek relies on too): past the end of the
+        // range, and past any writer that may still be behind, nothing more is in it.
+        let stop_at = filter.until.map_or(i64::MAX, |u| {
+            u.saturating_add(cfn_core::input::ORDER_SLACK_MS)
+        });
+        while let Some(more) = reader.next_with(&mut log, |rec| {
+            oldest = oldest.min(rec.ts_ms);
+            if filter.matches(&rec) {
+                f(n, &rec);
+            }
+            rec.ts_ms < stop_at
+        })? {
+            if !more {
+                break;
+            }
+        }
         oldest_hot.insert(n, oldest);
     }
+    for_each_archived(src, filter, shards, &oldest_hot, f)
+}
+
+/// Calls `f` with the archived records of `filter`'s range that are older than the oldest
+/// hot record of their shard (`oldest_hot`; a shard missing there has no hot records), so a
+/// record is read from the archive or the hot shard, never both.
+///
+/// # Errors
+/// I/O errors reading an archive file.
+pub fn for_each_archived(
+    src: &Sources,
+    filter: &RecordFilter,
+    shards: Option<&BTreeSet<u32>>,
+    oldest_hot: &BTreeMap<u32, EpochMs>,
+    mut f: impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
+) -> anyhow::Result<()> {
+    let since = filter.since.unwrap_or(i64::MIN);
     let Some(archive) = &src.archive_dir else {
         return Ok(());
     };
@@ -71,27 +99,31 @@ pub fn for_each_record(
         return Ok(());
     };
     let first_day = utc_day(since.max(0));
-    let mut files: Vec<(PathBuf, EpochMs)> = entries
+    let mut files: Vec<(PathBuf, u32, EpochMs)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let (day, n, _) = parse_archive_name(&name)?;
+            if shards.is_some_and(|s| !s.contains(&n)) {
+                return None;
+            }
             let hot_from = oldest_hot.get(&n).copied().unwrap_or(i64::MAX);
             let day_start = parse_utc_day(&day)?;
             // Only days that start before the shard's oldest hot record and end after `since`.
             (day >= first_day && day_start < hot_from && hot_from > since)
-                .then(|| (e.path(), hot_from))
+                .then(|| (e.path(), n, hot_from))
         })
         .collect();
     files.sort();
-    for (path, hot_from) in files {
+    let mut log = MalformedLog::quiet();
+    for (path, n, hot_from) in files {
         // Only what is older than the shard's hot records comes from the archive, so nothing
         // counts twice.
         let older = RecordFilter {
             until: Some(filter.until.map_or(hot_from, |u| u.min(hot_from))),
             ..filter.clone()
         };
-        let Ok(file) = std::fs::File::open(&path) else {
+        let Ok(file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read) else {
             continue;
         };
         let mut reader = RecordReader::new(
@@ -101,7 +133,7 @@ pub fn for_each_record(
         while reader
             .next_with(&mut log, |rec| {
                 if older.matches(&rec) {
-                    f(&rec)
+                    f(n, &rec)
                 }
             })?
             .is_some()
@@ -110,18 +142,25 @@ pub fn for_each_record(
     Ok(())
 }
 
-/// Aggregates the records of `filter` with `opts` (the cfn-agg library, so the numbers are
-/// the command line's).
+/// Aggregates the records of `filter` (and of `tag`, `(name, value)`, when given) with
+/// `opts`, reading only `shards` when given (the cfn-agg library, so the numbers are the
+/// command line's).
 ///
 /// # Errors
 /// I/O errors.
 pub fn aggregate(
     src: &Sources,
     filter: &RecordFilter,
+    shards: Option<&BTreeSet<u32>>,
+    tag: Option<&(String, String)>,
     opts: Options,
 ) -> anyhow::Result<Vec<Aggregate>> {
     let mut agg = Aggregator::new(opts);
-    for_each_record(src, filter, |rec| agg.add(rec))?;
+    for_each_record(src, filter, shards, |_, rec| {
+        if tag.is_none_or(|(k, v)| rec.tag(k).as_deref() == Some(v.as_str())) {
+            agg.add(rec)
+        }
+    })?;
     Ok(agg.finish())
 }
 
@@ -134,7 +173,7 @@ pub fn names(
     filter: &RecordFilter,
 ) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
     let (mut metrics, mut agents) = (BTreeSet::new(), BTreeSet::new());
-    for_each_record(src, filter, |rec| {
+    for_each_record(src, filter, None, |_, rec| {
         if !metrics.contains(rec.metric.as_ref()) {
             metrics.insert(rec.metric.to_string());
         }
@@ -145,82 +184,6 @@ pub fn names(
         }
     })?;
     Ok((metrics, agents))
-}
-
-#[derive(Clone, Debug, Default)]
-struct ShardHealth {
-    cursor: cfn_core::cursor::ShardCursor,
-    records: u64,
-    malformed: u64,
-    newest_ms: Option<EpochMs>,
-}
-
-/// Per-shard size, record count, newest record and malformed count, kept up to date by
-/// reading only what was appended since the last look (a rewritten shard is recounted).
-#[derive(Debug, Default)]
-pub struct Health {
-    shards: Mutex<BTreeMap<PathBuf, ShardHealth>>,
-}
-
-impl Health {
-    /// Brings every shard up to date and describes them.
-    ///
-    /// # Errors
-    /// I/O errors other than files vanishing.
-    pub fn snapshot(&self, dir: &Path, now: EpochMs) -> anyhow::Result<Value> {
-        let shards = list_shards(dir).unwrap_or_default();
-        let mut known = self.shards.lock().unwrap_or_else(|e| e.into_inner());
-        known.retain(|p, _| shards.iter().any(|(_, q)| q == p));
-        let mut out = Vec::new();
-        for (n, path) in shards {
-            let Ok(file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)
-            else {
-                continue;
-            };
-            let meta = file.metadata()?;
-            let h = known.entry(path.clone()).or_default();
-            if h.cursor.change(&meta) != cfn_core::cursor::Change::Same {
-                // Rewritten or truncated: count it again from the start.
-                *h = ShardHealth {
-                    cursor: cfn_core::cursor::ShardCursor::at_start(cfn_core::cursor::FileId::of(
-                        &meta,
-                    )),
-                    ..Default::default()
-                };
-            }
-            let mut f = &file;
-            f.seek(SeekFrom::Start(h.cursor.offset))?;
-            let mut reader = RecordReader::new(BufReader::with_capacity(256 * 1024, f), "")
-                .with_position(cfn_core::reader::Position {
-                    offset: h.cursor.offset,
-                    line: 0,
-                });
-            reader.leave_partial_tail = true;
-            while let Some(item) = reader.next_item_with(|item| match item {
-                Item::Record(r) => Some(r.ts_ms),
-                Item::Malformed { .. } => None,
-            })? {
-                match item {
-                    Some(ts) => {
-                        h.records += 1;
-                        h.newest_ms = Some(h.newest_ms.map_or(ts, |n| n.max(ts)));
-                    }
-                    None => h.malformed += 1,
-                }
-            }
-            h.cursor.offset = reader.position().offset;
-            out.push(json!({
-                "shard": n,
-                "file": path.file_name().map(|s| s.to_string_lossy().into_owned()),
-                "bytes": meta.len(),
-                "records": h.records,
-                "malformed": h.malformed,
-                "newest": h.newest_ms.map(format_ms),
-                "newest_age_s": h.newest_ms.map(|t| (now - t) as f64 / 1000.0),
-            }));
-        }
-        Ok(Value::Array(out))
-    }
 }
 
 /// The last `max` bytes of a file in a shared directory (the alerts log lives in /dev/shm by

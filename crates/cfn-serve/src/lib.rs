@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 pub mod data;
 pub mod http;
+pub mod index;
 
-use data::{Health, Sources};
+use data::Sources;
+use index::{Index, RangeQuery};
 
 const PAGE: &str = include_str!("page.html");
 const PAGE_CSS: &str = include_str!("page.css");
@@ -32,13 +34,27 @@ const EXAMPLES: &str = "\
 ENDPOINTS:
   /                      the dashboard (self-contained: no CDN, refreshes every 5 s)
   /metrics               Prometheus exposition (the same as cfn-promtext) of the last --window
+  /api/dashboard         ?range=5m|1h|24h&metric=NAME&agent=ID  everything the page shows, in one
+                         request: metric and agent lists, the 30 s table, every chart's series
+                         (bucket=... to choose; default about 100 points), alerts, shard health
   /api/summary           ?window=30s&by=agent&metric=NAME&agent=ID  aggregates (contract section 4)
   /api/series            ?metric=NAME&range=1h&bucket=1m&agent=ID   one aggregate per bucket
   /api/metrics           ?range=1h  metric names and agents seen
   /api/alerts            firing alerts (cfn-alert --state file, else the alerts log) and recent events
   /api/shards            per shard: bytes, records, malformed lines, newest record age
   Every /api endpoint also takes now=TIME. Bad parameters get 400 with {\"error\": ...}.
-  metric= and agent= are globs ('coordination.*'); add exact=1 to take them literally.
+  metric= and agent= are globs ('coordination.*'); add exact=1 to take them literally;
+  tag=NAME=VALUE keeps the records with that tag.
+
+INDEX:
+  At start-up the server indexes the last --index-span (default 25h) of the hot shards and
+  the archive: per metric, the statistic of every minute, quarter hour and hour. Queries in
+  that span merge those rollups and read only the partial minutes at their edges from the
+  records, so counts, sums, min and max equal cfn-cat --since ... | cfn-agg, and quantiles
+  are within the statistic's bound. Appended records are indexed within a second; trims,
+  rotations, truncations and new shards are followed, each record counted once.
+  Agent and tag filters, by=..., and ranges older than the span read the records instead
+  (agent filters only the shards those agents write to).
 
 LIMITS:
   Requests are GET or HEAD, without a body, with at most 16 KiB of request line and headers,
@@ -95,6 +111,10 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
 
+    /// How far back the rollup index reaches; older ranges are read from the records.
+    #[arg(long, value_name = "DURATION", default_value = "25h")]
+    pub index_span: String,
+
     /// Another name clients may use in the Host header (a reverse proxy's name, say);
     /// repeatable. Loopback names and the listen address are always accepted.
     #[arg(long, value_name = "HOST")]
@@ -105,7 +125,8 @@ pub struct Cli {
 pub struct App {
     pub src: Sources,
     pub metrics_window: Duration,
-    health: Health,
+    /// The rollups every range query is answered from (and the shards' health).
+    pub index: Mutex<Index>,
     cache: Mutex<HashMap<String, (Instant, Response)>>,
     /// One lock per URL being computed, so concurrent cache misses compute it once.
     gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -179,17 +200,57 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 const MAX_BUCKETS: i64 = 2000;
 const MAX_RANGE_MS: i64 = 31 * 86_400_000;
+/// The summary table's window on the dashboard.
+const TABLE_WINDOW_MS: i64 = 30_000;
+
+/// A `tag=NAME=VALUE` (or `NAME:VALUE`) parameter.
+fn tag_param(q: &HashMap<String, String>) -> Result<Option<(String, String)>, String> {
+    let Some(t) = q.get("tag").filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    t.split_once('=')
+        .or_else(|| t.split_once(':'))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| Some((k.to_string(), v.to_string())))
+        .ok_or_else(|| format!("tag {t:?} must be NAME=VALUE"))
+}
+
+/// The chart bucket for a range: about 30 to 150 points.
+fn default_bucket(range_ms: i64) -> i64 {
+    const STEPS: [i64; 9] = [
+        10_000, 60_000, 300_000, 900_000, 3_600_000, 10_800_000, 21_600_000, 43_200_000, 86_400_000,
+    ];
+    STEPS
+        .into_iter()
+        .find(|&b| range_ms / b <= 150)
+        .unwrap_or(86_400_000)
+}
 
 impl App {
-    /// A new app over these sources.
-    pub fn new(src: Sources, metrics_window: Duration) -> Self {
-        Self {
+    /// A new app over these sources: builds the index of the last `index_span`.
+    ///
+    /// # Errors
+    /// I/O errors reading the shards.
+    pub fn new(
+        src: Sources,
+        metrics_window: Duration,
+        index_span: Duration,
+    ) -> anyhow::Result<Self> {
+        let index = Index::build(src.clone(), index_span.as_millis() as i64, now_ms())?;
+        Ok(Self {
             src,
             metrics_window,
-            health: Health::default(),
+            index: Mutex::new(index),
             cache: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
-        }
+        })
+    }
+
+    /// The index, brought up to date with what was appended since the last look.
+    fn fresh_index(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Index>> {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        index.refresh(now_ms())?;
+        Ok(index)
     }
 
     /// Answers one request; never panics on bad input.
@@ -262,12 +323,13 @@ impl App {
                 body: PAGE_JS.as_bytes().to_vec(),
             },
             "/metrics" => self.metrics(),
+            "/api/dashboard" => self.dashboard(&q),
             "/api/summary" => self.summary(&q),
             "/api/series" => self.series(&q),
             "/api/metrics" => self.metric_names(&q),
             "/api/alerts" => json_response(200, &data::alerts(&self.src)),
-            "/api/shards" => match self.health.snapshot(&self.src.metrics_dir, now_ms()) {
-                Ok(v) => json_response(200, &v),
+            "/api/shards" => match self.fresh_index() {
+                Ok(index) => json_response(200, &index.shard_health(now_ms())),
                 Err(e) => json_response(500, &json!({ "error": e.to_string() })),
             },
             _ => json_response(404, &json!({ "error": "not found" })),
@@ -315,6 +377,57 @@ impl App {
         Ok(d)
     }
 
+    /// Aggregates `filter`'s range: from the index when it can (no agent, tag or grouping,
+    /// a range inside the index span), else by reading the records (only the shards of the
+    /// agents asked for).
+    fn aggregate(
+        &self,
+        filter: &RecordFilter,
+        tag: Option<&(String, String)>,
+        opts: Options,
+    ) -> anyhow::Result<Vec<cfn_core::aggregate::Aggregate>> {
+        let mut index = self.fresh_index()?;
+        let query = RangeQuery {
+            since: filter.since.unwrap_or(i64::MIN),
+            until: filter.until.unwrap_or(i64::MAX),
+            bucket_ms: opts.bucket_ms,
+            metrics: filter.metrics.clone(),
+            quantiles: opts.quantiles.clone(),
+        };
+        let plain =
+            filter.agents.is_empty() && tag.is_none() && !opts.by.agent && opts.by.tags.is_empty();
+        if plain && index.covers(&query) {
+            return index.aggregate(&query);
+        }
+        let shards = (!filter.agents.is_empty()).then(|| index.shards_of_agents(&filter.agents));
+        drop(index);
+        data::aggregate(&self.src, filter, shards.as_ref(), tag, opts)
+    }
+
+    /// Metric names and agents of a range.
+    fn names(
+        &self,
+        since: EpochMs,
+        until: EpochMs,
+    ) -> anyhow::Result<(
+        std::collections::BTreeSet<String>,
+        std::collections::BTreeSet<String>,
+    )> {
+        let index = self.fresh_index()?;
+        if let Some(names) = index.names(since, until) {
+            return Ok(names);
+        }
+        drop(index);
+        data::names(
+            &self.src,
+            &RecordFilter {
+                since: Some(since),
+                until: Some(until),
+                ..Default::default()
+            },
+        )
+    }
+
     fn summary(&self, q: &HashMap<String, String>) -> Response {
         let run = || -> Result<Response, String> {
             let now = Self::now(q)?;
@@ -328,7 +441,7 @@ impl App {
                 by,
                 ..Default::default()
             };
-            data::aggregate(&self.src, &filter, opts)
+            self.aggregate(&filter, tag_param(q)?.as_ref(), opts)
                 .map(|a| aggregates_json(&a))
                 .map_err(|e| e.to_string())
         };
@@ -353,25 +466,21 @@ impl App {
             let mut filter = Self::base_filter(q)?;
             filter.since = Some(now - range);
             filter.until = Some(now + 1);
-            let aggs = data::aggregate(
-                &self.src,
-                &filter,
-                Options {
-                    bucket_ms: Some(bucket),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            if aggs.is_empty() {
-                // Tell an unknown metric from a quiet one.
-                let (names, _) = data::names(
-                    &self.src,
-                    &RecordFilter {
-                        since: Some(now - MAX_RANGE_MS.min(range.max(86_400_000))),
+            let aggs = self
+                .aggregate(
+                    &filter,
+                    tag_param(q)?.as_ref(),
+                    Options {
+                        bucket_ms: Some(bucket),
                         ..Default::default()
                     },
                 )
                 .map_err(|e| e.to_string())?;
+            if aggs.is_empty() {
+                // Tell an unknown metric from a quiet one.
+                let (names, _) = self
+                    .names(now - MAX_RANGE_MS.min(range.max(86_400_000)), now + 1)
+                    .map_err(|e| e.to_string())?;
                 if !names
                     .iter()
                     .any(|n| filter.metrics.iter().any(|p| p.matches(n)))
@@ -388,16 +497,117 @@ impl App {
         let run = || -> Result<Response, String> {
             let now = Self::now(q)?;
             let range = Self::duration_param(q, "range", "1h")?;
-            let filter = RecordFilter {
-                since: Some(now - range),
-                until: Some(now + 1),
-                ..Default::default()
-            };
-            let (metrics, agents) = data::names(&self.src, &filter).map_err(|e| e.to_string())?;
+            let (metrics, agents) = self
+                .names(now - range, now + 1)
+                .map_err(|e| e.to_string())?;
             Ok(json_response(
                 200,
                 &json!({ "metrics": metrics, "agents": agents }),
             ))
+        };
+        run().unwrap_or_else(bad_request)
+    }
+
+    /// Everything the page shows, in one request: the metric and agent lists, the summary
+    /// table (last 30 s), every chart's series, the alerts and the shards' health.
+    fn dashboard(&self, q: &HashMap<String, String>) -> Response {
+        let run = || -> Result<Response, String> {
+            let now = Self::now(q)?;
+            let range = Self::duration_param(q, "range", "1h")?;
+            let bucket = match q.get("bucket") {
+                Some(_) => Self::duration_param(q, "bucket", "1m")?,
+                None => default_bucket(range),
+            };
+            if range / bucket > MAX_BUCKETS {
+                return Err(format!(
+                    "range/bucket is {} buckets; at most {MAX_BUCKETS}",
+                    range / bucket
+                ));
+            }
+            let tag = tag_param(q)?;
+            let filter = Self::base_filter(q)?;
+            let (metrics, agents) = self
+                .names(now - range, now + 1)
+                .map_err(|e| e.to_string())?;
+            let shown: Vec<&String> = metrics
+                .iter()
+                .filter(|m| {
+                    filter.metrics.is_empty() || filter.metrics.iter().any(|p| p.matches(m))
+                })
+                .collect();
+            let table = self
+                .aggregate(
+                    &RecordFilter {
+                        since: Some(now - TABLE_WINDOW_MS),
+                        until: Some(now + 1),
+                        ..filter.clone()
+                    },
+                    tag.as_ref(),
+                    Options::default(),
+                )
+                .map_err(|e| e.to_string())?;
+            let series = self
+                .aggregate(
+                    &RecordFilter {
+                        since: Some(now - range),
+                        until: Some(now + 1),
+                        ..filter.clone()
+                    },
+                    tag.as_ref(),
+                    Options {
+                        bucket_ms: Some(bucket),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            let mut by_metric: std::collections::BTreeMap<&str, Vec<u8>> =
+                shown.iter().map(|m| (m.as_str(), Vec::new())).collect();
+            for a in &series {
+                if let Some(body) = by_metric.get_mut(a.metric.as_str()) {
+                    body.push(if body.is_empty() { b'[' } else { b',' });
+                    a.write_json(body);
+                    body.pop();
+                }
+            }
+            let shards = self
+                .fresh_index()
+                .map_err(|e| e.to_string())?
+                .shard_health(now);
+            // Written by hand around the aggregates' own JSON (the same as /api/series).
+            let mut body = Vec::with_capacity(series.len() * 256 + 4096);
+            let head = json!({
+                "range_ms": range, "bucket_ms": bucket, "now": cfn_core::time::format_ms(now),
+                "metrics": metrics, "shown": shown, "agents": agents,
+            });
+            let head = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
+            body.extend_from_slice(&head[..head.len() - 1]);
+            body.extend_from_slice(b",\"summary\":");
+            body.extend_from_slice(&aggregates_json(&table).body);
+            body.extend_from_slice(b",\"series\":{");
+            for (i, (m, s)) in by_metric.iter_mut().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&serde_json::to_vec(m).unwrap_or_default());
+                body.push(b':');
+                if s.is_empty() {
+                    s.push(b'[');
+                }
+                s.push(b']');
+                body.extend_from_slice(s);
+            }
+            body.extend_from_slice(b"},\"alerts\":");
+            body.extend_from_slice(
+                &serde_json::to_vec(&data::alerts(&self.src)).unwrap_or_default(),
+            );
+            body.extend_from_slice(b",\"shards\":");
+            body.extend_from_slice(&serde_json::to_vec(&shards).unwrap_or_default());
+            body.push(b'}');
+            Ok(Response {
+                status: 200,
+                content_type: "application/json",
+                body,
+            })
         };
         run().unwrap_or_else(bad_request)
     }
@@ -409,7 +619,7 @@ impl App {
             until: Some(now + 1),
             ..Default::default()
         };
-        match data::aggregate(&self.src, &filter, Options::default()) {
+        match self.aggregate(&filter, None, Options::default()) {
             Ok(aggs) => {
                 let (text, _) = cfn_promtext::render(&aggs, &cfn_promtext::Options::default());
                 Response {
@@ -480,7 +690,21 @@ pub fn run(
         alert_state: cli.alert_state.clone(),
         alerts_log: Some(cli.alerts_log.clone().unwrap_or(config.alerts_file.clone())),
     };
-    let app = Arc::new(App::new(src, parse_duration(&cli.window)?));
+    let app = Arc::new(App::new(
+        src,
+        parse_duration(&cli.window)?,
+        parse_duration(&cli.index_span)?,
+    )?);
+    // Appended records reach the index within a second even when nobody asks.
+    let refresher = Arc::clone(&app);
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if let Err(e) = refresher.fresh_index() {
+                cfn_core::cli::warn("cfn-serve", format!("indexing: {e:#}"));
+            }
+        }
+    });
     let opts = ServeOptions {
         listen: cli.listen.clone(),
         limits: http::Limits {

@@ -1,6 +1,4 @@
 "use strict";
-const BUCKET = { "5m": "10s", "1h": "1m", "24h": "15m" };
-const RANGE_MS = { "5m": 300e3, "1h": 3600e3, "24h": 86400e3 };
 const $ = (id) => document.getElementById(id);
 const NS = "http://www.w3.org/2000/svg";
 
@@ -38,15 +36,15 @@ function setOptions(select, values) {
   select.value = values.includes(keep) ? keep : "";
 }
 
-function drawChart(card, metric, aggs, range, now) {
+function drawChart(card, metric, aggs, rangeMs, bucketMs, now) {
   const W = 600, H = 180, L = 44, R = 6, T = 8, B = 18;
   const svg = el("svg:svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, "data-metric": metric, "data-points": String(aggs.length), preserveAspectRatio: "none" });
-  const t0 = now - RANGE_MS[range];
-  const x = (t) => L + ((t - t0) / RANGE_MS[range]) * (W - L - R);
+  const t0 = now - rangeMs;
+  const x = (t) => L + ((t - t0) / rangeMs) * (W - L - R);
   const ymax = Math.max(1e-9, ...aggs.map((a) => a.p99 ?? a.max ?? 0));
   const y = (v) => T + (1 - v / ymax) * (H - T - B);
   const cmax = Math.max(1, ...aggs.map((a) => a.count));
-  const bw = Math.max(1, ((W - L - R) / Math.max(1, RANGE_MS[range] / bucketMs(range))) - 1);
+  const bw = Math.max(1, ((W - L - R) / Math.max(1, rangeMs / bucketMs)) - 1);
   for (const a of aggs) {
     const t = Date.parse(a.bucket_start);
     const h = (a.count / cmax) * (H - T - B) * 0.35;
@@ -58,7 +56,7 @@ function drawChart(card, metric, aggs, range, now) {
   }
   svg.append(el("svg:text", { class: "axis", x: 2, y: T + 8 }, fmt(ymax)));
   svg.append(el("svg:text", { class: "axis", x: 2, y: H - B }, "0"));
-  svg.append(el("svg:text", { class: "axis", x: L, y: H - 4 }, `-${range}`));
+  svg.append(el("svg:text", { class: "axis", x: L, y: H - 4 }, `-${$("range").value}`));
   svg.append(el("svg:text", { class: "axis", x: W - 30, y: H - 4 }, "now"));
   card.replaceChildren(
     el("h3", {}, metric),
@@ -66,7 +64,6 @@ function drawChart(card, metric, aggs, range, now) {
     svg,
   );
 }
-function bucketMs(range) { return { "10s": 10e3, "1m": 60e3, "15m": 900e3 }[BUCKET[range]]; }
 function legend(aggs) {
   const d = el("div", { class: "legend" });
   const total = aggs.reduce((s, a) => s + a.count, 0);
@@ -78,46 +75,43 @@ function legend(aggs) {
 
 async function refresh() {
   const range = $("range").value;
-  const now = Date.now();
   try {
-    const names = await getJSON(`/api/metrics?range=${range}`);
-    setOptions($("metric"), names.metrics);
-    setOptions($("agent"), names.agents);
-    const metrics = $("metric").value ? [$("metric").value] : names.metrics;
+    // One request per refresh: the server answers every part of the page from its rollups.
+    const extra = { range };
+    if ($("metric").value) extra.metric = $("metric").value;
+    const d = await getJSON(`/api/dashboard?${params(extra)}`);
+    const now = Date.parse(d.now);
+    setOptions($("metric"), d.metrics);
+    setOptions($("agent"), d.agents);
+    const metrics = d.shown;
 
-    const alerts = await getJSON("/api/alerts");
     const box = $("alerts");
     box.replaceChildren();
-    if (alerts.firing.length === 0) box.append(el("div", { class: "none" }, "Nothing is firing."));
-    for (const a of alerts.firing) {
-      const d = el("div", { class: `alert ${a.severity}`, "data-alert": a.alert });
-      d.append(el("strong", {}, `${a.alert} [${a.severity}]`), " ", a.message || "", el("span", { class: "legend" }, a.since ? ` since ${a.since}` : ""));
-      box.append(d);
+    if (d.alerts.firing.length === 0) box.append(el("div", { class: "none" }, "Nothing is firing."));
+    for (const a of d.alerts.firing) {
+      const div = el("div", { class: `alert ${a.severity}`, "data-alert": a.alert });
+      div.append(el("strong", {}, `${a.alert} [${a.severity}]`), " ", a.message || "", el("span", { class: "legend" }, a.since ? ` since ${a.since}` : ""));
+      box.append(div);
     }
 
-    const summary = await getJSON(`/api/summary?${params({ window: "30s" })}`);
     const tbody = $("summary").tBodies[0];
     tbody.replaceChildren();
-    for (const a of summary.filter((a) => metrics.includes(a.metric))) {
+    for (const a of d.summary.filter((a) => metrics.includes(a.metric))) {
       const tr = el("tr");
       tr.append(el("td", {}, a.metric), ...["count", "avg", "min", "max", "p50", "p95", "p99"].map((k) => el("td", {}, fmt(a[k]))), el("td", {}, a.unit || ""));
       tbody.append(tr);
     }
 
-    const charts = $("charts");
-    const cards = [];
-    for (const m of metrics) {
-      const series = await getJSON(`/api/series?${params({ metric: m, range, bucket: BUCKET[range] })}`);
+    const cards = metrics.map((m) => {
       const card = el("div", { class: "chart-card" });
-      drawChart(card, m, series, range, now);
-      cards.push(card);
-    }
-    charts.replaceChildren(...cards);
+      drawChart(card, m, d.series[m] || [], d.range_ms, d.bucket_ms, now);
+      return card;
+    });
+    $("charts").replaceChildren(...cards);
 
-    const shards = await getJSON("/api/shards");
     const sb = $("shards").tBodies[0];
     sb.replaceChildren();
-    for (const s of shards) {
+    for (const s of d.shards) {
       const tr = el("tr");
       const age = s.newest_age_s === null ? "–" : `${fmt(s.newest_age_s)} s ago`;
       const ageCell = el("td", { class: s.newest_age_s > 300 ? "stale" : "" }, age);

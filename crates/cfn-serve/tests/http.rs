@@ -5,89 +5,10 @@ use cfn_testkit::{TestCommand, TestDir, peer};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-struct Server {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts cfn-serve on a port the kernel picks (`--listen 127.0.0.1:0`) and reads the port
-/// from its "listening on" line: asking for a free port first raced with the other tests'
-/// servers, which could take it between the ask and the bind.
-fn start(dir: &TestDir, extra: &[&str]) -> Server {
-    use std::io::BufRead;
-    let mut cmd = dir.cmd("cfn-serve");
-    cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
-    let mut child = cmd
-        .command()
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let port: u16 = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("cfn-serve did not say where it listens: {line:?}"));
-    // Keep reading what it says, so a full pipe never blocks it.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, port }
-}
-
-/// A raw GET (the path is sent as is, so traversal attempts reach the server unnormalised).
-fn get(port: u16, path: &str) -> (u16, String) {
-    request(port, "GET", path)
-}
-
-fn request(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn ts(ms: i64) -> String {
-    let out = std::process::Command::new("date")
-        .args([
-            "-u",
-            "-d",
-            &format!("@{}.{:03}", ms / 1000, ms % 1000),
-            "+%Y-%m-%dT%H:%M:%S.%3NZ",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+mod common;
+use common::{get, now_ms, request, start, ts};
 
 /// Known data: 3 metrics, 4 agents, one record every 7 s over the last 40 minutes, in 4 shards.
 fn seed(dir: &TestDir, end_ms: i64) -> Vec<String> {

@@ -1,0 +1,708 @@
+//! The rollup index: per metric, the statistic of every minute, quarter hour and hour (the
+//! same mergeable statistic `cfn-agg` keeps), so a query of any range merges a few dozen
+//! rollups instead of re-reading the shards.
+//!
+//! Built once at start-up from the hot shards (all of them, for shard health) and the
+//! archive days the index span reaches; kept current by reading only what was appended since,
+//! with a [`ShardCursor`] per shard: an append is read from the offset, a trim (a new file
+//! renamed into place) resumes after the last record read, a truncation starts over, and two
+//! trims between two looks read the records in between back from the archive. So each
+//! record is counted once.
+//!
+//! Ranges rarely start or end on a minute: the partial minutes at the edges are read from
+//! the records (a seek and at most a minute per shard), the whole minutes in between come
+//! from the rollups. The numbers are therefore those of `cfn-cat --since … | cfn-agg`:
+//! counts, sums, min and max exactly, quantiles within the statistic's bound (exact while
+//! the merged rollups hold few enough values).
+
+use crate::data::{Sources, for_each_archived, for_each_record};
+use cfn_agg::{Aggregator, Options, RecordParts, aggregate_line};
+use cfn_core::aggregate::Aggregate;
+use cfn_core::cursor::{Change, FileId, ShardCursor};
+use cfn_core::filter::RecordFilter;
+use cfn_core::fsutil::{Access, is_refused, open_safe};
+use cfn_core::pattern::NamePattern;
+use cfn_core::reader::{Item, Position, RecordReader, RecordRef};
+use cfn_core::stats::{Stats, StatsArena, relieve_budget};
+use cfn_core::time::{EpochMs, format_ms};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const MINUTE_MS: i64 = 60_000;
+/// The rollup sizes: a day is 24 hours, a 15-minute chart bucket one quarter.
+pub const TIERS: [i64; 3] = [MINUTE_MS, 15 * MINUTE_MS, 60 * MINUTE_MS];
+/// Exact bytes the rollups may hold before the biggest are moved to digests (a day of 6M
+/// records in 20 metrics holds about 100 MB of values before that).
+const ARENA_BUDGET: usize = 64 << 20;
+
+/// One rollup: the statistic, and its quantiles as last computed (with the count they were
+/// computed at: a closed minute is computed once, not on every refresh).
+#[derive(Debug, Default)]
+struct Cell {
+    stats: Stats,
+    cached: Option<(u64, Vec<(f64, f64)>)>,
+}
+
+#[derive(Debug)]
+struct Series {
+    metric: String,
+    unit: Option<String>,
+    tiers: [BTreeMap<EpochMs, Cell>; 3],
+}
+
+/// What the index knows of one hot shard: where it is read to, and its health.
+#[derive(Debug)]
+struct ShardState {
+    n: u32,
+    cursor: ShardCursor,
+    line: u64,
+    bytes: u64,
+    records: u64,
+    malformed: u64,
+    newest_ms: Option<EpochMs>,
+    oldest_ms: Option<EpochMs>,
+}
+
+impl ShardState {
+    fn new(n: u32, id: FileId) -> Self {
+        Self {
+            n,
+            cursor: ShardCursor::at_start(id),
+            line: 0,
+            bytes: 0,
+            records: 0,
+            malformed: 0,
+            newest_ms: None,
+            oldest_ms: None,
+        }
+    }
+
+    fn count(&mut self, ts: Option<EpochMs>) {
+        match ts {
+            Some(ts) => {
+                self.records += 1;
+                self.newest_ms = Some(self.newest_ms.map_or(ts, |n| n.max(ts)));
+                self.oldest_ms = Some(self.oldest_ms.map_or(ts, |o| o.min(ts)));
+            }
+            None => self.malformed += 1,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct AgentSeen {
+    shards: Vec<u32>,
+    newest_ms: EpochMs,
+}
+
+/// A range query the index answers.
+#[derive(Clone, Debug)]
+pub struct RangeQuery {
+    pub since: EpochMs,
+    pub until: EpochMs,
+    pub bucket_ms: Option<i64>,
+    pub metrics: Vec<NamePattern>,
+    pub quantiles: Vec<f64>,
+}
+
+/// Records appended to the hot shards since start-up, per metric, handed to whoever counts
+/// them (the histograms of `/metrics`).
+pub trait AppendSink: Send {
+    fn record(&mut self, rec: &RecordRef<'_>);
+}
+
+/// The index.
+pub struct Index {
+    src: Sources,
+    span_ms: i64,
+    /// Records at or after this time are indexed (always an hour boundary, so every rollup
+    /// from it on is complete).
+    horizon: EpochMs,
+    exact_limit: usize,
+    series: Vec<Series>,
+    by_metric: HashMap<String, usize>,
+    arena: StatsArena,
+    shards: BTreeMap<PathBuf, ShardState>,
+    agents: HashMap<String, AgentSeen>,
+    refused: BTreeSet<PathBuf>,
+    /// Fed with each record appended after the build.
+    pub sink: Option<Box<dyn AppendSink>>,
+    building: bool,
+}
+
+fn floor_to(t: EpochMs, step: i64) -> EpochMs {
+    t.div_euclid(step) * step
+}
+
+fn ceil_to(t: EpochMs, step: i64) -> EpochMs {
+    -floor_to(-t, step)
+}
+
+/// Progress on stderr for a build that takes more than a second.
+struct Progress {
+    started: Instant,
+    last: Instant,
+    total: u64,
+}
+
+impl Progress {
+    fn tick(&mut self, done: u64) {
+        if self.last.elapsed().as_secs() >= 1 && self.started.elapsed().as_secs() >= 1 {
+            self.last = Instant::now();
+            eprintln!(
+                "cfn-serve: indexing the hot shards: {} of {} MB",
+                done >> 20,
+                self.total >> 20
+            );
+        }
+    }
+}
+
+impl Index {
+    /// Builds the index of everything at or after `now - span` (rounded down to the hour) in
+    /// the hot shards and the archive, and the health of every hot shard.
+    ///
+    /// # Errors
+    /// I/O errors other than missing or refused files.
+    pub fn build(src: Sources, span_ms: i64, now: EpochMs) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let mut index = Self {
+            src,
+            span_ms,
+            horizon: floor_to(now.saturating_sub(span_ms), TIERS[2]),
+            exact_limit: Options::default().exact_limit,
+            series: Vec::new(),
+            by_metric: HashMap::new(),
+            arena: StatsArena::with_budget(ARENA_BUDGET),
+            shards: BTreeMap::new(),
+            agents: HashMap::new(),
+            refused: BTreeSet::new(),
+            sink: None,
+            building: true,
+        };
+        let shards = cfn_core::paths::list_shards(&index.src.metrics_dir).unwrap_or_default();
+        let total = shards
+            .iter()
+            .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut progress = Progress {
+            started,
+            last: started,
+            total,
+        };
+        let mut done = 0;
+        for (n, path) in shards {
+            index.refresh_shard(n, &path, Some((&mut progress, done)))?;
+            done += index.shards.get(&path).map_or(0, |s| s.bytes);
+        }
+        // The part of the span older than each shard's oldest hot record is in the archive.
+        let oldest_hot: BTreeMap<u32, EpochMs> = index
+            .shards
+            .values()
+            .map(|s| (s.n, s.oldest_ms.unwrap_or(i64::MAX)))
+            .collect();
+        let filter = RecordFilter {
+            since: Some(index.horizon),
+            ..Default::default()
+        };
+        let src = index.src.clone();
+        for_each_archived(&src, &filter, None, &oldest_hot, |n, rec| {
+            index.add(n, rec);
+        })?;
+        index.building = false;
+        if started.elapsed().as_secs() >= 1 {
+            eprintln!(
+                "cfn-serve: indexed {} records in {} metrics in {:.1} s",
+                index.indexed_records(),
+                index.series.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(index)
+    }
+
+    /// Records held in the rollups.
+    pub fn indexed_records(&self) -> u64 {
+        self.series
+            .iter()
+            .map(|s| s.tiers[2].values().map(|c| c.stats.count).sum::<u64>())
+            .sum()
+    }
+
+    /// The earliest time a query may start at to be answered from the index.
+    pub fn horizon(&self) -> EpochMs {
+        self.horizon
+    }
+
+    fn add(&mut self, shard: u32, rec: &RecordRef<'_>) {
+        if let Some(agent) = rec.agent.as_deref() {
+            let seen = match self.agents.get_mut(agent) {
+                Some(s) => s,
+                None => self.agents.entry(agent.to_string()).or_default(),
+            };
+            if !seen.shards.contains(&shard) {
+                seen.shards.push(shard);
+            }
+            seen.newest_ms = seen.newest_ms.max(rec.ts_ms);
+        }
+        if !self.building
+            && let Some(sink) = &mut self.sink
+        {
+            sink.record(rec);
+        }
+        if rec.ts_ms < self.horizon {
+            return;
+        }
+        let i = match self.by_metric.get(rec.metric.as_ref()) {
+            Some(&i) => i,
+            None => {
+                self.series.push(Series {
+                    metric: rec.metric.to_string(),
+                    unit: None,
+                    tiers: Default::default(),
+                });
+                self.by_metric
+                    .insert(rec.metric.to_string(), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        let series = &mut self.series[i];
+        if series.unit.is_none() {
+            series.unit = rec.unit.as_deref().map(str::to_string);
+        }
+        for (tier, size) in series.tiers.iter_mut().zip(TIERS) {
+            tier.entry(floor_to(rec.ts_ms, size))
+                .or_default()
+                .stats
+                .add(rec.value, rec.ts_ms, self.exact_limit, &mut self.arena);
+        }
+        if self.arena.over_budget() {
+            let mut all: Vec<&mut Stats> = self
+                .series
+                .iter_mut()
+                .flat_map(|s| s.tiers.iter_mut())
+                .flat_map(|t| t.values_mut().map(|c| &mut c.stats))
+                .collect();
+            relieve_budget(&mut self.arena, &mut all, |s| &mut **s);
+        }
+    }
+
+    /// Reads what was appended to every hot shard since the last look, and drops rollups
+    /// older than the span.
+    ///
+    /// # Errors
+    /// I/O errors other than missing or refused files.
+    pub fn refresh(&mut self, now: EpochMs) -> anyhow::Result<()> {
+        let shards = cfn_core::paths::list_shards(&self.src.metrics_dir).unwrap_or_default();
+        self.shards
+            .retain(|p, _| shards.iter().any(|(_, q)| q == p));
+        for (n, path) in shards {
+            self.refresh_shard(n, &path, None)?;
+        }
+        // Keep an hour past the span, so a query of the whole span finds its start.
+        let horizon = floor_to(now.saturating_sub(self.span_ms), TIERS[2]) - TIERS[2];
+        if horizon > self.horizon {
+            self.horizon = horizon;
+            for s in &mut self.series {
+                for tier in &mut s.tiers {
+                    *tier = tier.split_off(&horizon);
+                }
+            }
+            self.series.retain(|s| !s.tiers[2].is_empty());
+            self.by_metric = self
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.metric.clone(), i))
+                .collect();
+        }
+        Ok(())
+    }
+
+    fn refresh_shard(
+        &mut self,
+        n: u32,
+        path: &Path,
+        progress: Option<(&mut Progress, u64)>,
+    ) -> anyhow::Result<()> {
+        let file = match open_safe(path, Access::Read) {
+            Ok(f) => f,
+            Err(e) if is_refused(&e) => {
+                if self.refused.insert(path.to_path_buf()) {
+                    cfn_core::cli::warn("cfn-serve", format!("skipping {e}"));
+                }
+                return Ok(());
+            }
+            // Gone between the listing and the open: the next look sees it.
+            Err(_) => return Ok(()),
+        };
+        let meta = file.metadata()?;
+        let name = path.display().to_string();
+        let mut st = match self.shards.remove(path) {
+            None => ShardState::new(n, FileId::of(&meta)),
+            Some(mut st) => {
+                let change = st.cursor.change(&meta);
+                if change != Change::Same {
+                    self.follow_rewrite(&mut st, change, &file, &name)?;
+                }
+                st
+            }
+        };
+        st.bytes = meta.len();
+        let mut reader = RecordReader::new(
+            BufReader::with_capacity(256 * 1024, ReadAt::new(&file, st.cursor.offset)?),
+            name,
+        )
+        .with_position(Position {
+            offset: st.cursor.offset,
+            line: st.line,
+        });
+        reader.leave_partial_tail = true;
+        let mut progress = progress;
+        let mut seen = 0u64;
+        loop {
+            let more = reader.next_item_with(|item| match item {
+                Item::Record(rec) => {
+                    st.count(Some(rec.ts_ms));
+                    st.cursor.note_record(rec.ts_ms, rec.raw);
+                    self.add(n, &rec);
+                }
+                Item::Malformed { .. } => st.count(None),
+            })?;
+            if more.is_none() {
+                break;
+            }
+            seen += 1;
+            if seen.is_multiple_of(65_536)
+                && let Some((p, done)) = progress.as_mut()
+            {
+                p.tick(*done + reader.position().offset);
+            }
+        }
+        let pos = reader.position();
+        st.cursor.offset = pos.offset;
+        st.line = pos.line;
+        self.shards.insert(path.to_path_buf(), st);
+        Ok(())
+    }
+
+    /// A shard rewritten (trimmed), replaced or truncated since the last look: finds where
+    /// to go on in the file now, reads back from the archive what two trims in a row took
+    /// away unseen, and recounts the health of what the file still holds before that point.
+    fn follow_rewrite(
+        &mut self,
+        st: &mut ShardState,
+        change: Change,
+        file: &File,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let pos = st.cursor.resume_in(file, name)?;
+        if change == Change::Replaced && pos.offset == 0 && st.cursor.last_hash.is_some() {
+            let missed = match &self.src.archive_dir {
+                Some(dir) => cfn_core::cursor::trimmed_since(dir, st.n, &st.cursor, file)?,
+                None => None,
+            };
+            match missed {
+                Some(lines) => {
+                    for line in lines {
+                        if let Ok(rec) = cfn_core::reader::parse_record(&line) {
+                            self.add(st.n, &rec);
+                        }
+                    }
+                }
+                None => cfn_core::cli::warn(
+                    "cfn-serve",
+                    format!(
+                        "{name} was rewritten past the last record indexed and the archive does not hold that record; records trimmed in between are not in the index"
+                    ),
+                ),
+            }
+        }
+        // Health describes the file as it is: count what stays before the resume point.
+        let mut fresh = ShardState::new(st.n, FileId::of(&file.metadata()?));
+        let mut reader = RecordReader::new(
+            BufReader::with_capacity(256 * 1024, ReadAt::new(file, 0)?.take(pos.offset)),
+            name,
+        );
+        while let Some(ts) = reader.next_item_with(|item| match item {
+            Item::Record(rec) => Some(rec.ts_ms),
+            Item::Malformed { .. } => None,
+        })? {
+            fresh.count(ts);
+        }
+        fresh.cursor = st.cursor.clone();
+        fresh
+            .cursor
+            .move_to(FileId::of(&file.metadata()?), pos.offset);
+        fresh.line = pos.line;
+        *st = fresh;
+        Ok(())
+    }
+
+    /// Shard health: per hot shard its bytes, records, malformed lines and newest record.
+    pub fn shard_health(&self, now: EpochMs) -> Value {
+        Value::Array(
+            self.shards
+                .iter()
+                .map(|(path, h)| {
+                    json!({
+                        "shard": h.n,
+                        "file": path.file_name().map(|s| s.to_string_lossy().into_owned()),
+                        "bytes": h.bytes,
+                        "records": h.records,
+                        "malformed": h.malformed,
+                        "newest": h.newest_ms.map(format_ms),
+                        "newest_age_s": h.newest_ms.map(|t| (now - t) as f64 / 1000.0),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Metric names with records in `[since, until)` and agents whose newest record is at or
+    /// after `since`; `None` when the range starts before the horizon.
+    pub fn names(
+        &self,
+        since: EpochMs,
+        until: EpochMs,
+    ) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+        if since < self.horizon {
+            return None;
+        }
+        let metrics = self
+            .series
+            .iter()
+            .filter(|s| {
+                s.tiers[0]
+                    .range(floor_to(since, MINUTE_MS)..until)
+                    .any(|(_, c)| c.stats.count > 0)
+            })
+            .map(|s| s.metric.clone())
+            .collect();
+        let agents = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.newest_ms >= since)
+            .map(|(n, _)| n.clone())
+            .collect();
+        Some((metrics, agents))
+    }
+
+    /// Every metric name the index holds.
+    pub fn metric_names(&self) -> impl Iterator<Item = &str> {
+        self.series.iter().map(|s| s.metric.as_str())
+    }
+
+    /// The shards holding records of agents that `patterns` match.
+    pub fn shards_of_agents(&self, patterns: &[NamePattern]) -> BTreeSet<u32> {
+        self.agents
+            .iter()
+            .filter(|(name, _)| patterns.iter().any(|p| p.matches(name)))
+            .flat_map(|(_, a)| a.shards.iter().copied())
+            .collect()
+    }
+
+    /// True when `q` can be answered from the rollups.
+    pub fn covers(&self, q: &RangeQuery) -> bool {
+        q.since >= self.horizon
+    }
+
+    /// The aggregates of `q` (one per metric, or per metric and bucket), as `cfn-agg` would
+    /// compute them from the records of the range.
+    ///
+    /// # Errors
+    /// I/O errors reading the edges.
+    pub fn aggregate(&mut self, q: &RangeQuery) -> anyhow::Result<Vec<Aggregate>> {
+        let opts = Options {
+            bucket_ms: q.bucket_ms,
+            quantiles: q.quantiles.clone(),
+            ..Default::default()
+        };
+        let mut agg = Aggregator::new(opts);
+        // Buckets that do not fall on minutes are answered from the records alone.
+        let whole_minutes = q.bucket_ms.is_none_or(|b| b % MINUTE_MS == 0);
+        let (a1, b1) = if whole_minutes {
+            (ceil_to(q.since, MINUTE_MS), floor_to(q.until, MINUTE_MS))
+        } else {
+            (q.until, q.until)
+        };
+        let edges: &[(EpochMs, EpochMs)] = if a1 < b1 {
+            &[(q.since, a1), (b1, q.until)]
+        } else {
+            &[(q.since, q.until)]
+        };
+        for &(since, until) in edges.iter().filter(|(s, u)| s < u) {
+            let filter = RecordFilter {
+                since: Some(since),
+                until: Some(until),
+                metrics: q.metrics.clone(),
+                ..Default::default()
+            };
+            for_each_record(&self.src, &filter, None, |_, rec| agg.add(rec))?;
+        }
+        let mut direct = Vec::new();
+        if a1 < b1 {
+            let intervals: Vec<(EpochMs, EpochMs, Option<EpochMs>)> = match q.bucket_ms {
+                None => vec![(a1, b1, None)],
+                Some(b) => {
+                    let mut out = Vec::new();
+                    let mut bs = floor_to(a1, b);
+                    while bs < b1 {
+                        out.push((bs.max(a1), (bs + b).min(b1), Some(bs)));
+                        bs += b;
+                    }
+                    out
+                }
+            };
+            let arena = &self.arena;
+            for s in &mut self.series {
+                if !q.metrics.is_empty() && !q.metrics.iter().any(|p| p.matches(&s.metric)) {
+                    continue;
+                }
+                for &(from, to, bucket) in &intervals {
+                    let cells = cover(from, to);
+                    // A bucket that is one whole rollup, with no edge records in it: its
+                    // quantiles are computed once per change of the rollup.
+                    let whole = bucket.is_some_and(|bs| {
+                        bs >= q.since && q.bucket_ms.is_some_and(|b| bs + b <= q.until)
+                    });
+                    if whole && cells.len() == 1 {
+                        let (t, start) = cells[0];
+                        if let Some(cell) = s.tiers[t].get_mut(&start)
+                            && cell.stats.count > 0
+                        {
+                            let qs = cell_quantiles(cell, arena, &q.quantiles);
+                            direct.push(aggregate_line(
+                                s.metric.clone(),
+                                s.unit.clone(),
+                                bucket,
+                                &cell.stats,
+                                qs,
+                            ));
+                        }
+                        continue;
+                    }
+                    for (t, start) in cells {
+                        let Some(cell) = s.tiers[t].get(&start).filter(|c| c.stats.count > 0)
+                        else {
+                            continue;
+                        };
+                        let parts = RecordParts {
+                            metric: &s.metric,
+                            agent: None,
+                            unit: s.unit.as_deref(),
+                            tag_values: &[],
+                            value: 0.0,
+                            ts_ms: bucket.unwrap_or(start),
+                        };
+                        agg.merge_partial(&parts, cell.stats.snapshot(arena))
+                            .map_err(|e| anyhow::anyhow!("rollup of {}: {e}", s.metric))?;
+                    }
+                }
+            }
+        }
+        let mut out = agg.finish();
+        out.extend(direct);
+        out.sort_by(|a, b| (&a.metric, &a.bucket_start).cmp(&(&b.metric, &b.bucket_start)));
+        Ok(out)
+    }
+}
+
+/// The rollups that make up `[from, to)` (both on minutes): the biggest that fit, in order.
+fn cover(from: EpochMs, to: EpochMs) -> Vec<(usize, EpochMs)> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while t < to {
+        let tier = (0..TIERS.len())
+            .rev()
+            .find(|&i| t % TIERS[i] == 0 && t + TIERS[i] <= to)
+            .unwrap_or(0);
+        out.push((tier, t));
+        t += TIERS[tier];
+    }
+    out
+}
+
+/// A rollup's quantiles, recomputed only when it has grown since the last time (on a copy,
+/// so a growing rollup's digest batches are not cut short).
+fn cell_quantiles(cell: &mut Cell, arena: &StatsArena, qs: &[f64]) -> Vec<(f64, f64)> {
+    if let Some((count, cached)) = &cell.cached
+        && *count == cell.stats.count
+        && cached.len() == qs.len()
+        && cached.iter().zip(qs).all(|(c, q)| c.0 == *q)
+    {
+        return cached.clone();
+    }
+    let mut tmp_arena = StatsArena::default();
+    let mut tmp = Stats::default();
+    let exact_limit = Options::default().exact_limit;
+    // A snapshot of a rollup this index built always adds up.
+    let _ = tmp.merge(cell.stats.snapshot(arena), exact_limit, &mut tmp_arena);
+    let out = tmp.quantiles(qs, &mut tmp_arena);
+    cell.cached = Some((cell.stats.count, out.clone()));
+    out
+}
+
+/// A file read from an offset, through a shared descriptor.
+struct ReadAt<'a> {
+    file: &'a File,
+}
+
+impl<'a> ReadAt<'a> {
+    fn new(file: &'a File, offset: u64) -> std::io::Result<Self> {
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(Self { file })
+    }
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut f = self.file;
+        f.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cover_uses_the_biggest_rollups_that_fit() {
+        let h = TIERS[2];
+        let q = TIERS[1];
+        let m = MINUTE_MS;
+        assert_eq!(cover(0, h), vec![(2, 0)]);
+        assert_eq!(
+            cover(14 * m, h + 2 * m),
+            vec![
+                (0, 14 * m),
+                (1, q),
+                (1, 2 * q),
+                (1, 3 * q),
+                (0, h),
+                (0, h + m)
+            ]
+        );
+        let c = cover(3 * m, 26 * h + 7 * m);
+        assert_eq!(c.iter().filter(|c| c.0 == 2).count(), 25);
+        let mut t = 3 * m;
+        for (tier, start) in c {
+            assert_eq!(start, t, "contiguous");
+            t += TIERS[tier];
+        }
+        assert_eq!(t, 26 * h + 7 * m);
+    }
+
+    #[test]
+    fn ceil_and_floor_on_negative_and_positive_times() {
+        assert_eq!(ceil_to(61_000, MINUTE_MS), 120_000);
+        assert_eq!(ceil_to(60_000, MINUTE_MS), 60_000);
+        assert_eq!(floor_to(-1, MINUTE_MS), -60_000);
+    }
+}

@@ -1,0 +1,498 @@
+//! The rollup index against the records: ranges that cut minutes and buckets (against
+//! `cfn-cat --since --until | cfn-agg` and the exact quantiles), a writer appending while the
+//! archiver trims, truncated and replaced shards, malformed lines, 10,000 agents.
+
+use cfn_core::time::format_ms;
+use cfn_testkit::TestDir;
+use serde_json::Value;
+use std::io::Write;
+use std::time::Duration;
+
+mod common;
+use common::{get, now_ms, start};
+
+/// A deterministic stream of numbers in [0, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn record(ts: i64, agent: &str, metric: &str, value: f64, unit: &str) -> String {
+    format!(
+        "{{\"timestamp\":\"{}\",\"agent\":\"{agent}\",\"metric\":\"{metric}\",\"value\":{value},\"unit\":\"{unit}\"}}\n",
+        format_ms(ts)
+    )
+}
+
+/// Three hours of records up to `end` in four shards: a continuous metric (lognormal-ish
+/// latencies with two decimals), a discrete one (queue depths) and a sparse one. Returns
+/// every (ts, metric, value).
+fn seed(dir: &TestDir, end: i64) -> Vec<(i64, &'static str, f64)> {
+    let mut rng = Lcg(7);
+    let mut shards = vec![String::new(); 4];
+    let mut all = Vec::new();
+    let mut t = end - 3 * 3_600_000;
+    let mut i = 0u64;
+    while t < end {
+        let n = (i % 4) as usize;
+        let (metric, value, unit) = match i % 10 {
+            0..=5 => {
+                let g: f64 = (0..6).map(|_| rng.next()).sum::<f64>() - 3.0;
+                let v = ((4.0 + 1.2 * g).exp() * 100.0).round() / 100.0;
+                ("latency_ms", v, "milliseconds")
+            }
+            6..=8 => ("queue_depth", (rng.next() * 40.0).floor(), "count"),
+            _ if i % 70 == 9 => ("rare", (rng.next() * 1000.0).round() / 10.0, "percent"),
+            _ => ("queue_depth", (rng.next() * 40.0).floor(), "count"),
+        };
+        shards[n].push_str(&record(t, &format!("agent-{n}"), metric, value, unit));
+        all.push((t, metric, value));
+        t += 97;
+        i += 1;
+    }
+    for (n, s) in shards.iter().enumerate() {
+        dir.write(&format!("cfn-metrics-{n}.jsonl"), s);
+    }
+    all
+}
+
+fn shard_paths(dir: &TestDir, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            dir.join(&format!("cfn-metrics-{i}.jsonl"))
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+fn get_json(port: u16, path: &str) -> Value {
+    let (status, body) = get(port, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// How far, as a fraction of n, the rank of `v` is from `q` among the sorted `values`.
+fn rank_error(sorted: &[f64], q: f64, v: f64) -> f64 {
+    let n = sorted.len() as f64;
+    let lo = sorted.partition_point(|&x| x < v) as f64;
+    let hi = sorted.partition_point(|&x| x <= v) as f64;
+    let want = (q * n).ceil().max(1.0);
+    if want < lo + 1.0 {
+        (lo + 1.0 - want) / n
+    } else if want > hi {
+        (want - hi) / n
+    } else {
+        0.0
+    }
+}
+
+/// The served aggregates equal cfn-agg's on counts, sums, min, max, first, last, and their
+/// quantiles are within 0.5% in rank of the exact ones (equal when cfn-agg's are exact).
+fn check_against_records(
+    served: &[Value],
+    expected: &[Value],
+    all: &[(i64, &str, f64)],
+    since: i64,
+    until: i64,
+    bucket: Option<i64>,
+    what: &str,
+) {
+    assert!(!expected.is_empty(), "{what}: no records in range");
+    assert_eq!(served.len(), expected.len(), "{what}: groups");
+    for (s, e) in served.iter().zip(expected) {
+        for k in [
+            "metric",
+            "unit",
+            "bucket_start",
+            "count",
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "first",
+            "last",
+        ] {
+            assert_eq!(s[k], e[k], "{what}: {k} of {e}");
+        }
+        let count = e["count"].as_u64().unwrap();
+        let bucket_start = e["bucket_start"]
+            .as_str()
+            .map(|b| cfn_core::time::parse_timestamp_str(b).unwrap());
+        let mut values: Vec<f64> = all
+            .iter()
+            .filter(|(t, m, _)| {
+                *m == e["metric"].as_str().unwrap()
+                    && *t >= since
+                    && *t < until
+                    && bucket_start.is_none_or(|b| *t >= b && *t < b + bucket.unwrap())
+            })
+            .map(|r| r.2)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values.len() as u64, count, "{what}: test's own count");
+        for q in ["p50", "p95", "p99"] {
+            let qv: f64 = q[1..].parse::<f64>().unwrap() / 100.0;
+            let v = s[q].as_f64().unwrap();
+            if count <= 1000 {
+                assert_eq!(s[q], e[q], "{what}: exact {q} of {e}");
+            }
+            let err = rank_error(&values, qv, v);
+            assert!(err <= 0.005, "{what}: {q} {v} is {err} off in rank ({e})");
+        }
+    }
+}
+
+fn agg_of_range(dir: &TestDir, since: i64, until: i64, extra: &[&str]) -> Vec<Value> {
+    let cat = dir
+        .cmd("cfn-cat")
+        .args(["--since", &format_ms(since), "--until", &format_ms(until)])
+        .args(shard_paths(dir, 4))
+        .run();
+    cat.success();
+    dir.cmd("cfn-agg")
+        .args(extra)
+        .stdin(cat.stdout())
+        .run()
+        .jsonl()
+}
+
+#[test]
+fn ranges_and_buckets_that_cut_minutes_equal_cfn_agg() {
+    let dir = TestDir::new();
+    // The data ends a few minutes ago, on no particular second.
+    let end = now_ms() - 4 * 60_000 - 7_321;
+    let all = seed(&dir, end);
+    let server = start(&dir, &[]);
+    // (now, window): ranges that start and end inside minutes, one inside a single minute,
+    // one reaching back before the first record.
+    for (now, window_ms) in [
+        (
+            end - 31 * 60_000 - 700,
+            2 * 3_600_000 + 17 * 60_000 + 13_500,
+        ),
+        (end - 300, 59_900),
+        (end - 12_345, 10 * 60_000 + 1),
+        (end + 60_000, 4 * 3_600_000),
+    ] {
+        let since = now - window_ms;
+        let until = now + 1;
+        let served = get_json(
+            server.port,
+            &format!("/api/summary?window={window_ms}ms&now={}", format_ms(now)),
+        );
+        let expected = agg_of_range(&dir, since, until, &[]);
+        check_against_records(
+            served.as_array().unwrap(),
+            &expected,
+            &all,
+            since,
+            until,
+            None,
+            &format!("summary window {window_ms} ms at {now}"),
+        );
+    }
+    // Buckets of 15 min (whole quarter rollups), 5 min (five minute rollups) and 1 min, on a
+    // range that cuts its first and last bucket.
+    let now = end - 3 * 60_000 - 2_500;
+    for (bucket, bucket_ms, range_ms) in [
+        ("15m", 900_000, 2 * 3_600_000 + 450_000),
+        ("5m", 300_000, 3_600_000 + 1_000),
+        ("1m", 60_000, 40 * 60_000 + 29_000),
+    ] {
+        let since = now - range_ms;
+        let until = now + 1;
+        for metric in ["latency_ms", "queue_depth", "rare"] {
+            let served = get_json(
+                server.port,
+                &format!(
+                    "/api/series?metric={metric}&range={range_ms}ms&bucket={bucket}&now={}",
+                    format_ms(now)
+                ),
+            );
+            let expected = agg_of_range(
+                &dir,
+                since,
+                until,
+                &["--bucket", bucket, "--metric", metric],
+            );
+            check_against_records(
+                served.as_array().unwrap(),
+                &expected,
+                &all,
+                since,
+                until,
+                Some(bucket_ms),
+                &format!("{metric} by {bucket}"),
+            );
+        }
+    }
+    // The dashboard's series are the same as /api/series.
+    let d = get_json(
+        server.port,
+        &format!("/api/dashboard?range=3h&bucket=15m&now={}", format_ms(now)),
+    );
+    let s = get_json(
+        server.port,
+        &format!(
+            "/api/series?metric=latency_ms&range=3h&bucket=15m&now={}",
+            format_ms(now)
+        ),
+    );
+    assert_eq!(d["series"]["latency_ms"], s);
+    assert_eq!(
+        d["shown"],
+        serde_json::json!(["latency_ms", "queue_depth", "rare"])
+    );
+    assert_eq!(d["shards"].as_array().unwrap().len(), 4);
+    assert!(d["alerts"]["firing"].is_array());
+}
+
+/// Total count of `metric` over the last hour, as the server says.
+fn served_count(port: u16, metric: &str, salt: u64) -> u64 {
+    // A parameter that changes each time, so no cached answer is reused.
+    let v = get_json(
+        port,
+        &format!("/api/summary?window=1h&metric={metric}&exact=1&salt={salt}"),
+    );
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_writer_appending_while_the_archiver_trims_is_counted_once() {
+    let dir = TestDir::new();
+    let archive = dir.join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    let server = start(&dir, &["--archive-dir", archive.to_str().unwrap()]);
+    let total = 4_000u64;
+    let writer = {
+        let mut cmd = dir.cmd("cfn-emit");
+        let mut child = cmd
+            .args(["--stdin", "--agent", "agent-7"])
+            .command()
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..total {
+                writeln!(stdin, "w.count 1 count {{\"i\":\"{i}\"}}").unwrap();
+                if i % 100 == 0 {
+                    stdin.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(70));
+                }
+            }
+            drop(stdin);
+            child.wait().unwrap()
+        })
+    };
+    // Trim (keeping one second hot), rotate and prune over and over while it writes, and
+    // ask the server in between.
+    let mut runs = 0;
+    let mut salt = 0;
+    while !writer.is_finished() {
+        let out = dir
+            .cmd("cfn-archive")
+            .args([
+                "--archive-dir",
+                archive.to_str().unwrap(),
+                "run",
+                "--hot",
+                "1s",
+            ])
+            .run();
+        assert!(
+            out.code() == 0 || out.code() == 75,
+            "archive run: {}",
+            out.stderr()
+        );
+        runs += 1;
+        salt += 1;
+        served_count(server.port, "w.count", salt);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(writer.join().unwrap().success());
+    dir.cmd("cfn-archive")
+        .args([
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "run",
+            "--hot",
+            "0s",
+        ])
+        .run()
+        .success();
+    assert!(runs > 5, "the archiver ran {runs} times");
+    // Everything is in the archive now, and the index saw each record once.
+    let files: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("cfn-metrics-"))
+        .collect();
+    let archived = dir.cmd("cfn-cat").args(&files).run();
+    let lines = archived
+        .stdout()
+        .lines()
+        .filter(|l| l.contains("w.count"))
+        .count();
+    assert_eq!(lines as u64, total, "archive holds every record once");
+    salt += 1;
+    assert_eq!(served_count(server.port, "w.count", salt), total);
+    let sum = get_json(
+        server.port,
+        "/api/summary?window=1h&metric=w.count&salt=sum",
+    );
+    assert_eq!(sum[0]["sum"], serde_json::json!(total));
+}
+
+#[test]
+fn truncated_and_replaced_shards_are_followed() {
+    let dir = TestDir::new();
+    let t0 = now_ms() - 600_000;
+    let lines = |from: usize, n: usize| -> String {
+        (from..from + n)
+            .map(|i| record(t0 + i as i64 * 1000, "agent-0", "m", i as f64, "count"))
+            .collect()
+    };
+    let shard = dir.write("cfn-metrics-0.jsonl", lines(0, 100));
+    let server = start(&dir, &[]);
+    assert_eq!(served_count(server.port, "m", 1), 100);
+    // Truncated in place and written again: the new records count, the old ones stay counted.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap()
+        .write_all(lines(100, 10).as_bytes())
+        .unwrap();
+    assert_eq!(served_count(server.port, "m", 2), 110);
+    // Replaced by a file that starts with the last record read (a trim): only what follows
+    // it is new.
+    let tmp = dir.write("tmp", lines(105, 5) + &lines(110, 3));
+    std::fs::rename(&tmp, &shard).unwrap();
+    assert_eq!(served_count(server.port, "m", 3), 113);
+    // Replaced by a file without it: all of it is new.
+    let tmp = dir.write("tmp", lines(200, 7));
+    std::fs::rename(&tmp, &shard).unwrap();
+    assert_eq!(served_count(server.port, "m", 4), 120);
+    let health = get_json(server.port, "/api/shards");
+    assert_eq!(health[0]["records"], 7, "{health}");
+    // A new shard appears.
+    dir.write("cfn-metrics-5.jsonl", lines(300, 4));
+    assert_eq!(served_count(server.port, "m", 5), 124);
+}
+
+#[test]
+fn malformed_lines_are_counted_in_health_and_records_around_them_indexed() {
+    let dir = TestDir::new();
+    let t0 = now_ms() - 600_000;
+    let mut text = String::new();
+    for i in 0..50 {
+        text.push_str(&record(t0 + i * 1000, "agent-1", "m", 1.0, "count"));
+        if i == 20 {
+            text.push_str("{\"timestamp\":\"not a time\",\"metric\":\"m\",\"value\":1}\n");
+        }
+    }
+    let shard = dir.write("cfn-metrics-1.jsonl", &text);
+    let server = start(&dir, &[]);
+    assert_eq!(served_count(server.port, "m", 1), 50);
+    // One more malformed line and records after it, appended while it runs; the last
+    // record is written without its newline first (a writer mid-line).
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap();
+    f.write_all(b"garbage\n").unwrap();
+    let tail = record(t0 + 60_000, "agent-1", "m", 1.0, "count");
+    f.write_all(tail.as_bytes()).unwrap();
+    let partial = record(t0 + 61_000, "agent-1", "m", 1.0, "count");
+    f.write_all(&partial.as_bytes()[..30]).unwrap();
+    assert_eq!(served_count(server.port, "m", 2), 51);
+    f.write_all(&partial.as_bytes()[30..]).unwrap();
+    assert_eq!(served_count(server.port, "m", 3), 52);
+    let health = get_json(server.port, "/api/shards");
+    assert_eq!(health[0]["records"], 52, "{health}");
+    assert_eq!(health[0]["malformed"], 2, "{health}");
+}
+
+#[test]
+fn an_appended_record_shows_within_a_second() {
+    let dir = TestDir::new();
+    let server = start(&dir, &[]);
+    let url = "/api/summary?window=1h&metric=fresh";
+    assert_eq!(get_json(server.port, url), serde_json::json!([]));
+    dir.cmd("cfn-emit")
+        .args(["--agent", "a1", "fresh", "5"])
+        .run()
+        .success();
+    // A new question sees it at once; the same one may be answered from the one-second cache.
+    assert_eq!(served_count(server.port, "fresh", 1), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get_json(server.port, url)[0]["count"], 1);
+}
+
+/// The peak resident memory of a process, from /proc.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn ten_thousand_agents_stay_small_and_filter_by_agent() {
+    let dir = TestDir::new();
+    let now = now_ms();
+    let mut shards = vec![String::new(); 16];
+    for i in 0..200_000u64 {
+        let agent = i % 10_000;
+        let t = now - 3_000_000 + (i as i64) * 15;
+        shards[(agent % 16) as usize].push_str(&record(
+            t,
+            &format!("agent-{agent}"),
+            ["task_ms", "tokens", "retries"][(i % 3) as usize],
+            (i % 977) as f64,
+            "count",
+        ));
+    }
+    for (n, s) in shards.iter().enumerate() {
+        dir.write(&format!("cfn-metrics-{n}.jsonl"), s);
+    }
+    let server = start(&dir, &[]);
+    let names = get_json(server.port, "/api/metrics?range=1h");
+    assert_eq!(names["agents"].as_array().unwrap().len(), 10_000);
+    let d = get_json(
+        server.port,
+        "/api/dashboard?range=1h&agent=agent-1234&exact=1",
+    );
+    let count: u64 = d["series"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s.as_array().unwrap())
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(count, 20, "agent-1234 wrote 20 records");
+    let d = get_json(server.port, "/api/dashboard?range=24h");
+    assert_eq!(d["series"].as_object().unwrap().len(), 3);
+    let rss = peak_rss_kb(server.child.id());
+    assert!(rss < 160 * 1024, "peak RSS {rss} kB");
+}
