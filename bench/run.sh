@@ -253,10 +253,10 @@ say '```'
 say '```'
 say
 if [ "$quick" != 1 ] && [ -d /dev/shm ]; then
-    say "## cfn-serve on a 1 GB tmpfs of shards"
+    say "## cfn-serve over a day of shards (6,000,000 records on tmpfs)"
     say
-    big=$(mktemp -d /dev/shm/cfn-bench-big.XXXXXX)
-    "$X" gen-hot --dir "$big" --agents 500 --secs 16000
+    big=$(mktemp -d /dev/shm/cfn-bench-day.XXXXXX)
+    "$X" gen-data --lines 6000000 --span 24h | CFN_METRICS_DIR="$big" "$B/cfn-emit" --stdin
     say '```'
     "$X" bench-serve --bin "$B" --dir "$big" --big | tee -a "$out"
     say '```'

@@ -170,9 +170,10 @@ pub fn expand_inputs_reporting(
     Ok((inputs, first_missing))
 }
 
-/// How far out of time order records in one shard may be: cfn-emit stamps a record before
-/// it waits for the shard's lock (at most a few seconds), so a reader that has seen a record
-/// this much past the end of its range has seen every record of the range.
+/// How far out of time order a shard may be for range readers: writers stamp records under
+/// the shard's lock, so a shard is in time order but for clock steps and `--timestamp`
+/// replays; a reader that has seen a record this much past the end of its range has seen
+/// every record of the range (the contract, section 1).
 pub const ORDER_SLACK_MS: i64 = 60_000;
 
 /// Finds where records at or after `since` begin in a time-ordered file (a hot shard or an
