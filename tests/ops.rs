@@ -376,7 +376,13 @@ fn grafana_dashboard_queries_the_series_cfn_promtext_exports() {
     assert_eq!(dash["uid"], "cfn-metrics");
     let vars = dash["templating"]["list"].as_array().unwrap();
     let metric_var = vars.iter().find(|v| v["name"] == "metric").unwrap();
-    assert_eq!(metric_var["regex"], "/^cfn_(.+)_count$/");
+    // Per-host summary rows; the histogram families (cfn_*_hist*_count) are the fleet panel's.
+    assert_eq!(
+        metric_var["regex"],
+        "/^cfn_(?!.*_hist(?:_seconds|_bytes)?_count$)(.+)_count$/"
+    );
+    let fleet_var = vars.iter().find(|v| v["name"] == "fleet_metric").unwrap();
+    assert_eq!(fleet_var["regex"], "/^cfn_(.+)_bucket$/");
     let exprs: Vec<String> = dash["panels"]
         .as_array()
         .unwrap()
@@ -390,6 +396,7 @@ fn grafana_dashboard_queries_the_series_cfn_promtext_exports() {
         "cfn_$metric{quantile=\"0.99\"",
         "cfn_${metric}_count",
         "cfn_alert_firing",
+        "histogram_quantile(0.99, sum by (le) (rate(cfn_${fleet_metric}_bucket",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(needle)),

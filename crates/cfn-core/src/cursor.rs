@@ -168,8 +168,13 @@ pub fn trimmed_since(
         let Ok(r) = input.open() else { continue };
         let mut reader = RecordReader::new(r, input.name());
         while let Some(step) = reader.next_with(&mut quiet, |rec| {
+            // Every copy of the last record read restarts the gap: records written in one
+            // millisecond can be identical, and only the last copy is where reading stopped.
+            if last.is_last(rec.raw) {
+                return Some(true);
+            }
             if !found {
-                return last.is_last(rec.raw).then_some(true);
+                return None;
             }
             if stop.as_deref() == Some(rec.raw) {
                 return Some(false);
@@ -237,5 +242,34 @@ mod tests {
         let f = File::open(&p).unwrap();
         assert_eq!(c.change(&f.metadata().unwrap()), Change::Replaced);
         assert_eq!(c.resume_in(&f, "s").unwrap().offset, 60);
+    }
+
+    #[test]
+    fn the_gap_after_two_trims_starts_at_the_last_copy_of_the_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |v: u32| {
+            format!("{{\"timestamp\":\"2026-11-27T10:00:00Z\",\"metric\":\"m\",\"value\":{v}}}")
+        };
+        // Records written in one millisecond: the last one read (7) appears three times.
+        let day: String = [7, 1, 7, 2, 7, 3, 4]
+            .iter()
+            .map(|&v| line(v) + "\n")
+            .collect();
+        std::fs::write(dir.path().join("cfn-metrics-20261127-3.jsonl"), day).unwrap();
+        let mut c = ShardCursor::default();
+        c.note_record(1_795_773_600_000, line(7).as_bytes());
+        // The hot file now starts at 4: 3 was trimmed before it was read.
+        let hot = dir.path().join("hot");
+        std::fs::write(&hot, line(4) + "\n" + &line(5) + "\n").unwrap();
+        let gap = trimmed_since(dir.path(), 3, &c, &File::open(&hot).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(gap, vec![line(3).into_bytes()]);
+        // A shard whose day file does not hold the last record: None.
+        assert!(
+            trimmed_since(dir.path(), 4, &c, &File::open(&hot).unwrap())
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -162,6 +162,33 @@ struct Family<'a> {
 
 /// Renders aggregates as text exposition; returns the text and any warnings.
 pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
+    render_with_histograms(aggs, &[], opts)
+}
+
+/// One cumulative histogram series: how many values fell at or under each bound, counted by
+/// whoever feeds it (cfn-serve, since it started).
+#[derive(Clone, Debug)]
+pub struct HistogramSeries {
+    pub metric: String,
+    pub unit: Option<String>,
+    /// Group keys (agent, tag names) and their values; sanitized here.
+    pub labels: Vec<(String, String)>,
+    /// Upper bounds in the metric's own unit, increasing.
+    pub bounds: Vec<f64>,
+    /// Values per bucket (not cumulative): `counts[i]` fell in `(bounds[i-1], bounds[i]]`;
+    /// one more at the end for values above every bound.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+/// Renders aggregates as summaries and `hists` as histogram families
+/// (`<prefix><metric>_hist[_seconds|_bytes]`, always in base units, named after the summaries
+/// so a histogram never takes a summary's name). Returns the text and any warnings.
+pub fn render_with_histograms(
+    aggs: &[Aggregate],
+    hists: &[HistogramSeries],
+    opts: &Options,
+) -> (String, Vec<Warning>) {
     let mut warnings = Vec::new();
     let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
     for a in aggs {
@@ -194,7 +221,107 @@ pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
     for (base, fam) in &families {
         write_family(base, fam, &mut blocks);
     }
+    let mut hist_by_metric: BTreeMap<&str, Vec<&HistogramSeries>> = BTreeMap::new();
+    for h in hists {
+        hist_by_metric.entry(&h.metric).or_default().push(h);
+    }
+    let mut order: Vec<&str> = hist_by_metric.keys().copied().collect();
+    order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
+    for metric in order {
+        let list = &hist_by_metric[metric];
+        let unit = list.iter().find_map(|h| h.unit.clone());
+        let base_unit = base_unit(unit.as_deref());
+        let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
+        if let Some(b) = &base_unit
+            && let Some(stripped) = b.replaces.iter().find_map(|s| base.strip_suffix(s))
+        {
+            base = stripped.to_string();
+        }
+        base.push_str("_hist");
+        if let Some(b) = &base_unit {
+            base.push_str(b.suffix);
+        }
+        let base = unique_name(
+            base,
+            metric,
+            &["_bucket", "_sum", "_count"],
+            &mut used,
+            &mut warnings,
+        );
+        let shown = base_unit.as_ref().map(|b| b.name.to_string()).or(unit);
+        let scale = base_unit.map_or(Scale::Identity, |b| b.scale);
+        blocks.insert(
+            base.clone(),
+            histogram_block(&base, metric, shown.as_deref(), scale, list, &mut warnings),
+        );
+    }
     (blocks.into_values().collect(), warnings)
+}
+
+/// The text of one histogram family.
+fn histogram_block(
+    base: &str,
+    metric: &str,
+    unit: Option<&str>,
+    scale: Scale,
+    list: &[&HistogramSeries],
+    warnings: &mut Vec<Warning>,
+) -> String {
+    let unit_note = unit.map(|u| format!(" (unit: {u})")).unwrap_or_default();
+    let mut out = format!(
+        "# HELP {base} {}\n# TYPE {base} histogram\n",
+        escape_help(&format!(
+            "Values of {metric}{unit_note} appended to the hot shards since cfn-serve started"
+        ))
+    );
+    let mut series: BTreeMap<String, &HistogramSeries> = BTreeMap::new();
+    for h in list {
+        let mut labels: Vec<(String, String)> = Vec::new();
+        for (k, v) in &h.labels {
+            let mut name = sanitize_label(k);
+            if name == "le" || labels.iter().any(|(n, _)| *n == name) {
+                let renamed = hash_suffixed(&name, k);
+                warnings.push(format!(
+                    "label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"
+                ));
+                name = renamed;
+            }
+            labels.push((name, v.clone()));
+        }
+        labels.sort();
+        let key = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        series.insert(key, h);
+    }
+    for (key, h) in series {
+        let sep = if key.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, bound) in h.bounds.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{base}_bucket{{{key}{sep}le=\"{}\"}} {cumulative}",
+                format_value(scale.apply(*bound))
+            );
+        }
+        let count: u64 = h.counts.iter().sum();
+        let _ = writeln!(out, "{base}_bucket{{{key}{sep}le=\"+Inf\"}} {count}");
+        let braces = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{{{key}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{base}_sum{braces} {}",
+            format_value(scale.apply(h.sum))
+        );
+        let _ = writeln!(out, "{base}_count{braces} {count}");
+    }
+    out
 }
 
 /// The family name of `metric` (prefixed, sanitized, converted to the base unit, and made
@@ -220,14 +347,29 @@ fn family_name(
         }
         base.push_str(b.suffix);
     }
+    let base = unique_name(
+        base,
+        metric,
+        &["_sum", "_count", "_min", "_max"],
+        used,
+        warnings,
+    );
+    (base, scale, shown)
+}
+
+/// `base`, or `base` with a stable hash suffix when it or any of its series names (`base`
+/// plus each of `suffixes`) is already taken; marks them all taken by `metric`.
+fn unique_name(
+    mut base: String,
+    metric: &str,
+    suffixes: &[&str],
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> String {
     let derived = |b: &str| {
-        [
-            b.to_string(),
-            format!("{b}_sum"),
-            format!("{b}_count"),
-            format!("{b}_min"),
-            format!("{b}_max"),
-        ]
+        std::iter::once(b.to_string())
+            .chain(suffixes.iter().map(|s| format!("{b}{s}")))
+            .collect::<Vec<_>>()
     };
     if let Some(other) = derived(&base).iter().find_map(|n| used.get(n)) {
         let renamed = hash_suffixed(&base, metric);
@@ -239,7 +381,7 @@ fn family_name(
     for n in derived(&base) {
         used.insert(n, metric.to_string());
     }
-    (base, scale, shown)
+    base
 }
 
 /// `name` made unique by a stable hash of what it was made from (`cfn_x_1a2b3c4d`).

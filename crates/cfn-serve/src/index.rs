@@ -16,6 +16,7 @@
 //! the merged rollups hold few enough values).
 
 use crate::data::{Sources, for_each_archived, for_each_record};
+use crate::histogram::Histograms;
 use cfn_agg::{Aggregator, Options, RecordParts, aggregate_line};
 use cfn_core::aggregate::Aggregate;
 use cfn_core::cursor::{Change, FileId, ShardCursor};
@@ -109,12 +110,6 @@ pub struct RangeQuery {
     pub quantiles: Vec<f64>,
 }
 
-/// Records appended to the hot shards since start-up, per metric, handed to whoever counts
-/// them (the histograms of `/metrics`).
-pub trait AppendSink: Send {
-    fn record(&mut self, rec: &RecordRef<'_>);
-}
-
 /// The index.
 pub struct Index {
     src: Sources,
@@ -129,8 +124,8 @@ pub struct Index {
     shards: BTreeMap<PathBuf, ShardState>,
     agents: HashMap<String, AgentSeen>,
     refused: BTreeSet<PathBuf>,
-    /// Fed with each record appended after the build.
-    pub sink: Option<Box<dyn AppendSink>>,
+    /// The histograms of the records appended after the build (`/metrics`).
+    pub histograms: Histograms,
     building: bool,
 }
 
@@ -168,7 +163,12 @@ impl Index {
     ///
     /// # Errors
     /// I/O errors other than missing or refused files.
-    pub fn build(src: Sources, span_ms: i64, now: EpochMs) -> anyhow::Result<Self> {
+    pub fn build(
+        src: Sources,
+        span_ms: i64,
+        now: EpochMs,
+        histograms: Histograms,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let mut index = Self {
             src,
@@ -181,7 +181,7 @@ impl Index {
             shards: BTreeMap::new(),
             agents: HashMap::new(),
             refused: BTreeSet::new(),
-            sink: None,
+            histograms,
             building: true,
         };
         let shards = cfn_core::paths::list_shards(&index.src.metrics_dir).unwrap_or_default();
@@ -250,10 +250,8 @@ impl Index {
             }
             seen.newest_ms = seen.newest_ms.max(rec.ts_ms);
         }
-        if !self.building
-            && let Some(sink) = &mut self.sink
-        {
-            sink.record(rec);
+        if !self.building {
+            self.histograms.record(rec);
         }
         if rec.ts_ms < self.horizon {
             return;

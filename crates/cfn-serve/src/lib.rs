@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod data;
+pub mod histogram;
 pub mod http;
 pub mod index;
 
@@ -114,6 +115,17 @@ pub struct Cli {
     /// How far back the rollup index reaches; older ranges are read from the records.
     #[arg(long, value_name = "DURATION", default_value = "25h")]
     pub index_span: String,
+
+    /// Histogram bounds for the metrics matching a glob, in the metric's unit
+    /// (`coordination.*=10,50,100,500`); repeatable, the first match wins. Default bounds
+    /// depend on the unit (ms, s, bytes, kb, mb, percent, ratio; else counts).
+    #[arg(long, value_name = "METRIC_GLOB=B1,B2,...")]
+    pub buckets: Vec<String>,
+
+    /// Label the /metrics histograms with this group key: agent or tag:NAME (repeatable;
+    /// none by default, to keep series counts small).
+    #[arg(long, value_name = "KEY")]
+    pub histogram_by: Vec<String>,
 
     /// Another name clients may use in the Host header (a reverse proxy's name, say);
     /// repeatable. Loopback names and the listen address are always accepted.
@@ -235,8 +247,14 @@ impl App {
         src: Sources,
         metrics_window: Duration,
         index_span: Duration,
+        histograms: histogram::HistogramConfig,
     ) -> anyhow::Result<Self> {
-        let index = Index::build(src.clone(), index_span.as_millis() as i64, now_ms())?;
+        let index = Index::build(
+            src.clone(),
+            index_span.as_millis() as i64,
+            now_ms(),
+            histogram::Histograms::new(histograms),
+        )?;
         Ok(Self {
             src,
             metrics_window,
@@ -621,7 +639,17 @@ impl App {
         };
         match self.aggregate(&filter, None, Options::default()) {
             Ok(aggs) => {
-                let (text, _) = cfn_promtext::render(&aggs, &cfn_promtext::Options::default());
+                let hists = self
+                    .index
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .histograms
+                    .snapshot();
+                let (text, _) = cfn_promtext::render_with_histograms(
+                    &aggs,
+                    &hists,
+                    &cfn_promtext::Options::default(),
+                );
                 Response {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -694,6 +722,7 @@ pub fn run(
         src,
         parse_duration(&cli.window)?,
         parse_duration(&cli.index_span)?,
+        histogram::HistogramConfig::parse(&cli.buckets, &cli.histogram_by)?,
     )?);
     // Appended records reach the index within a second even when nobody asks.
     let refresher = Arc::clone(&app);

@@ -10,6 +10,7 @@ use std::sync::Once;
 
 pub mod accuracy;
 pub mod gendata;
+pub mod serve;
 
 /// A temporary directory that is removed when dropped.
 pub struct TestDir {

@@ -226,7 +226,10 @@ pub fn serve_big(bin_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Re
             .args(&shards)
             .output()?;
         floor.push(t.elapsed().as_secs_f64() * 1000.0);
-        lines = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        lines = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
     }
     floor.sort_by(f64::total_cmp);
     let floor = floor[1];
@@ -299,7 +302,10 @@ pub fn serve_big(bin_dir: &std::path::Path, dir: &std::path::Path) -> anyhow::Re
     anyhow::ensure!(ok, "cfn-emit failed");
     let mut seen_after = None;
     for i in 0..300 {
-        let (_, size) = get(port, &format!("/api/summary?window=1m&metric=bench.fresh&i={i}"))?;
+        let (_, size) = get(
+            port,
+            &format!("/api/summary?window=1m&metric=bench.fresh&i={i}"),
+        )?;
         // An empty answer is the headers and `[]`; one aggregate is far longer.
         if size > 400 {
             seen_after = Some(t.elapsed().as_secs_f64() * 1000.0);

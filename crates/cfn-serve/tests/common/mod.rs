@@ -1,78 +1,8 @@
-//! What the cfn-serve tests share: a server on a port the kernel picks, raw HTTP requests.
-#![allow(dead_code)]
+//! What the cfn-serve tests share (the server helpers live in cfn-testkit).
+#![allow(dead_code, unused_imports)]
 
-use cfn_testkit::TestDir;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-pub struct Server {
-    pub child: std::process::Child,
-    pub port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts cfn-serve on a port the kernel picks (`--listen 127.0.0.1:0`) and reads the port
-/// from its "listening on" line: asking for a free port first raced with the other tests'
-/// servers, which could take it between the ask and the bind.
-pub fn start(dir: &TestDir, extra: &[&str]) -> Server {
-    use std::io::BufRead;
-    let mut cmd = dir.cmd("cfn-serve");
-    cmd.args(["--listen", "127.0.0.1:0"]).args(extra);
-    let mut child = cmd
-        .command()
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    // Index progress may come first on a big directory.
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("cfn-serve exited before listening");
-        }
-    }
-    let port: u16 = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("cfn-serve did not say where it listens: {line:?}"));
-    // Keep reading what it says, so a full pipe never blocks it.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, port }
-}
-
-/// A raw GET (the path is sent as is, so traversal attempts reach the server unnormalised).
-pub fn get(port: u16, path: &str) -> (u16, String) {
-    request(port, "GET", path)
-}
-
-pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
+pub use cfn_testkit::serve::{get, request, start};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()

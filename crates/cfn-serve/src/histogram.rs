@@ -1,0 +1,252 @@
+//! Cumulative histograms of the records appended since start-up, for `/metrics`: the form
+//! Prometheus can add up across hosts (`sum by (le)`), which summaries are not.
+//!
+//! Fed by the index with each record it reads after its start-up build, so a record counts
+//! once whatever trims and rotations happen; a restart starts from zero, which Prometheus
+//! reads as a counter reset.
+
+use cfn_core::exit::{Exit, fail};
+use cfn_core::pattern::NamePattern;
+use cfn_core::reader::RecordRef;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Default bounds per unit, in that unit.
+fn default_bounds(unit: Option<&str>) -> &'static [f64] {
+    const MS: &[f64] = &[
+        1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        30000.0, 60000.0, 300000.0,
+    ];
+    const SECONDS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        300.0,
+    ];
+    const BYTES: &[f64] = &[
+        1024.0,
+        4096.0,
+        16384.0,
+        65536.0,
+        262144.0,
+        1048576.0,
+        4194304.0,
+        16777216.0,
+        67108864.0,
+        268435456.0,
+        1073741824.0,
+        4294967296.0,
+    ];
+    const KB: &[f64] = &[
+        1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+        4194304.0,
+    ];
+    const MB: &[f64] = &[
+        1.0, 4.0, 16.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 65536.0,
+    ];
+    const PERCENT: &[f64] = &[
+        1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0,
+    ];
+    const RATIO: &[f64] = &[
+        0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0,
+    ];
+    const COUNT: &[f64] = &[
+        0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+        100000.0, 1000000.0,
+    ];
+    match unit.map(str::to_ascii_lowercase).as_deref() {
+        Some("ms" | "millisecond" | "milliseconds") => MS,
+        Some("s" | "second" | "seconds") => SECONDS,
+        Some("b" | "byte" | "bytes") => BYTES,
+        Some("kb" | "kib" | "kilobytes") => KB,
+        Some("mb" | "mib" | "megabytes") => MB,
+        Some("percent" | "%" | "pct") => PERCENT,
+        Some("ratio" | "fraction") => RATIO,
+        _ => COUNT,
+    }
+}
+
+/// What the histograms count and how.
+#[derive(Clone, Debug, Default)]
+pub struct HistogramConfig {
+    /// `--buckets GLOB=B1,B2,…`, the first match wins.
+    pub buckets: Vec<(NamePattern, Arc<[f64]>)>,
+    /// `--histogram-by agent`.
+    pub by_agent: bool,
+    /// `--histogram-by tag:NAME`, in order.
+    pub by_tags: Vec<String>,
+}
+
+impl HistogramConfig {
+    /// Parses the flags.
+    ///
+    /// # Errors
+    /// Exit 2 naming the bad value.
+    pub fn parse(buckets: &[String], by: &[String]) -> anyhow::Result<Self> {
+        let mut cfg = Self::default();
+        for b in buckets {
+            let (glob, list) = b.rsplit_once('=').ok_or_else(|| {
+                fail(
+                    Exit::Usage,
+                    format!("--buckets {b:?}: expected METRIC_GLOB=B1,B2,..."),
+                )
+            })?;
+            let pattern = NamePattern::new(glob)
+                .map_err(|e| fail(Exit::Usage, format!("--buckets {b:?}: {e}")))?;
+            let mut bounds = Vec::new();
+            for part in list.split(',') {
+                let v: f64 = part
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite())
+                    .ok_or_else(|| {
+                        fail(
+                            Exit::Usage,
+                            format!("--buckets {b:?}: {part:?} is not a finite number"),
+                        )
+                    })?;
+                if bounds.last().is_some_and(|&last| v <= last) {
+                    return Err(fail(
+                        Exit::Usage,
+                        format!(
+                            "--buckets {b:?}: bounds must increase ({v} after {})",
+                            bounds[bounds.len() - 1]
+                        ),
+                    ));
+                }
+                bounds.push(v);
+            }
+            cfg.buckets.push((pattern, bounds.into()));
+        }
+        for key in by {
+            match key.as_str() {
+                "agent" => cfg.by_agent = true,
+                k => match k.strip_prefix("tag:").filter(|t| !t.is_empty()) {
+                    Some(t) => cfg.by_tags.push(t.to_string()),
+                    None => {
+                        return Err(fail(
+                            Exit::Usage,
+                            format!("--histogram-by {k:?}: expected agent or tag:NAME"),
+                        ));
+                    }
+                },
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn bounds_for(&self, metric: &str, unit: Option<&str>) -> Arc<[f64]> {
+        self.buckets
+            .iter()
+            .find(|(p, _)| p.matches(metric))
+            .map_or_else(|| default_bounds(unit).into(), |(_, b)| b.clone())
+    }
+}
+
+#[derive(Debug)]
+struct Series {
+    unit: Option<String>,
+    labels: Vec<(String, String)>,
+    bounds: Arc<[f64]>,
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+/// The histograms, per metric and label values.
+#[derive(Debug, Default)]
+pub struct Histograms {
+    cfg: HistogramConfig,
+    series: HashMap<(String, Vec<String>), Series>,
+    /// The bounds of each metric, fixed at its first record (its unit then).
+    bounds: HashMap<String, Arc<[f64]>>,
+}
+
+impl Histograms {
+    pub fn new(cfg: HistogramConfig) -> Self {
+        Self {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    /// Counts one appended record.
+    pub fn record(&mut self, rec: &RecordRef<'_>) {
+        let mut values =
+            Vec::with_capacity(usize::from(self.cfg.by_agent) + self.cfg.by_tags.len());
+        if self.cfg.by_agent {
+            values.push(rec.agent.as_deref().unwrap_or("").to_string());
+        }
+        for t in &self.cfg.by_tags {
+            values.push(rec.tag(t).unwrap_or_default());
+        }
+        let key = (rec.metric.to_string(), values);
+        let series = match self.series.get_mut(&key) {
+            Some(s) => s,
+            None => {
+                let bounds = self
+                    .bounds
+                    .entry(rec.metric.to_string())
+                    .or_insert_with(|| self.cfg.bounds_for(&rec.metric, rec.unit.as_deref()))
+                    .clone();
+                let mut labels = Vec::new();
+                if self.cfg.by_agent {
+                    labels.push(("agent".to_string(), key.1[0].clone()));
+                }
+                let skip = usize::from(self.cfg.by_agent);
+                for (t, v) in self.cfg.by_tags.iter().zip(&key.1[skip..]) {
+                    labels.push((t.clone(), v.clone()));
+                }
+                self.series.entry(key).or_insert(Series {
+                    unit: rec.unit.as_deref().map(str::to_string),
+                    labels,
+                    counts: vec![0; bounds.len() + 1],
+                    bounds,
+                    sum: 0.0,
+                })
+            }
+        };
+        let i = series.bounds.partition_point(|&b| b < rec.value);
+        series.counts[i] += 1;
+        series.sum += rec.value;
+    }
+
+    /// Every series, for the exposition.
+    pub fn snapshot(&self) -> Vec<cfn_promtext::HistogramSeries> {
+        self.series
+            .iter()
+            .map(|((metric, _), s)| cfn_promtext::HistogramSeries {
+                metric: metric.clone(),
+                unit: s.unit.clone(),
+                labels: s.labels.clone(),
+                bounds: s.bounds.to_vec(),
+                counts: s.counts.clone(),
+                sum: s.sum,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_flags_parse_and_bad_ones_are_named() {
+        let cfg = HistogramConfig::parse(
+            &["coordination.*=10,50,100".into(), "x=1".into()],
+            &["agent".into(), "tag:phase".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            &*cfg.bounds_for("coordination.time", Some("ms")),
+            &[10.0, 50.0, 100.0]
+        );
+        assert_eq!(cfg.bounds_for("other", Some("ms"))[..2], [1.0, 2.5]);
+        assert!(cfg.by_agent);
+        assert_eq!(cfg.by_tags, vec!["phase"]);
+        for bad in ["m=1,1", "m=2,1", "m=1,x", "m=inf", "nobounds"] {
+            let e = HistogramConfig::parse(&[bad.into()], &[]).unwrap_err();
+            assert_eq!(cfn_core::exit::exit_for(&e), Exit::Usage, "{bad}");
+        }
+        assert!(HistogramConfig::parse(&[], &["host".into()]).is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! Beyond one host: cfn-serve's cumulative histograms counted once per appended record, clean
+//! for promtool, and three cfn-serve "hosts" scraped by a real Prometheus whose
+//! `histogram_quantile` over the summed buckets lands in the bucket of the exact fleet p99.
+
+use cfn_testkit::serve::{Server, get, start};
+use cfn_testkit::{TestCommand, TestDir, free_port, peer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The default bounds cfn-serve uses for a metric in milliseconds.
+const MS_BOUNDS: [f64; 16] = [
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0,
+];
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Appends `lines` (`METRIC VALUE [UNIT]`) for `agent` through cfn-emit --stdin.
+fn emit(dir: &TestDir, agent: &str, lines: &str) {
+    dir.cmd("cfn-emit")
+        .args(["--stdin", "--agent", agent])
+        .stdin(lines.to_string())
+        .run()
+        .success();
+}
+
+/// `name{labels} value` lines of an exposition, keyed by everything before the value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn histograms_count_each_appended_record_once_and_promtool_accepts_them() {
+    let dir = TestDir::new();
+    let archive = dir.join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    // Already there at start-up: the past, not counted.
+    emit(&dir, "a1", &"task.latency 7 ms\n".repeat(10));
+    let server = start(
+        &dir,
+        &[
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "--histogram-by",
+            "agent",
+            "--buckets",
+            "queue.*=0,5,10",
+        ],
+    );
+    let mut rng = Lcg(3);
+    let mut expected: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut queue = Vec::new();
+    for round in 0..3 {
+        for agent in ["a1", "a2"] {
+            let mut lines = String::new();
+            for _ in 0..200 {
+                let v = (rng.next() * 3000.0 * 10.0).round() / 10.0;
+                lines.push_str(&format!("task.latency {v} ms\n"));
+                expected.entry(agent).or_default().push(v);
+                let q = (rng.next() * 14.0).floor();
+                lines.push_str(&format!("queue.depth {q}\n"));
+                queue.push(q);
+            }
+            emit(&dir, agent, &lines);
+        }
+        // Let the server read some, then archive and trim everything between rounds.
+        let (status, _) = get(server.port, &format!("/metrics?round={round}"));
+        assert_eq!(status, 200);
+        dir.cmd("cfn-archive")
+            .args([
+                "--archive-dir",
+                archive.to_str().unwrap(),
+                "run",
+                "--hot",
+                "0s",
+            ])
+            .run()
+            .success();
+    }
+    let (status, text) = get(server.port, "/metrics?final=1");
+    assert_eq!(status, 200, "{text}");
+    let s = samples(&text);
+    for (agent, values) in &expected {
+        let mut cumulative = 0;
+        for b in MS_BOUNDS {
+            cumulative = values.iter().filter(|&&v| v <= b).count();
+            let le = format!("{}", b / 1000.0);
+            let key =
+                format!("cfn_task_latency_hist_seconds_bucket{{agent=\"{agent}\",le=\"{le}\"}}");
+            assert_eq!(s.get(&key), Some(&(cumulative as f64)), "{key} in\n{text}");
+        }
+        assert_eq!(cumulative, values.len());
+        let inf = format!("cfn_task_latency_hist_seconds_bucket{{agent=\"{agent}\",le=\"+Inf\"}}");
+        assert_eq!(s[&inf], values.len() as f64);
+        let count = format!("cfn_task_latency_hist_seconds_count{{agent=\"{agent}\"}}");
+        assert_eq!(
+            s[&count], 600.0,
+            "each record once, none from before start-up"
+        );
+        let sum = format!("cfn_task_latency_hist_seconds_sum{{agent=\"{agent}\"}}");
+        let want: f64 = values.iter().sum::<f64>() / 1000.0;
+        assert!(
+            (s[&sum] - want).abs() < 1e-6 * want,
+            "{sum} {} vs {want}",
+            s[&sum]
+        );
+    }
+    // --buckets: counts, no unit, its own bounds; agents summed here.
+    let total_at = |le: &str| -> f64 {
+        ["a1", "a2"]
+            .iter()
+            .map(|a| s[&format!("cfn_queue_depth_hist_bucket{{agent=\"{a}\",le=\"{le}\"}}")])
+            .sum()
+    };
+    assert_eq!(
+        total_at("0"),
+        queue.iter().filter(|&&q| q <= 0.0).count() as f64
+    );
+    assert_eq!(
+        total_at("5"),
+        queue.iter().filter(|&&q| q <= 5.0).count() as f64
+    );
+    assert_eq!(total_at("+Inf"), queue.len() as f64);
+    // The summary families are still there under their own names.
+    assert!(text.contains("# TYPE cfn_task_latency summary"), "{text}");
+    assert!(text.contains("# TYPE cfn_task_latency_hist_seconds histogram"));
+    let Some(promtool) = peer("promtool", "Debian package prometheus") else {
+        return;
+    };
+    let check = TestCommand::program(&promtool)
+        .args(["check", "metrics"])
+        .stdin(text.clone())
+        .run();
+    check.success();
+    assert_eq!(check.stdout() + &check.stderr(), "", "promtool findings");
+}
+
+#[test]
+fn contrib_prometheus_configs_pass_promtool() {
+    let Some(promtool) = peer("promtool", "Debian package prometheus") else {
+        return;
+    };
+    for f in ["prometheus.yml", "agent-remote-write.yml"] {
+        let out = TestCommand::program(&promtool)
+            .args(["check", "config"])
+            .arg(root().join("contrib/prometheus").join(f))
+            .run();
+        out.success();
+        assert!(out.stdout().contains("SUCCESS"), "{f}: {out:?}");
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A PromQL instant query; the result vector's samples (labels as JSON text, value).
+fn query(port: u16, promql: &str) -> Result<Vec<(String, f64)>, String> {
+    let (status, body) = get(
+        port,
+        &format!("/api/v1/query?query={}", percent_encode(promql)),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{status}: {e}: {body}"))?;
+    if v["status"] != "success" {
+        return Err(format!("{promql}: {body}"));
+    }
+    Ok(v["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].to_string(),
+                r["value"][1]
+                    .as_str()
+                    .unwrap_or("NaN")
+                    .parse()
+                    .unwrap_or(f64::NAN),
+            )
+        })
+        .collect())
+}
+
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_prometheus(bin: &Path, dir: &TestDir, targets: &[u16]) -> Prometheus {
+    let list = targets
+        .iter()
+        .map(|p| format!("'127.0.0.1:{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = dir.write(
+        "prometheus.yml",
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cfn-serve\n    static_configs:\n      - targets: [{list}]\n"
+        ),
+    );
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    for _ in 0..5 {
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let mut p = Prometheus { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = p.child.try_wait() {
+                break; // the port was taken after all: try another
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && get(port, "/-/ready").0 == 200
+            {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = p.child.kill();
+    }
+    panic!(
+        "prometheus did not start:\n{}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn three_hosts_through_a_real_prometheus_give_the_fleet_p99() {
+    let Some(prometheus) = peer("prometheus", "Debian package prometheus") else {
+        return;
+    };
+    let hosts: Vec<TestDir> = (0..3).map(|_| TestDir::new()).collect();
+    let servers: Vec<Server> = hosts.iter().map(|d| start(d, &[])).collect();
+    let prom_dir = TestDir::new();
+    let prom = start_prometheus(
+        &prometheus,
+        &prom_dir,
+        &servers.iter().map(|s| s.port).collect::<Vec<_>>(),
+    );
+    // Three different distributions, so no host's p99 is the fleet's. Sent in two halves
+    // with a scrape between, so rate() over the histograms has an increase to see (a series
+    // is born with its first record, so its first scrape is not an increase).
+    let mut rng = Lcg(11);
+    let mut all = Vec::new();
+    let wait_for = |want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = query(prom.port, "sum(cfn_task_latency_hist_seconds_count)").unwrap();
+            if got.first().map(|g| g.1) == Some(want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus has {got:?}, want {want}; targets: {}",
+                get(prom.port, "/api/v1/targets").1
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    for half in 0..2 {
+        for (i, host) in hosts.iter().enumerate() {
+            let mut lines = String::new();
+            for _ in 0..(500 + 350 * i) {
+                let v: f64 = match i {
+                    0 => 1.0 + rng.next() * 200.0,
+                    1 => 150.0 + rng.next() * 1800.0,
+                    _ => (3.0 + 2.0 * (rng.next() + rng.next() - 1.0)).exp(),
+                };
+                let v = (v * 10.0).round() / 10.0;
+                all.push(v);
+                lines.push_str(&format!("task.latency {v} ms\n"));
+            }
+            emit(host, &format!("host{i}-agent{half}"), &lines);
+        }
+        wait_for(all.len() as f64);
+    }
+    let total = all.len() as f64;
+    all.sort_by(f64::total_cmp);
+    let exact = all[((0.99 * total).ceil() as usize) - 1] / 1000.0;
+    let upper_i = MS_BOUNDS.iter().position(|&b| b / 1000.0 >= exact).unwrap();
+    let (lower, upper) = (
+        if upper_i == 0 {
+            0.0
+        } else {
+            MS_BOUNDS[upper_i - 1] / 1000.0
+        },
+        MS_BOUNDS[upper_i] / 1000.0,
+    );
+    let got = query(
+        prom.port,
+        "histogram_quantile(0.99, sum by (le) (cfn_task_latency_hist_seconds_bucket))",
+    )
+    .unwrap();
+    let p99 = got[0].1;
+    assert!(
+        lower <= p99 && p99 <= upper,
+        "fleet p99 {p99} s is outside the bucket ({lower}, {upper}] of the exact {exact} s"
+    );
+    // The dashboard's fleet panel queries run as they are in Prometheus.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("contrib/grafana/cfn-metrics-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let fleet_exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["title"].as_str().unwrap_or("").starts_with("Fleet"))
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(fleet_exprs.len(), 3);
+    for e in fleet_exprs {
+        let promql = e
+            .replace("${fleet_metric}", "task_latency_hist_seconds")
+            .replace("$__rate_interval", "1m");
+        let r = query(prom.port, &promql).unwrap();
+        assert!(
+            r.len() == 1 && r[0].1.is_finite() && r[0].1 > 0.0,
+            "{promql}: {r:?}"
+        );
+    }
+}
