@@ -23,7 +23,7 @@ _cfn__push() {
 
     case "${cmd}" in
         cfn__push)
-            opts="-h -V --api-key-file --endpoint --region --prefix --tag --window --dry-run --http-timeout --retries --max-payload --strict --help --version datadog newrelic"
+            opts="-h -V --api-key-file --endpoint --otlp-protocol --service-name --region --prefix --tag --window --dry-run --http-timeout --retries --max-payload --strict --help --version datadog newrelic otlp"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,14 @@ _cfn__push() {
                     return 0
                     ;;
                 --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -102,8 +102,8 @@ impl Channel {
             body: &body,
         };
         match post_with_retries(&req, policy) {
-            Delivery::Accepted(_) => Ok(()),
-            Delivery::Rejected { status, body } => Err(format!(
+            Delivery::Accepted { .. } => Ok(()),
+            Delivery::Rejected { status, body, .. } => Err(format!(
                 "{} ({}) rejected the {} notification for {} with HTTP {status}: {}",
                 self.name(),
                 redact_url(self.url()),

@@ -91,10 +91,15 @@ pub fn hostname() -> String {
 /// The result of a delivery.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// Accepted with this status.
-    Accepted(u16),
-    /// Rejected with a 4xx that retrying would not fix; the body says why.
-    Rejected { status: u16, body: String },
+    /// Accepted with this status and body (at most 64 KiB: OTLP's partial success is in it).
+    Accepted { status: u16, body: Vec<u8> },
+    /// Rejected with a 4xx that retrying would not fix; the body says why (as text, secrets
+    /// replaced; `raw` as received, for receivers that answer in protobuf).
+    Rejected {
+        status: u16,
+        body: String,
+        raw: Vec<u8>,
+    },
     /// Still failing after every attempt (5xx, 408, 429 or a network error).
     GaveUp { attempts: u32, last: String },
 }
@@ -169,7 +174,13 @@ pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if (200..300).contains(&status) {
-                    return Delivery::Accepted(status);
+                    let body = resp
+                        .body_mut()
+                        .with_config()
+                        .limit(64 * 1024)
+                        .read_to_vec()
+                        .unwrap_or_default();
+                    return Delivery::Accepted { status, body };
                 }
                 if (300..400).contains(&status) {
                     let to = resp
@@ -180,6 +191,7 @@ pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
                     return Delivery::Rejected {
                         status,
                         body: format!("redirect to {to} not followed (check the endpoint URL)"),
+                        raw: Vec::new(),
                     };
                 }
                 let retry_after = resp
@@ -187,15 +199,15 @@ pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                let body = resp
+                let raw = resp
                     .body_mut()
                     .with_config()
                     .limit(64 * 1024)
-                    .read_to_string()
+                    .read_to_vec()
                     .unwrap_or_default();
-                let body = redact_text(&body, req);
+                let body = redact_text(&String::from_utf8_lossy(&raw), req);
                 if !(status == 408 || status == 429 || status >= 500) {
-                    return Delivery::Rejected { status, body };
+                    return Delivery::Rejected { status, body, raw };
                 }
                 last = format!("HTTP {status} {body}");
                 if let Some(secs) = retry_after {

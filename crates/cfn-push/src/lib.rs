@@ -14,11 +14,18 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod otlp;
+
 const EXAMPLES: &str = "\
 KEYS:
   Datadog: DD_API_KEY or --api-key-file; site from DD_SITE (default datadoghq.com).
   New Relic: NEW_RELIC_API_KEY or --api-key-file; --region us|eu (or NEW_RELIC_REGION).
   A key is never accepted on the command line (it would show in ps) and never printed.
+  OTLP: no key of its own; headers (an API key for a SaaS receiver) from
+  OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_METRICS_HEADERS (key=value,key2=value2,
+  values percent-encoded), never printed. Endpoint: --endpoint or OTEL_EXPORTER_OTLP_ENDPOINT
+  (base URL, /v1/metrics appended), OTEL_EXPORTER_OTLP_METRICS_ENDPOINT (full URL), default
+  http://localhost:4318/v1/metrics.
 
 WHAT IS SENT:
   Datadog (POST /api/v2/series): per aggregate, gauges <prefix>.<metric>.avg, .min, .max,
@@ -26,6 +33,10 @@ WHAT IS SENT:
   the --window; tags key:value from the group keys plus --tag; the host as a resource.
   New Relic (POST /metric/v1): per aggregate a summary (count, sum, min, max) and a gauge per
   quantile, attributes from the group keys plus --tag.
+  OTLP (POST /v1/metrics, protobuf or JSON): per aggregate a Summary data point (count, sum,
+  the quantiles, min and max as quantiles 0 and 1) of metric <prefix>.<metric> with its unit,
+  the group keys and --tag as attributes; host.name and service.name on the resource.
+  A 400 from the receiver is exit 65 with its message; a partial success is reported.
   Timestamps are the aggregate's bucket_start, else its last record, else now. Non-finite
   values are left out and counted. Payloads stay under 500 KB (Datadog) or 1 MB (New Relic)
   before compression and are sent gzip-compressed.
@@ -34,6 +45,7 @@ EXAMPLES:
   cfn-cat --since 5m | cfn-agg | cfn-push datadog --window 5m
   cfn-cat --since 1m | cfn-agg --by agent | cfn-push newrelic --region eu --tag env=prod
   cfn-agg day.jsonl | cfn-push datadog --dry-run | jq .
+  cfn-cat --since 1m | cfn-agg | OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 cfn-push otlp
 ";
 
 /// The destination.
@@ -41,6 +53,8 @@ EXAMPLES:
 pub enum Vendor {
     Datadog,
     Newrelic,
+    /// OTLP/HTTP to an OpenTelemetry Collector or any OTLP receiver.
+    Otlp,
 }
 
 /// New Relic's data region.
@@ -70,9 +84,19 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
 
-    /// Replace the API's scheme, host and port (the path stays), e.g. http://127.0.0.1:8080.
+    /// Replace the API's scheme, host and port (the path stays), e.g. http://127.0.0.1:8080;
+    /// for otlp the base URL that /v1/metrics is appended to.
     #[arg(long, value_name = "BASE_URL")]
     pub endpoint: Option<String>,
+
+    /// OTLP encoding: http/protobuf (default) or http/json (else
+    /// $OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+
+    /// OTLP resource attribute service.name (default $OTEL_SERVICE_NAME, else cfn-metrics).
+    #[arg(long, value_name = "NAME")]
+    pub service_name: Option<String>,
 
     /// New Relic region (default $NEW_RELIC_REGION, else us).
     #[arg(long, value_enum)]
@@ -113,6 +137,8 @@ pub struct Cli {
 /// Payload limits before compression.
 pub const DATADOG_MAX: usize = 500 * 1000;
 pub const NEWRELIC_MAX: usize = 1000 * 1000;
+/// OTLP receivers take 4 MiB by default (the Collector's HTTP receiver); stay well under.
+pub const OTLP_MAX: usize = 1000 * 1000;
 
 /// Settings for building payloads.
 #[derive(Clone, Debug)]
@@ -177,7 +203,7 @@ pub fn newrelic_name(s: &str) -> String {
     out
 }
 
-fn agg_time_ms(a: &Aggregate, now: i64) -> i64 {
+pub(crate) fn agg_time_ms(a: &Aggregate, now: i64) -> i64 {
     a.bucket_start
         .as_deref()
         .or(a.last.as_deref())
@@ -355,6 +381,13 @@ impl VendorApi {
                     max_payload: DATADOG_MAX,
                 }
             }
+            Vendor::Otlp => Self {
+                key_env: "",
+                key_header: "",
+                base: String::new(),
+                path: "/v1/metrics",
+                max_payload: OTLP_MAX,
+            },
             Vendor::Newrelic => {
                 let eu = region.map_or_else(
                     || {
@@ -388,6 +421,8 @@ fn build_payloads(
     skipped: &mut Skipped,
 ) -> Vec<Vec<u8>> {
     match vendor {
+        // Built by run(), which knows the protocol and service.
+        Vendor::Otlp => Vec::new(),
         Vendor::Datadog => split_payloads(
             datadog_series(aggs, shape, skipped),
             max,
@@ -414,38 +449,80 @@ fn build_payloads(
     }
 }
 
+/// How payloads are sent: where, with which headers (they may hold secrets: their values
+/// never appear in messages), as what.
+struct Target<'a> {
+    url: &'a str,
+    headers: Vec<(String, String)>,
+    content_type: &'static str,
+    /// OTLP replies carry a partial success or a protobuf Status.
+    otlp: Option<otlp::Protocol>,
+}
+
+impl Target<'_> {
+    fn redact(&self, text: &str) -> String {
+        self.headers
+            .iter()
+            .filter(|(_, v)| v.len() >= 4)
+            .fold(text.to_string(), |t, (_, v)| t.replace(v.as_str(), "***"))
+    }
+}
+
 /// Sends each payload (gzipped) with retries; returns how many were accepted and the exit
 /// status the failures call for (the first rejection's, or 75 when one was not delivered).
 fn send_payloads(
     payloads: &[Vec<u8>],
-    url: &str,
-    key_header: &str,
-    key: &str,
+    target: &Target<'_>,
     policy: &RetryPolicy,
 ) -> anyhow::Result<(usize, Exit)> {
     let mut worst = Exit::Ok;
     let mut sent = 0;
+    let url = target.url;
     for (i, p) in payloads.iter().enumerate() {
         let body = gzip(p)?;
+        let mut headers: Vec<(&str, String)> = target
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        headers.push(("Content-Type", target.content_type.into()));
+        headers.push(("Content-Encoding", "gzip".into()));
         let req = Request {
             url,
-            headers: vec![
-                (key_header, key.to_string()),
-                ("Content-Type", "application/json".into()),
-                ("Content-Encoding", "gzip".into()),
-            ],
+            headers,
             body: &body,
         };
         let batch = format!("batch {} of {}", i + 1, payloads.len());
         match post_with_retries(&req, policy) {
-            Delivery::Accepted(_) => sent += 1,
-            Delivery::Rejected { status, body } => {
+            Delivery::Accepted { body, .. } => {
+                sent += 1;
+                if let Some(proto) = target.otlp
+                    && let Some((rejected, msg)) = otlp::partial_success(&body, proto)
+                {
+                    cfn_core::cli::warn(
+                        "cfn-push",
+                        format!(
+                            "{} took {batch} in part: {rejected} data points rejected: {}",
+                            redact_url(url),
+                            target.redact(&msg)
+                        ),
+                    );
+                    if rejected > 0 && worst == Exit::Ok {
+                        worst = Exit::DataErr;
+                    }
+                }
+            }
+            Delivery::Rejected { status, body, raw } => {
+                let msg = match target.otlp {
+                    Some(_) => otlp::rejection_message(&raw, &body),
+                    None => body.trim().to_string(),
+                };
                 cfn_core::cli::warn(
                     "cfn-push",
                     format!(
                         "{} rejected {batch} with HTTP {status}: {}",
                         redact_url(url),
-                        body.trim()
+                        target.redact(&msg)
                     ),
                 );
                 // A redirect means the endpoint is configured wrong: it is never followed.
@@ -464,7 +541,7 @@ fn send_payloads(
                     format!(
                         "{batch} was not delivered to {} after {attempts} attempts: {}",
                         redact_url(url),
-                        last.replace(key, "***")
+                        target.redact(&last)
                     ),
                 );
                 worst = Exit::TempFail;
@@ -480,13 +557,29 @@ fn send_payloads(
 /// As the contract's exit codes say.
 pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
     let api = VendorApi::of(cli.vendor, cli.region);
-    let key = if cli.dry_run {
-        None
-    } else {
-        Some(read_key(cli.api_key_file.as_deref(), api.key_env)?)
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let otlp_protocol = match cli.vendor {
+        Vendor::Otlp => Some(otlp::Protocol::resolve(cli.otlp_protocol.as_deref(), &env)?),
+        _ => None,
     };
-    let base = cli.endpoint.clone().unwrap_or_else(|| api.base.clone());
-    let url = format!("{}{}", base.trim_end_matches('/'), api.path);
+    let (url, headers) = match cli.vendor {
+        Vendor::Otlp => (
+            otlp::endpoint(cli.endpoint.as_deref(), &env),
+            otlp::headers(&env)?,
+        ),
+        _ => {
+            let base = cli.endpoint.clone().unwrap_or_else(|| api.base.clone());
+            let key = if cli.dry_run {
+                Vec::new()
+            } else {
+                vec![(
+                    api.key_header.to_string(),
+                    read_key(cli.api_key_file.as_deref(), api.key_env)?,
+                )]
+            };
+            (format!("{}{}", base.trim_end_matches('/'), api.path), key)
+        }
+    };
     let tags = cli
         .tags
         .iter()
@@ -504,27 +597,54 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
     log.finish();
     let mut skipped = Skipped::default();
     let max = cli.max_payload.unwrap_or(api.max_payload);
-    let payloads = build_payloads(cli.vendor, &aggs, &shape, max, &mut skipped);
+    let payloads = match otlp_protocol {
+        Some(proto) => {
+            let service = cli
+                .service_name
+                .clone()
+                .or_else(|| env("OTEL_SERVICE_NAME"))
+                .unwrap_or_else(|| "cfn-metrics".into());
+            otlp::payloads(&aggs, &shape, &service, proto, max, &mut skipped)
+        }
+        None => build_payloads(cli.vendor, &aggs, &shape, max, &mut skipped),
+    };
     if skipped.non_finite > 0 {
         cfn_core::cli::warn(
             "cfn-push",
             format!("left out {} non-finite values", skipped.non_finite),
         );
     }
-    let Some(key) = key else {
+    if cli.dry_run {
+        // An OTLP URL comes from the environment and may carry credentials; the vendors' do not.
+        let shown = match otlp_protocol {
+            Some(_) => redact_url(&url),
+            None => url.clone(),
+        };
         eprintln!(
-            "cfn-push: dry run: {} payload(s) for POST {url}",
+            "cfn-push: dry run: {} payload(s) for POST {shown}",
             payloads.len()
         );
         for p in &payloads {
-            out.write_all(p)?;
+            if otlp_protocol == Some(otlp::Protocol::Protobuf) {
+                // Binary: shown as the JSON form of the same request.
+                let req = <opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as prost::Message>::decode(&p[..])?;
+                out.write_all(&serde_json::to_vec(&req)?)?;
+            } else {
+                out.write_all(p)?;
+            }
             out.write_all(b"\n")?;
         }
         return Ok(Exit::Ok);
-    };
+    }
     let timeout = parse_duration(cli.http.http_timeout.as_deref().unwrap_or("15s"))?;
     let policy = RetryPolicy::with(timeout, cli.http.retries);
-    let (sent, worst) = send_payloads(&payloads, &url, api.key_header, &key, &policy)?;
+    let target = Target {
+        url: &url,
+        headers,
+        content_type: otlp_protocol.map_or("application/json", |p| p.content_type()),
+        otlp: otlp_protocol,
+    };
+    let (sent, worst) = send_payloads(&payloads, &target, &policy)?;
     let failed = payloads.len() - sent;
     eprintln!(
         "cfn-push: sent {sent} of {} payload(s) ({} aggregates){}",

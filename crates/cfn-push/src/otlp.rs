@@ -1,0 +1,396 @@
+//! OTLP/HTTP metrics export: each aggregate as a Summary data point (count, sum,
+//! quantiles, min and max as quantiles 0 and 1), in protobuf (the official OpenTelemetry
+//! messages from `opentelemetry-proto`) or JSON, configured as every OpenTelemetry exporter
+//! is (`OTEL_EXPORTER_OTLP_*`).
+
+use crate::Shape;
+use cfn_core::aggregate::Aggregate;
+use cfn_core::exit::{Exit, fail};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, metric,
+    summary_data_point::ValueAtQuantile,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use std::collections::BTreeMap;
+
+/// The OTLP/HTTP encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Protobuf,
+    Json,
+}
+
+impl Protocol {
+    /// The protocol named by `--otlp-protocol` or the environment
+    /// (`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL`).
+    ///
+    /// # Errors
+    /// Exit 78 for gRPC or anything else unknown.
+    pub fn resolve(
+        flag: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let (text, from) = match flag {
+            Some(f) => (f.to_string(), "--otlp-protocol".to_string()),
+            None => match [
+                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ]
+            .iter()
+            .find_map(|k| env(k).map(|v| (v, k.to_string())))
+            {
+                Some(found) => found,
+                None => return Ok(Self::Protobuf),
+            },
+        };
+        match text.trim() {
+            "http/protobuf" | "protobuf" => Ok(Self::Protobuf),
+            "http/json" | "json" => Ok(Self::Json),
+            other => Err(fail(
+                Exit::Config,
+                format!(
+                    "{from} {other:?}: cfn-push speaks OTLP over HTTP (http/protobuf or http/json), not gRPC; point it at the collector's HTTP port (4318)"
+                ),
+            )),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// Where to send: `--endpoint` (a base URL), else `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (the
+/// full URL), else `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL), else localhost:4318; base
+/// URLs get `/v1/metrics` appended to their path.
+pub fn endpoint(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let base = |b: &str| format!("{}/v1/metrics", b.trim().trim_end_matches('/'));
+    if let Some(f) = flag {
+        return base(f);
+    }
+    if let Some(full) = env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+        return full.trim().to_string();
+    }
+    env("OTEL_EXPORTER_OTLP_ENDPOINT").map_or_else(|| base("http://localhost:4318"), |b| base(&b))
+}
+
+/// Headers from `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_METRICS_HEADERS` (the
+/// latter wins for a key): `key=value` pairs separated by commas, values percent-decoded.
+///
+/// # Errors
+/// Exit 78 naming the variable and the pair (not its value: it is usually a secret).
+pub fn headers(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+    ] {
+        let Some(text) = env(var) else { continue };
+        for (i, pair) in text
+            .split(',')
+            .enumerate()
+            .filter(|(_, p)| !p.trim().is_empty())
+        {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                fail(
+                    Exit::Config,
+                    format!(
+                        "{var}: pair {} has no '=' (expected key=value,key2=value2)",
+                        i + 1
+                    ),
+                )
+            })?;
+            let k = percent_decode(k.trim());
+            let v = percent_decode(v.trim());
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(fail(
+                    Exit::Config,
+                    format!("{var}: pair {} has no valid header name", i + 1),
+                ));
+            }
+            if v.bytes().any(|b| b.is_ascii_control()) {
+                return Err(fail(
+                    Exit::Config,
+                    format!("{var}: the value of {k} holds a control character"),
+                ));
+            }
+            out.insert(k.to_ascii_lowercase(), (k, v));
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The UCUM unit OTLP expects for the units cfn-metrics users write; others as they are.
+fn ucum(unit: &str) -> String {
+    match unit.to_ascii_lowercase().as_str() {
+        "ms" | "millisecond" | "milliseconds" => "ms",
+        "s" | "second" | "seconds" => "s",
+        "b" | "byte" | "bytes" => "By",
+        "kb" | "kilobytes" => "kBy",
+        "kib" => "KiBy",
+        "mb" | "megabytes" => "MBy",
+        "mib" => "MiBy",
+        "percent" | "%" | "pct" => "%",
+        "count" | "ratio" => "1",
+        _ => return unit.to_string(),
+    }
+    .to_string()
+}
+
+fn attr(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The data points of the aggregates, per metric name, in order; non-finite ones are left
+/// out and counted.
+fn metrics(aggs: &[Aggregate], shape: &Shape, skipped: &mut crate::Skipped) -> Vec<Metric> {
+    let mut by_name: BTreeMap<String, (Option<String>, Vec<SummaryDataPoint>)> = BTreeMap::new();
+    let window_ns = shape.interval.as_nanos() as u64;
+    for a in aggs {
+        if ![a.sum, a.min, a.max].iter().all(|v| v.is_finite())
+            || a.quantiles.iter().any(|(_, v)| !v.is_finite())
+        {
+            skipped.non_finite += 1;
+            continue;
+        }
+        let end_ms = crate::agg_time_ms(a, shape.now_ms);
+        // A bucket's point covers its bucket; others the --window up to their time.
+        let time_ns = (end_ms.max(0) as u64) * 1_000_000;
+        let mut attributes: Vec<KeyValue> = a.labels().iter().map(|(k, v)| attr(k, v)).collect();
+        attributes.extend(shape.tags.iter().map(|(k, v)| attr(k, v)));
+        let mut quantile_values = vec![ValueAtQuantile {
+            quantile: 0.0,
+            value: a.min,
+        }];
+        quantile_values.extend(a.quantiles.iter().map(|&(q, v)| ValueAtQuantile {
+            quantile: q,
+            value: v,
+        }));
+        quantile_values.push(ValueAtQuantile {
+            quantile: 1.0,
+            value: a.max,
+        });
+        let entry = by_name
+            .entry(format!("{}.{}", shape.prefix, a.metric))
+            .or_insert_with(|| (a.unit.clone(), Vec::new()));
+        entry.1.push(SummaryDataPoint {
+            attributes,
+            start_time_unix_nano: time_ns.saturating_sub(window_ns),
+            time_unix_nano: time_ns,
+            count: a.count,
+            sum: a.sum,
+            quantile_values,
+            flags: 0,
+        });
+    }
+    by_name
+        .into_iter()
+        .map(|(name, (unit, points))| Metric {
+            name,
+            description: String::new(),
+            unit: unit.as_deref().map(ucum).unwrap_or_default(),
+            metadata: Vec::new(),
+            data: Some(metric::Data::Summary(Summary {
+                data_points: points,
+            })),
+        })
+        .collect()
+}
+
+fn request(shape: &Shape, service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    attr("host.name", &shape.host),
+                    attr("service.name", service),
+                ],
+                dropped_attributes_count: 0,
+                entity_refs: Vec::new(),
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "cfn-metrics".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    attributes: Vec::new(),
+                    dropped_attributes_count: 0,
+                }),
+                metrics,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn encode(req: &ExportMetricsServiceRequest, protocol: Protocol) -> Vec<u8> {
+    match protocol {
+        Protocol::Protobuf => req.encode_to_vec(),
+        Protocol::Json => serde_json::to_vec(req).unwrap_or_default(),
+    }
+}
+
+/// The request bodies for the aggregates, each at most about `max` bytes: metrics are split
+/// by data points when one request would be bigger.
+pub fn payloads(
+    aggs: &[Aggregate],
+    shape: &Shape,
+    service: &str,
+    protocol: Protocol,
+    max: usize,
+    skipped: &mut crate::Skipped,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut batch: Vec<Metric> = Vec::new();
+    let mut size = 0;
+    for m in metrics(aggs, shape, skipped) {
+        let Some(metric::Data::Summary(Summary { data_points })) = m.data.clone() else {
+            continue;
+        };
+        for p in data_points {
+            let n = p.encoded_len() * if protocol == Protocol::Json { 4 } else { 1 } + 16;
+            if size + n > max && !batch.is_empty() {
+                out.push(encode(
+                    &request(shape, service, std::mem::take(&mut batch)),
+                    protocol,
+                ));
+                size = 0;
+            }
+            size += n;
+            match batch.last_mut() {
+                Some(last) if last.name == m.name => {
+                    if let Some(metric::Data::Summary(s)) = &mut last.data {
+                        s.data_points.push(p);
+                    }
+                }
+                _ => batch.push(Metric {
+                    data: Some(metric::Data::Summary(Summary {
+                        data_points: vec![p],
+                    })),
+                    ..m.clone()
+                }),
+            }
+        }
+    }
+    if !batch.is_empty() {
+        out.push(encode(&request(shape, service, batch), protocol));
+    }
+    out
+}
+
+/// What a receiver's reply to an accepted request says when it took only part of it.
+pub fn partial_success(body: &[u8], protocol: Protocol) -> Option<(i64, String)> {
+    let resp: ExportMetricsServiceResponse = match protocol {
+        Protocol::Protobuf => ExportMetricsServiceResponse::decode(body).ok()?,
+        Protocol::Json => serde_json::from_slice(body).ok()?,
+    };
+    let p = resp.partial_success?;
+    (p.rejected_data_points > 0 || !p.error_message.is_empty())
+        .then_some((p.rejected_data_points, p.error_message))
+}
+
+/// `google.rpc.Status`, what an OTLP receiver sends with a 4xx (only the fields shown).
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The message of a rejection: the Status's message when the body is one, else the text.
+pub fn rejection_message(raw: &[u8], text: &str) -> String {
+    match RpcStatus::decode(raw) {
+        Ok(s) if !s.message.is_empty() => s.message,
+        _ => text.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn endpoints_follow_the_otel_variables() {
+        let none = env_of(&[]);
+        assert_eq!(endpoint(None, &none), "http://localhost:4318/v1/metrics");
+        let base = env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/otlp/")]);
+        assert_eq!(endpoint(None, &base), "http://c:4318/otlp/v1/metrics");
+        let both = env_of(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/custom"),
+        ]);
+        assert_eq!(endpoint(None, &both), "http://m:9/custom");
+        assert_eq!(endpoint(Some("http://x:1"), &both), "http://x:1/v1/metrics");
+    }
+
+    #[test]
+    fn headers_are_decoded_and_bad_ones_named_without_their_value() {
+        let env = env_of(&[
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=se%3Dcret, x-team = a b",
+            ),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "X-Team=metrics"),
+        ]);
+        assert_eq!(
+            headers(&env).unwrap(),
+            vec![
+                ("api-key".to_string(), "se=cret".to_string()),
+                ("X-Team".to_string(), "metrics".to_string())
+            ]
+        );
+        let bad = env_of(&[("OTEL_EXPORTER_OTLP_HEADERS", "api-key:topsecret")]);
+        let e = format!("{:#}", headers(&bad).unwrap_err());
+        assert!(e.contains("pair 1") && !e.contains("topsecret"), "{e}");
+        let grpc = env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+        let e = Protocol::resolve(None, &grpc).unwrap_err();
+        assert_eq!(cfn_core::exit::exit_for(&e), Exit::Config);
+        assert_eq!(
+            Protocol::resolve(Some("http/json"), &grpc).unwrap(),
+            Protocol::Json
+        );
+    }
+}
