@@ -34,7 +34,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -s V -l version -d
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "sync" -d 'Copy records appended to the hot shards since the last sync into the archive'
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "trim" -d 'Remove from the hot shards records older than --hot that are already archived'
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "rotate" -d 'Gzip the archive files of finished UTC days'
-complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "prune" -d 'Delete archive files whose day is older than --keep'
+complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "prune" -d 'Delete archive files whose day is older than --keep (after uploading them, with --upload or --exec)'
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "run" -d 'sync, trim, rotate and prune, in that order (one timer entry)'
 complete -c cfn-archive -n "__fish_cfn_archive_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
@@ -51,30 +51,54 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -s h -l help -d 'Print help'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l part-size -d 'Size of each part of a multipart upload (at least 5MiB, as S3 requires)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload-on-rotate -d 'Also upload each day\'s .gz as soon as rotate makes it (the cold copy is a day behind)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l keep -d 'Retention' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l part-size -d 'Size of each part of a multipart upload (at least 5MiB, as S3 requires)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload-on-rotate -d 'Also upload each day\'s .gz as soon as rotate makes it (the cold copy is a day behind)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l part-size -d 'Size of each part of a multipart upload (at least 5MiB, as S3 requires)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload-on-rotate -d 'Also upload each day\'s .gz as soon as rotate makes it (the cold copy is a day behind)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "sync" -d 'Copy records appended to the hot shards since the last sync into the archive'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "trim" -d 'Remove from the hot shards records older than --hot that are already archived'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "rotate" -d 'Gzip the archive files of finished UTC days'
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "prune" -d 'Delete archive files whose day is older than --keep'
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "prune" -d 'Delete archive files whose day is older than --keep (after uploading them, with --upload or --exec)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "run" -d 'sync, trim, rotate and prune, in that order (one timer entry)'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand help; and not __fish_seen_subcommand_from sync trim rotate prune run help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -23,12 +23,16 @@ _cfn__cat() {
 
     case "${cmd}" in
         cfn__cat)
-            opts="-f -h -V --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
+            opts="-f -h -V --endpoint --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --since)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

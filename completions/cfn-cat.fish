@@ -1,3 +1,4 @@
+complete -c cfn-cat -l endpoint -d 'The S3 endpoint for s3:// inputs (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-cat -l since -d 'Only records at or after this time: a duration back from now (30s, 5m, 24h, 7d) or an RFC 3339 time' -r
 complete -c cfn-cat -l until -d 'Only records before this time (same forms as --since)' -r
 complete -c cfn-cat -l metric -d 'Only this metric: an exact name or a glob such as \'coordination.*\'; repeatable' -r

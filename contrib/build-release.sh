@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 triple=$(rustc -vV | sed -n 's/^host: //p')
-static=(cfn-emit cfn-cat cfn-agg cfn-promtext cfn-archive)
-dynamic=(cfn-alert cfn-push cfn-serve)
+# cfn-cat (s3:// inputs) and cfn-archive (--upload) reach S3 by name, so they are dynamic too.
+static=(cfn-emit cfn-agg cfn-promtext)
+dynamic=(cfn-alert cfn-push cfn-serve cfn-cat cfn-archive)
 pkgs() { for b in "$@"; do printf -- '-p\n%s\n' "$b"; done; }
 mkdir -p target/dist
 if [[ $triple == *-linux-gnu ]]; then

@@ -27,11 +27,24 @@ FILES:
   ....jsonl.gz once rotated; progress in $CFN_ARCHIVE_DIR/.cfn-archive-state.json.
   Malformed lines are carried into the archive unchanged, next to the records around them.
 
+COLD STORAGE:
+  --upload s3://BUCKET/PREFIX/ reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+  AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION, ~/.aws/credentials and ~/.aws/config
+  (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE) and AWS_ENDPOINT_URL, as the
+  AWS CLI does. A file is deleted only after a HEAD shows the object with its size and
+  ETag. Exit 75: S3 unavailable after retries (the file stays, run again); 78: credentials,
+  signature or bucket refused; 65: an object that is not ours is in the way.
+
 EXAMPLES:
   cfn-archive run                        # every 5 minutes from a timer
   cfn-archive sync --json
   cfn-archive trim --hot 24h --dry-run
   cfn-archive prune --keep 30d
+  cfn-archive prune --keep 30d --upload s3://cold-metrics/fleet/   # verified, then deleted
+  cfn-archive run --upload s3://cold-metrics/fleet/ --upload-on-rotate
+  AWS_ENDPOINT_URL=http://minio:9000 cfn-archive prune --upload s3://metrics/
+  cfn-archive prune --exec rclone-copy-site-script --verbose ';'
+  cfn-cat s3://cold-metrics/fleet/ --since 90d | cfn-agg
   cfn-archive sync --rebuild-state       # after a lost or corrupt state file
   cfn-cat $CFN_ARCHIVE_DIR | cfn-agg     # archives read like shards
 ";
@@ -88,12 +101,18 @@ pub enum Command {
         hot: String,
     },
     /// Gzip the archive files of finished UTC days.
-    Rotate,
-    /// Delete archive files whose day is older than --keep.
+    Rotate {
+        #[command(flatten)]
+        cold: ColdArgs,
+    },
+    /// Delete archive files whose day is older than --keep (after uploading them, with
+    /// --upload or --exec).
     Prune {
         /// Retention.
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         keep: String,
+        #[command(flatten)]
+        cold: ColdArgs,
     },
     /// sync, trim, rotate and prune, in that order (one timer entry).
     Run {
@@ -101,7 +120,116 @@ pub enum Command {
         hot: String,
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         keep: String,
+        #[command(flatten)]
+        cold: ColdArgs,
     },
+}
+
+/// Cold storage for the files prune deletes.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ColdArgs {
+    /// Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it,
+    /// record it, and only then delete it. Credentials and region as the AWS CLI reads them.
+    #[arg(long, value_name = "S3_URL")]
+    pub upload: Option<String>,
+
+    /// Also upload each day's .gz as soon as rotate makes it (the cold copy is a day behind).
+    #[arg(long, requires = "upload")]
+    pub upload_on_rotate: bool,
+
+    /// Instead of S3: run PROGRAM [ARG]... with the file's path as the last argument (no
+    /// shell); exit 0 means it is safe to delete. End the arguments with ';'.
+    #[arg(
+        long,
+        num_args = 1..,
+        value_terminator = ";",
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARG]...",
+        conflicts_with = "upload"
+    )]
+    pub exec: Vec<String>,
+
+    /// The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing),
+    /// instead of $AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL", requires = "upload")]
+    pub endpoint: Option<String>,
+
+    /// Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+    pub multipart_threshold: String,
+
+    /// Size of each part of a multipart upload (at least 5MiB, as S3 requires).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    pub part_size: String,
+
+    #[command(flatten)]
+    pub http: cfn_core::cli::HttpFlags,
+}
+
+/// A size in bytes with an optional unit.
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(fail(
+                Exit::Usage,
+                format!("size {text:?}: unknown unit {unit:?}"),
+            ));
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| fail(Exit::Usage, format!("size {text:?} is not a positive size")))
+}
+
+impl ColdArgs {
+    /// The target these flags describe, if any.
+    ///
+    /// # Errors
+    /// Exit 2 for bad sizes or URLs, 78 for missing credentials.
+    pub fn target(&self) -> anyhow::Result<Option<ops::cold::ColdTarget>> {
+        if !self.exec.is_empty() {
+            return Ok(Some(ops::cold::ColdTarget::Exec(self.exec.clone())));
+        }
+        let Some(url) = &self.upload else {
+            return Ok(None);
+        };
+        let location = cfn_core::s3::S3Location::parse(url)?;
+        let part_size = parse_size(&self.part_size)?;
+        if part_size < 5 << 20 {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--part-size {}: S3 takes parts of at least 5MiB",
+                    self.part_size
+                ),
+            ));
+        }
+        let timeout = parse_duration(self.http.http_timeout.as_deref().unwrap_or("60s"))?;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let config = cfn_core::s3::S3Config::resolve(
+            self.endpoint.as_deref(),
+            &env,
+            cfn_core::http::RetryPolicy::with(timeout, self.http.retries),
+        )?;
+        Ok(Some(ops::cold::ColdTarget::S3 {
+            client: Box::new(cfn_core::s3::S3Client::new(config)),
+            location,
+            threshold: parse_size(&self.multipart_threshold)?,
+            part_size,
+        }))
+    }
 }
 
 /// Runs `cfn-archive`.
@@ -218,21 +346,26 @@ fn execute(
             ops::trim(ctx, st, parse_duration(hot)?, summary)?;
             &["trim"]
         }
-        Command::Rotate => {
-            ops::rotate(ctx, st, summary)?;
-            &["rotate"]
+        Command::Rotate { cold } => {
+            let target = cold.target()?;
+            let on_rotate = target.as_ref().filter(|_| cold.upload_on_rotate);
+            ops::rotate(ctx, st, on_rotate, summary)?;
+            &["rotate", "upload"]
         }
-        Command::Prune { keep } => {
-            ops::prune(ctx, st, parse_duration(keep)?, summary)?;
-            &["prune"]
+        Command::Prune { keep, cold } => {
+            let target = cold.target()?;
+            ops::prune(ctx, st, parse_duration(keep)?, target.as_ref(), summary)?;
+            &["prune", "upload"]
         }
-        Command::Run { hot, keep } => {
+        Command::Run { hot, keep, cold } => {
             let (hot, keep) = (parse_duration(hot)?, parse_duration(keep)?);
+            let target = cold.target()?;
+            let on_rotate = target.as_ref().filter(|_| cold.upload_on_rotate);
             ops::sync(ctx, st, summary)?;
             ops::trim(ctx, st, hot, summary)?;
-            ops::rotate(ctx, st, summary)?;
-            ops::prune(ctx, st, keep, summary)?;
-            &["sync", "trim", "rotate", "prune"]
+            ops::rotate(ctx, st, on_rotate, summary)?;
+            ops::prune(ctx, st, keep, target.as_ref(), summary)?;
+            &["sync", "trim", "rotate", "prune", "upload"]
         }
     })
 }

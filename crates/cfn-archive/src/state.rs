@@ -40,6 +40,35 @@ pub struct ArchiveState {
     /// Trims whose rename may have happened, by shard file name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trimming: BTreeMap<String, TrimInFlight>,
+    /// Verified copies in cold storage of archive files still here, by file name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cold: BTreeMap<String, ColdCopy>,
+    /// Multipart uploads in progress, by file name, so a killed upload resumes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uploading: BTreeMap<String, UploadInFlight>,
+}
+
+/// A verified copy of an archive file in cold storage: what was uploaded (the file, or its
+/// gzip) and the object that holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColdCopy {
+    pub url: String,
+    pub size: u64,
+    pub md5: String,
+    pub etag: String,
+}
+
+/// A multipart upload in progress: the object, the upload, what is being uploaded, and the
+/// parts the store has acknowledged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadInFlight {
+    pub url: String,
+    pub upload_id: String,
+    pub size: u64,
+    pub md5: String,
+    pub part_size: u64,
+    /// (part number, ETag, MD5 hex) of each part done.
+    pub parts: Vec<(u32, String, String)>,
 }
 
 /// Path of the state file.

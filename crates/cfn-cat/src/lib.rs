@@ -43,9 +43,16 @@ EXAMPLES:
     after_long_help = format!("{EXAMPLES}\n{}", Exit::HELP_TABLE)
 )]
 pub struct Cli {
-    /// Files or directories to read; `-` for stdin. Default: every hot shard.
+    /// Files or directories to read; `-` for stdin; s3://BUCKET/PREFIX/ for the archive
+    /// files in cold storage (credentials as the AWS CLI reads them). Default: every hot
+    /// shard.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+
+    /// The S3 endpoint for s3:// inputs (MinIO, Ceph, R2, Garage; path-style addressing),
+    /// instead of $AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
 
     /// Only records at or after this time: a duration back from now (30s, 5m, 24h, 7d) or an
     /// RFC 3339 time.
@@ -162,7 +169,17 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         )?;
         return Ok(Exit::Ok);
     }
-    let (inputs, missing) = expand_inputs_reporting("cfn-cat", &cli.paths, &config)?;
+    let (s3_urls, local): (Vec<&PathBuf>, Vec<&PathBuf>) = cli
+        .paths
+        .iter()
+        .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
+    let local: Vec<PathBuf> = local.into_iter().cloned().collect();
+    let cold = cold_objects(&cli, &s3_urls, &filter)?;
+    let (inputs, missing) = if local.is_empty() && !s3_urls.is_empty() {
+        (Vec::new(), None)
+    } else {
+        expand_inputs_reporting("cfn-cat", &local, &config)?
+    };
     let mut stdin = Some(input);
     // Hot shards found by listing a shared directory: a stray file there is skipped with a
     // warning (a hostile neighbour must not stop the analysis); named paths stay errors.
@@ -179,7 +196,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         }
     };
     let parallel = cfn_core::cli::thread_count(cli.threads) > 1
-        && inputs.len() > 1
+        && inputs.len() + cold.len() > 1
         && !inputs.contains(&Input::Stdin);
     if cli.sorted && parallel {
         // Each input parsed on a thread of its own; the merge (and every report) is the
@@ -195,6 +212,9 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 readers.push(RecordReader::new(r, input.name()));
             }
         }
+        for c in &cold {
+            readers.push(RecordReader::new(c.open()?, c.name()));
+        }
         merge::merge_sorted_parallel(readers, &filter, &mut log, &mut out)?;
     } else if cli.sorted {
         let mut readers = Vec::with_capacity(inputs.len());
@@ -202,6 +222,9 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
             if let Some(r) = open(input)? {
                 readers.push(RecordReader::new(r, input.name()));
             }
+        }
+        for c in &cold {
+            readers.push(RecordReader::new(c.open()? as Box<dyn BufRead>, c.name()));
         }
         merge::merge_sorted(readers, &filter, &mut log, &mut out)?;
     } else {
@@ -211,12 +234,80 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 copy_records(&mut reader, &filter, &mut log, &mut out)?;
             }
         }
+        for c in &cold {
+            let mut reader = RecordReader::new(c.open()?, c.name());
+            copy_records(&mut reader, &filter, &mut log, &mut out)?;
+        }
     }
     out.flush()?;
     log.finish();
     // Like grep: every path that exists was read; a missing one (already reported) still
     // fails the run.
     Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
+}
+
+/// One archive file in cold storage.
+struct ColdObject {
+    client: std::sync::Arc<cfn_core::s3::S3Client>,
+    bucket: String,
+    key: String,
+}
+
+impl ColdObject {
+    fn name(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn open(&self) -> anyhow::Result<Box<dyn BufRead + Send>> {
+        let body = self.client.get(&self.bucket, &self.key)?;
+        Ok(cfn_core::input::wrap_reader(
+            body,
+            self.key.ends_with(".gz"),
+        ))
+    }
+}
+
+/// The archive files under each s3:// URL whose day can hold records of the filter's range
+/// (by their names; other `.jsonl[.gz]` objects are read whole), in key order.
+fn cold_objects(
+    cli: &Cli,
+    urls: &[&PathBuf],
+    filter: &RecordFilter,
+) -> anyhow::Result<Vec<ColdObject>> {
+    if urls.is_empty() {
+        return Ok(Vec::new());
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let config = cfn_core::s3::S3Config::resolve(
+        cli.endpoint.as_deref(),
+        &env,
+        cfn_core::http::RetryPolicy::with(std::time::Duration::from_secs(60), 3),
+    )?;
+    let client = std::sync::Arc::new(cfn_core::s3::S3Client::new(config));
+    const DAY_MS: i64 = 86_400_000;
+    let mut out = Vec::new();
+    for url in urls {
+        let loc = cfn_core::s3::S3Location::parse(&url.to_string_lossy())?;
+        for (key, _) in client.list(&loc.bucket, &loc.prefix)? {
+            let name = key.rsplit('/').next().unwrap_or(&key);
+            if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {
+                continue;
+            }
+            if let Some((day, _, _)) = cfn_core::paths::parse_archive_name(name)
+                && let Some(start) = cfn_core::time::parse_utc_day(&day)
+                && (filter.since.is_some_and(|s| start + DAY_MS <= s)
+                    || filter.until.is_some_and(|u| start >= u))
+            {
+                continue;
+            }
+            out.push(ColdObject {
+                client: client.clone(),
+                bucket: loc.bucket.clone(),
+                key,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Copies the selected records of one reader to `out`, byte for byte.

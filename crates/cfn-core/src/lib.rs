@@ -23,6 +23,8 @@ pub mod pattern;
 pub mod prom;
 pub mod reader;
 pub mod record;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod state_file;
 #[cfg(feature = "stats")]
 pub mod stats;

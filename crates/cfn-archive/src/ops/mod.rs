@@ -1,6 +1,7 @@
 //! The operations, one module each. Each runs under the archive directory's lock, after
 //! [`recover`] has brought the archive back to what the state records.
 
+pub mod cold;
 mod prune;
 mod recover;
 mod rotate;
@@ -57,6 +58,8 @@ pub struct Summary {
     pub bytes_saved: i64,
     pub pruned_files: u64,
     pub pruned: Vec<String>,
+    pub uploaded_files: u64,
+    pub uploaded_bytes: u64,
 }
 
 impl Summary {
@@ -79,6 +82,10 @@ impl Summary {
                     self.rotated_files, self.bytes_saved
                 ),
                 "prune" => format!("{would}pruned {} files", self.pruned_files),
+                "upload" if self.uploaded_files > 0 => format!(
+                    "uploaded {} files ({} bytes)",
+                    self.uploaded_files, self.uploaded_bytes
+                ),
                 _ => continue,
             });
         }

@@ -51,7 +51,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 ///
 /// # Errors
 /// Exit 74 on write or verification errors; the plain file is kept.
-pub fn rotate(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyhow::Result<()> {
+pub fn rotate(
+    ctx: &Ctx,
+    state: &mut ArchiveState,
+    upload: Option<&super::cold::ColdTarget>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let today = utc_day(ctx.now);
     let todo: Vec<String> = archive_files(&ctx.archive_dir)?
         .into_iter()
@@ -109,6 +114,10 @@ pub fn rotate(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> any
         save(&ctx.archive_dir, state)?;
         summary.rotated_files += 1;
         summary.bytes_saved += plain_len as i64 - (gz_after - gz_before) as i64;
+        // --upload-on-rotate: the cold copy is a day behind, not a retention period.
+        if let Some(t) = upload {
+            super::cold::send(ctx, state, t, &format!("{name}.gz"), summary)?;
+        }
     }
     Ok(())
 }

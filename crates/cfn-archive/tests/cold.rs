@@ -1,0 +1,619 @@
+//! Cold storage against a real S3-compatible server: moto_server (PyPI moto[server]) on
+//! loopback with its authentication on, so a bad signature fails as on AWS. Uploads are
+//! verified before deletion, a killed multipart upload resumes, a failing server is retried
+//! and then reported, and `cfn-cat s3://` reads the cold copies back.
+
+use cfn_testkit::{Outcome, TestCommand, TestDir, free_port, peer};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+const DAY: &str = "2026-11-01T12:00:00Z";
+
+struct Moto {
+    _child: std::process::Child,
+    port: u16,
+    key: String,
+    secret: String,
+}
+
+fn setup_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/moto_setup.py")
+}
+
+/// One moto_server for the whole test binary (each test uses a bucket of its own), with
+/// authentication on after the three requests that create the test's IAM user.
+fn moto() -> Option<&'static Moto> {
+    static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let server = peer("moto_server", "PyPI package moto[server]")?;
+        let port = free_port();
+        let child = std::process::Command::new(server)
+            .args(["-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = std::process::Command::new("python3")
+            .arg(setup_script())
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (key, secret) = text.trim().split_once(' ').unwrap();
+        Some(Moto {
+            _child: child,
+            port,
+            key: key.into(),
+            secret: secret.into(),
+        })
+    })
+    .as_ref()
+}
+
+impl Moto {
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn bucket(&self, name: &str) {
+        let out = std::process::Command::new("python3")
+            .arg(setup_script())
+            .args([&self.port.to_string(), &self.key, &self.secret, name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// MD5 and size of an object, read with boto3.
+    fn object(&self, bucket: &str, key: &str) -> (String, u64) {
+        let out = std::process::Command::new("python3")
+            .arg(setup_script())
+            .args([&self.port.to_string(), &self.key, &self.secret, bucket, key])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (md5, size) = text.trim().split_once(' ').unwrap();
+        (md5.into(), size.parse().unwrap())
+    }
+}
+
+/// A cfn-archive (or cfn-cat) with the test's credentials and nothing from the machine's.
+fn with_aws(cmd: &mut TestCommand, m: &Moto, secret: &str) {
+    cmd.env("AWS_ACCESS_KEY_ID", &m.key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("CFN_HTTP_BACKOFF_MS", "20");
+}
+
+fn archive(dir: &TestDir, m: &Moto, args: &[&str]) -> Outcome {
+    let mut cmd = dir.cmd("cfn-archive");
+    cmd.args(["--now", DAY]).args(args);
+    with_aws(&mut cmd, m, &m.secret);
+    cmd.run()
+}
+
+/// Hot records on three September days, synced and rotated: the archive holds three
+/// `.jsonl.gz` day files, all due for deletion with --keep 30d. Returns the records.
+fn september(dir: &TestDir) -> String {
+    let mut text = String::new();
+    for day in 1..=3 {
+        for i in 0..50 {
+            text.push_str(&format!(
+                "{{\"timestamp\":\"2026-09-0{day}T10:00:{:02}.000Z\",\"agent\":\"a1\",\"metric\":\"m\",\"value\":{i}}}\n",
+                i
+            ));
+        }
+    }
+    dir.write("cfn-metrics-1.jsonl", &text);
+    dir.cmd("cfn-archive")
+        .args(["--now", DAY, "run", "--hot", "1h", "--keep", "3650d"])
+        .run()
+        .success();
+    text
+}
+
+fn archive_files(dir: &TestDir) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cfn-metrics-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn prune_uploads_verifies_then_deletes_and_cfn_cat_reads_the_cold_copies() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-one");
+    let dir = TestDir::new();
+    let records = september(&dir);
+    assert_eq!(archive_files(&dir).len(), 3);
+    let out = archive(
+        &dir,
+        m,
+        &[
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-one/",
+            "--endpoint",
+            &m.endpoint(),
+        ],
+    );
+    out.success();
+    assert!(
+        out.stdout().contains("pruned 3 files; uploaded 3 files"),
+        "{out:?}"
+    );
+    assert!(!out.stderr().contains(&m.secret) && !out.stdout().contains(&m.secret));
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    // The objects are the files: read back, records equal, day by day.
+    let mut cat = dir.cmd("cfn-cat");
+    cat.args(["s3://cold-one/", "--endpoint", &m.endpoint()]);
+    with_aws(&mut cat, m, &m.secret);
+    assert_eq!(cat.run().success().stdout(), records);
+    // --since and --until skip whole files by their day.
+    let mut cat = dir.cmd("cfn-cat");
+    cat.args([
+        "s3://cold-one/",
+        "--since",
+        "2026-09-02T00:00:00Z",
+        "--until",
+        "2026-09-03T00:00:00Z",
+    ])
+    .env("AWS_ENDPOINT_URL", m.endpoint());
+    with_aws(&mut cat, m, &m.secret);
+    let out = cat.run();
+    out.success();
+    assert_eq!(out.stdout().lines().count(), 50);
+    assert!(out.stdout().lines().all(|l| l.contains("2026-09-02")));
+    // A second run has nothing to upload.
+    let again = archive(
+        &dir,
+        m,
+        &[
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-one/",
+            "--endpoint",
+            &m.endpoint(),
+        ],
+    );
+    again.success();
+    assert_eq!(again.stdout().trim(), "cfn-archive: pruned 0 files");
+}
+
+#[test]
+fn a_bad_signature_or_a_missing_bucket_is_78_and_the_files_stay() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-two");
+    let dir = TestDir::new();
+    september(&dir);
+    let mut cmd = dir.cmd("cfn-archive");
+    cmd.args([
+        "--now",
+        DAY,
+        "prune",
+        "--keep",
+        "30d",
+        "--upload",
+        "s3://cold-two/x/",
+    ])
+    .args(["--endpoint", &m.endpoint()]);
+    with_aws(&mut cmd, m, "not-the-secret-at-all");
+    let out = cmd.run();
+    out.status(78).stderr_has("HTTP 403: access denied");
+    assert!(!out.stderr().contains("not-the-secret-at-all"));
+    assert_eq!(archive_files(&dir).len(), 3);
+    let out = archive(
+        &dir,
+        m,
+        &[
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://no-such-bucket/",
+            "--endpoint",
+            &m.endpoint(),
+        ],
+    );
+    out.status(78).stderr_has("no-such-bucket");
+    assert_eq!(archive_files(&dir).len(), 3);
+    // No credentials at all: 78 before anything is read.
+    let out = dir
+        .cmd("cfn-archive")
+        .args([
+            "--now",
+            DAY,
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-two/",
+        ])
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .run();
+    out.status(78).stderr_has("no AWS credentials");
+}
+
+/// Writes an old, incompressible `.jsonl.gz` of `size` bytes into the archive; returns its
+/// name and MD5.
+fn big_old_file(dir: &TestDir, day: &str, size: usize) -> (String, String) {
+    // The archive needs a state first (sync on an empty hot dir commits one).
+    dir.cmd("cfn-archive").args(["sync"]).run().success();
+    let mut bytes = vec![0u8; size];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in bytes.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let name = format!("cfn-metrics-{day}-4.jsonl.gz");
+    std::fs::write(dir.join("archive").join(&name), &bytes).unwrap();
+    let md5 = std::process::Command::new("md5sum")
+        .arg(dir.join("archive").join(&name))
+        .output()
+        .unwrap();
+    let md5 = String::from_utf8(md5.stdout).unwrap();
+    (name, md5.split_whitespace().next().unwrap().to_string())
+}
+
+#[test]
+fn a_multipart_upload_killed_after_two_parts_resumes_and_verifies() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-three");
+    let dir = TestDir::new();
+    let (name, md5) = big_old_file(&dir, "20260905", 13 << 20);
+    let args = [
+        "prune",
+        "--keep",
+        "30d",
+        "--upload",
+        "s3://cold-three/fleet/",
+        "--multipart-threshold",
+        "6MiB",
+        "--part-size",
+        "5MiB",
+    ];
+    let mut cmd = dir.cmd("cfn-archive");
+    cmd.args(["--now", DAY])
+        .args(args)
+        .args(["--endpoint", &m.endpoint()]);
+    with_aws(&mut cmd, m, &m.secret);
+    cmd.env("CFN_ARCHIVE_CRASH_AT", "after_part_2");
+    let killed = cmd.run();
+    assert_ne!(killed.code(), 0, "{killed:?}");
+    assert_eq!(archive_files(&dir), vec![name.clone()], "the file stays");
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
+    assert_eq!(
+        state["uploading"][&name]["parts"].as_array().unwrap().len(),
+        2,
+        "{state}"
+    );
+    // Resumed: only the third part is sent, then completed and verified.
+    let mut args2: Vec<&str> = args.to_vec();
+    let ep = m.endpoint();
+    args2.extend(["--endpoint", &ep]);
+    let out = archive(&dir, m, &args2);
+    out.success();
+    assert!(out.stderr().contains("(verified)"), "{out:?}");
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    assert_eq!(
+        m.object("cold-three", &format!("fleet/{name}")),
+        (md5, 13 << 20)
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
+    assert!(
+        state.get("uploading").is_none() && state.get("cold").is_none(),
+        "{state}"
+    );
+}
+
+/// An HTTP proxy in front of moto that answers the first `fail` requests with 503 (all of
+/// them when `fail` is usize::MAX) and forwards the others.
+fn flaky_proxy(upstream: u16, fail: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let Some(request) = read_request(&mut client) else {
+                    return;
+                };
+                if n < fail {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+                    );
+                    return;
+                }
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let _ = up.write_all(&request);
+                let mut reply = Vec::new();
+                let _ = up.read_to_end(&mut reply);
+                let _ = client.write_all(&reply);
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// One whole request (head and Content-Length body), with `Connection: close` so the
+/// upstream ends its reply by closing.
+fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let head_end = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut out: Vec<u8> = head
+        .trim_end()
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .flat_map(|l| format!("{l}\r\n").into_bytes())
+        .collect();
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&buf[head_end..]);
+    Some(out)
+}
+
+#[test]
+fn a_failing_server_is_retried_and_one_that_stays_down_is_75() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-four");
+    let dir = TestDir::new();
+    september(&dir);
+    // Down for good: every attempt of the first file gets 503; nothing is deleted.
+    let (down, _) = flaky_proxy(m.port, usize::MAX);
+    let ep = format!("http://127.0.0.1:{down}");
+    let out = archive(
+        &dir,
+        m,
+        &[
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-four/",
+            "--endpoint",
+            &ep,
+            "--retries",
+            "2",
+        ],
+    );
+    out.status(75).stderr_has("after 3 attempts");
+    assert_eq!(archive_files(&dir).len(), 3);
+    // Failing, then recovering within the retries: everything goes through.
+    let (flaky, seen) = flaky_proxy(m.port, 3);
+    let ep = format!("http://127.0.0.1:{flaky}");
+    let out = archive(
+        &dir,
+        m,
+        &[
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-four/",
+            "--endpoint",
+            &ep,
+            "--retries",
+            "3",
+        ],
+    );
+    out.success();
+    assert!(seen.load(Ordering::SeqCst) > 3);
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    // A server that never answers: the timeout, then 75.
+    let dir = TestDir::new();
+    september(&dir);
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let started = Instant::now();
+    let out = archive(
+        &dir,
+        m,
+        &[
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-four/",
+            "--endpoint",
+            &ep,
+            "--retries",
+            "0",
+            "--http-timeout",
+            "1s",
+        ],
+    );
+    out.status(75);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(archive_files(&dir).len(), 3);
+    drop(silent);
+}
+
+#[test]
+fn upload_on_rotate_sends_each_day_once_and_prune_only_deletes() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-five");
+    let dir = TestDir::new();
+    let mut text = String::new();
+    for i in 0..20 {
+        text.push_str(&format!(
+            "{{\"timestamp\":\"2026-10-20T10:00:{i:02}.000Z\",\"metric\":\"m\",\"value\":{i}}}\n"
+        ));
+    }
+    dir.write("cfn-metrics-2.jsonl", &text);
+    let ep = m.endpoint();
+    let out = archive(
+        &dir,
+        m,
+        &[
+            "run",
+            "--hot",
+            "1h",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-five/",
+            "--upload-on-rotate",
+            "--endpoint",
+            &ep,
+        ],
+    );
+    out.success();
+    assert!(out.stdout().contains("rotated 1 files"), "{out:?}");
+    assert!(out.stdout().contains("uploaded 1 files"), "{out:?}");
+    assert_eq!(archive_files(&dir), vec!["cfn-metrics-20261020-2.jsonl.gz"]);
+    // Thirty days later it is pruned without being sent again.
+    let mut cmd = dir.cmd("cfn-archive");
+    cmd.args([
+        "--now",
+        "2026-11-25T00:00:00Z",
+        "prune",
+        "--keep",
+        "30d",
+        "--upload",
+        "s3://cold-five/",
+        "--endpoint",
+        &ep,
+    ]);
+    with_aws(&mut cmd, m, &m.secret);
+    let out = cmd.run();
+    out.success();
+    assert_eq!(
+        out.stdout().trim(),
+        "cfn-archive: pruned 1 files",
+        "{out:?}"
+    );
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn a_plain_file_is_gzipped_on_the_way_and_a_full_disk_keeps_it() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-six");
+    let dir = TestDir::new();
+    dir.write(
+        "cfn-metrics-3.jsonl",
+        "{\"timestamp\":\"2026-10-01T10:00:00.000Z\",\"metric\":\"m\",\"value\":1}\n",
+    );
+    dir.cmd("cfn-archive")
+        .args(["--now", DAY, "sync"])
+        .run()
+        .success();
+    assert_eq!(archive_files(&dir), vec!["cfn-metrics-20261001-3.jsonl"]);
+    let ep = m.endpoint();
+    let args = [
+        "prune",
+        "--keep",
+        "30d",
+        "--upload",
+        "s3://cold-six/",
+        "--endpoint",
+        &ep,
+    ];
+    let mut cmd = dir.cmd("cfn-archive");
+    cmd.args(["--now", DAY])
+        .args(args)
+        .env("CFN_ARCHIVE_FAIL_WRITE_AFTER", "8");
+    with_aws(&mut cmd, m, &m.secret);
+    let out = cmd.run();
+    out.status(74).stderr_has("disk full");
+    assert_eq!(archive_files(&dir), vec!["cfn-metrics-20261001-3.jsonl"]);
+    archive(&dir, m, &args).success();
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    let mut cat = dir.cmd("cfn-cat");
+    cat.args(["s3://cold-six/", "--endpoint", &ep]);
+    with_aws(&mut cat, m, &m.secret);
+    assert!(
+        cat.run()
+            .success()
+            .stdout()
+            .contains("2026-10-01T10:00:00.000Z")
+    );
+}
+
+#[test]
+fn exec_hands_files_to_a_program_without_a_shell() {
+    let dir = TestDir::new();
+    september(&dir);
+    let dest = dir.join("elsewhere");
+    std::fs::create_dir(&dest).unwrap();
+    // A failing program keeps every file: 75.
+    let out = dir
+        .cmd("cfn-archive")
+        .args([
+            "--now", DAY, "prune", "--keep", "30d", "--exec", "false", ";",
+        ])
+        .run();
+    out.status(75).stderr_has("is kept");
+    assert_eq!(archive_files(&dir).len(), 3);
+    // cp -t DEST FILE: the path comes last, as one argument.
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["--now", DAY, "prune", "--keep", "30d", "--exec", "cp", "-t"])
+        .arg(&dest)
+        .arg(";")
+        .run();
+    out.success();
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 3);
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["--now", DAY, "prune", "--exec", "/no/such/program", ";"])
+        .run();
+    out.success(); // nothing due any more, so nothing runs
+    let _ = Path::new("/");
+}
