@@ -262,4 +262,9 @@ if [ "$quick" != 1 ] && [ -d /dev/shm ]; then
     say '```'
     rm -rf "$big"
 fi
+# ---------------------------------------------------------------------------------------
+say "## Cold storage: upload to S3 before deletion"
+say
+bash bench/cold.sh "$B" "$out" "$([ "$quick" = 1 ] && echo 32 || echo 256)"
+say
 echo "bench: wrote $out"

@@ -183,7 +183,7 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__prune)
-            opts="-h --keep --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --keep --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -210,6 +210,10 @@ _cfn__archive() {
                     return 0
                     ;;
                 --part-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upload-threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -241,7 +245,7 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__rotate)
-            opts="-h --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -264,6 +268,10 @@ _cfn__archive() {
                     return 0
                     ;;
                 --part-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upload-threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -295,7 +303,7 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__run)
-            opts="-h --hot --keep --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --hot --keep --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -326,6 +334,10 @@ _cfn__archive() {
                     return 0
                     ;;
                 --part-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upload-threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -162,6 +162,10 @@ pub struct ColdArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub part_size: String,
 
+    /// Parts of a multipart upload in flight at once (memory: this many parts).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub upload_threads: usize,
+
     #[command(flatten)]
     pub http: cfn_core::cli::HttpFlags,
 }
@@ -228,6 +232,7 @@ impl ColdArgs {
             location,
             threshold: parse_size(&self.multipart_threshold)?,
             part_size,
+            threads: self.upload_threads.max(1),
         }))
     }
 }

@@ -20,6 +20,8 @@ pub enum ColdTarget {
         location: S3Location,
         threshold: u64,
         part_size: u64,
+        /// Parts in flight at once.
+        threads: usize,
     },
     /// PROGRAM ARG... FILE, without a shell; exit 0 means the file is safe elsewhere.
     Exec(Vec<String>),
@@ -141,14 +143,15 @@ pub fn send(
     name: &str,
     summary: &mut Summary,
 ) -> anyhow::Result<bool> {
-    let (client, location, threshold, part_size) = match target {
+    let (client, location, threshold, part_size, threads) = match target {
         ColdTarget::Exec(argv) => return exec(ctx, argv, name),
         ColdTarget::S3 {
             client,
             location,
             threshold,
             part_size,
-        } => (client, location, *threshold, *part_size),
+            threads,
+        } => (client, location, *threshold, *part_size, *threads),
     };
     if ctx.dry_run {
         eprintln!(
@@ -169,10 +172,16 @@ pub fn send(
         return Ok(true);
     }
     let multipart = src.size > threshold;
-    let etag = expected_etag(&src, multipart, part_size)?;
     let ours = state.cold.get(name).is_some_and(|c| c.url == url)
         || state.uploading.get(name).is_some_and(|u| u.url == url);
-    match client.head(&location.bucket, &key)? {
+    let existing = client.head(&location.bucket, &key)?;
+    // What the store's ETag must be: computed from the file only when an object is already
+    // there; after an upload, from the parts' MD5s as they were sent.
+    let mut etag = match &existing {
+        Some(_) => expected_etag(&src, multipart, part_size)?,
+        None => String::new(),
+    };
+    match existing {
         // Uploaded by a run that stopped before recording it.
         Some(info) if info.size == src.size && info.etag == etag => {}
         Some(info) if !ours => {
@@ -185,13 +194,14 @@ pub fn send(
             ));
         }
         _ => {
-            if multipart {
+            etag = if multipart {
                 upload_parts(
-                    ctx, state, client, location, &key, &url, name, &src, part_size,
-                )?;
+                    ctx, state, client, location, &key, &url, name, &src, part_size, threads,
+                )?
             } else {
                 client.put(&location.bucket, &key, &read_at(&src.path, 0, src.size)?)?;
-            }
+                src.md5.clone()
+            };
             summary.uploaded_files += 1;
             summary.uploaded_bytes += src.size;
         }
@@ -226,7 +236,8 @@ pub fn send(
 }
 
 /// A multipart upload of `src`, resuming the one the state records for `name` when it is
-/// for the same bytes.
+/// for the same bytes; up to `threads` parts in flight, each recorded in the state as the
+/// store acknowledges it. Returns the ETag the completed object must have.
 #[allow(clippy::too_many_arguments)]
 fn upload_parts(
     ctx: &Ctx,
@@ -238,7 +249,9 @@ fn upload_parts(
     name: &str,
     src: &Source,
     part_size: u64,
-) -> anyhow::Result<()> {
+    threads: usize,
+) -> anyhow::Result<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let bucket = &location.bucket;
     for _ in 0..2 {
         let resumable = state.uploading.get(name).is_some_and(|u| {
@@ -263,36 +276,86 @@ fn upload_parts(
             save(&ctx.archive_dir, state)?;
         }
         let parts_total = src.size.div_ceil(part_size) as u32;
+        let upload_id = state.uploading[name].upload_id.clone();
+        let todo: Vec<u32> = (1..=parts_total)
+            .filter(|n| !state.uploading[name].parts.iter().any(|p| p.0 == *n))
+            .collect();
+        let next = AtomicUsize::new(0);
         let mut gone = false;
-        for n in 1..=parts_total {
-            let u = &state.uploading[name];
-            if u.parts.iter().any(|p| p.0 == n) {
-                continue;
+        let mut failed: Option<anyhow::Error> = None;
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for _ in 0..threads.clamp(1, todo.len().max(1)) {
+                let tx = tx.clone();
+                let (todo, next, upload_id) = (&todo, &next, &upload_id);
+                scope.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&n) = todo.get(i) else { break };
+                        let off = u64::from(n - 1) * part_size;
+                        let sent = read_at(&src.path, off, part_size.min(src.size - off)).and_then(
+                            |bytes| {
+                                let md5 = hex(&md5_of(&bytes).0);
+                                Ok(client
+                                    .upload_part(bucket, key, upload_id, n, &bytes)?
+                                    .map(|etag| (n, etag, md5)))
+                            },
+                        );
+                        if tx.send(sent).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-            let upload_id = u.upload_id.clone();
-            let off = u64::from(n - 1) * part_size;
-            let bytes = read_at(&src.path, off, part_size.min(src.size - off))?;
-            let Some(etag) = client.upload_part(bucket, key, &upload_id, n, &bytes)? else {
-                gone = true;
-                break;
-            };
-            let md5 = hex(&md5_of(&bytes).0);
-            if let Some(u) = state.uploading.get_mut(name) {
-                u.parts.push((n, etag, md5));
+            drop(tx);
+            let mut acknowledged = 0;
+            for sent in rx {
+                match sent {
+                    Ok(Some(part)) => {
+                        if let Some(u) = state.uploading.get_mut(name) {
+                            u.parts.push(part);
+                        }
+                        save(&ctx.archive_dir, state)?;
+                        acknowledged += 1;
+                        crash_point(&format!("after_part_{acknowledged}"));
+                    }
+                    Ok(None) => gone = true,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+                if gone || failed.is_some() {
+                    // No new parts: the ones in flight finish and are recorded.
+                    next.store(usize::MAX / 2, Ordering::SeqCst);
+                }
             }
-            save(&ctx.archive_dir, state)?;
-            crash_point(&format!("after_part_{n}"));
+            Ok(())
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         if !gone {
             let u = &state.uploading[name];
-            let mut parts: Vec<(u32, String)> =
-                u.parts.iter().map(|(n, e, _)| (*n, e.clone())).collect();
+            let mut parts = u.parts.clone();
             parts.sort();
+            let numbered: Vec<(u32, String)> =
+                parts.iter().map(|(n, e, _)| (*n, e.clone())).collect();
             if client
-                .complete_multipart(bucket, key, &u.upload_id, &parts)?
+                .complete_multipart(bucket, key, &u.upload_id, &numbered)?
                 .is_some()
             {
-                return Ok(());
+                let md5s: Vec<[u8; 16]> = parts
+                    .iter()
+                    .map(|(_, _, m)| {
+                        let mut d = [0u8; 16];
+                        for (i, b) in d.iter_mut().enumerate() {
+                            *b = u8::from_str_radix(m.get(2 * i..2 * i + 2).unwrap_or("00"), 16)
+                                .unwrap_or(0);
+                        }
+                        d
+                    })
+                    .collect();
+                return Ok(multipart_etag(&md5s));
             }
         }
         // The upload expired or was aborted elsewhere: start it over, once.
