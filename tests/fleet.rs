@@ -2,6 +2,7 @@
 //! for promtool, and three cfn-serve "hosts" scraped by a real Prometheus whose
 //! `histogram_quantile` over the summed buckets lands in the bucket of the exact fleet p99.
 
+use cfn_testkit::gendata::Rng;
 use cfn_testkit::serve::{Server, get, start};
 use cfn_testkit::{TestCommand, TestDir, free_port, peer};
 use std::collections::BTreeMap;
@@ -20,18 +21,6 @@ const MS_BOUNDS: [f64; 16] = [
     1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0,
 ];
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Appends `lines` (`METRIC VALUE [UNIT]`) for `agent` through cfn-emit --stdin.
 fn emit(dir: &TestDir, agent: &str, lines: &str) {
@@ -71,17 +60,17 @@ fn histograms_count_each_appended_record_once_and_promtool_accepts_them() {
             "queue.*=0,5,10",
         ],
     );
-    let mut rng = Lcg(3);
+    let mut rng = Rng::new(3);
     let mut expected: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut queue = Vec::new();
     for round in 0..3 {
         for agent in ["a1", "a2"] {
             let mut lines = String::new();
             for _ in 0..200 {
-                let v = (rng.next() * 3000.0 * 10.0).round() / 10.0;
+                let v = (rng.unit() * 3000.0 * 10.0).round() / 10.0;
                 lines.push_str(&format!("task.latency {v} ms\n"));
                 expected.entry(agent).or_default().push(v);
-                let q = (rng.next() * 14.0).floor();
+                let q = (rng.unit() * 14.0).floor();
                 lines.push_str(&format!("queue.depth {q}\n"));
                 queue.push(q);
             }
@@ -289,7 +278,7 @@ fn three_hosts_through_a_real_prometheus_give_the_fleet_p99() {
     // Three different distributions, so no host's p99 is the fleet's. Sent in two halves
     // with a scrape between, so rate() over the histograms has an increase to see (a series
     // is born with its first record, so its first scrape is not an increase).
-    let mut rng = Lcg(11);
+    let mut rng = Rng::new(11);
     let mut all = Vec::new();
     let wait_for = |want: f64| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -311,9 +300,9 @@ fn three_hosts_through_a_real_prometheus_give_the_fleet_p99() {
             let mut lines = String::new();
             for _ in 0..(500 + 350 * i) {
                 let v: f64 = match i {
-                    0 => 1.0 + rng.next() * 200.0,
-                    1 => 150.0 + rng.next() * 1800.0,
-                    _ => (3.0 + 2.0 * (rng.next() + rng.next() - 1.0)).exp(),
+                    0 => 1.0 + rng.unit() * 200.0,
+                    1 => 150.0 + rng.unit() * 1800.0,
+                    _ => (3.0 + 2.0 * (rng.unit() + rng.unit() - 1.0)).exp(),
                 };
                 let v = (v * 10.0).round() / 10.0;
                 all.push(v);

@@ -258,6 +258,34 @@ pub struct S3Reply {
 }
 
 impl S3Reply {
+    /// Reads a response: headers, and up to 16 MiB of body (none for HEAD).
+    fn read(method: &str, status: u16, mut resp: ureq::http::Response<ureq::Body>) -> Self {
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let body = if method == "HEAD" {
+            Vec::new()
+        } else {
+            resp.body_mut()
+                .with_config()
+                .limit(16 << 20)
+                .read_to_vec()
+                .unwrap_or_default()
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -427,28 +455,24 @@ impl S3Client {
             .collect())
     }
 
-    /// Sends one request, retrying 5xx, 408, 429 and network errors with backoff (honouring
-    /// Retry-After); any other reply is returned for the caller to read.
-    ///
-    /// # Errors
-    /// Exit 75 once the retries are spent.
-    pub fn send(
+    /// One signed request, retried on 5xx, 408, 429 and network errors with backoff
+    /// (honouring Retry-After); `done` turns a response that is not retried into the result
+    /// (a 200 may be kept streaming).
+    fn exchange<T>(
         &self,
         method: &str,
-        bucket: &str,
-        key: &str,
-        query: &[(&str, String)],
+        url: &str,
+        what: &str,
         headers: &[(&str, String)],
         body: &[u8],
-    ) -> anyhow::Result<S3Reply> {
-        let url = self.url(bucket, key, query);
-        let what = format!("{method} s3://{bucket}/{key}");
+        mut done: impl FnMut(u16, ureq::http::Response<ureq::Body>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let policy = &self.cfg.policy;
         let mut backoff = policy.base_backoff;
         let mut last = String::new();
         for attempt in 1..=policy.attempts.max(1) {
-            let signed = self.sign(method, &url, headers, body)?;
-            let mut req = http_request(method, &url);
+            let signed = self.sign(method, url, headers, body)?;
+            let mut req = http_request(method, url);
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
@@ -462,40 +486,19 @@ impl S3Client {
             };
             let mut wait = backoff;
             match result {
-                Ok(mut resp) => {
+                Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let hdrs: Vec<(String, String)> = resp
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str().to_ascii_lowercase(),
-                                v.to_str().unwrap_or("").to_string(),
-                            )
-                        })
-                        .collect();
-                    let body = if method == "HEAD" {
-                        Vec::new()
-                    } else {
-                        resp.body_mut()
-                            .with_config()
-                            .limit(16 << 20)
-                            .read_to_vec()
-                            .unwrap_or_default()
-                    };
-                    let reply = S3Reply {
-                        status,
-                        headers: hdrs,
-                        body,
-                    };
                     if !(status >= 500 || status == 408 || status == 429) {
-                        return Ok(reply);
+                        return done(status, resp);
                     }
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    let reply = S3Reply::read(method, status, resp);
                     last = format!("HTTP {status} {}", reply.error());
-                    if let Some(secs) = reply
-                        .header("retry-after")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                    {
+                    if let Some(secs) = retry_after {
                         wait = Duration::from_secs(secs);
                     }
                 }
@@ -513,6 +516,26 @@ impl S3Client {
                 policy.attempts.max(1)
             ),
         ))
+    }
+
+    /// Sends one request (retried as [`S3Client::exchange`] says) and reads the reply.
+    ///
+    /// # Errors
+    /// Exit 75 once the retries are spent.
+    pub fn send(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> anyhow::Result<S3Reply> {
+        let url = self.url(bucket, key, query);
+        let what = format!("{method} s3://{bucket}/{key}");
+        self.exchange(method, &url, &what, headers, body, |status, resp| {
+            Ok(S3Reply::read(method, status, resp))
+        })
     }
 
     fn redact(&self, text: &str) -> String {
@@ -750,48 +773,13 @@ impl S3Client {
     /// As [`S3Client::send`] and [`S3Client::refused`].
     pub fn get(&self, bucket: &str, key: &str) -> anyhow::Result<Box<dyn Read + Send>> {
         let url = self.url(bucket, key, &[]);
-        let policy = &self.cfg.policy;
-        let mut backoff = policy.base_backoff;
-        let mut last = String::new();
-        for attempt in 1..=policy.attempts.max(1) {
-            let signed = self.sign("GET", &url, &[], &[])?;
-            let mut req = http_request("GET", &url);
-            for (k, v) in &signed {
-                req = req.header(k.as_str(), v);
+        let what = format!("GET s3://{bucket}/{key}");
+        self.exchange("GET", &url, &what, &[], &[], |status, resp| {
+            if status == 200 {
+                return Ok(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>);
             }
-            match self.agent.run(req.body(())?) {
-                Ok(resp) if resp.status().as_u16() == 200 => {
-                    return Ok(Box::new(resp.into_body().into_reader()));
-                }
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let body = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(64 * 1024)
-                        .read_to_vec()
-                        .unwrap_or_default();
-                    let reply = S3Reply {
-                        status,
-                        headers: Vec::new(),
-                        body,
-                    };
-                    if !(status >= 500 || status == 408 || status == 429) {
-                        return Err(self.refused(&format!("GET s3://{bucket}/{key}"), &reply));
-                    }
-                    last = format!("HTTP {status} {}", reply.error());
-                }
-                Err(e) => last = self.redact(&e.to_string()),
-            }
-            if attempt < policy.attempts {
-                std::thread::sleep(backoff.min(policy.max_backoff));
-                backoff = (backoff * 2).min(policy.max_backoff);
-            }
-        }
-        Err(fail(
-            Exit::TempFail,
-            format!("GET s3://{bucket}/{key} failed: {last}"),
-        ))
+            Err(self.refused(&what, &S3Reply::read("GET", status, resp)))
+        })
     }
 }
 

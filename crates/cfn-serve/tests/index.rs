@@ -4,25 +4,13 @@
 
 use cfn_core::time::format_ms;
 use cfn_testkit::TestDir;
+use cfn_testkit::gendata::Rng;
 use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
 
 mod common;
 use common::{get, now_ms, start};
-
-/// A deterministic stream of numbers in [0, 1).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 fn record(ts: i64, agent: &str, metric: &str, value: f64, unit: &str) -> String {
     format!(
@@ -35,7 +23,7 @@ fn record(ts: i64, agent: &str, metric: &str, value: f64, unit: &str) -> String 
 /// latencies with two decimals), a discrete one (queue depths) and a sparse one. Returns
 /// every (ts, metric, value).
 fn seed(dir: &TestDir, end: i64) -> Vec<(i64, &'static str, f64)> {
-    let mut rng = Lcg(7);
+    let mut rng = Rng::new(7);
     let mut shards = vec![String::new(); 4];
     let mut all = Vec::new();
     let mut t = end - 3 * 3_600_000;
@@ -44,13 +32,13 @@ fn seed(dir: &TestDir, end: i64) -> Vec<(i64, &'static str, f64)> {
         let n = (i % 4) as usize;
         let (metric, value, unit) = match i % 10 {
             0..=5 => {
-                let g: f64 = (0..6).map(|_| rng.next()).sum::<f64>() - 3.0;
+                let g: f64 = (0..6).map(|_| rng.unit()).sum::<f64>() - 3.0;
                 let v = ((4.0 + 1.2 * g).exp() * 100.0).round() / 100.0;
                 ("latency_ms", v, "milliseconds")
             }
-            6..=8 => ("queue_depth", (rng.next() * 40.0).floor(), "count"),
-            _ if i % 70 == 9 => ("rare", (rng.next() * 1000.0).round() / 10.0, "percent"),
-            _ => ("queue_depth", (rng.next() * 40.0).floor(), "count"),
+            6..=8 => ("queue_depth", (rng.unit() * 40.0).floor(), "count"),
+            _ if i % 70 == 9 => ("rare", (rng.unit() * 1000.0).round() / 10.0, "percent"),
+            _ => ("queue_depth", (rng.unit() * 40.0).floor(), "count"),
         };
         shards[n].push_str(&record(t, &format!("agent-{n}"), metric, value, unit));
         all.push((t, metric, value));
