@@ -727,3 +727,13 @@ fn cfn_cat_lists_a_prefix_and_skips_days_outside_the_range() {
     with_aws(&mut cat, &open, "open");
     assert_eq!(cat.run().success().stdout(), "");
 }
+
+#[test]
+fn follow_refuses_cold_storage() {
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-cat")
+        .args(["--follow", "s3://cold-anything/x/"])
+        .run();
+    out.status(2).stderr_has("does not grow");
+}

@@ -3,7 +3,7 @@
 //! Valid records pass through byte for byte; this crate owns input selection, the k-way merge
 //! of `--sorted` and the polling of `--follow`. Reading, filtering and paths are `cfn-core`'s.
 
-use cfn_core::exit::Exit;
+use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
 use cfn_core::fsutil::skip_refused;
 use cfn_core::input::{Input, expand_inputs_reporting};
@@ -163,6 +163,19 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
     let mut log = MalformedLog::new("cfn-cat", strict);
     let mut out = BufWriter::with_capacity(256 * 1024, out);
     if cli.follow {
+        if let Some(url) = cli
+            .paths
+            .iter()
+            .find(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")))
+        {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--follow reads hot shards; {} is cold storage, which does not grow",
+                    url.display()
+                ),
+            ));
+        }
         let interval = cfn_core::time::parse_duration(&cli.interval)?;
         follow::follow(
             &cli.paths, &config, &filter, &mut log, &mut out, interval, strict,
