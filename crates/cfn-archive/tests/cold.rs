@@ -107,6 +107,29 @@ fn archive(dir: &TestDir, m: &Moto, args: &[&str]) -> Outcome {
     cmd.run()
 }
 
+/// `prune --keep 30d --upload URL --endpoint ENDPOINT` and `extra`.
+fn prune_to(dir: &TestDir, m: &Moto, url: &str, endpoint: &str, extra: &[&str]) -> Outcome {
+    let mut args = vec![
+        "prune",
+        "--keep",
+        "30d",
+        "--upload",
+        url,
+        "--endpoint",
+        endpoint,
+    ];
+    args.extend_from_slice(extra);
+    archive(dir, m, &args)
+}
+
+/// `cfn-cat ARGS` with the test's credentials (or `secret`).
+fn cold_cat(dir: &TestDir, m: &Moto, secret: &str, args: &[&str]) -> Outcome {
+    let mut cat = dir.cmd("cfn-cat");
+    cat.args(args);
+    with_aws(&mut cat, m, secret);
+    cat.run()
+}
+
 /// Hot records on three September days, synced and rotated: the archive holds three
 /// `.jsonl.gz` day files, all due for deletion with --keep 30d. Returns the records.
 fn september(dir: &TestDir) -> String {
@@ -144,19 +167,7 @@ fn prune_uploads_verifies_then_deletes_and_cfn_cat_reads_the_cold_copies() {
     let dir = TestDir::new();
     let records = september(&dir);
     assert_eq!(archive_files(&dir).len(), 3);
-    let out = archive(
-        &dir,
-        m,
-        &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-one/",
-            "--endpoint",
-            &m.endpoint(),
-        ],
-    );
+    let out = prune_to(&dir, m, "s3://cold-one/", &m.endpoint(), &[]);
     out.success();
     assert!(
         out.stdout().contains("pruned 3 files; uploaded 3 files"),
@@ -165,11 +176,14 @@ fn prune_uploads_verifies_then_deletes_and_cfn_cat_reads_the_cold_copies() {
     assert!(!out.stderr().contains(&m.secret) && !out.stdout().contains(&m.secret));
     assert_eq!(archive_files(&dir), Vec::<String>::new());
     // The objects are the files: read back, records equal, day by day.
-    let mut cat = dir.cmd("cfn-cat");
-    cat.args(["s3://cold-one/", "--endpoint", &m.endpoint()]);
-    with_aws(&mut cat, m, &m.secret);
-    assert_eq!(cat.run().success().stdout(), records);
-    // --since and --until skip whole files by their day.
+    let cat = cold_cat(
+        &dir,
+        m,
+        &m.secret,
+        &["s3://cold-one/", "--endpoint", &m.endpoint()],
+    );
+    assert_eq!(cat.success().stdout(), records);
+    // --since and --until skip whole files by their day; the endpoint from AWS_ENDPOINT_URL.
     let mut cat = dir.cmd("cfn-cat");
     cat.args([
         "s3://cold-one/",
@@ -185,19 +199,7 @@ fn prune_uploads_verifies_then_deletes_and_cfn_cat_reads_the_cold_copies() {
     assert_eq!(out.stdout().lines().count(), 50);
     assert!(out.stdout().lines().all(|l| l.contains("2026-09-02")));
     // A second run has nothing to upload.
-    let again = archive(
-        &dir,
-        m,
-        &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-one/",
-            "--endpoint",
-            &m.endpoint(),
-        ],
-    );
+    let again = prune_to(&dir, m, "s3://cold-one/", &m.endpoint(), &[]);
     again.success();
     assert_eq!(again.stdout().trim(), "cfn-archive: pruned 0 files");
 }
@@ -224,19 +226,7 @@ fn a_bad_signature_or_a_missing_bucket_is_78_and_the_files_stay() {
     out.status(78).stderr_has("HTTP 403: access denied");
     assert!(!out.stderr().contains("not-the-secret-at-all"));
     assert_eq!(archive_files(&dir).len(), 3);
-    let out = archive(
-        &dir,
-        m,
-        &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://no-such-bucket/",
-            "--endpoint",
-            &m.endpoint(),
-        ],
-    );
+    let out = prune_to(&dir, m, "s3://no-such-bucket/", &m.endpoint(), &[]);
     out.status(78).stderr_has("no-such-bucket");
     assert_eq!(archive_files(&dir).len(), 3);
     // No credentials at all: 78 before anything is read.
@@ -417,41 +407,13 @@ fn a_failing_server_is_retried_and_one_that_stays_down_is_75() {
     // Down for good: every attempt of the first file gets 503; nothing is deleted.
     let (down, _) = flaky_proxy(m.port, usize::MAX);
     let ep = format!("http://127.0.0.1:{down}");
-    let out = archive(
-        &dir,
-        m,
-        &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-four/",
-            "--endpoint",
-            &ep,
-            "--retries",
-            "2",
-        ],
-    );
+    let out = prune_to(&dir, m, "s3://cold-four/", &ep, &["--retries", "2"]);
     out.status(75).stderr_has("after 3 attempts");
     assert_eq!(archive_files(&dir).len(), 3);
     // Failing, then recovering within the retries: everything goes through.
     let (flaky, seen) = flaky_proxy(m.port, 3);
     let ep = format!("http://127.0.0.1:{flaky}");
-    let out = archive(
-        &dir,
-        m,
-        &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-four/",
-            "--endpoint",
-            &ep,
-            "--retries",
-            "3",
-        ],
-    );
+    let out = prune_to(&dir, m, "s3://cold-four/", &ep, &["--retries", "3"]);
     out.success();
     assert!(seen.load(Ordering::SeqCst) > 3);
     assert_eq!(archive_files(&dir), Vec::<String>::new());
@@ -461,22 +423,12 @@ fn a_failing_server_is_retried_and_one_that_stays_down_is_75() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let ep = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
     let started = Instant::now();
-    let out = archive(
+    let out = prune_to(
         &dir,
         m,
-        &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-four/",
-            "--endpoint",
-            &ep,
-            "--retries",
-            "0",
-            "--http-timeout",
-            "1s",
-        ],
+        "s3://cold-four/",
+        &ep,
+        &["--retries", "0", "--http-timeout", "1s"],
     );
     out.status(75);
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -575,15 +527,8 @@ fn a_plain_file_is_gzipped_on_the_way_and_a_full_disk_keeps_it() {
     assert_eq!(archive_files(&dir), vec!["cfn-metrics-20261001-3.jsonl"]);
     archive(&dir, m, &args).success();
     assert_eq!(archive_files(&dir), Vec::<String>::new());
-    let mut cat = dir.cmd("cfn-cat");
-    cat.args(["s3://cold-six/", "--endpoint", &ep]);
-    with_aws(&mut cat, m, &m.secret);
-    assert!(
-        cat.run()
-            .success()
-            .stdout()
-            .contains("2026-10-01T10:00:00.000Z")
-    );
+    let cat = cold_cat(&dir, m, &m.secret, &["s3://cold-six/", "--endpoint", &ep]);
+    assert!(cat.success().stdout().contains("2026-10-01T10:00:00.000Z"));
 }
 
 #[test]
@@ -692,40 +637,35 @@ fn cfn_cat_lists_a_prefix_and_skips_days_outside_the_range() {
     let records = september(&dir);
     // Something else under the prefix, and an object outside it: neither is read.
     let ep = open.endpoint();
-    archive(
+    prune_to(&dir, &open, "s3://cold-open/fleet/a/", &ep, &[]).success();
+    let cat = cold_cat(
         &dir,
         &open,
+        "open",
+        &["s3://cold-open/fleet/a/", "--endpoint", &ep],
+    );
+    assert_eq!(cat.success().stdout(), records);
+    let out = cold_cat(
+        &dir,
+        &open,
+        "open",
         &[
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-open/fleet/a/",
+            "s3://cold-open/fleet/a",
+            "--since",
+            "2026-09-03T00:00:00Z",
             "--endpoint",
             &ep,
         ],
-    )
-    .success();
-    let mut cat = dir.cmd("cfn-cat");
-    cat.args(["s3://cold-open/fleet/a/", "--endpoint", &ep]);
-    with_aws(&mut cat, &open, "open");
-    assert_eq!(cat.run().success().stdout(), records);
-    let mut cat = dir.cmd("cfn-cat");
-    cat.args([
-        "s3://cold-open/fleet/a",
-        "--since",
-        "2026-09-03T00:00:00Z",
-        "--endpoint",
-        &ep,
-    ]);
-    with_aws(&mut cat, &open, "open");
-    let out = cat.run();
+    );
     out.success();
     assert_eq!(out.stdout().lines().count(), 50);
-    let mut cat = dir.cmd("cfn-cat");
-    cat.args(["s3://cold-open/fleet/b/", "--endpoint", &ep]);
-    with_aws(&mut cat, &open, "open");
-    assert_eq!(cat.run().success().stdout(), "");
+    let cat = cold_cat(
+        &dir,
+        &open,
+        "open",
+        &["s3://cold-open/fleet/b/", "--endpoint", &ep],
+    );
+    assert_eq!(cat.success().stdout(), "");
 }
 
 #[test]
