@@ -325,6 +325,16 @@ fn a_multipart_upload_killed_after_two_parts_resumes_and_verifies() {
 /// An HTTP proxy in front of moto that answers the first `fail` requests with 503 (all of
 /// them when `fail` is usize::MAX) and forwards the others.
 fn flaky_proxy(upstream: u16, fail: usize) -> (u16, Arc<AtomicUsize>) {
+    proxy(upstream, fail, |_| {})
+}
+
+/// [`flaky_proxy`], calling `before` with each request it forwards, before forwarding it.
+fn proxy(
+    upstream: u16,
+    fail: usize,
+    before: impl Fn(&[u8]) + Send + Sync + 'static,
+) -> (u16, Arc<AtomicUsize>) {
+    let before = Arc::new(before);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -333,6 +343,7 @@ fn flaky_proxy(upstream: u16, fail: usize) -> (u16, Arc<AtomicUsize>) {
         for conn in listener.incoming() {
             let Ok(mut client) = conn else { continue };
             let n = count.fetch_add(1, Ordering::SeqCst);
+            let before = before.clone();
             std::thread::spawn(move || {
                 let Some(request) = read_request(&mut client) else {
                     return;
@@ -343,6 +354,7 @@ fn flaky_proxy(upstream: u16, fail: usize) -> (u16, Arc<AtomicUsize>) {
                     );
                     return;
                 }
+                before(&request);
                 let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     return;
                 };
@@ -676,4 +688,44 @@ fn follow_refuses_cold_storage() {
         .args(["--follow", "s3://cold-anything/x/"])
         .run();
     out.status(2).stderr_has("does not grow");
+}
+
+#[test]
+fn an_object_that_appears_during_the_upload_is_not_overwritten() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-eight");
+    let dir = TestDir::new();
+    september(&dir);
+    // Another writer puts an object under the first file's key just before our PUT arrives.
+    let (port, key, secret) = (m.port, m.key.clone(), m.secret.clone());
+    let raced = Arc::new(AtomicUsize::new(0));
+    let done = raced.clone();
+    let (proxy_port, _) = proxy(m.port, 0, move |request| {
+        if request.starts_with(b"PUT ") && done.fetch_add(1, Ordering::SeqCst) == 0 {
+            let out = std::process::Command::new("python3")
+                .arg(setup_script())
+                .args([
+                    &port.to_string(),
+                    &key,
+                    &secret,
+                    "cold-eight",
+                    "cfn-metrics-20260901-1.jsonl.gz",
+                    "put",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    });
+    let ep = format!("http://127.0.0.1:{proxy_port}");
+    let out = prune_to(&dir, m, "s3://cold-eight/", &ep, &[]);
+    out.status(65)
+        .stderr_has("appeared while it was being uploaded");
+    assert_eq!(raced.load(Ordering::SeqCst), 1);
+    assert_eq!(archive_files(&dir).len(), 3, "nothing deleted");
+    assert_eq!(
+        m.object("cold-eight", "cfn-metrics-20260901-1.jsonl.gz").1,
+        8,
+        "the other writer's object stays"
+    );
 }

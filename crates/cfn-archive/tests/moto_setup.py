@@ -6,6 +6,7 @@ key and an allow-all policy; after that every request must be signed with that k
 usage: moto_setup.py PORT                  prints "ACCESS_KEY SECRET"
        moto_setup.py PORT AK SK BUCKET     creates BUCKET, signed with the key
        moto_setup.py PORT AK SK BUCKET KEY prints the MD5 and size of an object
+       moto_setup.py PORT AK SK BUCKET KEY put   writes "not ours" there
 """
 import hashlib
 import json
@@ -30,6 +31,8 @@ s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
                   aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
 if len(sys.argv) == 5:
     s3.create_bucket(Bucket=sys.argv[4])
+elif len(sys.argv) == 7:
+    s3.put_object(Bucket=sys.argv[4], Key=sys.argv[5], Body=b"not ours")
 else:
     body = s3.get_object(Bucket=sys.argv[4], Key=sys.argv[5])["Body"].read()
     print(hashlib.md5(body).hexdigest(), len(body))

@@ -593,23 +593,31 @@ impl S3Client {
         }
     }
 
-    /// Uploads `body` in one PUT, with Content-MD5 so the store checks it; returns the ETag.
+    /// Uploads `body` in one PUT, with Content-MD5 so the store checks it; with `if_absent`,
+    /// as a conditional write (`If-None-Match: *`) that fails if the key appeared meanwhile.
+    /// Returns the ETag.
     ///
     /// # Errors
-    /// As [`S3Client::send`] and [`S3Client::refused`].
-    pub fn put(&self, bucket: &str, key: &str, body: &[u8]) -> anyhow::Result<String> {
+    /// As [`S3Client::send`] and [`S3Client::refused`]; 65 when the condition failed.
+    pub fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        if_absent: bool,
+    ) -> anyhow::Result<String> {
         let (_, md5) = md5_of(body);
-        let r = self.send(
-            "PUT",
-            bucket,
-            key,
-            &[],
-            &[
-                ("content-md5", md5),
-                ("content-type", "application/gzip".into()),
-            ],
-            body,
-        )?;
+        let mut headers = vec![
+            ("content-md5", md5),
+            ("content-type", "application/gzip".into()),
+        ];
+        if if_absent {
+            headers.push(("if-none-match", "*".into()));
+        }
+        let r = self.send("PUT", bucket, key, &[], &headers, body)?;
+        if r.status == 412 {
+            return Err(appeared(bucket, key));
+        }
         if r.status != 200 {
             return Err(self.refused(&format!("PUT s3://{bucket}/{key}"), &r));
         }
@@ -686,6 +694,7 @@ impl S3Client {
         key: &str,
         upload_id: &str,
         parts: &[(u32, String)],
+        if_absent: bool,
     ) -> anyhow::Result<Option<()>> {
         let mut xml = String::from("<CompleteMultipartUpload>");
         for (n, etag) in parts {
@@ -694,16 +703,21 @@ impl S3Client {
             ));
         }
         xml.push_str("</CompleteMultipartUpload>");
+        let mut headers = vec![("content-type", "application/xml".into())];
+        if if_absent {
+            headers.push(("if-none-match", "*".into()));
+        }
         let r = self.send(
             "POST",
             bucket,
             key,
             &[("uploadId", upload_id.to_string())],
-            &[("content-type", "application/xml".into())],
+            &headers,
             xml.as_bytes(),
         )?;
         let text = String::from_utf8_lossy(&r.body);
         match r.status {
+            412 => Err(appeared(bucket, key)),
             // A 200 can still carry an error in its body.
             200 if !text.contains("<Error>") => Ok(Some(())),
             404 => Ok(None),
@@ -781,6 +795,16 @@ impl S3Client {
             Err(self.refused(&what, &S3Reply::read("GET", status, resp)))
         })
     }
+}
+
+/// A conditional write that found the key taken: someone else wrote it meanwhile.
+fn appeared(bucket: &str, key: &str) -> anyhow::Error {
+    fail(
+        Exit::DataErr,
+        format!(
+            "s3://{bucket}/{key} appeared while it was being uploaded (another writer?); it was not overwritten"
+        ),
+    )
 }
 
 fn http_request(method: &str, url: &str) -> ureq::http::request::Builder {

@@ -194,12 +194,21 @@ pub fn send(
             ));
         }
         _ => {
+            // Where nothing was there, a conditional write: an object that appears meanwhile
+            // (another host on the same prefix) is not overwritten.
+            let if_absent = existing.is_none();
             etag = if multipart {
                 upload_parts(
                     ctx, state, client, location, &key, &url, name, &src, part_size, threads,
+                    if_absent,
                 )?
             } else {
-                client.put(&location.bucket, &key, &read_at(&src.path, 0, src.size)?)?;
+                client.put(
+                    &location.bucket,
+                    &key,
+                    &read_at(&src.path, 0, src.size)?,
+                    if_absent,
+                )?;
                 src.md5.clone()
             };
             summary.uploaded_files += 1;
@@ -250,6 +259,7 @@ fn upload_parts(
     src: &Source,
     part_size: u64,
     threads: usize,
+    if_absent: bool,
 ) -> anyhow::Result<String> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let bucket = &location.bucket;
@@ -341,7 +351,7 @@ fn upload_parts(
             let numbered: Vec<(u32, String)> =
                 parts.iter().map(|(n, e, _)| (*n, e.clone())).collect();
             if client
-                .complete_multipart(bucket, key, &u.upload_id, &numbered)?
+                .complete_multipart(bucket, key, &u.upload_id, &numbered, if_absent)?
                 .is_some()
             {
                 let md5s: Vec<[u8; 16]> = parts
