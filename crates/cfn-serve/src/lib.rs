@@ -34,7 +34,10 @@ const PAGE_JS: &str = include_str!("page.js");
 const EXAMPLES: &str = "\
 ENDPOINTS:
   /                      the dashboard (self-contained: no CDN, refreshes every 5 s)
-  /metrics               Prometheus exposition (the same as cfn-promtext) of the last --window
+  /metrics               Prometheus exposition: cfn-promtext's summaries of the last --window, and
+                         per metric a histogram cfn_<metric>_hist[_seconds|_bytes] of every
+                         record appended since start-up (add those up across hosts:
+                         histogram_quantile(0.99, sum by (le) (rate(..._bucket[5m]))))
   /api/dashboard         ?range=5m|1h|24h&metric=NAME&agent=ID  everything the page shows, in one
                          request: metric and agent lists, the 30 s table, every chart's series
                          (bucket=... to choose; default about 100 points), alerts, shard health
