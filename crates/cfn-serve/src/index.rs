@@ -39,6 +39,9 @@ pub const TIERS: [i64; 3] = [MINUTE_MS, 15 * MINUTE_MS, 60 * MINUTE_MS];
 /// Exact bytes the rollups may hold before the biggest are moved to digests (a day of 6M
 /// records in 20 metrics holds about 100 MB of values before that).
 const ARENA_BUDGET: usize = 64 << 20;
+/// Most metric names kept past the metric limit, and most agents tracked: a flood of
+/// distinct names costs bounded memory, and queries fall back to reading the records.
+const MAX_NAMES: usize = 100_000;
 
 /// One rollup: the statistic, and its quantiles as last computed (with the count they were
 /// computed at: a closed minute is computed once, not on every refresh).
@@ -124,6 +127,14 @@ pub struct Index {
     shards: BTreeMap<PathBuf, ShardState>,
     agents: HashMap<String, AgentSeen>,
     refused: BTreeSet<PathBuf>,
+    /// Most metrics with rollups (each costs up to about 1,600 rollups a day); the others
+    /// are answered from the records.
+    max_metrics: usize,
+    /// Metrics past `max_metrics` (names kept up to [`MAX_NAMES`], then only the fact).
+    unindexed: BTreeSet<String>,
+    unindexed_overflow: bool,
+    /// More distinct agents than [`MAX_NAMES`]: agent filters read every shard.
+    agents_overflow: bool,
     /// The histograms of the records appended after the build (`/metrics`).
     pub histograms: Histograms,
     building: bool,
@@ -167,6 +178,7 @@ impl Index {
         src: Sources,
         span_ms: i64,
         now: EpochMs,
+        max_metrics: usize,
         histograms: Histograms,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
@@ -181,6 +193,10 @@ impl Index {
             shards: BTreeMap::new(),
             agents: HashMap::new(),
             refused: BTreeSet::new(),
+            max_metrics,
+            unindexed: BTreeSet::new(),
+            unindexed_overflow: false,
+            agents_overflow: false,
             histograms,
             building: true,
         };
@@ -241,14 +257,19 @@ impl Index {
 
     fn add(&mut self, shard: u32, rec: &RecordRef<'_>) {
         if let Some(agent) = rec.agent.as_deref() {
-            let seen = match self.agents.get_mut(agent) {
-                Some(s) => s,
-                None => self.agents.entry(agent.to_string()).or_default(),
+            let note = |seen: &mut AgentSeen| {
+                if !seen.shards.contains(&shard) {
+                    seen.shards.push(shard);
+                }
+                seen.newest_ms = seen.newest_ms.max(rec.ts_ms);
             };
-            if !seen.shards.contains(&shard) {
-                seen.shards.push(shard);
+            if let Some(seen) = self.agents.get_mut(agent) {
+                note(seen);
+            } else if self.agents.len() < MAX_NAMES {
+                note(self.agents.entry(agent.to_string()).or_default());
+            } else {
+                self.agents_overflow = true;
             }
-            seen.newest_ms = seen.newest_ms.max(rec.ts_ms);
         }
         if !self.building {
             self.histograms.record(rec);
@@ -258,6 +279,23 @@ impl Index {
         }
         let i = match self.by_metric.get(rec.metric.as_ref()) {
             Some(&i) => i,
+            None if self.series.len() >= self.max_metrics => {
+                if self.unindexed.is_empty() && !self.unindexed_overflow {
+                    cfn_core::cli::warn(
+                        "cfn-serve",
+                        format!(
+                            "more than {} metrics: {:?} and later ones get no rollups and are read from the records (--index-max-metrics)",
+                            self.max_metrics, rec.metric
+                        ),
+                    );
+                }
+                if self.unindexed.len() < MAX_NAMES {
+                    self.unindexed.insert(rec.metric.to_string());
+                } else {
+                    self.unindexed_overflow = true;
+                }
+                return;
+            }
             None => {
                 self.series.push(Series {
                     metric: rec.metric.to_string(),
@@ -469,7 +507,11 @@ impl Index {
         since: EpochMs,
         until: EpochMs,
     ) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
-        if since < self.horizon {
+        if since < self.horizon
+            || !self.unindexed.is_empty()
+            || self.unindexed_overflow
+            || self.agents_overflow
+        {
             return None;
         }
         let metrics = self
@@ -498,6 +540,9 @@ impl Index {
 
     /// The shards holding records of agents that `patterns` match.
     pub fn shards_of_agents(&self, patterns: &[NamePattern]) -> BTreeSet<u32> {
+        if self.agents_overflow {
+            return self.shards.values().map(|s| s.n).collect();
+        }
         self.agents
             .iter()
             .filter(|(name, _)| patterns.iter().any(|p| p.matches(name)))
@@ -507,7 +552,12 @@ impl Index {
 
     /// True when `q` can be answered from the rollups.
     pub fn covers(&self, q: &RangeQuery) -> bool {
-        q.since >= self.horizon
+        let unindexed_match = self.unindexed_overflow
+            || self
+                .unindexed
+                .iter()
+                .any(|m| q.metrics.is_empty() || q.metrics.iter().any(|p| p.matches(m)));
+        q.since >= self.horizon && !unindexed_match
     }
 
     /// The aggregates of `q` (one per metric, or per metric and bucket), as `cfn-agg` would

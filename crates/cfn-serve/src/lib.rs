@@ -119,6 +119,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "25h")]
     pub index_span: String,
 
+    /// Most metrics given rollups (a day of one metric's rollups takes up to about 200 KB);
+    /// queries that touch the others read the records.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub index_max_metrics: usize,
+
     /// Histogram bounds for the metrics matching a glob, in the metric's unit
     /// (`coordination.*=10,50,100,500`); repeatable, the first match wins. Default bounds
     /// depend on the unit (ms, s, bytes, kb, mb, percent, ratio; else counts).
@@ -250,12 +255,14 @@ impl App {
         src: Sources,
         metrics_window: Duration,
         index_span: Duration,
+        index_max_metrics: usize,
         histograms: histogram::HistogramConfig,
     ) -> anyhow::Result<Self> {
         let index = Index::build(
             src.clone(),
             index_span.as_millis() as i64,
             now_ms(),
+            index_max_metrics,
             histogram::Histograms::new(histograms),
         )?;
         Ok(Self {
@@ -725,6 +732,7 @@ pub fn run(
         src,
         parse_duration(&cli.window)?,
         parse_duration(&cli.index_span)?,
+        cli.index_max_metrics,
         histogram::HistogramConfig::parse(&cli.buckets, &cli.histogram_by)?,
     )?);
     // Appended records reach the index within a second even when nobody asks.

@@ -484,3 +484,31 @@ fn ten_thousand_agents_stay_small_and_filter_by_agent() {
     let rss = peak_rss_kb(server.child.id());
     assert!(rss < 160 * 1024, "peak RSS {rss} kB");
 }
+
+#[test]
+fn metrics_past_the_index_limit_are_read_from_the_records() {
+    let dir = TestDir::new();
+    let end = now_ms() - 120_000;
+    let all = seed(&dir, end);
+    // Three metrics, rollups for two: whatever touches the third reads the records.
+    let server = start(&dir, &["--index-max-metrics", "2"]);
+    let now = end - 61_500;
+    let (since, until) = (now - 3_600_000, now + 1);
+    let served = get_json(
+        server.port,
+        &format!("/api/summary?window=1h&now={}", format_ms(now)),
+    );
+    let expected = agg_of_range(&dir, since, until, &[]);
+    assert_eq!(expected.len(), 3);
+    check_against_records(
+        served.as_array().unwrap(),
+        &expected,
+        &all,
+        since,
+        until,
+        None,
+        "with a metric past the limit",
+    );
+    let names = get_json(server.port, "/api/metrics?range=24h");
+    assert_eq!(names["metrics"].as_array().unwrap().len(), 3, "{names}");
+}
