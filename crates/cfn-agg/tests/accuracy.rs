@@ -80,7 +80,7 @@ fn state_of(values: &[f64], arena: &mut StatsArena) -> PartialState {
     for &v in values {
         s.add(v, 0, 1000, arena);
     }
-    s.to_partial(arena)
+    s.snapshot(arena)
 }
 
 fn merged(parts: Vec<PartialState>, arena: &mut StatsArena) -> Stats {
@@ -105,11 +105,11 @@ fn merging_is_associative_for_any_grouping_of_parts() {
         let (b, c) = rest.split_at(cuts[1] - cuts[0]);
         let mut arena = StatsArena::default();
         // (a + b) + c, with a + b passed through a state of its own.
-        let mut ab = merged(
+        let ab = merged(
             vec![state_of(a, &mut arena), state_of(b, &mut arena)],
             &mut arena,
         );
-        let ab_part = ab.to_partial(&mut arena);
+        let ab_part = ab.snapshot(&arena);
         let mut left = merged(vec![ab_part, state_of(c, &mut arena)], &mut arena);
         // a + (b + c), in one go.
         let mut right = merged(

@@ -541,12 +541,6 @@ impl Stats {
         out
     }
 
-    /// This group as a part to merge elsewhere: the same state `--with-digest` writes, built
-    /// directly (no JSON round trip).
-    pub fn to_partial(&mut self, arena: &mut StatsArena) -> PartialState {
-        self.snapshot(arena)
-    }
-
     /// This group as a part to merge elsewhere, leaving the group as it is: a digest's
     /// pending batch is folded into a copy, so reading a group that is still growing (a
     /// rollup of the current minute) does not cut its batches short.
@@ -930,7 +924,7 @@ mod tests {
                 whole.add(v, 0, 1000, &mut arena);
             }
             all.extend_from_slice(p);
-            let part = s.to_partial(&mut arena);
+            let part = s.snapshot(&arena);
             merged.merge(part, 1000, &mut arena).unwrap();
         }
         assert!(merged.is_exact());

@@ -144,20 +144,25 @@ impl HistogramConfig {
 
 #[derive(Debug)]
 struct Series {
-    unit: Option<String>,
     labels: Vec<(String, String)>,
-    bounds: Arc<[f64]>,
     counts: Vec<u64>,
     sum: f64,
+}
+
+/// One metric's histograms: its bounds and unit, fixed at its first record, and a series
+/// per label values.
+#[derive(Debug)]
+struct MetricHistograms {
+    unit: Option<String>,
+    bounds: Arc<[f64]>,
+    series: HashMap<Vec<String>, Series>,
 }
 
 /// The histograms, per metric and label values.
 #[derive(Debug, Default)]
 pub struct Histograms {
     cfg: HistogramConfig,
-    series: HashMap<(String, Vec<String>), Series>,
-    /// The bounds of each metric, fixed at its first record (its unit then).
-    bounds: HashMap<String, Arc<[f64]>>,
+    metrics: HashMap<String, MetricHistograms>,
 }
 
 impl Histograms {
@@ -168,58 +173,60 @@ impl Histograms {
         }
     }
 
-    /// Counts one appended record.
+    /// Counts one appended record (without labels, no allocation once its metric is known).
     pub fn record(&mut self, rec: &RecordRef<'_>) {
-        let mut values =
-            Vec::with_capacity(usize::from(self.cfg.by_agent) + self.cfg.by_tags.len());
-        if self.cfg.by_agent {
+        let cfg = &self.cfg;
+        let metric = match self.metrics.get_mut(rec.metric.as_ref()) {
+            Some(m) => m,
+            None => self
+                .metrics
+                .entry(rec.metric.to_string())
+                .or_insert_with(|| MetricHistograms {
+                    unit: rec.unit.as_deref().map(str::to_string),
+                    bounds: cfg.bounds_for(&rec.metric, rec.unit.as_deref()),
+                    series: HashMap::new(),
+                }),
+        };
+        let mut values = Vec::new();
+        if cfg.by_agent {
             values.push(rec.agent.as_deref().unwrap_or("").to_string());
         }
-        for t in &self.cfg.by_tags {
+        for t in &cfg.by_tags {
             values.push(rec.tag(t).unwrap_or_default());
         }
-        let key = (rec.metric.to_string(), values);
-        let series = match self.series.get_mut(&key) {
-            Some(s) => s,
-            None => {
-                let bounds = self
-                    .bounds
-                    .entry(rec.metric.to_string())
-                    .or_insert_with(|| self.cfg.bounds_for(&rec.metric, rec.unit.as_deref()))
-                    .clone();
-                let mut labels = Vec::new();
-                if self.cfg.by_agent {
-                    labels.push(("agent".to_string(), key.1[0].clone()));
-                }
-                let skip = usize::from(self.cfg.by_agent);
-                for (t, v) in self.cfg.by_tags.iter().zip(&key.1[skip..]) {
-                    labels.push((t.clone(), v.clone()));
-                }
-                self.series.entry(key).or_insert(Series {
-                    unit: rec.unit.as_deref().map(str::to_string),
-                    labels,
-                    counts: vec![0; bounds.len() + 1],
-                    bounds,
-                    sum: 0.0,
-                })
+        let n = metric.bounds.len() + 1;
+        let series = metric.series.entry(values).or_insert_with_key(|values| {
+            let names = cfg
+                .by_agent
+                .then(|| "agent".to_string())
+                .into_iter()
+                .chain(cfg.by_tags.iter().cloned());
+            Series {
+                labels: names.zip(values.iter().cloned()).collect(),
+                counts: vec![0; n],
+                sum: 0.0,
             }
-        };
-        let i = series.bounds.partition_point(|&b| b < rec.value);
+        });
+        let i = metric.bounds.partition_point(|&b| b < rec.value);
         series.counts[i] += 1;
         series.sum += rec.value;
     }
 
     /// Every series, for the exposition.
     pub fn snapshot(&self) -> Vec<cfn_promtext::HistogramSeries> {
-        self.series
+        self.metrics
             .iter()
-            .map(|((metric, _), s)| cfn_promtext::HistogramSeries {
-                metric: metric.clone(),
-                unit: s.unit.clone(),
-                labels: s.labels.clone(),
-                bounds: s.bounds.to_vec(),
-                counts: s.counts.clone(),
-                sum: s.sum,
+            .flat_map(|(metric, m)| {
+                m.series
+                    .values()
+                    .map(move |s| cfn_promtext::HistogramSeries {
+                        metric: metric.clone(),
+                        unit: m.unit.clone(),
+                        labels: s.labels.clone(),
+                        bounds: m.bounds.to_vec(),
+                        counts: s.counts.clone(),
+                        sum: s.sum,
+                    })
             })
             .collect()
     }

@@ -250,11 +250,6 @@ impl Index {
             .sum()
     }
 
-    /// The earliest time a query may start at to be answered from the index.
-    pub fn horizon(&self) -> EpochMs {
-        self.horizon
-    }
-
     fn add(&mut self, shard: u32, rec: &RecordRef<'_>) {
         if let Some(agent) = rec.agent.as_deref() {
             let note = |seen: &mut AgentSeen| {
@@ -531,11 +526,6 @@ impl Index {
             .map(|(n, _)| n.clone())
             .collect();
         Some((metrics, agents))
-    }
-
-    /// Every metric name the index holds.
-    pub fn metric_names(&self) -> impl Iterator<Item = &str> {
-        self.series.iter().map(|s| s.metric.as_str())
     }
 
     /// The shards holding records of agents that `patterns` match.

@@ -139,7 +139,7 @@ pub fn measure(values: &[f64], parts: usize, exact_limit: usize) -> Measured {
             merged = s;
             break;
         }
-        let part = s.to_partial(&mut arena);
+        let part = s.snapshot(&arena);
         merged
             .merge(part, exact_limit, &mut arena)
             .expect("own state merges");
