@@ -262,6 +262,10 @@ if [ "$quick" != 1 ] && [ -d /dev/shm ]; then
     say '```'
     rm -rf "$big"
 fi
+say "## cfn-serve over 30,000 stray shard-named files"
+say
+bash bench/stray.sh "$B" "$out" "$([ "$quick" = 1 ] && echo 3000 || echo 30000)"
+say
 # ---------------------------------------------------------------------------------------
 say "## Cold storage: upload to S3 before deletion"
 say

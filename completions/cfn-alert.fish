@@ -8,7 +8,7 @@ complete -c cfn-alert -l slack-webhook-file -d 'Read the Slack incoming-webhook 
 complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY)' -r -F
 complete -c cfn-alert -l pagerduty-url -d 'PagerDuty Events API v2 endpoint' -r
 complete -c cfn-alert -l webhook-file -d 'Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON' -r -F
-complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
+complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-alert -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-alert -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-alert -l print-rules -d 'Print the effective rules as TOML and exit'

@@ -1,4 +1,6 @@
 complete -c cfn-cat -l endpoint -d 'The S3 endpoint for s3:// inputs (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
+complete -c cfn-cat -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
+complete -c cfn-cat -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-cat -l since -d 'Only records at or after this time: a duration back from now (30s, 5m, 24h, 7d) or an RFC 3339 time' -r
 complete -c cfn-cat -l until -d 'Only records before this time (same forms as --since)' -r
 complete -c cfn-cat -l metric -d 'Only this metric: an exact name or a glob such as \'coordination.*\'; repeatable' -r

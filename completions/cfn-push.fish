@@ -7,7 +7,7 @@ eu\t''"
 complete -c cfn-push -l prefix -d 'Metric name prefix' -r
 complete -c cfn-push -l tag -d 'Extra tag on every series; repeatable (KEY:VALUE is read too)' -r
 complete -c cfn-push -l window -d 'The window the aggregates cover (cfn-agg --window), sent as the interval of counts' -r
-complete -c cfn-push -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push)' -r
+complete -c cfn-push -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-push -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-push -l max-payload -d 'Largest payload before compression, in bytes (default: the vendor\'s limit)' -r
 complete -c cfn-push -l dry-run -d 'Print the payloads that would be sent (without keys) instead of sending'

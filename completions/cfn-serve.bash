@@ -23,7 +23,7 @@ _cfn__serve() {
 
     case "${cmd}" in
         cfn__serve)
-            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --index-max-metrics --buckets --histogram-by --allowed-host --help --version"
+            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --index-max-metrics --buckets --histogram-by --histogram-max-series --allowed-host --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -74,6 +74,10 @@ _cfn__serve() {
                     return 0
                     ;;
                 --histogram-by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --histogram-max-series)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

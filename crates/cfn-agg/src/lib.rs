@@ -169,6 +169,9 @@ pub struct Options {
     pub exact_limit: usize,
     pub bucket_ms: Option<i64>,
     pub with_digest: bool,
+    /// Most groups kept; records of groups past it are counted ([`Aggregator::dropped`])
+    /// and left out. No limit by default: a server answering untrusted queries sets one.
+    pub max_groups: usize,
 }
 
 impl Default for Options {
@@ -179,6 +182,7 @@ impl Default for Options {
             exact_limit: 1000,
             bucket_ms: None,
             with_digest: false,
+            max_groups: usize::MAX,
         }
     }
 }
@@ -214,25 +218,31 @@ pub struct Aggregator {
     key: Vec<u8>,
     tag_values: Vec<Option<String>>,
     store: StatsArena,
+    /// Records (or parts) left out because `max_groups` was reached.
+    dropped: u64,
 }
 
 const SEP: u8 = 0xff; // never in UTF-8
 
-/// The index of the group with `key`, created with `make` on first sight. The key is only
-/// copied when a group is new.
+/// The index of the group with `key`, created with `make` on first sight (`None` when that
+/// would make more than `limit` groups). The key is only copied when a group is new.
 fn group_index(
     index: &mut FxHashMap<Box<[u8]>, u32>,
     groups: &mut Vec<Group>,
     key: &[u8],
+    limit: usize,
     make: impl FnOnce() -> Group,
-) -> usize {
+) -> Option<usize> {
     if let Some(&i) = index.get(key) {
-        return i as usize;
+        return Some(i as usize);
+    }
+    if groups.len() >= limit {
+        return None;
     }
     let i = groups.len();
     groups.push(make());
     index.insert(key.into(), i as u32);
-    i
+    Some(i)
 }
 
 impl Aggregator {
@@ -245,7 +255,14 @@ impl Aggregator {
             key: Vec::with_capacity(256),
             tag_values: Vec::new(),
             store: StatsArena::default(),
+            dropped: 0,
         }
+    }
+
+    /// Records (and merged parts) left out because their group would have been past
+    /// [`Options::max_groups`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Number of groups so far.
@@ -279,7 +296,10 @@ impl Aggregator {
     /// as the parallel reader hands them over.
     #[inline]
     pub fn add_parts(&mut self, rec: &RecordParts<'_>) {
-        let idx = self.group_of(rec);
+        let Some(idx) = self.group_of(rec) else {
+            self.dropped += 1;
+            return;
+        };
         let g = &mut self.groups[idx];
         g.stats
             .add(rec.value, rec.ts_ms, self.opts.exact_limit, &mut self.store);
@@ -298,7 +318,10 @@ impl Aggregator {
         rec: &RecordParts<'_>,
         part: PartialState,
     ) -> Result<(), String> {
-        let idx = self.group_of(rec);
+        let Some(idx) = self.group_of(rec) else {
+            self.dropped += 1;
+            return Ok(());
+        };
         self.groups[idx]
             .stats
             .merge(part, self.opts.exact_limit, &mut self.store)?;
@@ -308,9 +331,10 @@ impl Aggregator {
         Ok(())
     }
 
-    /// The index of the group `rec` belongs to (created on first sight).
+    /// The index of the group `rec` belongs to (created on first sight; `None` past
+    /// `max_groups`).
     #[inline]
-    fn group_of(&mut self, rec: &RecordParts<'_>) -> usize {
+    fn group_of(&mut self, rec: &RecordParts<'_>) -> Option<usize> {
         let bucket = self.opts.bucket_ms.map(|b| rec.ts_ms.div_euclid(b) * b);
         self.key.clear();
         self.key.extend_from_slice(rec.metric.as_bytes());
@@ -332,30 +356,33 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        let idx = group_index(&mut self.index, &mut self.groups, &self.key, || Group {
-            metric: rec.metric.to_string(),
-            unit: None,
-            agent: if by.agent {
-                rec.agent.map(str::to_string)
-            } else {
-                None
-            },
-            tags: by
-                .tags
-                .iter()
-                .zip(rec.tag_values)
-                .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-                .collect(),
-            bucket,
-            stats: Stats::default(),
-        });
+        let limit = self.opts.max_groups;
+        let idx = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
+            Group {
+                metric: rec.metric.to_string(),
+                unit: None,
+                agent: if by.agent {
+                    rec.agent.map(str::to_string)
+                } else {
+                    None
+                },
+                tags: by
+                    .tags
+                    .iter()
+                    .zip(rec.tag_values)
+                    .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+                    .collect(),
+                bucket,
+                stats: Stats::default(),
+            }
+        })?;
         let g = &mut self.groups[idx];
         if g.unit.is_none()
             && let Some(u) = rec.unit
         {
             g.unit = Some(u.to_string());
         }
-        idx
+        Some(idx)
     }
 
     /// Folds in one aggregate line written with `--with-digest`.
@@ -390,14 +417,20 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        let idx = group_index(&mut self.index, &mut self.groups, &self.key, || Group {
-            metric: a.metric.clone(),
-            unit: a.unit.clone(),
-            agent: a.agent.clone(),
-            tags: a.tags.clone(),
-            bucket,
-            stats: Stats::default(),
-        });
+        let limit = self.opts.max_groups;
+        let Some(idx) = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
+            Group {
+                metric: a.metric.clone(),
+                unit: a.unit.clone(),
+                agent: a.agent.clone(),
+                tags: a.tags.clone(),
+                bucket,
+                stats: Stats::default(),
+            }
+        }) else {
+            self.dropped += 1;
+            return Ok(());
+        };
         let partial = PartialState {
             count: a.count,
             sum: a.sum,
@@ -451,7 +484,12 @@ pub fn aggregate_line(
     quantiles: Vec<(f64, f64)>,
 ) -> Aggregate {
     let count = stats.count;
-    let sum = stats.sum();
+    // Beyond f64's range the sum is written as the largest f64 of its sign (JSON has no
+    // infinity, and `sum > X` must still fire); the mean stays exact. The tool warns.
+    let sum = match stats.sum() {
+        s if s.is_infinite() && count > 0 => f64::MAX.copysign(s),
+        s => s,
+    };
     // Merged parts without first/last leave the sentinels: no time is known.
     let first = (count > 0 && stats.first_ms != i64::MAX).then(|| format_ms(stats.first_ms));
     let last = (count > 0 && stats.last_ms != i64::MIN).then(|| format_ms(stats.last_ms));
@@ -465,11 +503,7 @@ pub fn aggregate_line(
         bucket_start: bucket.map(format_ms),
         count,
         sum,
-        avg: if count > 0 {
-            sum / count as f64
-        } else {
-            f64::NAN
-        },
+        avg: stats.mean(),
         min: stats.min,
         max: stats.max,
         first,
@@ -575,6 +609,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         exact_limit: cli.exact_limit,
         bucket_ms,
         with_digest: cli.with_digest,
+        ..Options::default()
     };
     let config = Config::from_env()?;
     let (inputs, missing) = if cli.paths.is_empty() {
@@ -612,6 +647,23 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         }
     }
     let aggs = agg.finish();
+    for a in aggs
+        .iter()
+        .filter(|a| a.sum.abs() == f64::MAX && a.avg.is_finite())
+    {
+        // Saturated by aggregate_line, or (never in practice) a true f64::MAX sum.
+        cfn_core::cli::warn(
+            "cfn-agg",
+            format!(
+                "the sum of {}{} is beyond the range of a 64-bit float; written as {:e} (avg is exact)",
+                a.metric,
+                a.agent
+                    .as_ref()
+                    .map_or(String::new(), |ag| format!(" (agent {ag})")),
+                a.sum
+            ),
+        );
+    }
     let mut out = std::io::BufWriter::new(out);
     write_aggregates(&aggs, cli.format, &mut out)?;
     out.flush()?;

@@ -478,3 +478,41 @@ fn any_number_of_threads_gives_the_single_threaded_output_byte_for_byte() {
     b.status(65);
     assert_eq!(a.stderr(), b.stderr());
 }
+
+#[test]
+fn a_sum_past_the_f64_range_stays_finite_where_it_is_and_saturates_where_it_is_not() {
+    let dir = TestDir::new();
+    let rec = |m: &str, v: &str| {
+        format!("{{\"timestamp\":\"2026-11-01T00:00:00Z\",\"metric\":\"{m}\",\"value\":{v}}}\n")
+    };
+    let input = [
+        rec("back", "1e308"),
+        rec("back", "1e308"),
+        rec("back", "-1e308"),
+        rec("huge", "1.7976931348623157e308"),
+        rec("huge", "1.7976931348623157e308"),
+    ]
+    .concat();
+    let out = dir.cmd("cfn-agg").stdin(input).run();
+    out.success()
+        .stderr_has("the sum of huge is beyond the range of a 64-bit float");
+    let aggs: Vec<Value> = out.jsonl();
+    let back = aggs.iter().find(|a| a["metric"] == "back").unwrap();
+    assert_eq!(back["sum"].as_f64(), Some(1e308), "{back}");
+    assert_eq!(back["count"], 3);
+    let huge = aggs.iter().find(|a| a["metric"] == "huge").unwrap();
+    assert_eq!(huge["sum"].as_f64(), Some(f64::MAX), "{huge}");
+    assert_eq!(huge["avg"].as_f64(), Some(f64::MAX), "{huge}");
+    // Prometheus gets numbers, not NaN, and a rule on the sum still fires.
+    let text = dir
+        .cmd("cfn-promtext")
+        .stdin(out.stdout())
+        .run()
+        .success()
+        .stdout();
+    assert!(!text.contains("NaN"), "{text}");
+    assert!(
+        text.contains("cfn_huge_sum 1.7976931348623157e+308"),
+        "{text}"
+    );
+}

@@ -100,6 +100,7 @@ impl Channel {
             url: self.url(),
             headers: vec![("Content-Type", "application/json".to_string())],
             body: &body,
+            secrets: &cfn_core::redact::url_secrets_of(self.url(), true),
         };
         match post_with_retries(&req, policy) {
             Delivery::Accepted { .. } => Ok(()),
@@ -117,13 +118,8 @@ impl Channel {
                 redact_url(self.url()),
                 ev.state.as_str(),
                 ev.alert,
-                redact_error(&last, self.url())
+                last
             )),
         }
     }
-}
-
-/// Errors from the HTTP client may quote the URL; the URL itself is a secret for Slack.
-fn redact_error(msg: &str, url: &str) -> String {
-    msg.replace(url, &redact_url(url))
 }

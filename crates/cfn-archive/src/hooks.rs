@@ -2,22 +2,36 @@
 //! process (like SIGKILL: no cleanup, no buffered writes) when it reaches that point, and
 //! `CFN_ARCHIVE_FAIL_WRITE_AFTER=<bytes>` makes archive writes fail with "no space left on
 //! device" after that many bytes, where a test cannot mount a small filesystem.
+//!
+//! Only in builds with the `test-hooks` feature, which the crate's own tests turn on (a
+//! dev-dependency on itself): a released `cfn-archive` ignores both variables, so nothing in
+//! an operator's environment can make it fail on purpose.
 
+#[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Aborts here when `CFN_ARCHIVE_CRASH_AT` names this point.
+/// Aborts here when `CFN_ARCHIVE_CRASH_AT` names this point (test builds only).
+#[cfg(feature = "test-hooks")]
 pub fn crash_point(name: &str) {
     if std::env::var("CFN_ARCHIVE_CRASH_AT").is_ok_and(|v| v == name) {
         std::process::abort();
     }
 }
 
+/// Does nothing: this build has no test hooks.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn crash_point(_name: &str) {}
+
+#[cfg(feature = "test-hooks")]
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
-/// Counts `n` bytes about to be written; fails like a full disk past the configured limit.
+/// Counts `n` bytes about to be written; fails like a full disk past the configured limit
+/// (test builds only).
 ///
 /// # Errors
 /// `ENOSPC` once the limit is passed.
+#[cfg(feature = "test-hooks")]
 pub fn check_write(n: usize) -> std::io::Result<()> {
     if let Some(limit) = std::env::var("CFN_ARCHIVE_FAIL_WRITE_AFTER")
         .ok()
@@ -28,5 +42,15 @@ pub fn check_write(n: usize) -> std::io::Result<()> {
             return Err(std::io::Error::from_raw_os_error(28));
         }
     }
+    Ok(())
+}
+
+/// Never fails: this build has no test hooks.
+///
+/// # Errors
+/// None.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn check_write(_n: usize) -> std::io::Result<()> {
     Ok(())
 }

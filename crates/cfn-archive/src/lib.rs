@@ -228,7 +228,7 @@ impl ColdArgs {
             cfn_core::http::RetryPolicy::with(timeout, self.http.retries),
         )?;
         Ok(Some(ops::cold::ColdTarget::S3 {
-            client: Box::new(cfn_core::s3::S3Client::new(config)),
+            client: Box::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-archive")),
             location,
             threshold: parse_size(&self.multipart_threshold)?,
             part_size,

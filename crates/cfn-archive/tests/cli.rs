@@ -771,3 +771,65 @@ fn temp_files_left_by_a_killed_run_are_cleaned_by_the_next() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_planted_or_foreign_day_file_is_skipped_and_every_other_day_still_rotates_and_prunes() {
+    let dir = TestDir::new();
+    append(
+        &dir.join("cfn-metrics-1.jsonl"),
+        &rec("2026-11-26T10:00:00.000Z", "a-1", 1),
+    );
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    let arch = dir.join("archive");
+    std::fs::write(arch.join("cfn-metrics-20261001-0.jsonl.gz"), b"").unwrap();
+    // A hostile neighbour's link to a file of ours, named like an old plain day and an old
+    // gzipped one, and (as root) files of another user.
+    let victim = dir.write("victim", "do not touch\n");
+    std::os::unix::fs::symlink(&victim, arch.join("cfn-metrics-20200101-0.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&victim, arch.join("cfn-metrics-20200101-1.jsonl.gz")).unwrap();
+    let root = cfn_core::fsutil::effective_uid() == 0;
+    if root {
+        for name in [
+            "cfn-metrics-20200102-0.jsonl",
+            "cfn-metrics-20200103-0.jsonl.gz",
+        ] {
+            let p = dir.write(&format!("archive/{name}"), "foreign\n");
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        }
+    } else {
+        eprintln!("not root: the other user's files are left out of this test");
+    }
+    for _ in 0..2 {
+        dir.cmd("cfn-archive")
+            .arg("rotate")
+            .args(now)
+            .run()
+            .success()
+            .stderr_has("skipping")
+            .stderr_has("cfn-metrics-20200101-0.jsonl");
+    }
+    assert!(
+        arch.join("cfn-metrics-20261126-1.jsonl.gz").exists(),
+        "rotated"
+    );
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["prune", "--keep", "30d"])
+        .args(now)
+        .run();
+    out.success()
+        .stderr_has("pruned")
+        .stderr_has("cfn-metrics-20261001-0.jsonl.gz")
+        .stderr_has("skipping");
+    assert!(!arch.join("cfn-metrics-20261001-0.jsonl.gz").exists());
+    assert!(
+        arch.join("cfn-metrics-20200101-1.jsonl.gz").is_symlink(),
+        "left alone"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch\n");
+    if root {
+        assert!(arch.join("cfn-metrics-20200102-0.jsonl").exists());
+        assert!(arch.join("cfn-metrics-20200103-0.jsonl.gz").exists());
+    }
+}

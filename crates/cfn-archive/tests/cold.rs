@@ -721,11 +721,416 @@ fn an_object_that_appears_during_the_upload_is_not_overwritten() {
     let out = prune_to(&dir, m, "s3://cold-eight/", &ep, &[]);
     out.status(65)
         .stderr_has("appeared while it was being uploaded");
-    assert_eq!(raced.load(Ordering::SeqCst), 1);
-    assert_eq!(archive_files(&dir).len(), 3, "nothing deleted");
+    assert_eq!(
+        raced.load(Ordering::SeqCst),
+        3,
+        "a PUT per day file (the first one raced)"
+    );
+    // That file is kept; the other days, whose keys were free, still go.
+    assert_eq!(
+        archive_files(&dir),
+        ["cfn-metrics-20260901-1.jsonl.gz"],
+        "only the file whose object is in the way is kept"
+    );
     assert_eq!(
         m.object("cold-eight", "cfn-metrics-20260901-1.jsonl.gz").1,
         8,
         "the other writer's object stays"
     );
+}
+
+// ---- Lying and broken stores: a scripted S3 on loopback that answers as the test says
+// (cut replies, endless listings, foreign keys, stalls, echoed secrets). No moto needed.
+
+/// A request as the scripted store saw it: its request line and headers.
+struct SeenRequest {
+    line: String,
+    head: String,
+}
+
+/// Starts a store whose `answer` writes the whole reply for each request (it may stall,
+/// cut the reply short or close); returns its endpoint and the requests seen.
+fn scripted_store(
+    answer: impl Fn(&SeenRequest, &mut TcpStream) + Send + Sync + 'static,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let (answer, log) = (answer.clone(), log.clone());
+            std::thread::spawn(move || {
+                // One request per connection (the replies say Connection: close).
+                let Some(req) = read_request(&mut s) else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&req).to_string();
+                let head = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+                let line = head.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push(line.clone());
+                answer(&SeenRequest { line, head }, &mut s);
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+fn reply_with(s: &mut TcpStream, status: &str, body: &[u8]) {
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(body);
+}
+
+fn listing(keys: &[&str], next: Option<&str>) -> String {
+    let mut xml = String::from("<ListBucketResult>");
+    for k in keys {
+        xml.push_str(&format!(
+            "<Contents><Key>{k}</Key><Size>10</Size></Contents>"
+        ));
+    }
+    match next {
+        Some(t) => xml.push_str(&format!(
+            "<IsTruncated>true</IsTruncated><NextContinuationToken>{t}</NextContinuationToken>"
+        )),
+        None => xml.push_str("<IsTruncated>false</IsTruncated>"),
+    }
+    xml.push_str("</ListBucketResult>");
+    xml
+}
+
+/// `cfn-cat ARGS` against a scripted store, with made-up credentials.
+fn cat_from(endpoint: &str, args: &[&str], token: Option<&str>) -> Outcome {
+    let dir = TestDir::new();
+    let mut cmd = dir.cmd("cfn-cat");
+    cmd.args(["--endpoint", endpoint])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDSCRIPTED")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSCRIPTEDKEY",
+        )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("CFN_HTTP_BACKOFF_MS", "20");
+    if let Some(t) = token {
+        cmd.env("AWS_SESSION_TOKEN", t);
+    }
+    cmd.run()
+}
+
+fn record_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2026-11-01T10:00:00.000Z\",\"agent\":\"a1\",\"metric\":\"m\",\"value\":{i}}}\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_listing_cut_short_or_too_big_is_an_error_never_a_partial_read() {
+    let (ep, _) = scripted_store(|req, s| {
+        if req.line.contains("continuation-token=t1") {
+            // Page two: promised 5,000 bytes, sends 100, resets.
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{}",
+                "<".repeat(100)
+            );
+        } else if req.line.contains("list-type=2") {
+            let page = listing(&["p/cfn-metrics-20261101-1.jsonl"], Some("t1"));
+            reply_with(s, "200 OK", page.as_bytes());
+        } else {
+            reply_with(s, "200 OK", record_lines(3).as_bytes());
+        }
+    });
+    let out = cat_from(&ep, &["s3://cold/p/", "--retries", "0"], None);
+    out.status(75)
+        .stderr_has("listing s3://cold/p/")
+        .stderr_has("could not be read whole");
+    assert_eq!(out.stdout(), "", "nothing from a listing read in part");
+
+    let (ep, _) = scripted_store(|_, s| {
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            17 << 20
+        );
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..17 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    cat_from(&ep, &["s3://cold/p/", "--retries", "0"], None)
+        .status(74)
+        .stderr_has("listing s3://cold/p/");
+}
+
+#[test]
+fn a_store_repeating_its_continuation_token_is_refused_not_followed_for_ever() {
+    let (ep, seen) = scripted_store(|_, s| {
+        let page = listing(&["p/cfn-metrics-20261101-1.jsonl"], Some("again"));
+        reply_with(s, "200 OK", page.as_bytes());
+    });
+    cat_from(&ep, &["s3://cold/p/"], None)
+        .status(65)
+        .stderr_has("same continuation token twice");
+    assert!(
+        seen.lock().unwrap().len() <= 3,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
+
+#[test]
+fn keys_outside_the_prefix_are_not_read_and_dot_segments_are_sent_encoded() {
+    let (ep, seen) = scripted_store(|req, s| {
+        if req.line.contains("list-type=2") {
+            let page = listing(
+                &[
+                    "p/cfn-metrics-20261101-1.jsonl",
+                    "other/cfn-metrics-20261101-2.jsonl",
+                    "p/../other/cfn-metrics-20261101-3.jsonl",
+                ],
+                None,
+            );
+            reply_with(s, "200 OK", page.as_bytes());
+        } else {
+            reply_with(s, "200 OK", record_lines(2).as_bytes());
+        }
+    });
+    let out = cat_from(&ep, &["s3://cold/p/"], None);
+    out.success()
+        .stderr_has("left out 1 listed keys outside the prefix");
+    assert_eq!(out.stdout().lines().count(), 4);
+    let gets: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| !l.contains("list-type"))
+        .cloned()
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets.iter().all(|l| !l.contains("/cold/other/")), "{gets:?}");
+    assert!(
+        gets.iter()
+            .any(|l| l.contains("/cold/p/%2E%2E/other/cfn-metrics-20261101-3.jsonl")),
+        "{gets:?}"
+    );
+}
+
+#[test]
+fn a_slow_reader_is_never_cut_off_but_a_silent_store_is() {
+    let body = record_lines(40_000);
+    let (ep, _) = scripted_store(move |req, s| {
+        if req.line.contains("list-type=2") {
+            reply_with(
+                s,
+                "200 OK",
+                listing(&["p/cfn-metrics-20261101-1.jsonl"], None).as_bytes(),
+            );
+        } else {
+            reply_with(s, "200 OK", body.as_bytes());
+        }
+    });
+    // The consumer reads nothing for 3 s, three times the timeout: the store is not silent,
+    // the reader is slow.
+    let dir = TestDir::new();
+    let mut cmd = dir.cmd("cfn-cat");
+    cmd.args(["--endpoint", &ep, "s3://cold/p/", "--http-timeout", "1s"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDSCRIPTED")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-scripted")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent");
+    let mut child = cmd
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(out.lines().count(), 40_000);
+
+    // A store that sends half an object and then nothing.
+    let (ep, _) = scripted_store(|req, s| {
+        if req.line.contains("list-type=2") {
+            reply_with(
+                s,
+                "200 OK",
+                listing(&["p/cfn-metrics-20261101-1.jsonl"], None).as_bytes(),
+            );
+        } else {
+            let body = record_lines(100);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                body.len(),
+                &body[..body.len() / 2]
+            );
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    });
+    let started = Instant::now();
+    let out = cat_from(&ep, &["s3://cold/p/", "--http-timeout", "1s"], None);
+    out.status(75)
+        .stderr_has("s3://cold/p/cfn-metrics-20261101-1.jsonl: cut short");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn a_store_echoing_the_session_token_and_secret_never_gets_them_printed() {
+    let token = "FwoGZXIvYXdzEJr//////////wEaDNotARealSessionToken+42==";
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSCRIPTEDKEY";
+    let (ep, _) = scripted_store(move |req, s| {
+        // Echo every header back, the way a misconfigured proxy's error page does, cut at
+        // odd places too.
+        let echoed = req.head.replace('\r', "");
+        let body = format!(
+            "<Error><Code>SlowDown</Code><Message>{echoed} / {} / {} / {secret}</Message></Error>",
+            &token[5..30],
+            &token[20..],
+        );
+        reply_with(s, "503 Slow Down", body.as_bytes());
+    });
+    let out = cat_from(&ep, &["s3://cold/p/", "--retries", "1"], Some(token));
+    out.status(75);
+    let said = format!("{}{}", out.stdout(), out.stderr());
+    for secret in [token, secret] {
+        for w in secret.as_bytes().windows(4) {
+            assert!(
+                !said.as_bytes().windows(4).any(|x| x == w),
+                "{:?} of a secret printed: {said}",
+                String::from_utf8_lossy(w)
+            );
+        }
+    }
+    assert!(said.contains("SlowDown"), "{said}");
+}
+
+#[test]
+fn exec_gets_a_private_copy_and_never_a_planted_link() {
+    let dir = TestDir::new();
+    september(&dir);
+    let victim = dir.write("victim", "private: not for the cold store\n");
+    std::os::unix::fs::symlink(&victim, dir.join("archive/cfn-metrics-20260801-5.jsonl.gz"))
+        .unwrap();
+    let dest = dir.join("elsewhere");
+    std::fs::create_dir(&dest).unwrap();
+    let log = dir.join("exec.log");
+    // The program notes each path it is given, then copies the file.
+    let script = format!(
+        "printf '%s\\n' \"$1\" >> '{}' && cp \"$1\" '{}'",
+        log.display(),
+        dest.display()
+    );
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["--now", DAY, "prune", "--keep", "30d", "--exec", "sh", "-c"])
+        .arg(&script)
+        .args(["sh", ";"])
+        .run();
+    out.success()
+        .stderr_has("skipping")
+        .stderr_has("cfn-metrics-20260801-5.jsonl.gz");
+    let given = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(given.lines().count(), 3, "{given}");
+    for line in given.lines() {
+        assert!(
+            line.contains("/.cfn-metrics-exec."),
+            "not a private copy: {line}"
+        );
+        assert!(line.ends_with(".jsonl.gz"), "{line}");
+    }
+    let mut copied: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    copied.sort();
+    assert_eq!(
+        copied,
+        [
+            "cfn-metrics-20260901-1.jsonl.gz",
+            "cfn-metrics-20260902-1.jsonl.gz",
+            "cfn-metrics-20260903-1.jsonl.gz"
+        ]
+    );
+    for name in &copied {
+        assert!(
+            !std::fs::read(dest.join(name))
+                .unwrap()
+                .starts_with(b"private")
+        );
+    }
+    // The link is still there, and no private directory is left behind.
+    let left: Vec<String> = std::fs::read_dir(dir.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cfn-metrics-exec.") || n.starts_with("cfn-metrics-"))
+        .collect();
+    assert_eq!(left, ["cfn-metrics-20260801-5.jsonl.gz"]);
+}
+
+#[test]
+fn a_day_in_both_forms_reaches_cold_storage_whole_under_two_names() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-nine");
+    let dir = TestDir::new();
+    let text = september(&dir);
+    // Late records for a rotated day: a plain file beside its .gz (rotate not run again).
+    let late: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"2026-09-01T23:00:0{i}.000Z\",\"agent\":\"a1\",\"metric\":\"m\",\"value\":{}}}\n",
+                1000 + i
+            )
+        })
+        .collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("cfn-metrics-1.jsonl"))
+        .and_then(|mut f| f.write_all(late.as_bytes()))
+        .unwrap();
+    archive(&dir, m, &["sync"]).success();
+    assert!(dir.join("archive/cfn-metrics-20260901-1.jsonl").exists());
+    assert!(dir.join("archive/cfn-metrics-20260901-1.jsonl.gz").exists());
+    let ep = m.endpoint();
+    prune_to(&dir, m, "s3://cold-nine/", &ep, &[]).success();
+    assert_eq!(
+        archive_files(&dir),
+        Vec::<String>::new(),
+        "all verified, all gone"
+    );
+    let back = cold_cat(&dir, m, &m.secret, &["--endpoint", &ep, "s3://cold-nine/"]);
+    let mut got: Vec<String> = back.success().stdout().lines().map(String::from).collect();
+    let mut want: Vec<String> = text.lines().chain(late.lines()).map(String::from).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every record once");
+    // And read back in time order, a day at a time.
+    let sorted = cold_cat(
+        &dir,
+        m,
+        &m.secret,
+        &["--endpoint", &ep, "--sorted", "s3://cold-nine/"],
+    );
+    assert_eq!(sorted.success().stdout().lines().count(), 155);
 }

@@ -175,7 +175,9 @@ fn check_replaced(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let change = t.cursor.change(&now);
+    // The file held is the one at the path when the identity matches, so its bytes can be
+    // checked (a truncate-and-regrow looks like an append).
+    let change = t.cursor.change_in(&t.file, &now)?;
     if change == Change::Same {
         return Ok(());
     }

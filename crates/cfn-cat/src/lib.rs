@@ -54,6 +54,11 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
+    /// For s3:// inputs: the longest silence from the store (connecting, awaiting a reply,
+    /// or between bytes of a body) and the retries of a failed request, as cfn-archive.
+    #[command(flatten)]
+    pub http: cfn_core::cli::HttpFlags,
+
     /// Only records at or after this time: a duration back from now (30s, 5m, 24h, 7d) or an
     /// RFC 3339 time.
     #[arg(long, value_name = "TIME")]
@@ -208,8 +213,10 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
             _ => opened.map(|r| Some(r as Box<dyn BufRead>)),
         }
     };
+    // Cold objects are merged lazily (a day's objects open at a time), on this thread.
     let parallel = cfn_core::cli::thread_count(cli.threads) > 1
-        && inputs.len() + cold.len() > 1
+        && inputs.len() > 1
+        && cold.is_empty()
         && !inputs.contains(&Input::Stdin);
     if cli.sorted && parallel {
         // Each input parsed on a thread of its own; the merge (and every report) is the
@@ -225,9 +232,6 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 readers.push(RecordReader::new(r, input.name()));
             }
         }
-        for c in &cold {
-            readers.push(RecordReader::new(c.open()?, c.name()));
-        }
         merge::merge_sorted_parallel(readers, &filter, &mut log, &mut out)?;
     } else if cli.sorted {
         let mut readers = Vec::with_capacity(inputs.len());
@@ -236,10 +240,17 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 readers.push(RecordReader::new(r, input.name()));
             }
         }
-        for c in &cold {
-            readers.push(RecordReader::new(c.open()? as Box<dyn BufRead>, c.name()));
-        }
-        merge::merge_sorted(readers, &filter, &mut log, &mut out)?;
+        let mut later: Vec<merge::Later<'_, Box<dyn BufRead + '_>>> = cold
+            .iter()
+            .map(|c| merge::Later {
+                starts_at: c.day_start.unwrap_or(i64::MIN),
+                open: Box::new(move || {
+                    Ok(RecordReader::new(c.open()? as Box<dyn BufRead>, c.name()))
+                }),
+            })
+            .collect();
+        later.sort_by_key(|l| l.starts_at);
+        merge::merge_sorted(readers, later, &filter, &mut log, &mut out)?;
     } else {
         for input in &inputs {
             if let Some(r) = open(input)? {
@@ -264,6 +275,8 @@ struct ColdObject {
     client: std::sync::Arc<cfn_core::s3::S3Client>,
     bucket: String,
     key: String,
+    /// The start of the UTC day an archive day file holds (None for other objects).
+    day_start: Option<i64>,
 }
 
 impl ColdObject {
@@ -294,9 +307,12 @@ fn cold_objects(
     let config = cfn_core::s3::S3Config::resolve(
         cli.endpoint.as_deref(),
         &env,
-        cfn_core::http::RetryPolicy::with(std::time::Duration::from_secs(60), 3),
+        cfn_core::http::RetryPolicy::with(
+            cfn_core::time::parse_duration(cli.http.http_timeout.as_deref().unwrap_or("60s"))?,
+            cli.http.retries,
+        ),
     )?;
-    let client = std::sync::Arc::new(cfn_core::s3::S3Client::new(config));
+    let client = std::sync::Arc::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-cat"));
     const DAY_MS: i64 = 86_400_000;
     let mut out = Vec::new();
     for url in urls {
@@ -306,8 +322,9 @@ fn cold_objects(
             if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {
                 continue;
             }
-            if let Some((day, _, _)) = cfn_core::paths::parse_archive_name(name)
-                && let Some(start) = cfn_core::time::parse_utc_day(&day)
+            let day_start = cfn_core::paths::parse_cold_name(name)
+                .and_then(|(day, _, _)| cfn_core::time::parse_utc_day(&day));
+            if let Some(start) = day_start
                 && (filter.since.is_some_and(|s| start + DAY_MS <= s)
                     || filter.until.is_some_and(|u| start >= u))
             {
@@ -317,6 +334,7 @@ fn cold_objects(
                 client: client.clone(),
                 bucket: loc.bucket.clone(),
                 key,
+                day_start,
             });
         }
     }

@@ -6,32 +6,75 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{BufRead, Write};
 
-/// Writes the selected records of every reader in timestamp order (ties keep input order).
+/// An input opened only when the merge reaches the time its records start at (a cold day
+/// file holds that UTC day only), so a merge of a year of day files holds one day's objects
+/// open at a time, not all of them.
+pub struct Later<'a, R> {
+    pub starts_at: i64,
+    pub open: Box<dyn FnOnce() -> anyhow::Result<RecordReader<R>> + 'a>,
+}
+
+/// Writes the selected records of `readers` and `later` (sorted by `starts_at`) in timestamp
+/// order (ties keep input order). Each of `later` is opened when the merge's next record is
+/// at or after its start, or when nothing else is left; every input is dropped when read to
+/// the end.
 ///
 /// # Errors
-/// I/O errors, and malformed lines under `--strict`.
-pub fn merge_sorted<R: BufRead>(
-    mut readers: Vec<RecordReader<R>>,
+/// I/O errors (opening included), and malformed lines under `--strict`.
+pub fn merge_sorted<'a, R: BufRead>(
+    readers: Vec<RecordReader<R>>,
+    later: Vec<Later<'a, R>>,
     filter: &RecordFilter,
     log: &mut MalformedLog,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    // Each reader's current record, owned, since readers advance independently.
-    let mut heads: Vec<Vec<u8>> = vec![Vec::new(); readers.len()];
+    // Each reader's current record, owned, since readers advance independently. A slot is
+    // emptied (None) once its reader is read to the end, and reused by the next opened.
+    let mut slots: Vec<Option<(RecordReader<R>, Vec<u8>)>> = Vec::new();
     let mut heap = BinaryHeap::new();
-    for i in 0..readers.len() {
-        if let Some(ts) = advance(&mut readers[i], filter, log, &mut heads[i])? {
-            heap.push(Reverse((ts, i)));
+    let mut later = later.into_iter().peekable();
+    // Ties keep input order: the sequence number of each opened input.
+    let mut opened = 0usize;
+    let mut start = |reader: RecordReader<R>,
+                     slots: &mut Vec<Option<(RecordReader<R>, Vec<u8>)>>,
+                     heap: &mut BinaryHeap<Reverse<(i64, usize, usize)>>,
+                     log: &mut MalformedLog|
+     -> anyhow::Result<()> {
+        let i = slots.iter().position(Option::is_none).unwrap_or_else(|| {
+            slots.push(None);
+            slots.len() - 1
+        });
+        let mut slot = (reader, Vec::new());
+        if let Some(ts) = advance(&mut slot.0, filter, log, &mut slot.1)? {
+            slots[i] = Some(slot);
+            heap.push(Reverse((ts, opened, i)));
         }
+        opened += 1;
+        Ok(())
+    };
+    for r in readers {
+        start(r, &mut slots, &mut heap, log)?;
     }
-    while let Some(Reverse((_, i))) = heap.pop() {
-        out.write_all(&heads[i])?;
+    loop {
+        let next_ts = heap.peek().map(|Reverse((ts, ..))| *ts);
+        if let Some(l) = later.peek()
+            && next_ts.is_none_or(|ts| l.starts_at <= ts)
+        {
+            let l = later.next().expect("peeked");
+            start((l.open)()?, &mut slots, &mut heap, log)?;
+            continue;
+        }
+        let Some(Reverse((_, seq, i))) = heap.pop() else {
+            return Ok(());
+        };
+        let (reader, head) = slots[i].as_mut().expect("a slot in the heap is open");
+        out.write_all(head)?;
         out.write_all(b"\n")?;
-        if let Some(ts) = advance(&mut readers[i], filter, log, &mut heads[i])? {
-            heap.push(Reverse((ts, i)));
+        match advance(reader, filter, log, head)? {
+            Some(ts) => heap.push(Reverse((ts, seq, i))),
+            None => slots[i] = None,
         }
     }
-    Ok(())
 }
 
 /// Moves `reader` to its next selected record, copying it into `head`.
@@ -191,5 +234,96 @@ impl Stream {
                 Item::Malformed(line, reason) => log.report(&self.source, *line, reason)?,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A reader that counts itself open while it lives.
+    struct Counted {
+        text: std::io::Cursor<Vec<u8>>,
+        open: Rc<Cell<usize>>,
+    }
+
+    impl std::io::Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::io::Read::read(&mut self.text, buf)
+        }
+    }
+
+    impl BufRead for Counted {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            self.text.fill_buf()
+        }
+        fn consume(&mut self, n: usize) {
+            self.text.consume(n)
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.open.set(self.open.get() - 1);
+        }
+    }
+
+    #[test]
+    fn day_files_are_opened_a_day_at_a_time_and_merged_in_order() {
+        const DAY: i64 = 86_400_000;
+        let open = Rc::new(Cell::new(0));
+        let most = Rc::new(Cell::new(0));
+        // 100 days of 16 shards' day files, each with two records of its day.
+        let mut later = Vec::new();
+        for day in 0..100i64 {
+            for shard in 0..16 {
+                let (open, most) = (open.clone(), most.clone());
+                let text: String = (0..2)
+                    .map(|i| {
+                        let t = cfn_core::time::format_ms(day * DAY + shard * 1000 + i * 60_000);
+                        format!("{{\"timestamp\":\"{t}\",\"metric\":\"m\",\"value\":{shard}}}\n")
+                    })
+                    .collect();
+                later.push(Later {
+                    starts_at: day * DAY,
+                    open: Box::new(move || {
+                        open.set(open.get() + 1);
+                        most.set(most.get().max(open.get()));
+                        Ok(RecordReader::new(
+                            Counted {
+                                text: std::io::Cursor::new(text.into_bytes()),
+                                open,
+                            },
+                            "day",
+                        ))
+                    }),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let mut log = MalformedLog::quiet();
+        merge_sorted(
+            Vec::new(),
+            later,
+            &RecordFilter::default(),
+            &mut log,
+            &mut out,
+        )
+        .unwrap();
+        let times: Vec<i64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| cfn_core::reader::parse_record(l.as_bytes()).unwrap().ts_ms)
+            .collect();
+        assert_eq!(times.len(), 3200);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+        assert_eq!(
+            most.get(),
+            16,
+            "one day's objects open at a time, not 1,600"
+        );
+        assert_eq!(open.get(), 0, "every object dropped once read");
     }
 }

@@ -75,10 +75,13 @@ impl NowFlag {
     }
 }
 
-/// HTTP delivery flags, for tools that send to remote APIs (cfn-alert, cfn-push).
+/// HTTP flags, for tools that talk to remote APIs (cfn-alert, cfn-push, and S3 for
+/// cfn-archive and cfn-cat).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct HttpFlags {
-    /// Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push).
+    /// Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for
+    /// S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that
+    /// keeps coming is never cut).
     #[arg(long, value_name = "DURATION", alias = "timeout")]
     pub http_timeout: Option<String>,
 

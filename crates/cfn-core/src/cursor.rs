@@ -82,6 +82,50 @@ impl ShardCursor {
         }
     }
 
+    /// [`ShardCursor::change`], and for a file that only looks appended to, a check that the
+    /// bytes before the offset still end with the last record read: a file truncated and
+    /// written again past the old offset between two looks is the same file, longer, but
+    /// reading on from the offset would start inside a line. Such a file is `Truncated`.
+    ///
+    /// # Errors
+    /// I/O errors reading the file.
+    pub fn change_in(&self, file: &File, now: &Metadata) -> std::io::Result<Change> {
+        let change = self.change(now);
+        if change != Change::Same || self.offset == 0 || now.len() == self.offset {
+            return Ok(change);
+        }
+        Ok(if self.ends_at_offset(file)? {
+            Change::Same
+        } else {
+            Change::Truncated
+        })
+    }
+
+    /// True when the line that ends at the offset is the last record read (or, for a record
+    /// spread over lines, when a line ends there).
+    fn ends_at_offset(&self, file: &File) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        const WINDOW: u64 = 64 * 1024;
+        let start = self.offset.saturating_sub(WINDOW);
+        let mut buf = vec![0u8; (self.offset - start) as usize];
+        file.read_exact_at(&mut buf, start)?;
+        let Some(body) = buf.strip_suffix(b"\n") else {
+            return Ok(false);
+        };
+        let line_start = match memchr::memrchr(b'\n', body) {
+            Some(i) => i + 1,
+            None if start == 0 => 0,
+            // A line longer than the window: not worth reading back; a newline is there.
+            None => return Ok(true),
+        };
+        let line = crate::reader::trim_line(&body[line_start..]);
+        // Only a one-line record can be compared; a pretty-printed one ends in `}`.
+        if self.last_hash.is_none() || !line.starts_with(b"{") {
+            return Ok(true);
+        }
+        Ok(self.is_last(line))
+    }
+
     /// Remembers `raw` (stamped `ts_ms`) as the last record read.
     pub fn note_record(&mut self, ts_ms: i64, raw: &[u8]) {
         self.last_ts = Some(ts_ms);
@@ -242,6 +286,38 @@ mod tests {
         let f = File::open(&p).unwrap();
         assert_eq!(c.change(&f.metadata().unwrap()), Change::Replaced);
         assert_eq!(c.resume_in(&f, "s").unwrap().offset, 60);
+    }
+
+    #[test]
+    fn a_file_truncated_and_written_past_the_offset_is_not_taken_for_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cfn-metrics-1.jsonl");
+        let rec = |i: u32| {
+            format!("{{\"timestamp\":\"2026-11-01T00:00:0{i}Z\",\"metric\":\"m\",\"value\":{i}}}\n")
+        };
+        std::fs::write(&p, format!("{}{}", rec(1), rec(2))).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut c = ShardCursor::at_start(FileId::of(&f.metadata().unwrap()));
+        c.offset = (rec(1).len() + rec(2).len()) as u64;
+        c.note_record(0, rec(2).trim_end().as_bytes());
+        // Appended: the same.
+        std::fs::write(&p, format!("{}{}{}", rec(1), rec(2), rec(3))).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(c.change_in(&f, &m).unwrap(), Change::Same);
+        // Truncated and written again past the offset (same inode): not the same.
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        std::io::Write::write_all(
+            &mut w,
+            format!("x{}{}{}", rec(4), rec(5), rec(6)).as_bytes(),
+        )
+        .unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(c.change(&m), Change::Same, "metadata alone cannot tell");
+        assert_eq!(c.change_in(&f, &m).unwrap(), Change::Truncated);
     }
 
     #[test]

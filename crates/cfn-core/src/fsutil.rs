@@ -114,6 +114,17 @@ pub fn open_safe_meta(path: &Path, access: Access) -> anyhow::Result<(File, std:
                 },
                 format!("refusing to follow the symlink at {}", path.display()),
             )
+        } else if e.raw_os_error() == Some(libc::ENXIO) {
+            // A FIFO (or device) with nobody at the other end, opened without blocking: not
+            // a regular file, refused like one that opens.
+            refuse(
+                if writing {
+                    Exit::CantCreate
+                } else {
+                    Exit::IoErr
+                },
+                format!("refusing {}: not a regular file", path.display()),
+            )
         } else {
             let exit = match (writing, e.kind()) {
                 (_, io::ErrorKind::NotFound) if !writing => Exit::NoInput,

@@ -2,8 +2,10 @@
 //!
 //! Every request has a timeout; 408, 429 and 5xx are retried with exponential backoff that
 //! honours `Retry-After`, a bounded number of times; other 4xx are not retried and their body
-//! is reported. Header values (API keys) are never part of any message.
+//! is reported. Secrets (API keys, tokens, the webhook URL's path) are never part of any
+//! message: [`crate::redact`] says how.
 
+use crate::redact::Secrets;
 use std::time::Duration;
 
 /// How to deliver.
@@ -104,12 +106,14 @@ pub enum Delivery {
     GaveUp { attempts: u32, last: String },
 }
 
-/// A request to send: URL, headers (may hold secrets), body.
+/// A request to send: URL, headers, body, and the secrets (header values the user gave)
+/// that must stay out of every message about it.
 #[derive(Debug)]
 pub struct Request<'a> {
     pub url: &'a str,
     pub headers: Vec<(&'a str, String)>,
     pub body: &'a [u8],
+    pub secrets: &'a Secrets,
 }
 
 /// Strips credentials and query strings from a URL before it appears in a message: a Slack
@@ -125,16 +129,13 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Makes a response body or client error safe to print: the URL (a Slack webhook URL is a
-/// secret) and every header value long enough to be a key are replaced, and it is cut to
-/// 500 bytes.
+/// Makes a response body or client error safe to print: the URL is shown as its host and
+/// no run of a secret (the request's, or the URL's path) survives; cut to 500 bytes.
 fn redact_text(text: &str, req: &Request<'_>) -> String {
-    let mut out = text.trim().replace(req.url, &redact_url(req.url));
-    for (_, v) in &req.headers {
-        if v.len() >= 8 {
-            out = out.replace(v.as_str(), "***");
-        }
-    }
+    let text = text.trim().replace(req.url, &redact_url(req.url));
+    let mut out = crate::redact::url_secrets_of(req.url, false)
+        .with(req.secrets)
+        .redact(&text);
     if out.len() > 500 {
         out.truncate(out.floor_char_boundary(500));
         out.push('…');
@@ -253,16 +254,23 @@ mod tests {
 
     #[test]
     fn response_bodies_lose_the_url_and_keys_before_printing() {
+        let mut secrets =
+            crate::redact::url_secrets_of("https://hooks.example/services/SECRETPATH", true);
+        secrets.add("abcdef0123456789");
         let req = Request {
             url: "https://hooks.example/services/SECRETPATH",
             headers: vec![("DD-API-KEY", "abcdef0123456789".into())],
             body: b"",
+            secrets: &secrets,
         };
         let got = redact_text(
             "bad key abcdef0123456789 for https://hooks.example/services/SECRETPATH",
             &req,
         );
         assert_eq!(got, "bad key *** for https://hooks.example/…");
+        // Part of the key, or of the webhook's path, echoed on its own.
+        let got = redact_text("key abcdef01 path SECRETPATH", &req);
+        assert_eq!(got, "key *** path ***");
         assert!(redact_text(&"x".repeat(2000), &req).len() < 510);
     }
 }

@@ -23,6 +23,7 @@ pub mod pattern;
 pub mod prom;
 pub mod reader;
 pub mod record;
+pub mod redact;
 #[cfg(feature = "s3")]
 pub mod s3;
 pub mod state_file;

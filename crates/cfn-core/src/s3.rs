@@ -209,14 +209,25 @@ impl S3Config {
     }
 }
 
-/// Percent-encodes an object key for a URL path (`/` kept), as S3 signs it.
+/// Percent-encodes an object key for a URL path, one segment at a time (`/` kept between
+/// them), as S3 signs it. A `.` or `..` segment is encoded whole (`%2E%2E`), so no client,
+/// proxy or server on the way can resolve it into another key.
 fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    for (i, segment) in key.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if segment == "." || segment == ".." {
+            out.push_str(&"%2E".repeat(segment.len()));
+            continue;
+        }
+        for b in segment.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
         }
     }
     out
@@ -249,6 +260,12 @@ pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
     out
 }
 
+/// The largest reply body read (S3's listing pages are about 300 KB).
+pub const MAX_REPLY: u64 = 16 << 20;
+/// Most listing pages followed (1,000 keys each): past them a listing is refused rather than
+/// grown without end by a server that never stops.
+pub const MAX_LIST_PAGES: usize = 100_000;
+
 /// A reply: status, headers (lower-case names), body.
 #[derive(Debug)]
 pub struct S3Reply {
@@ -258,8 +275,18 @@ pub struct S3Reply {
 }
 
 impl S3Reply {
-    /// Reads a response: headers, and up to 16 MiB of body (none for HEAD).
-    fn read(method: &str, status: u16, mut resp: ureq::http::Response<ureq::Body>) -> Self {
+    /// Reads a response: headers, and up to [`MAX_REPLY`] of body (none for HEAD).
+    ///
+    /// # Errors
+    /// Exit 75 when the body is cut short (a reset, a timeout), 74 when it is larger than
+    /// [`MAX_REPLY`]: a reply read in part is never taken for the whole (a listing page
+    /// cut short would silently drop every object after the cut).
+    fn read(
+        method: &str,
+        what: &str,
+        status: u16,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> anyhow::Result<Self> {
         let headers = resp
             .headers()
             .iter()
@@ -275,15 +302,24 @@ impl S3Reply {
         } else {
             resp.body_mut()
                 .with_config()
-                .limit(16 << 20)
+                .limit(MAX_REPLY)
                 .read_to_vec()
-                .unwrap_or_default()
+                .map_err(|e| {
+                    let exit = match e {
+                        ureq::Error::BodyExceedsLimit(_) => Exit::IoErr,
+                        _ => Exit::TempFail,
+                    };
+                    fail(
+                        exit,
+                        format!("{what}: HTTP {status}: the reply could not be read whole: {e}"),
+                    )
+                })?
         };
-        Self {
+        Ok(Self {
             status,
             headers,
             body,
-        }
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -337,20 +373,43 @@ pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
 pub struct S3Client {
     cfg: S3Config,
     agent: ureq::Agent,
+    /// The secret key and session token, kept out of every message.
+    secrets: crate::redact::Secrets,
+    /// The tool's name, for warnings.
+    tool: &'static str,
 }
 
 impl S3Client {
     pub fn new(cfg: S3Config) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            // On silence, not on length: a 10 MB object read by a slow consumer (`cfn-cat
+            // s3://… | slow`) takes as long as the consumer does, and is fine while bytes
+            // keep coming; a stalled server is cut off after one timeout of nothing.
             .timeout_connect(Some(cfg.policy.timeout))
             .timeout_recv_response(Some(cfg.policy.timeout))
-            .timeout_send_body(Some(cfg.policy.timeout.max(Duration::from_secs(30))))
-            .timeout_recv_body(Some(cfg.policy.timeout.max(Duration::from_secs(30))))
+            .timeout_per_read(Some(cfg.policy.timeout))
+            .timeout_per_write(Some(cfg.policy.timeout.max(Duration::from_secs(30))))
             .http_status_as_error(false)
             .max_redirects(0)
             .build()
             .into();
-        Self { cfg, agent }
+        let mut secrets = crate::redact::Secrets::new();
+        secrets.add(&cfg.credentials.secret);
+        if let Some(t) = &cfg.credentials.token {
+            secrets.add(t);
+        }
+        Self {
+            cfg,
+            agent,
+            secrets,
+            tool: "cfn",
+        }
+    }
+
+    /// Names the tool in warnings.
+    pub fn for_tool(mut self, tool: &'static str) -> Self {
+        self.tool = tool;
+        self
     }
 
     pub fn config(&self) -> &S3Config {
@@ -496,8 +555,10 @@ impl S3Client {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok());
-                    let reply = S3Reply::read(method, status, resp);
-                    last = format!("HTTP {status} {}", reply.error());
+                    last = match S3Reply::read(method, what, status, resp) {
+                        Ok(reply) => format!("HTTP {status} {}", self.redact(&reply.error())),
+                        Err(_) => format!("HTTP {status}"),
+                    };
                     if let Some(secs) = retry_after {
                         wait = Duration::from_secs(secs);
                     }
@@ -534,17 +595,12 @@ impl S3Client {
         let url = self.url(bucket, key, query);
         let what = format!("{method} s3://{bucket}/{key}");
         self.exchange(method, &url, &what, headers, body, |status, resp| {
-            Ok(S3Reply::read(method, status, resp))
+            S3Reply::read(method, &what, status, resp)
         })
     }
 
     fn redact(&self, text: &str) -> String {
-        let c = &self.cfg.credentials;
-        let mut t = text.replace(&c.secret, "***");
-        if let Some(tok) = &c.token {
-            t = t.replace(tok.as_str(), "***");
-        }
-        t
+        self.secrets.redact(text)
     }
 
     /// The error for a reply that is not what a call expects: 403 and a missing bucket are
@@ -737,14 +793,27 @@ impl S3Client {
         );
     }
 
-    /// Every object under `prefix`: (key, size), in key order.
+    /// Every object under `prefix`: (key, size), in key order. Keys the store lists that do
+    /// not start with `prefix` are left out with a warning (a lying or broken server must
+    /// not point a reader elsewhere in the bucket).
     ///
     /// # Errors
-    /// As [`S3Client::send`] and [`S3Client::refused`].
+    /// As [`S3Client::send`] and [`S3Client::refused`]; exit 65 when the store hands back a
+    /// continuation token it gave before (it would loop for ever) or more than
+    /// [`MAX_LIST_PAGES`] pages.
     pub fn list(&self, bucket: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        let mut seen_tokens = std::collections::HashSet::new();
+        let mut foreign = 0u64;
+        let what = format!("listing s3://{bucket}/{prefix}");
+        for page in 1.. {
+            if page > MAX_LIST_PAGES {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!("{what}: more than {MAX_LIST_PAGES} pages; nothing was read"),
+                ));
+            }
             let mut q = vec![
                 ("list-type", "2".to_string()),
                 ("prefix", prefix.to_string()),
@@ -753,9 +822,11 @@ impl S3Client {
                 q.push(("continuation-token", t.clone()));
             }
             q.sort();
-            let r = self.send("GET", bucket, "", &q, &[], &[])?;
+            let r = self
+                .send("GET", bucket, "", &q, &[], &[])
+                .map_err(|e| e.context(format!("{what} (page {page})")))?;
             if r.status != 200 {
-                return Err(self.refused(&format!("listing s3://{bucket}/{prefix}"), &r));
+                return Err(self.refused(&what, &r));
             }
             let text = String::from_utf8_lossy(&r.body);
             for c in xml_values(&text, "Contents") {
@@ -764,8 +835,10 @@ impl S3Client {
                     .into_iter()
                     .next()
                     .and_then(|s| s.parse().ok());
-                if let (Some(k), Some(s)) = (key, size) {
-                    out.push((k, s));
+                match (key, size) {
+                    (Some(k), Some(s)) if k.starts_with(prefix) => out.push((k, s)),
+                    (Some(_), Some(_)) => foreign += 1,
+                    _ => {}
                 }
             }
             token = xml_values(&text, "NextContinuationToken")
@@ -776,6 +849,22 @@ impl S3Client {
             {
                 break;
             }
+            if let Some(t) = &token
+                && !seen_tokens.insert(t.clone())
+            {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!(
+                        "{what}: the store gave the same continuation token twice (page {page}); nothing was read"
+                    ),
+                ));
+            }
+        }
+        if foreign > 0 {
+            crate::cli::warn(
+                self.tool,
+                format!("{what}: left out {foreign} listed keys outside the prefix"),
+            );
         }
         out.sort();
         Ok(out)
@@ -790,9 +879,37 @@ impl S3Client {
         let what = format!("GET s3://{bucket}/{key}");
         self.exchange("GET", &url, &what, &[], &[], |status, resp| {
             if status == 200 {
-                return Ok(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>);
+                return Ok(Box::new(ObjectBody {
+                    inner: Box::new(resp.into_body().into_reader()),
+                    url: format!("s3://{bucket}/{key}"),
+                }) as Box<dyn Read + Send>);
             }
-            Err(self.refused(&what, &S3Reply::read("GET", status, resp)))
+            Err(self.refused(&what, &S3Reply::read("GET", &what, status, resp)?))
+        })
+    }
+}
+
+/// An object's bytes as they stream in; an error names the object and says it was cut
+/// short, so a reader never takes part of an object for all of it.
+struct ObjectBody {
+    inner: Box<dyn Read + Send>,
+    url: String,
+}
+
+impl Read for ObjectBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            // A body cut short is worth another try later: 75, not 74.
+            let kind = match e.kind() {
+                std::io::ErrorKind::Other | std::io::ErrorKind::UnexpectedEof => {
+                    std::io::ErrorKind::TimedOut
+                }
+                k => k,
+            };
+            std::io::Error::new(
+                kind,
+                format!("{}: cut short while reading it: {e}", self.url),
+            )
         })
     }
 }
@@ -907,5 +1024,6 @@ mod tests {
         assert_eq!(hex(&e), "d41d8cd98f00b204e9800998ecf8427e");
         assert!(multipart_etag(&[e, e]).ends_with("-2"));
         assert_eq!(encode_key("p/cfn metrics+1.gz"), "p/cfn%20metrics%2B1.gz");
+        assert_eq!(encode_key("p/../x/./y..z"), "p/%2E%2E/x/%2E/y..z");
     }
 }

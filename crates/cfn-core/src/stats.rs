@@ -233,13 +233,28 @@ enum Repr {
     },
 }
 
+/// How far [`Stats`] moves its sum's unit when a partial sum would overflow.
+const SCALE_STEP: i32 = 64;
+
+/// `v` times 2^`exp`, exactly (but for values that leave f64's range).
+#[inline]
+fn scaled(v: f64, exp: i32) -> f64 {
+    if exp == 0 { v } else { v * 2f64.powi(exp) }
+}
+
 /// One group's statistic.
 #[derive(Debug)]
 pub struct Stats {
     pub count: u64,
+    /// The running sum, in units of 2^`scale` (see [`Stats::sum`]).
     sum: f64,
     /// Neumaier compensation term, so the sum of many values stays exact where f64 can be.
     comp: f64,
+    /// Power of two `sum` and `comp` are counted in: 0 until a partial sum would overflow
+    /// (two values near f64::MAX), then raised in steps of [`SCALE_STEP`], so a sum whose
+    /// true value is finite (1e308 + 1e308 - 1e308) comes out right, and the mean of any
+    /// values is finite.
+    scale: i32,
     pub min: f64,
     pub max: f64,
     pub first_ms: i64,
@@ -256,6 +271,7 @@ impl Default for Stats {
             count: 0,
             sum: 0.0,
             comp: 0.0,
+            scale: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             first_ms: i64::MAX,
@@ -450,7 +466,16 @@ impl Stats {
 
     #[inline]
     fn add_sum(&mut self, v: f64) {
-        let t = self.sum + v;
+        let mut v = scaled(v, -self.scale);
+        let mut t = self.sum + v;
+        if t.is_infinite() && v.is_finite() && self.sum.is_finite() {
+            // The partial sum left f64's range: count in bigger units from here on.
+            self.scale += SCALE_STEP;
+            self.sum = scaled(self.sum, -SCALE_STEP);
+            self.comp = scaled(self.comp, -SCALE_STEP);
+            v = scaled(v, -SCALE_STEP);
+            t = self.sum + v;
+        }
         if self.sum.abs() >= v.abs() {
             self.comp += (self.sum - t) + v;
         } else {
@@ -459,9 +484,18 @@ impl Stats {
         self.sum = t;
     }
 
-    /// The sum of all values.
+    /// The sum of all values: infinite only when the true sum is beyond f64's range.
     pub fn sum(&self) -> f64 {
-        self.sum + self.comp
+        scaled(self.sum + self.comp, self.scale)
+    }
+
+    /// The mean of all values (NaN for none): finite for any finite values, even where their
+    /// sum is not.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            return f64::NAN;
+        }
+        scaled((self.sum + self.comp) / self.count as f64, self.scale)
     }
 
     /// The representation now.
@@ -572,8 +606,8 @@ impl Stats {
         };
         PartialState {
             count: self.count,
-            sum: self.sum,
-            sum_error: self.comp,
+            sum: scaled(self.sum, self.scale),
+            sum_error: scaled(self.comp, self.scale),
             min: self.min,
             max: self.max,
             first_ms: self.first_ms,
@@ -603,7 +637,7 @@ impl Stats {
         }
         self.count += other.count;
         self.add_sum(other.sum);
-        self.comp += other.sum_error;
+        self.comp += scaled(other.sum_error, -self.scale);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.first_ms = self.first_ms.min(other.first_ms);
@@ -898,6 +932,31 @@ mod tests {
         for (_, v) in s.quantiles(&[0.5, 0.95], &mut arena) {
             assert_eq!(v.fract(), 0.0);
         }
+    }
+
+    #[test]
+    fn sums_past_f64_range_stay_right_where_the_true_sum_is_finite() {
+        let mut arena = StatsArena::default();
+        let mut s = Stats::default();
+        for v in [1e308, 1e308, -1e308] {
+            s.add(v, 0, 1024, &mut arena);
+        }
+        assert_eq!(s.sum(), 1e308);
+        assert_eq!(s.mean(), 1e308 / 3.0);
+        let mut s = Stats::default();
+        for _ in 0..2 {
+            s.add(f64::MAX, 0, 1024, &mut arena);
+        }
+        assert_eq!(s.sum(), f64::INFINITY, "the true sum is beyond f64");
+        assert_eq!(s.mean(), f64::MAX);
+        // Parts whose sums are finite merge past the range and back.
+        let mut m = Stats::default();
+        for v in [1e308, 1e308, -1e308] {
+            let mut one = Stats::default();
+            one.add(v, 0, 1024, &mut arena);
+            m.merge(one.snapshot(&arena), 1024, &mut arena).unwrap();
+        }
+        assert_eq!(m.sum(), 1e308);
     }
 
     #[test]

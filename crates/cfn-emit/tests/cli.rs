@@ -140,6 +140,21 @@ fn symlinked_shard_is_refused_and_target_untouched() {
 }
 
 #[test]
+fn a_fifo_shard_with_no_reader_is_refused_with_73() {
+    let dir = TestDir::new();
+    let fifo = dir.join("cfn-metrics-10.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = dir.cmd("cfn-emit").args(["agent-42", "m", "1"]).run();
+    assert_eq!(out.code(), 73, "{out:?}");
+    out.stderr_has("cfn-metrics-10.jsonl")
+        .stderr_has("not a regular file");
+}
+
+#[test]
 fn shard_owned_by_another_user_is_refused() {
     if cfn_core_euid() != 0 {
         eprintln!("SKIPPED: needs root to chown a file to another user");

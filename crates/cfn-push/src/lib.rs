@@ -457,14 +457,40 @@ struct Target<'a> {
     content_type: &'static str,
     /// OTLP replies carry a partial success or a protobuf Status.
     otlp: Option<otlp::Protocol>,
+    /// Every header value (and a short one with its name, as a receiver may echo it), kept
+    /// out of messages.
+    secrets: cfn_core::redact::Secrets,
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    fn new(
+        url: &'a str,
+        headers: Vec<(String, String)>,
+        content_type: &'static str,
+        otlp: Option<otlp::Protocol>,
+    ) -> Self {
+        let mut secrets = cfn_core::redact::url_secrets_of(url, false);
+        for (k, v) in &headers {
+            secrets.add(v);
+            // A value too short to be hidden alone is hidden with its name, as given in
+            // OTEL_EXPORTER_OTLP_HEADERS or as sent.
+            if v.len() < cfn_core::redact::MIN_RUN {
+                secrets.add(&format!("{k}={v}"));
+                secrets.add(&format!("{k}: {v}"));
+                secrets.add(&format!("{k}:{v}"));
+            }
+        }
+        Self {
+            url,
+            headers,
+            content_type,
+            otlp,
+            secrets,
+        }
+    }
+
     fn redact(&self, text: &str) -> String {
-        self.headers
-            .iter()
-            .filter(|(_, v)| v.len() >= 4)
-            .fold(text.to_string(), |t, (_, v)| t.replace(v.as_str(), "***"))
+        self.secrets.redact(text)
     }
 }
 
@@ -491,6 +517,7 @@ fn send_payloads(
             url,
             headers,
             body: &body,
+            secrets: &target.secrets,
         };
         let batch = format!("batch {} of {}", i + 1, payloads.len());
         match post_with_retries(&req, policy) {
@@ -638,12 +665,12 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
     }
     let timeout = parse_duration(cli.http.http_timeout.as_deref().unwrap_or("15s"))?;
     let policy = RetryPolicy::with(timeout, cli.http.retries);
-    let target = Target {
-        url: &url,
+    let target = Target::new(
+        &url,
         headers,
-        content_type: otlp_protocol.map_or("application/json", |p| p.content_type()),
-        otlp: otlp_protocol,
-    };
+        otlp_protocol.map_or("application/json", |p| p.content_type()),
+        otlp_protocol,
+    );
     let (sent, worst) = send_payloads(&payloads, &target, &policy)?;
     let failed = payloads.len() - sent;
     eprintln!(

@@ -325,3 +325,36 @@ fn grpc_and_bad_headers_are_configuration_errors() {
         .stderr_has("OTEL_EXPORTER_OTLP_HEADERS: pair 1");
     assert!(!out.stderr().contains(SECRET));
 }
+
+#[test]
+fn a_receiver_echoing_the_headers_never_gets_a_run_of_a_secret_printed() {
+    let token = "Qz9vTokenXyQ7wLmNpRkT";
+    for mode in ["echo401", "echo400", "echopartial"] {
+        let Some(rx) = receiver(mode) else { return };
+        let dir = TestDir::new();
+        let out = push(
+            &dir,
+            &rx,
+            &["--endpoint", &rx.url()],
+            &[(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                format!("Authorization=Bearer%20{token},api-key=abc"),
+            )],
+        );
+        out.status(if mode == "echo401" { 78 } else { 65 });
+        let said = format!("{}{}", out.stdout(), out.stderr());
+        assert!(said.contains("denied"), "{mode}: {said}");
+        for secret in [format!("Bearer {token}"), "api-key=abc".to_string()] {
+            for w in secret.as_bytes().windows(4) {
+                assert!(
+                    !said
+                        .as_bytes()
+                        .windows(4)
+                        .any(|x| x.eq_ignore_ascii_case(w)),
+                    "{mode}: {:?} of a secret printed: {said}",
+                    String::from_utf8_lossy(w)
+                );
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ usage: otlp_receiver.py OUT MODE
 """
 import gzip
 import json
+import urllib.parse
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -81,6 +82,21 @@ class Handler(BaseHTTPRequestHandler):
         with open(OUT, "a") as f:
             f.write(json.dumps(record) + "\n")
         json_reply = ctype == "application/json"
+        if MODE.startswith("echo"):
+            # A receiver that quotes the request's headers back, whole, encoded and cut.
+            auth = self.headers.get("Authorization", "")
+            echoed = "; ".join(f"{k}={v}" for k, v in self.headers.items())
+            message = f"denied: {echoed} / {urllib.parse.quote(auth)} / {auth[3:12]} / {auth[-9:]}"
+            if MODE == "echo401":
+                self.reply(401, message.encode(), "text/plain")
+            elif MODE == "echo400":
+                self.reply(400, rpc_status(3, message), "application/x-protobuf")
+            else:
+                resp = ms.ExportMetricsServiceResponse()
+                resp.partial_success.rejected_data_points = 1
+                resp.partial_success.error_message = message
+                self.reply(200, resp.SerializeToString(), "application/x-protobuf")
+            return
         if "error" in record:
             self.reply(400, rpc_status(3, record["error"]), "application/x-protobuf")
         elif MODE == "reject":

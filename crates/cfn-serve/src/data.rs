@@ -7,7 +7,7 @@ use cfn_core::aggregate::Aggregate;
 use cfn_core::alert_event::{AlertEvent, AlertState};
 use cfn_core::filter::RecordFilter;
 use cfn_core::input::{seek_offset_for_time, wrap_reader};
-use cfn_core::paths::{list_shards, parse_archive_name};
+use cfn_core::paths::parse_archive_name;
 use cfn_core::reader::{MalformedLog, RecordReader};
 use cfn_core::time::{EpochMs, format_ms, parse_utc_day, utc_day};
 use serde_json::{Value, json};
@@ -24,14 +24,25 @@ pub struct Sources {
     pub alerts_log: Option<PathBuf>,
 }
 
-/// Calls `f` with every record in `[since, until)` from the hot shards, and from the archive
-/// for the part of the range older than what the shards hold. `shards`, when given, limits
-/// the reading to those shard numbers (an agent's records are all in its shard).
+/// The hot shards worth reading, (number, path): those the index knows to hold records,
+/// so a directory full of stray empty files is not opened on every query.
+#[derive(Clone, Debug, Default)]
+pub struct HotShards(pub Vec<(u32, PathBuf)>);
+
+/// Most names in a list read from the records (metrics, agents): a range holding a flood of
+/// distinct names answers the first ones, marked as cut.
+pub const MAX_LISTED: usize = 10_000;
+
+/// Calls `f` with every record in `[since, until)` from the `hot` shards, and from the
+/// archive for the part of the range older than what the shards hold. `shards`, when
+/// given, limits the reading to those shard numbers (an agent's records are all in its
+/// shard).
 ///
 /// # Errors
 /// I/O errors other than missing files.
 pub fn for_each_record(
     src: &Sources,
+    hot: &HotShards,
     filter: &RecordFilter,
     shards: Option<&BTreeSet<u32>>,
     mut f: impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
@@ -41,12 +52,12 @@ pub fn for_each_record(
     // past `since`, so the archive is not needed for it).
     let mut oldest_hot: BTreeMap<u32, EpochMs> = BTreeMap::new();
     let mut log = MalformedLog::quiet();
-    for (n, path) in list_shards(&src.metrics_dir).unwrap_or_default() {
+    for (n, path) in &hot.0 {
+        let n = *n;
         if shards.is_some_and(|s| !s.contains(&n)) {
             continue;
         }
-        let Ok(mut file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read)
-        else {
+        let Ok(mut file) = cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read) else {
             continue;
         };
         let off = seek_offset_for_time(&mut file, since)?;
@@ -144,46 +155,60 @@ pub fn for_each_archived(
 
 /// Aggregates the records of `filter` (and of `tag`, `(name, value)`, when given) with
 /// `opts`, reading only `shards` when given (the cfn-agg library, so the numbers are the
-/// command line's).
+/// command line's). Also returns how many records were left out for groups past
+/// `opts.max_groups`.
 ///
 /// # Errors
 /// I/O errors.
 pub fn aggregate(
     src: &Sources,
+    hot: &HotShards,
     filter: &RecordFilter,
     shards: Option<&BTreeSet<u32>>,
     tag: Option<&(String, String)>,
     opts: Options,
-) -> anyhow::Result<Vec<Aggregate>> {
+) -> anyhow::Result<(Vec<Aggregate>, u64)> {
     let mut agg = Aggregator::new(opts);
-    for_each_record(src, filter, shards, |_, rec| {
+    for_each_record(src, hot, filter, shards, |_, rec| {
         if tag.is_none_or(|(k, v)| rec.tag(k).as_deref() == Some(v.as_str())) {
             agg.add(rec)
         }
     })?;
-    Ok(agg.finish())
+    let dropped = agg.dropped();
+    Ok((agg.finish(), dropped))
 }
 
-/// Metric names and agents seen in a range.
+/// Metric names and agents seen in a range (at most [`MAX_LISTED`] of each), and whether a
+/// list was cut.
 ///
 /// # Errors
 /// I/O errors.
 pub fn names(
     src: &Sources,
+    hot: &HotShards,
     filter: &RecordFilter,
-) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
+) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>, bool)> {
     let (mut metrics, mut agents) = (BTreeSet::new(), BTreeSet::new());
-    for_each_record(src, filter, None, |_, rec| {
+    let mut cut = false;
+    for_each_record(src, hot, filter, None, |_, rec| {
         if !metrics.contains(rec.metric.as_ref()) {
-            metrics.insert(rec.metric.to_string());
+            if metrics.len() < MAX_LISTED {
+                metrics.insert(rec.metric.to_string());
+            } else {
+                cut = true;
+            }
         }
         if let Some(a) = &rec.agent
             && !agents.contains(a.as_ref())
         {
-            agents.insert(a.to_string());
+            if agents.len() < MAX_LISTED {
+                agents.insert(a.to_string());
+            } else {
+                cut = true;
+            }
         }
     })?;
-    Ok((metrics, agents))
+    Ok((metrics, agents, cut))
 }
 
 /// The last `max` bytes of a file in a shared directory (the alerts log lives in /dev/shm by

@@ -73,15 +73,30 @@ pub struct HistogramConfig {
     pub by_agent: bool,
     /// `--histogram-by tag:NAME`, in order.
     pub by_tags: Vec<String>,
+    /// `--histogram-max-series`: most series over all metrics (0 is taken as the default).
+    pub max_series: usize,
 }
+
+/// The default of `--histogram-max-series`: 10,000 series of 16 buckets are about 4 MB of
+/// memory and 15 MB of exposition.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
 impl HistogramConfig {
     /// Parses the flags.
     ///
     /// # Errors
     /// Exit 2 naming the bad value.
-    pub fn parse(buckets: &[String], by: &[String]) -> anyhow::Result<Self> {
-        let mut cfg = Self::default();
+    pub fn parse(buckets: &[String], by: &[String], max_series: usize) -> anyhow::Result<Self> {
+        if max_series == 0 {
+            return Err(fail(
+                Exit::Usage,
+                "--histogram-max-series 0: must be at least 1",
+            ));
+        }
+        let mut cfg = Self {
+            max_series,
+            ..Self::default()
+        };
         for b in buckets {
             let (glob, list) = b.rsplit_once('=').ok_or_else(|| {
                 fail(
@@ -159,22 +174,58 @@ struct MetricHistograms {
 }
 
 /// The histograms, per metric and label values.
+///
+/// Bounded: at most `max_series` series over all metrics. A record that would start a series
+/// past it is counted in [`Histograms::dropped`] (exposed as
+/// `cfn_serve_histogram_dropped_records_total`), and the first such series is named once on
+/// stderr; a flood of distinct metric names or agents costs no more than the limit.
 #[derive(Debug, Default)]
 pub struct Histograms {
     cfg: HistogramConfig,
     metrics: HashMap<String, MetricHistograms>,
+    series: usize,
+    dropped: u64,
 }
 
 impl Histograms {
-    pub fn new(cfg: HistogramConfig) -> Self {
+    pub fn new(mut cfg: HistogramConfig) -> Self {
+        if cfg.max_series == 0 {
+            cfg.max_series = DEFAULT_MAX_SERIES;
+        }
         Self {
             cfg,
             ..Default::default()
         }
     }
 
+    /// Records not counted because their series would have passed the limit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Counts the record as dropped, naming the first one.
+    fn drop_record(&mut self, rec: &RecordRef<'_>) {
+        if self.dropped == 0 {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "more than {} histogram series (--histogram-max-series): a record of {:?}{} and later new series are not counted in /metrics' histograms (cfn_serve_histogram_dropped_records_total counts them)",
+                    self.cfg.max_series,
+                    rec.metric,
+                    rec.agent
+                        .as_deref()
+                        .map_or(String::new(), |a| format!(" (agent {a:?})"))
+                ),
+            );
+        }
+        self.dropped += 1;
+    }
+
     /// Counts one appended record (without labels, no allocation once its metric is known).
     pub fn record(&mut self, rec: &RecordRef<'_>) {
+        if !self.metrics.contains_key(rec.metric.as_ref()) && self.series >= self.cfg.max_series {
+            return self.drop_record(rec);
+        }
         let cfg = &self.cfg;
         let metric = match self.metrics.get_mut(rec.metric.as_ref()) {
             Some(m) => m,
@@ -195,6 +246,16 @@ impl Histograms {
             values.push(rec.tag(t).unwrap_or_default());
         }
         let n = metric.bounds.len() + 1;
+        if !metric.series.contains_key(&values) {
+            if self.series >= cfg.max_series {
+                // A metric made just now has no series yet: it goes again.
+                if metric.series.is_empty() {
+                    self.metrics.remove(rec.metric.as_ref());
+                }
+                return self.drop_record(rec);
+            }
+            self.series += 1;
+        }
         let series = metric.series.entry(values).or_insert_with_key(|values| {
             let names = cfg
                 .by_agent
@@ -241,6 +302,7 @@ mod tests {
         let cfg = HistogramConfig::parse(
             &["coordination.*=10,50,100".into(), "x=1".into()],
             &["agent".into(), "tag:phase".into()],
+            10,
         )
         .unwrap();
         assert_eq!(
@@ -251,9 +313,41 @@ mod tests {
         assert!(cfg.by_agent);
         assert_eq!(cfg.by_tags, vec!["phase"]);
         for bad in ["m=1,1", "m=2,1", "m=1,x", "m=inf", "nobounds"] {
-            let e = HistogramConfig::parse(&[bad.into()], &[]).unwrap_err();
+            let e = HistogramConfig::parse(&[bad.into()], &[], 10).unwrap_err();
             assert_eq!(cfn_core::exit::exit_for(&e), Exit::Usage, "{bad}");
         }
-        assert!(HistogramConfig::parse(&[], &["host".into()]).is_err());
+        assert!(HistogramConfig::parse(&[], &["host".into()], 10).is_err());
+        assert!(HistogramConfig::parse(&[], &[], 0).is_err());
+    }
+
+    #[test]
+    fn series_past_the_limit_are_counted_as_dropped_not_kept() {
+        let cfg = HistogramConfig::parse(&[], &["agent".into()], 3).unwrap();
+        let mut h = Histograms::new(cfg);
+        let mut lines = Vec::new();
+        for i in 0..1000 {
+            // Two metrics, agents a0..a499 each: 1000 would-be series.
+            lines.push(format!(
+                r#"{{"timestamp":"2026-11-01T00:00:00Z","metric":"m{}","agent":"a{}","value":1}}"#,
+                i % 2,
+                i / 2
+            ));
+        }
+        // And a record of a series already there, after the limit: still counted.
+        lines.push(
+            r#"{"timestamp":"2026-11-01T00:00:00Z","metric":"m0","agent":"a0","value":2}"#.into(),
+        );
+        for l in &lines {
+            h.record(&cfn_core::reader::parse_record(l.as_bytes()).unwrap());
+        }
+        let snap = h.snapshot();
+        assert_eq!(snap.len(), 3);
+        let counted: u64 = snap.iter().flat_map(|s| s.counts.iter()).sum();
+        assert_eq!(
+            counted + h.dropped(),
+            1001,
+            "every record counted or dropped"
+        );
+        assert_eq!(counted, 4);
     }
 }

@@ -15,7 +15,7 @@
 //! counts, sums, min and max exactly, quantiles within the statistic's bound (exact while
 //! the merged rollups hold few enough values).
 
-use crate::data::{Sources, for_each_archived, for_each_record};
+use crate::data::{HotShards, Sources, for_each_archived, for_each_record};
 use crate::histogram::Histograms;
 use cfn_agg::{Aggregator, Options, RecordParts, aggregate_line};
 use cfn_core::aggregate::Aggregate;
@@ -26,8 +26,8 @@ use cfn_core::pattern::NamePattern;
 use cfn_core::reader::{Item, Position, RecordReader, RecordRef};
 use cfn_core::stats::{Stats, StatsArena, relieve_budget};
 use cfn_core::time::{EpochMs, format_ms};
-use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -39,9 +39,17 @@ pub const TIERS: [i64; 3] = [MINUTE_MS, 15 * MINUTE_MS, 60 * MINUTE_MS];
 /// Exact bytes the rollups may hold before the biggest are moved to digests (a day of 6M
 /// records in 20 metrics holds about 100 MB of values before that).
 const ARENA_BUDGET: usize = 64 << 20;
-/// Most metric names kept past the metric limit, and most agents tracked: a flood of
-/// distinct names costs bounded memory, and queries fall back to reading the records.
+/// Most metric names kept past the metric limit, most agents tracked, and most refused files
+/// remembered (each named once on stderr): a flood of distinct names costs bounded memory,
+/// and queries fall back to reading the records.
 const MAX_NAMES: usize = 100_000;
+/// Records stamped further ahead than this are not rolled up (a flood of future-dated
+/// records would otherwise grow rollups that never expire); ranges that reach them are read
+/// from the records.
+pub const FUTURE_SLACK_MS: i64 = 60 * MINUTE_MS;
+/// Most shards listed in the health table (the fullest first): thousands of stray empty
+/// files must not make every page megabytes long.
+pub const MAX_SHARDS_SHOWN: usize = 256;
 
 /// One rollup: the statistic, and its quantiles as last computed (with the count they were
 /// computed at: a closed minute is computed once, not on every refresh).
@@ -58,9 +66,45 @@ struct Series {
     tiers: [BTreeMap<EpochMs, Cell>; 3],
 }
 
+/// What a look at a file's metadata tells without opening it: when none of it changed, the
+/// file holds what it held (an append changes the length, a rewrite the times).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Seen {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
+/// One hot shard's health, as `/api/shards` and the dashboard show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardHealth {
+    pub shard: u32,
+    pub file: Option<String>,
+    pub bytes: u64,
+    pub records: u64,
+    pub malformed: u64,
+    pub newest: Option<String>,
+    pub newest_age_s: Option<f64>,
+}
+
 /// What the index knows of one hot shard: where it is read to, and its health.
 #[derive(Debug)]
 struct ShardState {
+    /// The file's metadata when last read to its end.
+    seen: Seen,
     n: u32,
     cursor: ShardCursor,
     line: u64,
@@ -74,6 +118,7 @@ struct ShardState {
 impl ShardState {
     fn new(n: u32, id: FileId) -> Self {
         Self {
+            seen: Seen::default(),
             n,
             cursor: ShardCursor::at_start(id),
             line: 0,
@@ -111,6 +156,8 @@ pub struct RangeQuery {
     pub bucket_ms: Option<i64>,
     pub metrics: Vec<NamePattern>,
     pub quantiles: Vec<f64>,
+    /// Most aggregates answered (see [`cfn_agg::Options::max_groups`]).
+    pub max_groups: usize,
 }
 
 /// The index.
@@ -126,7 +173,18 @@ pub struct Index {
     arena: StatsArena,
     shards: BTreeMap<PathBuf, ShardState>,
     agents: HashMap<String, AgentSeen>,
-    refused: BTreeSet<PathBuf>,
+    /// Refused files at their last look, so an unchanged one is not opened again.
+    refused: HashMap<PathBuf, Seen>,
+    /// Refused files already named on stderr (up to [`MAX_NAMES`]; past it, one line says
+    /// that more are not named).
+    warned: HashSet<PathBuf>,
+    /// Files opened by the refreshes so far (an unchanged file is only looked at).
+    files_opened: u64,
+    /// Records are rolled up only before this time ([`FUTURE_SLACK_MS`] past the last look).
+    future_limit: EpochMs,
+    /// The earliest record seen past `future_limit`: ranges reaching it are read from the
+    /// records.
+    future_min: EpochMs,
     /// Most metrics with rollups (each costs up to about 1,600 rollups a day); the others
     /// are answered from the records.
     max_metrics: usize,
@@ -192,7 +250,11 @@ impl Index {
             arena: StatsArena::with_budget(ARENA_BUDGET),
             shards: BTreeMap::new(),
             agents: HashMap::new(),
-            refused: BTreeSet::new(),
+            refused: HashMap::new(),
+            warned: HashSet::new(),
+            files_opened: 0,
+            future_limit: now.saturating_add(FUTURE_SLACK_MS),
+            future_min: i64::MAX,
             max_metrics,
             unindexed: BTreeSet::new(),
             unindexed_overflow: false,
@@ -272,6 +334,10 @@ impl Index {
         if rec.ts_ms < self.horizon {
             return;
         }
+        if rec.ts_ms >= self.future_limit {
+            self.future_min = self.future_min.min(rec.ts_ms);
+            return;
+        }
         let i = match self.by_metric.get(rec.metric.as_ref()) {
             Some(&i) => i,
             None if self.series.len() >= self.max_metrics => {
@@ -329,11 +395,13 @@ impl Index {
     /// # Errors
     /// I/O errors other than missing or refused files.
     pub fn refresh(&mut self, now: EpochMs) -> anyhow::Result<()> {
-        let shards = cfn_core::paths::list_shards(&self.src.metrics_dir).unwrap_or_default();
-        self.shards
-            .retain(|p, _| shards.iter().any(|(_, q)| q == p));
-        for (n, path) in shards {
-            self.refresh_shard(n, &path, None)?;
+        self.future_limit = self.future_limit.max(now.saturating_add(FUTURE_SLACK_MS));
+        let listed = cfn_core::paths::list_shards(&self.src.metrics_dir).unwrap_or_default();
+        let present: HashSet<&PathBuf> = listed.iter().map(|(_, p)| p).collect();
+        self.shards.retain(|p, _| present.contains(p));
+        self.refused.retain(|p, _| present.contains(p));
+        for (n, path) in &listed {
+            self.refresh_shard(*n, path, None)?;
         }
         // Keep an hour past the span, so a query of the whole span finds its start.
         let horizon = floor_to(now.saturating_sub(self.span_ms), TIERS[2]) - TIERS[2];
@@ -361,23 +429,35 @@ impl Index {
         path: &Path,
         progress: Option<(&mut Progress, u64)>,
     ) -> anyhow::Result<()> {
+        // One lstat per file and look; a file opened only when it changed since.
+        let Ok(before) = std::fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        let seen = Seen::of(&before);
+        if self.shards.get(path).is_some_and(|st| st.seen == seen)
+            || self.refused.get(path) == Some(&seen)
+        {
+            return Ok(());
+        }
+        self.files_opened += 1;
         let file = match open_safe(path, Access::Read) {
             Ok(f) => f,
             Err(e) if is_refused(&e) => {
-                if self.refused.insert(path.to_path_buf()) {
-                    cfn_core::cli::warn("cfn-serve", format!("skipping {e}"));
-                }
+                self.shards.remove(path);
+                self.refused.insert(path.to_path_buf(), seen);
+                self.warn_refused(path, &e);
                 return Ok(());
             }
             // Gone between the listing and the open: the next look sees it.
             Err(_) => return Ok(()),
         };
+        self.refused.remove(path);
         let meta = file.metadata()?;
         let name = path.display().to_string();
         let mut st = match self.shards.remove(path) {
             None => ShardState::new(n, FileId::of(&meta)),
             Some(mut st) => {
-                let change = st.cursor.change(&meta);
+                let change = st.cursor.change_in(&file, &meta)?;
                 if change != Change::Same {
                     self.follow_rewrite(&mut st, change, &file, &name)?;
                 }
@@ -418,8 +498,46 @@ impl Index {
         let pos = reader.position();
         st.cursor.offset = pos.offset;
         st.line = pos.line;
+        // Unchanged from here on only if nothing came after what was read.
+        st.seen = if pos.offset == meta.len() {
+            Seen::of(&meta)
+        } else {
+            Seen::default()
+        };
         self.shards.insert(path.to_path_buf(), st);
         Ok(())
+    }
+
+    /// Names a refused file on stderr, once per file per process.
+    fn warn_refused(&mut self, path: &Path, e: &anyhow::Error) {
+        if self.warned.contains(path) {
+            return;
+        }
+        if self.warned.len() < MAX_NAMES {
+            self.warned.insert(path.to_path_buf());
+            cfn_core::cli::warn("cfn-serve", format!("skipping {e}"));
+        } else if self.warned.len() == MAX_NAMES {
+            // One more entry, never a path, marks that this was said.
+            self.warned.insert(PathBuf::new());
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "more than {MAX_NAMES} refused files; the others are skipped without a word"
+                ),
+            );
+        }
+    }
+
+    /// The hot shards worth reading (known, not refused, not empty), for the readers of
+    /// records: a directory of thousands of stray empty files is not opened on every query.
+    pub fn hot_shards(&self) -> HotShards {
+        HotShards(
+            self.shards
+                .iter()
+                .filter(|(_, st)| st.bytes > 0)
+                .map(|(p, st)| (st.n, p.clone()))
+                .collect(),
+        )
     }
 
     /// A shard rewritten (trimmed), replaced or truncated since the last look: finds where
@@ -475,24 +593,25 @@ impl Index {
         Ok(())
     }
 
-    /// Shard health: per hot shard its bytes, records, malformed lines and newest record.
-    pub fn shard_health(&self, now: EpochMs) -> Value {
-        Value::Array(
-            self.shards
-                .iter()
-                .map(|(path, h)| {
-                    json!({
-                        "shard": h.n,
-                        "file": path.file_name().map(|s| s.to_string_lossy().into_owned()),
-                        "bytes": h.bytes,
-                        "records": h.records,
-                        "malformed": h.malformed,
-                        "newest": h.newest_ms.map(format_ms),
-                        "newest_age_s": h.newest_ms.map(|t| (now - t) as f64 / 1000.0),
-                    })
-                })
-                .collect(),
-        )
+    /// Shard health: per hot shard its bytes, records, malformed lines and newest record; at
+    /// most [`MAX_SHARDS_SHOWN`], the ones holding data first. Also the number of shards.
+    pub fn shard_health(&self, now: EpochMs) -> (Vec<ShardHealth>, usize) {
+        let mut all: Vec<(&PathBuf, &ShardState)> = self.shards.iter().collect();
+        all.sort_by_key(|(_, h)| (h.bytes == 0, h.n));
+        let shown = all
+            .into_iter()
+            .take(MAX_SHARDS_SHOWN)
+            .map(|(path, h)| ShardHealth {
+                shard: h.n,
+                file: path.file_name().map(|s| s.to_string_lossy().into_owned()),
+                bytes: h.bytes,
+                records: h.records,
+                malformed: h.malformed,
+                newest: h.newest_ms.map(format_ms),
+                newest_age_s: h.newest_ms.map(|t| (now - t) as f64 / 1000.0),
+            })
+            .collect();
+        (shown, self.shards.len())
     }
 
     /// Metric names with records in `[since, until)` and agents whose newest record is at or
@@ -501,15 +620,16 @@ impl Index {
         &self,
         since: EpochMs,
         until: EpochMs,
-    ) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+    ) -> Option<(BTreeSet<String>, BTreeSet<String>, bool)> {
         if since < self.horizon
+            || until > self.future_min
             || !self.unindexed.is_empty()
             || self.unindexed_overflow
             || self.agents_overflow
         {
             return None;
         }
-        let metrics = self
+        let metrics: BTreeSet<String> = self
             .series
             .iter()
             .filter(|s| {
@@ -519,13 +639,17 @@ impl Index {
             })
             .map(|s| s.metric.clone())
             .collect();
-        let agents = self
+        let mut agents: BTreeSet<String> = self
             .agents
             .iter()
             .filter(|(_, a)| a.newest_ms >= since)
             .map(|(n, _)| n.clone())
             .collect();
-        Some((metrics, agents))
+        let cut = agents.len() > crate::data::MAX_LISTED;
+        while agents.len() > crate::data::MAX_LISTED {
+            agents.pop_last();
+        }
+        Some((metrics, agents, cut))
     }
 
     /// The shards holding records of agents that `patterns` match.
@@ -540,35 +664,40 @@ impl Index {
             .collect()
     }
 
-    /// True when `q` can be answered from the rollups.
+    /// True when `q` can be answered from the rollups: inside the span, before any record
+    /// too far in the future to be rolled up, in whole-minute buckets, and touching no metric
+    /// past the metric limit. Everything else is read from the records, without the index's
+    /// lock.
     pub fn covers(&self, q: &RangeQuery) -> bool {
         let unindexed_match = self.unindexed_overflow
             || self
                 .unindexed
                 .iter()
                 .any(|m| q.metrics.is_empty() || q.metrics.iter().any(|p| p.matches(m)));
-        q.since >= self.horizon && !unindexed_match
+        q.since >= self.horizon
+            && q.until <= self.future_min
+            && q.bucket_ms.is_none_or(|b| b % MINUTE_MS == 0)
+            && !unindexed_match
     }
 
     /// The aggregates of `q` (one per metric, or per metric and bucket), as `cfn-agg` would
-    /// compute them from the records of the range.
+    /// compute them from the records of the range, and how many records were left out for
+    /// groups past `q.max_groups`.
     ///
     /// # Errors
     /// I/O errors reading the edges.
-    pub fn aggregate(&mut self, q: &RangeQuery) -> anyhow::Result<Vec<Aggregate>> {
+    pub fn aggregate(&mut self, q: &RangeQuery) -> anyhow::Result<(Vec<Aggregate>, u64)> {
+        let mut dropped = 0;
         let opts = Options {
             bucket_ms: q.bucket_ms,
             quantiles: q.quantiles.clone(),
+            max_groups: q.max_groups,
             ..Default::default()
         };
         let mut agg = Aggregator::new(opts);
-        // Buckets that do not fall on minutes are answered from the records alone.
-        let whole_minutes = q.bucket_ms.is_none_or(|b| b % MINUTE_MS == 0);
-        let (a1, b1) = if whole_minutes {
-            (ceil_to(q.since, MINUTE_MS), floor_to(q.until, MINUTE_MS))
-        } else {
-            (q.until, q.until)
-        };
+        // `covers` let only whole-minute buckets through.
+        let (a1, b1) = (ceil_to(q.since, MINUTE_MS), floor_to(q.until, MINUTE_MS));
+        let hot = self.hot_shards();
         let edges: &[(EpochMs, EpochMs)] = if a1 < b1 {
             &[(q.since, a1), (b1, q.until)]
         } else {
@@ -581,7 +710,7 @@ impl Index {
                 metrics: q.metrics.clone(),
                 ..Default::default()
             };
-            for_each_record(&self.src, &filter, None, |_, rec| agg.add(rec))?;
+            for_each_record(&self.src, &hot, &filter, None, |_, rec| agg.add(rec))?;
         }
         let mut direct = Vec::new();
         if a1 < b1 {
@@ -614,6 +743,10 @@ impl Index {
                         if let Some(cell) = s.tiers[t].get_mut(&start)
                             && cell.stats.count > 0
                         {
+                            if direct.len() + agg.len() >= q.max_groups {
+                                dropped += cell.stats.count;
+                                continue;
+                            }
                             let qs = cell_quantiles(cell, arena, &q.quantiles);
                             direct.push(aggregate_line(
                                 s.metric.clone(),
@@ -644,10 +777,11 @@ impl Index {
                 }
             }
         }
+        dropped += agg.dropped();
         let mut out = agg.finish();
         out.extend(direct);
         out.sort_by(|a, b| (&a.metric, &a.bucket_start).cmp(&(&b.metric, &b.bucket_start)));
-        Ok(out)
+        Ok((out, dropped))
     }
 }
 
@@ -735,6 +869,93 @@ mod tests {
             t += TIERS[tier];
         }
         assert_eq!(t, 26 * h + 7 * m);
+    }
+
+    fn index_of(dir: &Path, now: EpochMs) -> Index {
+        let src = Sources {
+            metrics_dir: dir.to_path_buf(),
+            archive_dir: None,
+            alert_state: None,
+            alerts_log: None,
+        };
+        Index::build(src, 86_400_000, now, 10, Histograms::default()).unwrap()
+    }
+
+    #[test]
+    fn a_refresh_opens_only_the_files_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_795_773_600_000;
+        let rec = format!(
+            "{{\"timestamp\":\"{}\",\"metric\":\"m\",\"value\":1}}\n",
+            format_ms(now - 1000)
+        );
+        std::fs::write(dir.path().join("cfn-metrics-0.jsonl"), &rec).unwrap();
+        for n in 1..500 {
+            std::fs::write(dir.path().join(format!("cfn-metrics-{n}.jsonl")), "").unwrap();
+        }
+        let mut index = index_of(dir.path(), now);
+        let opened = index.files_opened;
+        assert_eq!(opened, 500, "the build reads every shard once");
+        index.refresh(now).unwrap();
+        index.refresh(now).unwrap();
+        assert_eq!(
+            index.files_opened, opened,
+            "nothing changed, nothing opened"
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("cfn-metrics-0.jsonl"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, rec.as_bytes()))
+            .unwrap();
+        index.refresh(now).unwrap();
+        assert_eq!(index.files_opened, opened + 1, "only the shard appended to");
+        assert_eq!(index.indexed_records(), 2);
+        assert_eq!(
+            index.hot_shards().0.len(),
+            1,
+            "empty shards are not read by queries"
+        );
+    }
+
+    #[test]
+    fn records_far_in_the_future_are_not_rolled_up_and_their_ranges_read_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_795_773_600_000;
+        let mut text = format!(
+            "{{\"timestamp\":\"{}\",\"metric\":\"m\",\"value\":1}}\n",
+            format_ms(now - 1000)
+        );
+        for h in 0..1000 {
+            text.push_str(&format!(
+                "{{\"timestamp\":\"{}\",\"metric\":\"m\",\"value\":1}}\n",
+                format_ms(now + 2 * 3_600_000 + h * 3_600_000)
+            ));
+        }
+        std::fs::write(dir.path().join("cfn-metrics-0.jsonl"), text).unwrap();
+        let index = index_of(dir.path(), now);
+        let cells: usize = index
+            .series
+            .iter()
+            .flat_map(|s| s.tiers.iter())
+            .map(BTreeMap::len)
+            .sum();
+        assert_eq!(
+            cells, 3,
+            "one minute, quarter and hour: the present record's"
+        );
+        let q = |since, until| RangeQuery {
+            since,
+            until,
+            bucket_ms: None,
+            metrics: Vec::new(),
+            quantiles: vec![0.5],
+            max_groups: 10,
+        };
+        assert!(index.covers(&q(now - 3_600_000, now + 1)));
+        assert!(
+            !index.covers(&q(now, now + 3 * 3_600_000)),
+            "reaches a future record"
+        );
     }
 
     #[test]

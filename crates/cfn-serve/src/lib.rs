@@ -135,6 +135,11 @@ pub struct Cli {
     #[arg(long, value_name = "KEY")]
     pub histogram_by: Vec<String>,
 
+    /// Most histogram series on /metrics over all metrics and label values; records of new
+    /// series past it are counted in cfn_serve_histogram_dropped_records_total instead.
+    #[arg(long, value_name = "N", default_value_t = histogram::DEFAULT_MAX_SERIES)]
+    pub histogram_max_series: usize,
+
     /// Another name clients may use in the Host header (a reverse proxy's name, say);
     /// repeatable. Loopback names and the listen address are always accepted.
     #[arg(long, value_name = "HOST")]
@@ -147,9 +152,11 @@ pub struct App {
     pub metrics_window: Duration,
     /// The rollups every range query is answered from (and the shards' health).
     pub index: Mutex<Index>,
-    cache: Mutex<HashMap<String, (Instant, Response)>>,
+    cache: Mutex<Cache>,
     /// One lock per URL being computed, so concurrent cache misses compute it once.
     gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Whether a query past [`MAX_GROUPS`] was reported on stderr (once per process).
+    said_cut: std::sync::atomic::AtomicBool,
 }
 
 /// A response: status, content type, body.
@@ -219,6 +226,64 @@ fn percent_decode(s: &str) -> Result<String, String> {
 }
 
 const MAX_BUCKETS: i64 = 2000;
+/// Most aggregates one query answers (a dashboard's charts, a summary's groups, /metrics'
+/// summaries): what a flood of distinct names or a fine bucket over many metrics can ask
+/// for stays a few megabytes. Records of groups past it are counted and left out.
+pub const MAX_GROUPS: usize = 10_000;
+/// The response cache's budget: responses past [`CACHE_ENTRY_MAX`] are not kept, expired
+/// ones go first, then the oldest.
+const CACHE_BYTES: usize = 16 << 20;
+const CACHE_ENTRY_MAX: usize = 2 << 20;
+/// How long a response is served from the cache.
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// Responses of the last second, within [`CACHE_BYTES`].
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, (Instant, Response)>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn get(&self, key: &str) -> Option<Response> {
+        self.entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn insert(&mut self, key: &str, resp: &Response) {
+        let size = resp.body.len() + key.len();
+        if size > CACHE_ENTRY_MAX {
+            return;
+        }
+        self.remove_where(|at| at.elapsed() >= CACHE_FOR);
+        while self.bytes + size > CACHE_BYTES {
+            let Some(oldest) = self.entries.values().map(|(at, _)| *at).min() else {
+                break;
+            };
+            self.remove_where(|at| at <= oldest);
+        }
+        if let Some((_, old)) = self
+            .entries
+            .insert(key.to_string(), (Instant::now(), resp.clone()))
+        {
+            self.bytes -= old.body.len() + key.len();
+        }
+        self.bytes += size;
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(Instant) -> bool) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|k, (at, r)| {
+            let keep = !gone(*at);
+            if !keep {
+                *bytes -= r.body.len() + k.len();
+            }
+            keep
+        });
+    }
+}
 const MAX_RANGE_MS: i64 = 31 * 86_400_000;
 /// The summary table's window on the dashboard.
 const TABLE_WINDOW_MS: i64 = 30_000;
@@ -269,16 +334,23 @@ impl App {
             src,
             metrics_window,
             index: Mutex::new(index),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             gates: Mutex::new(HashMap::new()),
+            said_cut: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// The index, brought up to date with what was appended since the last look.
+    /// The index, brought up to date with what was appended since the last look (once per
+    /// request, and once a second in the background).
     fn fresh_index(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Index>> {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.index();
         index.refresh(now_ms())?;
         Ok(index)
+    }
+
+    /// The index as it is.
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Answers one request; never panics on bad input.
@@ -307,13 +379,14 @@ impl App {
         if let Some(r) = self.cached(path_and_query) {
             return r;
         }
+        // What was appended since the last look is read once, before computing.
+        if let Err(e) = self.fresh_index() {
+            return json_response(500, &json!({ "error": e.to_string() }));
+        }
         let resp = self.compute(path_and_query);
         if resp.status == 200 {
             let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if c.len() > 512 {
-                c.clear();
-            }
-            c.insert(path_and_query.to_string(), (Instant::now(), resp.clone()));
+            c.insert(path_and_query, &resp);
         }
         resp
     }
@@ -321,8 +394,6 @@ impl App {
     fn cached(&self, key: &str) -> Option<Response> {
         let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         c.get(key)
-            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
-            .map(|(_, r)| r.clone())
     }
 
     fn compute(&self, path_and_query: &str) -> Response {
@@ -356,10 +427,7 @@ impl App {
             "/api/series" => self.series(&q),
             "/api/metrics" => self.metric_names(&q),
             "/api/alerts" => json_response(200, &data::alerts(&self.src)),
-            "/api/shards" => match self.fresh_index() {
-                Ok(index) => json_response(200, &index.shard_health(now_ms())),
-                Err(e) => json_response(500, &json!({ "error": e.to_string() })),
-            },
+            "/api/shards" => json_response(200, &json!(self.index().shard_health(now_ms()).0)),
             _ => json_response(404, &json!({ "error": "not found" })),
         }
     }
@@ -407,32 +475,55 @@ impl App {
 
     /// Aggregates `filter`'s range: from the index when it can (no agent, tag or grouping,
     /// a range inside the index span), else by reading the records (only the shards of the
-    /// agents asked for).
+    /// agents asked for) without holding the index. At most [`MAX_GROUPS`] aggregates; also
+    /// returns how many records were left out past that.
     fn aggregate(
         &self,
         filter: &RecordFilter,
         tag: Option<&(String, String)>,
         opts: Options,
-    ) -> anyhow::Result<Vec<cfn_core::aggregate::Aggregate>> {
-        let mut index = self.fresh_index()?;
+    ) -> anyhow::Result<(Vec<cfn_core::aggregate::Aggregate>, u64)> {
+        let opts = Options {
+            max_groups: MAX_GROUPS,
+            ..opts
+        };
+        let mut index = self.index();
         let query = RangeQuery {
             since: filter.since.unwrap_or(i64::MIN),
             until: filter.until.unwrap_or(i64::MAX),
             bucket_ms: opts.bucket_ms,
             metrics: filter.metrics.clone(),
             quantiles: opts.quantiles.clone(),
+            max_groups: opts.max_groups,
         };
         let plain =
             filter.agents.is_empty() && tag.is_none() && !opts.by.agent && opts.by.tags.is_empty();
-        if plain && index.covers(&query) {
-            return index.aggregate(&query);
+        let (aggs, dropped) = if plain && index.covers(&query) {
+            index.aggregate(&query)?
+        } else {
+            let shards =
+                (!filter.agents.is_empty()).then(|| index.shards_of_agents(&filter.agents));
+            let hot = index.hot_shards();
+            drop(index);
+            data::aggregate(&self.src, &hot, filter, shards.as_ref(), tag, opts)?
+        };
+        if dropped > 0
+            && !self
+                .said_cut
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "a query reached the limit of {MAX_GROUPS} aggregates; {dropped} records of further groups were left out (said once; the dashboard shows how many)"
+                ),
+            );
         }
-        let shards = (!filter.agents.is_empty()).then(|| index.shards_of_agents(&filter.agents));
-        drop(index);
-        data::aggregate(&self.src, filter, shards.as_ref(), tag, opts)
+        Ok((aggs, dropped))
     }
 
-    /// Metric names and agents of a range.
+    /// Metric names and agents of a range (at most [`data::MAX_LISTED`] of each), and
+    /// whether a list was cut.
     fn names(
         &self,
         since: EpochMs,
@@ -440,14 +531,17 @@ impl App {
     ) -> anyhow::Result<(
         std::collections::BTreeSet<String>,
         std::collections::BTreeSet<String>,
+        bool,
     )> {
-        let index = self.fresh_index()?;
+        let index = self.index();
         if let Some(names) = index.names(since, until) {
             return Ok(names);
         }
+        let hot = index.hot_shards();
         drop(index);
         data::names(
             &self.src,
+            &hot,
             &RecordFilter {
                 since: Some(since),
                 until: Some(until),
@@ -470,7 +564,7 @@ impl App {
                 ..Default::default()
             };
             self.aggregate(&filter, tag_param(q)?.as_ref(), opts)
-                .map(|a| aggregates_json(&a))
+                .map(|(a, _)| aggregates_json(&a))
                 .map_err(|e| e.to_string())
         };
         run().unwrap_or_else(bad_request)
@@ -494,7 +588,7 @@ impl App {
             let mut filter = Self::base_filter(q)?;
             filter.since = Some(now - range);
             filter.until = Some(now + 1);
-            let aggs = self
+            let (aggs, _) = self
                 .aggregate(
                     &filter,
                     tag_param(q)?.as_ref(),
@@ -506,7 +600,7 @@ impl App {
                 .map_err(|e| e.to_string())?;
             if aggs.is_empty() {
                 // Tell an unknown metric from a quiet one.
-                let (names, _) = self
+                let (names, _, _) = self
                     .names(now - MAX_RANGE_MS.min(range.max(86_400_000)), now + 1)
                     .map_err(|e| e.to_string())?;
                 if !names
@@ -525,12 +619,12 @@ impl App {
         let run = || -> Result<Response, String> {
             let now = Self::now(q)?;
             let range = Self::duration_param(q, "range", "1h")?;
-            let (metrics, agents) = self
+            let (metrics, agents, cut) = self
                 .names(now - range, now + 1)
                 .map_err(|e| e.to_string())?;
             Ok(json_response(
                 200,
-                &json!({ "metrics": metrics, "agents": agents }),
+                &json!({ "metrics": metrics, "agents": agents, "truncated": cut }),
             ))
         };
         run().unwrap_or_else(bad_request)
@@ -553,17 +647,28 @@ impl App {
                 ));
             }
             let tag = tag_param(q)?;
-            let filter = Self::base_filter(q)?;
-            let (metrics, agents) = self
+            let mut filter = Self::base_filter(q)?;
+            let (metrics, agents, names_cut) = self
                 .names(now - range, now + 1)
                 .map_err(|e| e.to_string())?;
-            let shown: Vec<&String> = metrics
+            let mut shown: Vec<&String> = metrics
                 .iter()
                 .filter(|m| {
                     filter.metrics.is_empty() || filter.metrics.iter().any(|p| p.matches(m))
                 })
                 .collect();
-            let table = self
+            // As many charts as MAX_GROUPS points allow, the first by name; the page says
+            // how many more there are.
+            let charts_max = (MAX_GROUPS / (range / bucket + 2).max(1) as usize).max(1);
+            let charts_cut = shown.len().saturating_sub(charts_max);
+            if charts_cut > 0 {
+                shown.truncate(charts_max);
+                filter.metrics = shown
+                    .iter()
+                    .map(|m| NamePattern::Exact(m.to_string()))
+                    .collect();
+            }
+            let (table, _) = self
                 .aggregate(
                     &RecordFilter {
                         since: Some(now - TABLE_WINDOW_MS),
@@ -574,7 +679,7 @@ impl App {
                     Options::default(),
                 )
                 .map_err(|e| e.to_string())?;
-            let series = self
+            let (series, dropped) = self
                 .aggregate(
                     &RecordFilter {
                         since: Some(now - range),
@@ -597,15 +702,14 @@ impl App {
                     body.pop();
                 }
             }
-            let shards = self
-                .fresh_index()
-                .map_err(|e| e.to_string())?
-                .shard_health(now);
+            let (shards, shards_total) = self.index().shard_health(now);
             // Written by hand around the aggregates' own JSON (the same as /api/series).
             let mut body = Vec::with_capacity(series.len() * 256 + 4096);
             let head = json!({
                 "range_ms": range, "bucket_ms": bucket, "now": cfn_core::time::format_ms(now),
                 "metrics": metrics, "shown": shown, "agents": agents,
+                "names_truncated": names_cut, "charts_not_shown": charts_cut,
+                "dropped_records": dropped, "shards_total": shards_total,
             });
             let head = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
             body.extend_from_slice(&head[..head.len() - 1]);
@@ -648,18 +752,17 @@ impl App {
             ..Default::default()
         };
         match self.aggregate(&filter, None, Options::default()) {
-            Ok(aggs) => {
-                let hists = self
-                    .index
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .histograms
-                    .snapshot();
-                let (text, _) = cfn_promtext::render_with_histograms(
+            Ok((aggs, dropped)) => {
+                let (hists, hist_dropped) = {
+                    let index = self.index();
+                    (index.histograms.snapshot(), index.histograms.dropped())
+                };
+                let (mut text, _) = cfn_promtext::render_with_histograms(
                     &aggs,
                     &hists,
                     &cfn_promtext::Options::default(),
                 );
+                text.push_str(&dropped_families(dropped, hist_dropped));
                 Response {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -669,6 +772,20 @@ impl App {
             Err(e) => json_response(500, &json!({ "error": e.to_string() })),
         }
     }
+}
+
+/// What /metrics left out: the summary groups past [`MAX_GROUPS`] in this scrape (a
+/// gauge), and the records not counted in a histogram because its series limit was reached
+/// (a counter). Always present, so an alert on them has something to read.
+fn dropped_families(summary_records: u64, histogram_records: u64) -> String {
+    format!(
+        "# HELP cfn_serve_summary_dropped_records Records of the window left out of this scrape's summaries: their groups were past the limit of {MAX_GROUPS}.\n\
+         # TYPE cfn_serve_summary_dropped_records gauge\n\
+         cfn_serve_summary_dropped_records {summary_records}\n\
+         # HELP cfn_serve_histogram_dropped_records_total Records not counted in the histograms because a new series would have passed --histogram-max-series.\n\
+         # TYPE cfn_serve_histogram_dropped_records_total counter\n\
+         cfn_serve_histogram_dropped_records_total {histogram_records}\n"
+    )
 }
 
 /// How the server listens.
@@ -733,7 +850,11 @@ pub fn run(
         parse_duration(&cli.window)?,
         parse_duration(&cli.index_span)?,
         cli.index_max_metrics,
-        histogram::HistogramConfig::parse(&cli.buckets, &cli.histogram_by)?,
+        histogram::HistogramConfig::parse(
+            &cli.buckets,
+            &cli.histogram_by,
+            cli.histogram_max_series,
+        )?,
     )?);
     // Appended records reach the index within a second even when nobody asks.
     let refresher = Arc::clone(&app);

@@ -8,6 +8,27 @@ use std::time::Duration;
 pub struct Server {
     pub child: std::process::Child,
     pub port: u16,
+    /// What the server said on stderr (but its "listening on" line).
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    /// The server's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc status")
+            * 1024
+    }
+
+    /// What the server said on stderr so far.
+    pub fn said(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Server {
@@ -30,12 +51,14 @@ pub fn start(dir: &TestDir, extra: &[&str]) -> Server {
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    // Index progress may come first on a big directory.
+    // Index progress (and warnings) may come first on a big directory.
     let mut line = String::new();
+    let mut before = String::new();
     while !line.contains("listening on") {
+        before.push_str(&line);
         line.clear();
         if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("cfn-serve exited before listening");
+            panic!("cfn-serve exited before listening: {before}");
         }
     }
     let port: u16 = line
@@ -46,8 +69,20 @@ pub fn start(dir: &TestDir, extra: &[&str]) -> Server {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("cfn-serve did not say where it listens: {line:?}"));
     // Keep reading what it says, so a full pipe never blocks it.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, port }
+    let said = std::sync::Arc::new(std::sync::Mutex::new(before));
+    let keep = said.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+            keep.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    Server {
+        child,
+        port,
+        stderr: said,
+    }
 }
 
 /// A raw GET (the path is sent as is, so traversal attempts reach the server unnormalised).

@@ -86,7 +86,9 @@ fn source(ctx: &Ctx, name: &str) -> anyhow::Result<Source> {
     let (size, md5) = md5_file(&tmp_path)?;
     Ok(Source {
         path: tmp_path.to_path_buf(),
-        object: format!("{name}.gz"),
+        // Not `{name}.gz`: that is the day's rotated file's object, and a day can be in both
+        // forms (late records after a rotation); each must reach the store whole.
+        object: cfn_core::paths::cold_name_of_plain(name, &md5),
         size,
         md5,
         _temp: Some(tmp_path),
@@ -378,16 +380,35 @@ fn upload_parts(
     ))
 }
 
-/// Runs the `--exec` program on the file; true when it exits 0.
+/// The prefix of the private directory an `--exec` program's copy is made in.
+pub const EXEC_DIR_PREFIX: &str = ".cfn-metrics-exec.";
+
+/// Runs the `--exec` program on a private copy of the file; true when it exits 0.
+///
+/// The program gets a path nobody else can swap: the file is opened as every other open in
+/// the shared directory is (no link, a regular file of ours), then copied from that open
+/// descriptor into a fresh directory only we can enter, under the file's own name (so
+/// `rclone copy` or `aws s3 cp` name the object right).
 fn exec(ctx: &Ctx, argv: &[String], name: &str) -> anyhow::Result<bool> {
     let path = ctx.archive_dir.join(name);
     if ctx.dry_run {
         eprintln!("cfn-archive: would run {} on {}", argv[0], path.display());
         return Ok(false);
     }
+    let mut file = open_safe(&path, Access::Read)?;
+    let private = tempfile::Builder::new()
+        .prefix(EXEC_DIR_PREFIX)
+        .tempdir_in(&ctx.archive_dir)
+        .map_err(|e| io_fail("cannot create a private directory in", &ctx.archive_dir, &e))?;
+    let copy = private.path().join(name);
+    {
+        let mut out = File::create_new(&copy).map_err(|e| io_fail("cannot create", &copy, &e))?;
+        std::io::copy(&mut file, &mut WriteChecked(&mut out))
+            .map_err(|e| io_fail("cannot copy for --exec into", &copy, &e))?;
+    }
     let status = std::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .arg(&path)
+        .arg(&copy)
         .stdin(std::process::Stdio::null())
         .status()
         .map_err(|e| {
@@ -408,7 +429,7 @@ fn exec(ctx: &Ctx, argv: &[String], name: &str) -> anyhow::Result<bool> {
         format!(
             "--exec {} {} exited with {status}; {} is kept",
             argv[0],
-            path.display(),
+            copy.display(),
             name
         ),
     ))

@@ -3,11 +3,16 @@
 
 use super::cold::{ColdTarget, send};
 use super::*;
+use cfn_core::exit::exit_for;
 /// Deletes archive files whose day (from the file name) is older than `keep`, saying which;
 /// with a cold `target`, each only once a verified copy is there.
 ///
+/// A file another user planted in a shared archive directory (or a link, a FIFO) is
+/// skipped with a warning naming it; the other files are still pruned.
+///
 /// # Errors
-/// I/O errors deleting a file; the target's errors (the file and the rest stay).
+/// I/O errors deleting a file, and the target's errors: the file stays, the others are
+/// still tried, and the first error is returned at the end.
 pub fn prune(
     ctx: &Ctx,
     state: &mut ArchiveState,
@@ -19,6 +24,7 @@ pub fn prune(
     let keep_days = (keep.as_millis() as i64).div_euclid(DAY_MS);
     let limit = today_start - keep_days * DAY_MS;
     let mut changed = false;
+    let mut first_error = None;
     for ArchiveFile { name, day, .. } in archive_files(&ctx.archive_dir)? {
         let Some(start) = parse_utc_day(&day) else {
             continue;
@@ -27,9 +33,23 @@ pub fn prune(
             continue;
         }
         let path = ctx.archive_dir.join(&name);
-        if let Some(t) = target
-            && !send(ctx, state, t, &name, summary)?
-        {
+        if skip_refused("cfn-archive", false, open_safe(&path, Access::Read))?.is_none() {
+            continue;
+        }
+        let sent = match target {
+            Some(t) => match send(ctx, state, t, &name, summary) {
+                Ok(sent) => Some(sent),
+                // The store is down or refuses us: the other files would fail the same way.
+                Err(e) if matches!(exit_for(&e), Exit::TempFail | Exit::Config) => return Err(e),
+                // This file's object is in the way: the others may still go.
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        if sent == Some(false) {
             // A dry run: nothing was sent, so nothing may go.
             summary.pruned_files += 1;
             summary.pruned.push(name);
@@ -38,7 +58,10 @@ pub fn prune(
         if ctx.dry_run {
             eprintln!("cfn-archive: would prune {}", path.display());
         } else {
-            std::fs::remove_file(&path).map_err(|e| io_fail("cannot delete", &path, &e))?;
+            if let Err(e) = std::fs::remove_file(&path) {
+                first_error.get_or_insert(io_fail("cannot delete", &path, &e));
+                continue;
+            }
             eprintln!("cfn-archive: pruned {}", path.display());
             changed |= state.archives.remove(&name).is_some();
             changed |= state.cold.remove(&name).is_some();
@@ -49,5 +72,5 @@ pub fn prune(
     if changed {
         save(&ctx.archive_dir, state)?;
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }

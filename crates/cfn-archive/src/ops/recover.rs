@@ -94,6 +94,18 @@ pub fn clean_stale_temp_files(ctx: &Ctx) {
     for entry in std::fs::read_dir(&ctx.archive_dir).into_iter().flatten() {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        // An --exec copy's private directory, left by a run killed while the program ran.
+        if name.starts_with(super::cold::EXEC_DIR_PREFIX)
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me)
+            && std::fs::remove_dir_all(&path).is_ok()
+        {
+            eprintln!(
+                "cfn-archive: removed {} left by an interrupted run",
+                path.display()
+            );
+            continue;
+        }
         let stale = (name.starts_with(".cfn-metrics-") && name.contains(".jsonl.gz."))
             || (name.starts_with(&state_tmp) && name.ends_with(".tmp"));
         if stale && ours(&entry.path()) && std::fs::remove_file(entry.path()).is_ok() {

@@ -67,7 +67,17 @@ pub fn rotate(
         show_progress(ctx, i, todo.len(), name);
         let plain = ctx.archive_dir.join(name);
         let gz_path = ctx.archive_dir.join(format!("{name}.gz"));
-        let plain_file = open_safe(&plain, Access::Read)?;
+        // Another user's file (or a link) named like a day file in a shared archive
+        // directory is skipped with a warning; the other days are still rotated.
+        let Some(plain_file) = skip_refused("cfn-archive", false, open_safe(&plain, Access::Read))?
+        else {
+            continue;
+        };
+        if std::fs::symlink_metadata(&gz_path).is_ok()
+            && skip_refused("cfn-archive", false, open_safe(&gz_path, Access::Read))?.is_none()
+        {
+            continue;
+        }
         let plain_len = plain_file.metadata()?.len();
         let gz_before = match std::fs::symlink_metadata(&gz_path) {
             Ok(m) => m.len(),

@@ -83,7 +83,7 @@ fn resume_at(
     meta: &std::fs::Metadata,
 ) -> anyhow::Result<Position> {
     let prev = state.shards.get(name).cloned().unwrap_or_default();
-    if prev.change(meta) == Change::Same {
+    if prev.change_in(file, meta)? == Change::Same {
         return Ok(Position {
             offset: prev.offset,
             line: 0,
