@@ -14,10 +14,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/cfn-stray.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 say() { echo "$@" | tee -a "$out"; }
 
-serve() { # DIR -> prints the port
-    "$B/cfn-serve" --listen 127.0.0.1:0 --dir "$1" 2>"$1.log" &
-    for _ in $(seq 100); do
-        port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$1.log")
+port_of() { # LOG -> the port cfn-serve says it listens on
+    for _ in $(seq 300); do
+        port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$1")
         [ -n "$port" ] && { echo "$port"; return; }
         sleep 0.1
     done
@@ -28,8 +27,11 @@ for d in clean stray; do
     "$X" gen-hot --dir "$work/$d" --agents 500 --secs 600 >/dev/null
 done
 for n in $(seq 100 $((100 + stray - 1))); do : >"$work/stray/cfn-metrics-$n.jsonl"; done
-clean=$(serve "$work/clean")
-dirty=$(serve "$work/stray")
+"$B/cfn-serve" --listen 127.0.0.1:0 --dir "$work/clean" >/dev/null 2>"$work/clean.log" &
+"$B/cfn-serve" --listen 127.0.0.1:0 --dir "$work/stray" >/dev/null 2>"$work/stray.log" &
+stray_pid=$!
+clean=$(port_of "$work/clean.log")
+dirty=$(port_of "$work/stray.log")
 say '```'
 # Medians of 30 distinct requests against each server.
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -43,8 +45,7 @@ ms() { awk "BEGIN{printf \"%.1f\", $1*1000}"; }
 say "dashboard request, 1 h, 16 shards:                       median $(ms "$c") ms (the floor)"
 say "dashboard request, 1 h, 16 shards + $stray stray files:  median $(ms "$s") ms ($(awk "BEGIN{printf \"%.2f\", $s/$c}")x the floor; target 100 ms)"
 # The refresher looks at every file once a second: its cost while nobody asks.
-pid=$(pgrep -f -- "--dir $work/stray\$" | head -1)
-ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+ticks() { awk '{print $14 + $15}' "/proc/$stray_pid/stat"; }
 t0=$(ticks); sleep 10; t1=$(ticks)
 say "idle server with the stray files: $(awk "BEGIN{printf \"%.1f\", ($t1 - $t0) / $(getconf CLK_TCK) / 10 * 100}")% of a core (one look a second)"
 say '```'

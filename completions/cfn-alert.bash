@@ -23,7 +23,7 @@ _cfn__alert() {
 
     case "${cmd}" in
         cfn__alert)
-            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --http-timeout --retries --now --dry-run --strict --help --version"
+            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --alertmanager --header --alert-valid-for --generator-url --http-timeout --retries --now --dry-run --strict --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -66,6 +66,22 @@ _cfn__alert() {
                     return 0
                     ;;
                 --webhook-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alertmanager)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alert-valid-for)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --generator-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -8,6 +8,10 @@ complete -c cfn-alert -l slack-webhook-file -d 'Read the Slack incoming-webhook 
 complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY)' -r -F
 complete -c cfn-alert -l pagerduty-url -d 'PagerDuty Events API v2 endpoint' -r
 complete -c cfn-alert -l webhook-file -d 'Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON' -r -F
+complete -c cfn-alert -l alertmanager -d 'Send the alerts to this Alertmanager (API v2); repeatable, each URL gets every alert' -r
+complete -c cfn-alert -l header -d 'An HTTP header for the Alertmanager requests (\'Authorization: Bearer …\'); repeatable. Its value is never printed' -r
+complete -c cfn-alert -l alert-valid-for -d 'How long a firing alert sent to Alertmanager stays firing without being sent again (its endsAt); keep it above the run interval' -r
+complete -c cfn-alert -l generator-url -d 'The link Alertmanager shows with each alert (the cfn-serve page, say)' -r
 complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-alert -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-alert -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r

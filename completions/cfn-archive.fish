@@ -51,7 +51,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -s h -l help -d 'Print help'
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
@@ -67,7 +67,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dry-r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l keep -d 'Retention' -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
@@ -84,7 +84,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l json -
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r

@@ -23,7 +23,7 @@ _cfn__cat() {
 
     case "${cmd}" in
         cfn__cat)
-            opts="-f -h -V --endpoint --http-timeout --retries --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
+            opts="-f -h -V --endpoint --host-tag --http-timeout --retries --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -7,6 +7,7 @@ complete -c cfn-cat -l metric -d 'Only this metric: an exact name or a glob such
 complete -c cfn-cat -l agent -d 'Only this agent (exact or glob); repeatable' -r
 complete -c cfn-cat -l interval -d 'With --follow: how often to look for new records' -r
 complete -c cfn-cat -l threads -d 'With --sorted: read each input on a thread of its own when this is more than 1 (0: one per core); the output is the same either way' -r
+complete -c cfn-cat -l host-tag -d 'For s3:// inputs: add a "host" tag to each record, from the key\'s HOST segment (PREFIX/HOST/cfn-metrics-….jsonl.gz, as cfn-archive --upload stores them), so `cfn-agg --by tag:host` gives each host\'s figures. Records are otherwise unchanged'
 complete -c cfn-cat -l sorted -d 'Merge the inputs in timestamp order (each shard is already in time order, so this is a k-way merge, not a sort)'
 complete -c cfn-cat -s f -l follow -d 'Keep reading as records are appended, picking up new shards and surviving shards renamed or truncated by the archiver'
 complete -c cfn-cat -l strict -d 'Stop at the first malformed input line (exit 65) instead of skipping it'

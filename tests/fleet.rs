@@ -360,3 +360,302 @@ fn three_hosts_through_a_real_prometheus_give_the_fleet_p99() {
         );
     }
 }
+
+// ---- Fleet alerting: cfn-alert on several "hosts" (CFN_HOST) through a real Alertmanager
+// (Debian's prometheus-alertmanager) to a webhook receiver of the test's.
+
+/// An Alertmanager started by the test on loopback, clustering off, grouping by alertname
+/// with a short group_wait, notifying `receiver`.
+struct Alertmanager {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: TestDir,
+    receiver: String,
+}
+
+impl Alertmanager {
+    fn start(receiver: &str) -> Option<Self> {
+        peer(
+            "prometheus-alertmanager",
+            "Debian package prometheus-alertmanager",
+        )?;
+        let mut am = Self {
+            child: None,
+            port: free_port(),
+            dir: TestDir::new(),
+            receiver: receiver.to_string(),
+        };
+        am.dir.write(
+            "am.yml",
+            format!(
+                "route:\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 1s\n  repeat_interval: 1h\n  receiver: hook\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}/hook\n        send_resolved: true\n",
+                am.receiver
+            ),
+        );
+        am.run();
+        Some(am)
+    }
+
+    /// Starts (again) on the same port and storage.
+    fn run(&mut self) {
+        let child = std::process::Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("am.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get_status(self.port, "/-/ready") != Some(200) {
+            assert!(Instant::now() < deadline, "alertmanager did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The alerts Alertmanager holds for `alertname`: (host, state).
+    fn alerts(&self, alertname: &str) -> BTreeMap<String, String> {
+        let (_, body) = get(self.port, "/api/v2/alerts");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == alertname)
+            .map(|a| {
+                (
+                    a["labels"]["host"].as_str().unwrap().to_string(),
+                    a["status"]["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn get_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn post_json(port: u16, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+/// One evaluation on host `host`: coordination.time's max is `value` (the rule fires over
+/// 100), state kept per host in `dir`.
+fn alert_run(dir: &TestDir, host: &str, value: u32, rule: &str, ams: &[String]) -> i32 {
+    let agg = format!(
+        "{{\"metric\":\"coordination.time\",\"agent\":\"agent-1\",\"count\":1,\"sum\":{value},\"avg\":{value},\"min\":{value},\"max\":{value},\"p50\":{value},\"p95\":{value},\"p99\":{value}}}\n"
+    );
+    let mut cmd = dir.cmd("cfn-alert");
+    cmd.env("CFN_HOST", host)
+        .env("CFN_HTTP_BACKOFF_MS", "20")
+        .args([
+            "--state",
+            dir.join(&format!("state-{host}.json")).to_str().unwrap(),
+        ])
+        .args([
+            "--rule",
+            &format!("coordination.time max > 100 critical name={rule}"),
+            "--retries",
+            "1",
+            "--http-timeout",
+            "2s",
+        ])
+        .stdin(agg);
+    for am in ams {
+        cmd.args(["--alertmanager", am]);
+    }
+    cmd.run().code()
+}
+
+/// Waits until `server` has received at least `n` notifications; returns them.
+fn notifications(
+    server: &cfn_testkit::MockServer,
+    n: usize,
+    within: Duration,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: Vec<serde_json::Value> = server.requests().iter().map(|r| r.json()).collect();
+        if got.len() >= n || Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn hosts_of(notification: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = notification["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["host"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn three_hosts_firing_one_rule_reach_the_receiver_as_one_grouped_notification() {
+    let receiver = cfn_testkit::MockServer::start(|_, _| cfn_testkit::reply(200, "ok"));
+    let Some(am) = Alertmanager::start(&receiver.url()) else {
+        return;
+    };
+    let dir = TestDir::new();
+    let ams = [am.url()];
+    for host in ["h1", "h2", "h3"] {
+        assert_eq!(alert_run(&dir, host, 500, "slow_coordination", &ams), 1);
+    }
+    let got = notifications(&receiver, 1, Duration::from_secs(15));
+    assert_eq!(got.len(), 1, "one grouped notification: {got:?}");
+    assert_eq!(got[0]["groupLabels"]["alertname"], "slow_coordination");
+    assert_eq!(
+        hosts_of(&got[0]),
+        [("h1", "firing"), ("h2", "firing"), ("h3", "firing")]
+            .map(|(h, s)| (h.to_string(), s.to_string()))
+    );
+    let a = &got[0]["alerts"][0];
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["metric"], "coordination.time");
+    assert_eq!(a["labels"]["agent"], "agent-1");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
+
+    // h2 resolves; h1 and h3 keep firing, run after run: no flapping between hosts.
+    assert_eq!(alert_run(&dir, "h2", 5, "slow_coordination", &ams), 0);
+    for host in ["h1", "h3"] {
+        assert_eq!(alert_run(&dir, host, 500, "slow_coordination", &ams), 1);
+    }
+    let held = am.alerts("slow_coordination");
+    assert_eq!(
+        held.keys().cloned().collect::<Vec<_>>(),
+        ["h1", "h3"],
+        "h2 resolved: {held:?}"
+    );
+    let got = notifications(&receiver, 2, Duration::from_secs(10));
+    let last = got.last().unwrap();
+    assert_eq!(
+        hosts_of(last),
+        [("h1", "firing"), ("h2", "resolved"), ("h3", "firing")]
+            .map(|(h, s)| (h.to_string(), s.to_string()))
+    );
+    // The resolution is sent again on the next run, and the state remembers it until then.
+    let state = std::fs::read_to_string(dir.join("state-h2.json")).unwrap();
+    assert!(state.contains("\"resolved\""), "{state}");
+}
+
+#[test]
+fn alertmanager_down_is_75_and_the_alert_arrives_after_the_next_run() {
+    let receiver = cfn_testkit::MockServer::start(|_, _| cfn_testkit::reply(200, "ok"));
+    let Some(mut am) = Alertmanager::start(&receiver.url()) else {
+        return;
+    };
+    am.stop();
+    let dir = TestDir::new();
+    let ams = [am.url()];
+    assert_eq!(alert_run(&dir, "h1", 500, "outage_rule", &ams), 75);
+    am.run();
+    assert!(am.alerts("outage_rule").is_empty());
+    assert_eq!(alert_run(&dir, "h1", 500, "outage_rule", &ams), 1);
+    assert_eq!(am.alerts("outage_rule").len(), 1);
+    let got = notifications(&receiver, 1, Duration::from_secs(15));
+    assert_eq!(
+        hosts_of(&got[0]),
+        [("h1".to_string(), "firing".to_string())]
+    );
+}
+
+#[test]
+fn an_ha_pair_both_hold_the_alert_and_a_silence_keeps_it_from_the_receiver() {
+    let silenced_rx = cfn_testkit::MockServer::start(|_, _| cfn_testkit::reply(200, "ok"));
+    let open_rx = cfn_testkit::MockServer::start(|_, _| cfn_testkit::reply(200, "ok"));
+    let Some(am1) = Alertmanager::start(&silenced_rx.url()) else {
+        return;
+    };
+    let Some(am2) = Alertmanager::start(&open_rx.url()) else {
+        return;
+    };
+    // A silence on the first, made through Alertmanager's API.
+    let now = cfn_core::time::now_ms();
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "quiet_rule", "isRegex": false, "isEqual": true}],
+        "startsAt": cfn_core::time::format_ms(now - 60_000),
+        "endsAt": cfn_core::time::format_ms(now + 3_600_000),
+        "createdBy": "cfn-metrics tests",
+        "comment": "maintenance",
+    });
+    let (status, body) = post_json(am1.port, "/api/v2/silences", &silence.to_string());
+    assert_eq!(status, 200, "{body}");
+    let dir = TestDir::new();
+    let ams = [am1.url(), am2.url()];
+    assert_eq!(alert_run(&dir, "h7", 500, "quiet_rule", &ams), 1);
+    assert_eq!(am1.alerts("quiet_rule")["h7"], "suppressed");
+    assert_eq!(am2.alerts("quiet_rule")["h7"], "active");
+    // The open one notifies; the silenced one does not.
+    assert_eq!(notifications(&open_rx, 1, Duration::from_secs(15)).len(), 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(silenced_rx.requests().is_empty(), "the silence held");
+}
+
+#[test]
+fn contrib_alertmanager_config_passes_amtool() {
+    let Some(amtool) = peer("amtool", "Debian package prometheus-alertmanager") else {
+        return;
+    };
+    let out = TestCommand::program(amtool)
+        .arg("check-config")
+        .arg(root().join("contrib/alertmanager/alertmanager.yml"))
+        .run();
+    out.success();
+    assert!(out.stdout().contains("SUCCESS"), "{}", out.stdout());
+}

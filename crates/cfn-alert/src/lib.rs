@@ -14,6 +14,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod alertmanager;
 pub mod notify;
 pub mod rules;
 pub mod state;
@@ -46,6 +47,19 @@ NOTIFICATIONS:
 
   Exit status: 75 when any notification could not be delivered, even while something is
   firing (a script must learn that nobody was told); otherwise 1 when something is firing.
+
+ALERTMANAGER:
+  --alertmanager URL (repeatable: each gets every alert, as an HA pair expects) sends the
+  alerts through Alertmanager's API v2 (POST URL/api/v2/alerts), so a fleet gets one
+  grouped, silenceable, routed notification instead of one message per host. Labels:
+  alertname (the rule), severity, metric, host ($CFN_HOST, else the host name) and the
+  group keys (agent, tags); annotations summary and description. Every run sends each
+  firing alert again with endsAt = now + --alert-valid-for (an alert from a host that
+  stopped running ends by itself: keep it above the run interval, 4 intervals by default
+  for runs every 30 s), and each alert resolved in the last 15 minutes with endsAt = when it
+  resolved. startsAt is kept in the --state file. Unreachable, 5xx or 429: retried, then 75
+  (the next run sends it all again); 4xx: 65 with Alertmanager's message. --header values
+  are never printed.
 
 EXAMPLES:
   cfn-cat --since 30s | cfn-agg | cfn-alert --state /var/lib/cfn-metrics/alert-state.json --log /dev/shm/cfn-alerts.jsonl
@@ -118,6 +132,24 @@ pub struct Cli {
     /// Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON.
     #[arg(long, value_name = "FILE")]
     pub webhook_file: Option<PathBuf>,
+
+    /// Send the alerts to this Alertmanager (API v2); repeatable, each URL gets every alert.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Vec<String>,
+
+    /// An HTTP header for the Alertmanager requests ('Authorization: Bearer …'); repeatable.
+    /// Its value is never printed.
+    #[arg(long, value_name = "NAME: VALUE")]
+    pub header: Vec<String>,
+
+    /// How long a firing alert sent to Alertmanager stays firing without being sent again
+    /// (its endsAt); keep it above the run interval.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub alert_valid_for: String,
+
+    /// The link Alertmanager shows with each alert (the cfn-serve page, say).
+    #[arg(long, value_name = "URL")]
+    pub generator_url: Option<String>,
 
     #[command(flatten)]
     pub http: cfn_core::cli::HttpFlags,
@@ -291,6 +323,7 @@ pub fn channels(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
         out.push(Channel::PagerDuty {
             url: cli.pagerduty_url.clone(),
             routing_key,
+            source: cfn_core::paths::host_identity()?,
         });
     }
     if let Some(url) = read_secret(
@@ -385,6 +418,8 @@ pub struct Planned {
 pub struct Plan {
     pub events: Vec<Planned>,
     pub firing: usize,
+    /// Alerts that stopped firing this run (for Alertmanager's resolved alerts).
+    pub ended: Vec<(String, Entry)>,
 }
 
 /// Advances the state with this run's observations and plans the notifications.
@@ -467,10 +502,13 @@ pub fn plan(
             let told: Vec<String> = entry.notified.keys().cloned().collect();
             p.events.push(Planned {
                 event: event_for(&entry, &key, AlertState::Resolved, now),
-                key,
+                key: key.clone(),
                 channels: told,
                 printed: true,
             });
+        }
+        if entry.state == Phase::Firing {
+            p.ended.push((key, entry));
         }
     }
     p
@@ -531,13 +569,24 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     } else {
         channels(&cli)?
     };
+    let managers = if cli.alertmanager.is_empty() {
+        None
+    } else {
+        Some(alertmanager::Alertmanagers::new(
+            &cli.alertmanager,
+            &cli.header,
+            parse_duration(&cli.alert_valid_for)?.as_millis() as i64,
+            cli.generator_url.clone(),
+            cfn_core::paths::host_identity()?,
+        )?)
+    };
     let mut log = MalformedLog::new("cfn-alert", cli.strict.strict);
     let aggs = read_aggregates(input, "<stdin>", &mut log)?;
     log.finish();
     let observed = evaluate(&rules, &aggs);
     let (handle, mut state) = open_state(&cli, config.lock_timeout)?;
     let names: Vec<String> = chans.iter().map(|c| c.name().to_string()).collect();
-    let plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
+    let mut plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
 
     let printed = print_events(&plan, &mut out)?;
     if let (Some(path), false) = (&cli.log, cli.dry_run)
@@ -552,6 +601,15 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
         })?;
     }
     let delivered = deliver(&plan, &chans, &policy, &mut state, now);
+    let managed = match (&managers, cli.dry_run) {
+        (Some(am), false) => {
+            alertmanager::remember_resolved(&mut state, std::mem::take(&mut plan.ended), now);
+            let exit = am.send(&am.payload(&state, now), &policy);
+            alertmanager::settle_resolved(&mut state, now, exit == Exit::Ok);
+            exit
+        }
+        _ => Exit::Ok,
+    };
     if let Some(h) = &handle {
         h.save(&state)?;
     }
@@ -560,8 +618,10 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     }
     // A failed delivery wins over "firing": a script that retries on 75 must not mistake
     // "nobody was told" for the usual "something is firing".
-    Ok(if !delivered {
+    Ok(if !delivered || managed == Exit::TempFail {
         Exit::TempFail
+    } else if managed != Exit::Ok {
+        managed
     } else if plan.firing > 0 {
         Exit::Firing
     } else {

@@ -9,9 +9,18 @@ use serde_json::json;
 /// Where notifications go.
 #[derive(Clone)]
 pub enum Channel {
-    Slack { url: String },
-    PagerDuty { url: String, routing_key: String },
-    Webhook { url: String },
+    Slack {
+        url: String,
+    },
+    PagerDuty {
+        url: String,
+        routing_key: String,
+        /// This host's identity (`CFN_HOST`), PagerDuty's `source`.
+        source: String,
+    },
+    Webhook {
+        url: String,
+    },
 }
 
 impl std::fmt::Debug for Channel {
@@ -57,7 +66,11 @@ impl Channel {
                 );
                 serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
             }
-            Channel::PagerDuty { routing_key, .. } => {
+            Channel::PagerDuty {
+                routing_key,
+                source,
+                ..
+            } => {
                 let body = if ev.state == AlertState::Resolved {
                     json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": ev.metadata.dedup_key})
                 } else {
@@ -71,7 +84,7 @@ impl Channel {
                         "dedup_key": ev.metadata.dedup_key,
                         "payload": {
                             "summary": summary,
-                            "source": cfn_core::http::hostname(),
+                            "source": source,
                             "severity": ev.severity,
                             "timestamp": ev.timestamp,
                             "component": ev.metadata.metric,

@@ -45,6 +45,19 @@ pub struct Entry {
 pub struct State {
     pub version: u32,
     pub alerts: BTreeMap<String, Entry>,
+    /// Alerts resolved lately, sent to Alertmanager as resolved until settled (see
+    /// `alertmanager::settle_resolved`); only with --alertmanager.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resolved: BTreeMap<String, Resolved>,
+}
+
+/// An alert that resolved: what it was, when it ended, and whether its resolution has yet to
+/// reach every Alertmanager.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub entry: Entry,
+    pub ended: i64,
+    pub undelivered: bool,
 }
 
 impl cfn_core::state_file::Versioned for State {

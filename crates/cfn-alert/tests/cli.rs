@@ -568,3 +568,50 @@ fn a_redirecting_webhook_is_not_followed_and_the_secret_url_is_not_shown() {
     assert!(!out.stderr().contains("SECRET"), "{out:?}");
     assert_eq!(elsewhere.requests().len(), 0, "a redirect was followed");
 }
+
+#[test]
+fn alertmanager_urls_must_be_http_and_a_rejection_is_65_with_its_first_bytes_and_no_header() {
+    let dir = TestDir::new();
+    let agg = r#"{"metric":"coordination.time","count":1,"sum":500,"avg":500,"min":500,"max":500}"#;
+    let out = dir
+        .cmd("cfn-alert")
+        .args([
+            "--alertmanager",
+            "ftp://am.example:9093",
+            "--rule",
+            "coordination.time max > 100",
+        ])
+        .stdin(agg)
+        .run();
+    out.status(2).stderr_has("ftp://am.example:9093");
+    // An Alertmanager (or a proxy in front of it) answering HTML that echoes the request.
+    let server = MockServer::start(|r, _| {
+        let auth = r.header("authorization").unwrap_or("").to_string();
+        reply(400, &format!("<html>bad request from {auth}</html>"))
+    });
+    let out = dir
+        .cmd("cfn-alert")
+        .args([
+            "--alertmanager",
+            &server.url(),
+            "--rule",
+            "coordination.time max > 100",
+        ])
+        .args(["--header", "Authorization: Bearer am-token-Zq81xVw"])
+        .stdin(agg)
+        .run();
+    out.status(65)
+        .stderr_has("rejected 1 alerts with HTTP 400")
+        .stderr_has("not JSON: \"<html>bad request from");
+    assert!(!out.stderr().contains("Zq81"), "{}", out.stderr());
+    let sent = server.requests();
+    assert_eq!(sent[0].path, "/api/v2/alerts");
+    let alerts = sent[0].json();
+    assert_eq!(alerts[0]["labels"]["metric"], "coordination.time");
+    assert!(
+        alerts[0]["labels"]["host"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert!(alerts[0]["endsAt"].as_str() > alerts[0]["startsAt"].as_str());
+}

@@ -128,7 +128,8 @@ pub enum Command {
 /// Cold storage for the files prune deletes.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ColdArgs {
-    /// Upload each file due for deletion to s3://BUCKET/PREFIX/ (as .jsonl.gz), verify it,
+    /// Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is
+    /// $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it,
     /// record it, and only then delete it. Credentials and region as the AWS CLI reads them.
     #[arg(long, value_name = "S3_URL")]
     pub upload: Option<String>,
@@ -197,6 +198,27 @@ fn parse_size(text: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| fail(Exit::Usage, format!("size {text:?} is not a positive size")))
 }
 
+/// Where this host's cold copies go: `PREFIX/HOST/` by default, or where `{host}` stands in
+/// the URL; and the URL as given without `{host}` (the flat layout of earlier versions,
+/// whose recorded copies still count).
+fn cold_location(
+    url: &str,
+    host: &str,
+) -> anyhow::Result<(cfn_core::s3::S3Location, cfn_core::s3::S3Location)> {
+    if url.contains("{host}") {
+        let flat =
+            cfn_core::s3::S3Location::parse(&url.replace("{host}/", "").replace("{host}", ""))?;
+        return Ok((
+            cfn_core::s3::S3Location::parse(&url.replace("{host}", host))?,
+            flat,
+        ));
+    }
+    let flat = cfn_core::s3::S3Location::parse(url)?;
+    let mut by_host = flat.clone();
+    by_host.prefix = format!("{}{host}/", flat.prefix);
+    Ok((by_host, flat))
+}
+
 impl ColdArgs {
     /// The target these flags describe, if any.
     ///
@@ -209,7 +231,7 @@ impl ColdArgs {
         let Some(url) = &self.upload else {
             return Ok(None);
         };
-        let location = cfn_core::s3::S3Location::parse(url)?;
+        let (location, flat) = cold_location(url, &cfn_core::paths::host_identity()?)?;
         let part_size = parse_size(&self.part_size)?;
         if part_size < 5 << 20 {
             return Err(fail(
@@ -230,6 +252,7 @@ impl ColdArgs {
         Ok(Some(ops::cold::ColdTarget::S3 {
             client: Box::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-archive")),
             location,
+            flat,
             threshold: parse_size(&self.multipart_threshold)?,
             part_size,
             threads: self.upload_threads.max(1),
@@ -378,6 +401,21 @@ fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cold_copies_go_under_the_host_or_where_its_placeholder_says() {
+        let (at, flat) = cold_location("s3://cold-b/fleet/", "web-1").unwrap();
+        assert_eq!(
+            (at.bucket.as_str(), at.prefix.as_str()),
+            ("cold-b", "fleet/web-1/")
+        );
+        assert_eq!(flat.prefix, "fleet/");
+        let (at, _) = cold_location("s3://cold-b", "web-1").unwrap();
+        assert_eq!(at.prefix, "web-1/");
+        let (at, flat) = cold_location("s3://cold-b/{host}/metrics/", "web-1").unwrap();
+        assert_eq!(at.prefix, "web-1/metrics/");
+        assert_eq!(flat.prefix, "metrics/");
+    }
     use clap::CommandFactory;
 
     #[test]

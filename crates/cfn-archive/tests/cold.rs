@@ -4,6 +4,7 @@
 //! and then reported, and `cfn-cat s3://` reads the cold copies back.
 
 use cfn_testkit::{Outcome, TestCommand, TestDir, free_port, peer};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -90,9 +91,13 @@ impl Moto {
     }
 }
 
+/// The host identity every test's cfn-archive has: its cold copies go under `HOST/`.
+const HOST: &str = "test-host";
+
 /// A cfn-archive (or cfn-cat) with the test's credentials and nothing from the machine's.
 fn with_aws(cmd: &mut TestCommand, m: &Moto, secret: &str) {
-    cmd.env("AWS_ACCESS_KEY_ID", &m.key)
+    cmd.env("CFN_HOST", HOST)
+        .env("AWS_ACCESS_KEY_ID", &m.key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
@@ -311,7 +316,7 @@ fn a_multipart_upload_killed_after_two_parts_resumes_and_verifies() {
     assert!(out.stderr().contains("(verified)"), "{out:?}");
     assert_eq!(archive_files(&dir), Vec::<String>::new());
     assert_eq!(
-        m.object("cold-three", &format!("fleet/{name}")),
+        m.object("cold-three", &format!("fleet/{HOST}/{name}")),
         (md5, 13 << 20)
     );
     let state: serde_json::Value =
@@ -709,7 +714,7 @@ fn an_object_that_appears_during_the_upload_is_not_overwritten() {
                     &key,
                     &secret,
                     "cold-eight",
-                    "cfn-metrics-20260901-1.jsonl.gz",
+                    &format!("{HOST}/cfn-metrics-20260901-1.jsonl.gz"),
                     "put",
                 ])
                 .output()
@@ -733,7 +738,11 @@ fn an_object_that_appears_during_the_upload_is_not_overwritten() {
         "only the file whose object is in the way is kept"
     );
     assert_eq!(
-        m.object("cold-eight", "cfn-metrics-20260901-1.jsonl.gz").1,
+        m.object(
+            "cold-eight",
+            &format!("{HOST}/cfn-metrics-20260901-1.jsonl.gz")
+        )
+        .1,
         8,
         "the other writer's object stays"
     );
@@ -1133,4 +1142,84 @@ fn a_day_in_both_forms_reaches_cold_storage_whole_under_two_names() {
         &["--endpoint", &ep, "--sorted", "s3://cold-nine/"],
     );
     assert_eq!(sorted.success().stdout().lines().count(), 155);
+}
+
+#[test]
+fn two_hosts_pruning_to_one_prefix_both_upload_and_the_fleet_read_splits_by_host() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-ten");
+    let ep = m.endpoint();
+    let mut own = BTreeMap::new();
+    for (host, scale) in [("web-1", 1u32), ("web-2", 7)] {
+        let dir = TestDir::new();
+        // The same file names on both hosts, different values.
+        let text: String = (0..60)
+            .map(|i| {
+                format!(
+                    "{{\"timestamp\":\"2026-09-0{}T10:00:{:02}.000Z\",\"agent\":\"agent-1\",\"metric\":\"m\",\"value\":{}}}\n",
+                    1 + i % 3,
+                    i,
+                    i * scale
+                )
+            })
+            .collect();
+        dir.write("cfn-metrics-1.jsonl", &text);
+        dir.cmd("cfn-archive")
+            .args(["--now", DAY, "run", "--hot", "1h", "--keep", "3650d"])
+            .run()
+            .success();
+        let mine = dir
+            .cmd("cfn-cat")
+            .arg(dir.join("archive"))
+            .run()
+            .success()
+            .stdout();
+        own.insert(host, dir.cmd("cfn-agg").stdin(mine).run().success().jsonl());
+        let mut cmd = dir.cmd("cfn-archive");
+        with_aws(&mut cmd, m, &m.secret);
+        cmd.env("CFN_HOST", host)
+            .args([
+                "--now",
+                DAY,
+                "prune",
+                "--keep",
+                "30d",
+                "--upload",
+                "s3://cold-ten/fleet/",
+            ])
+            .args(["--endpoint", &ep]);
+        cmd.run().success().stderr_has(&format!("fleet/{host}/"));
+        assert_eq!(
+            archive_files(&dir),
+            Vec::<String>::new(),
+            "{host}: verified, deleted"
+        );
+    }
+    let dir = TestDir::new();
+    // Read from the bucket's root: moto with authentication on rejects the signature of a
+    // listing whose prefix holds a slash (see cfn_cat_lists_a_prefix_…). The host is still
+    // the segment above each file name.
+    let fleet = cold_cat(
+        &dir,
+        m,
+        &m.secret,
+        &["--endpoint", &ep, "--host-tag", "s3://cold-ten/"],
+    );
+    let by_host = dir
+        .cmd("cfn-agg")
+        .args(["--by", "tag:host"])
+        .stdin(fleet.success().stdout())
+        .run()
+        .success()
+        .jsonl();
+    assert_eq!(by_host.len(), 2);
+    for a in &by_host {
+        let host = a["tags"]["host"].as_str().unwrap();
+        let mine = &own[host][0];
+        for k in [
+            "count", "sum", "min", "max", "avg", "p50", "p95", "p99", "first", "last",
+        ] {
+            assert_eq!(a[k], mine[k], "{host} {k}");
+        }
+    }
 }

@@ -118,7 +118,7 @@ pub fn follow(
             if cfn_core::input::is_gzip_name(path) {
                 if gz_done.insert(path.to_path_buf()) {
                     let mut reader = RecordReader::new(input.open()?, input.name());
-                    crate::copy_records(&mut reader, filter, log, out)?;
+                    crate::copy_records(&mut reader, filter, log, out, None)?;
                 }
                 continue;
             }

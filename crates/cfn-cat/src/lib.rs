@@ -54,6 +54,12 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
+    /// For s3:// inputs: add a "host" tag to each record, from the key's HOST segment
+    /// (PREFIX/HOST/cfn-metrics-….jsonl.gz, as cfn-archive --upload stores them), so
+    /// `cfn-agg --by tag:host` gives each host's figures. Records are otherwise unchanged.
+    #[arg(long)]
+    pub host_tag: bool,
+
     /// For s3:// inputs: the longest silence from the store (connecting, awaiting a reply,
     /// or between bytes of a body) and the retries of a failed request, as cfn-archive.
     #[command(flatten)]
@@ -244,6 +250,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
             .iter()
             .map(|c| merge::Later {
                 starts_at: c.day_start.unwrap_or(i64::MIN),
+                host: c.host_tag().map(str::to_string),
                 open: Box::new(move || {
                     Ok(RecordReader::new(c.open()? as Box<dyn BufRead>, c.name()))
                 }),
@@ -255,12 +262,12 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         for input in &inputs {
             if let Some(r) = open(input)? {
                 let mut reader = RecordReader::new(r, input.name());
-                copy_records(&mut reader, &filter, &mut log, &mut out)?;
+                copy_records(&mut reader, &filter, &mut log, &mut out, None)?;
             }
         }
         for c in &cold {
             let mut reader = RecordReader::new(c.open()?, c.name());
-            copy_records(&mut reader, &filter, &mut log, &mut out)?;
+            copy_records(&mut reader, &filter, &mut log, &mut out, c.host_tag())?;
         }
     }
     out.flush()?;
@@ -277,11 +284,17 @@ struct ColdObject {
     key: String,
     /// The start of the UTC day an archive day file holds (None for other objects).
     day_start: Option<i64>,
+    /// With --host-tag: the host segment of the key below the listed prefix.
+    host: Option<String>,
 }
 
 impl ColdObject {
     fn name(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn host_tag(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
     fn open(&self) -> anyhow::Result<Box<dyn BufRead + Send>> {
@@ -330,18 +343,32 @@ fn cold_objects(
             {
                 continue;
             }
+            // PREFIX/…/HOST/NAME: the segment just above the file name, when there is one
+            // below the prefix.
+            let host = cli
+                .host_tag
+                .then(|| {
+                    key[loc.prefix.len()..]
+                        .rsplit('/')
+                        .nth(1)
+                        .map(str::to_string)
+                })
+                .flatten()
+                .filter(|h| !h.is_empty());
             out.push(ColdObject {
                 client: client.clone(),
                 bucket: loc.bucket.clone(),
                 key,
                 day_start,
+                host,
             });
         }
     }
     Ok(out)
 }
 
-/// Copies the selected records of one reader to `out`, byte for byte.
+/// Copies the selected records of one reader to `out`, byte for byte (with a `host` tag
+/// added when `host` is given).
 ///
 /// # Errors
 /// I/O errors (a broken pipe included: the caller treats it as the end).
@@ -350,12 +377,21 @@ pub fn copy_records<R: std::io::BufRead>(
     filter: &RecordFilter,
     log: &mut MalformedLog,
     out: &mut impl Write,
+    host: Option<&str>,
 ) -> anyhow::Result<u64> {
     let mut n = 0;
+    let mut tagged = Vec::new();
     loop {
         let res = reader.next_with(log, |rec| {
             if filter.matches(&rec) {
-                out.write_all(rec.raw)?;
+                match host {
+                    Some(h) => {
+                        tagged.clear();
+                        cfn_core::record::write_with_tag(&rec, "host", h, &mut tagged);
+                        out.write_all(&tagged)?;
+                    }
+                    None => out.write_all(rec.raw)?,
+                }
                 out.write_all(b"\n")?;
                 return Ok::<_, std::io::Error>(1);
             }

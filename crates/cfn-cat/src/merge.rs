@@ -11,6 +11,8 @@ use std::io::{BufRead, Write};
 /// open at a time, not all of them.
 pub struct Later<'a, R> {
     pub starts_at: i64,
+    /// A `host` tag to add to each of its records (`cfn-cat --host-tag`).
+    pub host: Option<String>,
     pub open: Box<dyn FnOnce() -> anyhow::Result<RecordReader<R>> + 'a>,
 }
 
@@ -30,13 +32,14 @@ pub fn merge_sorted<'a, R: BufRead>(
 ) -> anyhow::Result<()> {
     // Each reader's current record, owned, since readers advance independently. A slot is
     // emptied (None) once its reader is read to the end, and reused by the next opened.
-    let mut slots: Vec<Option<(RecordReader<R>, Vec<u8>)>> = Vec::new();
+    let mut slots: Vec<Option<Slot<R>>> = Vec::new();
     let mut heap = BinaryHeap::new();
     let mut later = later.into_iter().peekable();
     // Ties keep input order: the sequence number of each opened input.
     let mut opened = 0usize;
     let mut start = |reader: RecordReader<R>,
-                     slots: &mut Vec<Option<(RecordReader<R>, Vec<u8>)>>,
+                     host: Option<String>,
+                     slots: &mut Vec<Option<Slot<R>>>,
                      heap: &mut BinaryHeap<Reverse<(i64, usize, usize)>>,
                      log: &mut MalformedLog|
      -> anyhow::Result<()> {
@@ -44,8 +47,12 @@ pub fn merge_sorted<'a, R: BufRead>(
             slots.push(None);
             slots.len() - 1
         });
-        let mut slot = (reader, Vec::new());
-        if let Some(ts) = advance(&mut slot.0, filter, log, &mut slot.1)? {
+        let mut slot = Slot {
+            reader,
+            head: Vec::new(),
+            host,
+        };
+        if let Some(ts) = slot.advance(filter, log)? {
             slots[i] = Some(slot);
             heap.push(Reverse((ts, opened, i)));
         }
@@ -53,7 +60,7 @@ pub fn merge_sorted<'a, R: BufRead>(
         Ok(())
     };
     for r in readers {
-        start(r, &mut slots, &mut heap, log)?;
+        start(r, None, &mut slots, &mut heap, log)?;
     }
     loop {
         let next_ts = heap.peek().map(|Reverse((ts, ..))| *ts);
@@ -61,43 +68,55 @@ pub fn merge_sorted<'a, R: BufRead>(
             && next_ts.is_none_or(|ts| l.starts_at <= ts)
         {
             let l = later.next().expect("peeked");
-            start((l.open)()?, &mut slots, &mut heap, log)?;
+            start((l.open)()?, l.host, &mut slots, &mut heap, log)?;
             continue;
         }
         let Some(Reverse((_, seq, i))) = heap.pop() else {
             return Ok(());
         };
-        let (reader, head) = slots[i].as_mut().expect("a slot in the heap is open");
-        out.write_all(head)?;
+        let slot = slots[i].as_mut().expect("a slot in the heap is open");
+        out.write_all(&slot.head)?;
         out.write_all(b"\n")?;
-        match advance(reader, filter, log, head)? {
+        match slot.advance(filter, log)? {
             Some(ts) => heap.push(Reverse((ts, seq, i))),
             None => slots[i] = None,
         }
     }
 }
 
-/// Moves `reader` to its next selected record, copying it into `head`.
-fn advance<R: BufRead>(
-    reader: &mut RecordReader<R>,
-    filter: &RecordFilter,
-    log: &mut MalformedLog,
-    head: &mut Vec<u8>,
-) -> anyhow::Result<Option<i64>> {
-    loop {
-        let got = reader.next_with(log, |rec| {
-            if filter.matches(&rec) {
+/// One open input of the merge: its reader, its current record (owned, since readers
+/// advance independently) and the host tag its records get.
+struct Slot<R> {
+    reader: RecordReader<R>,
+    head: Vec<u8>,
+    host: Option<String>,
+}
+
+impl<R: BufRead> Slot<R> {
+    /// Moves to the next selected record, copying it into `head`; its time, or None.
+    fn advance(
+        &mut self,
+        filter: &RecordFilter,
+        log: &mut MalformedLog,
+    ) -> anyhow::Result<Option<i64>> {
+        let (head, host) = (&mut self.head, self.host.as_deref());
+        loop {
+            let got = self.reader.next_with(log, |rec| {
+                if !filter.matches(&rec) {
+                    return None;
+                }
                 head.clear();
-                head.extend_from_slice(rec.raw);
+                match host {
+                    Some(h) => cfn_core::record::write_with_tag(&rec, "host", h, head),
+                    None => head.extend_from_slice(rec.raw),
+                }
                 Some(rec.ts_ms)
-            } else {
-                None
+            })?;
+            match got {
+                None => return Ok(None),
+                Some(Some(ts)) => return Ok(Some(ts)),
+                Some(None) => {}
             }
-        })?;
-        match got {
-            None => return Ok(None),
-            Some(Some(ts)) => return Ok(Some(ts)),
-            Some(None) => {}
         }
     }
 }
@@ -288,6 +307,7 @@ mod tests {
                     .collect();
                 later.push(Later {
                     starts_at: day * DAY,
+                    host: None,
                     open: Box::new(move || {
                         open.set(open.get() + 1);
                         most.set(most.get().max(open.get()));

@@ -80,16 +80,6 @@ pub fn read_secret(
         .filter(|s| !s.is_empty()))
 }
 
-/// This host's name (for PagerDuty's `source`, Datadog's host resource).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// The result of a delivery.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {

@@ -189,6 +189,39 @@ pub fn parse_archive_name(name: &str) -> Option<(String, u32, bool)> {
     Some((day.to_string(), n, gz))
 }
 
+/// This host's name in everything that leaves it (alert labels, OTLP's `host.name`, the
+/// cold storage layout): `CFN_HOST`, else the machine's host name (`localhost` when it has
+/// none). At most 253 characters of `A-Z a-z 0-9 . _ -`, so it is safe in an S3 key, a
+/// label value and a file name.
+///
+/// # Errors
+/// Exit 78 when `CFN_HOST` is set but empty or holds another character, naming it.
+pub fn host_identity() -> anyhow::Result<String> {
+    let valid = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && h != "."
+            && h != ".."
+    };
+    if let Some(h) = std::env::var_os("CFN_HOST") {
+        let h = h.to_string_lossy().into_owned();
+        if !valid(&h) {
+            return Err(fail(
+                Exit::Config,
+                format!("CFN_HOST {h:?} is not a host name (1 to 253 of A-Z a-z 0-9 . _ -)"),
+            ));
+        }
+        return Ok(h);
+    }
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| valid(s))
+        .unwrap_or_else(|| "localhost".into()))
+}
+
 /// Parses the name of a cold-storage object: an archive file name, or the name a plain day
 /// file is uploaded under (`cfn-metrics-YYYYMMDD-N.<12 hex digits>.jsonl.gz`: the digits
 /// are the start of the upload's MD5, so a plain file never takes its `.gz`'s name, nor one

@@ -196,9 +196,70 @@ pub fn tags_to_json(map: &Map<String, Value>) -> String {
     serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
 }
 
+/// Writes `rec`'s bytes to `out` with the tag `name` set to `value` (added to its tags, or
+/// replacing a tag of that name); everything else is kept as it was written.
+pub fn write_with_tag(
+    rec: &crate::reader::RecordRef<'_>,
+    name: &str,
+    value: &str,
+    out: &mut Vec<u8>,
+) {
+    let raw = rec.raw;
+    let span = rec.tags.and_then(|t| {
+        // The tags are a slice of the record's own bytes: find where.
+        let start = (t.get().as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+        (start + t.get().len() <= raw.len()).then_some((start, start + t.get().len()))
+    });
+    match span.and_then(|(a, b)| {
+        Some((
+            a,
+            b,
+            serde_json::from_str::<Map<String, Value>>(rec.tags?.get()).ok()?,
+        ))
+    }) {
+        Some((a, b, mut tags)) => {
+            tags.insert(name.to_string(), Value::String(value.to_string()));
+            out.extend_from_slice(&raw[..a]);
+            out.extend_from_slice(tags_to_json(&tags).as_bytes());
+            out.extend_from_slice(&raw[b..]);
+        }
+        None => {
+            // No tags (or tags that are not an object, which a reader already refused).
+            let end = raw.iter().rposition(|&c| c == b'}').unwrap_or(raw.len());
+            out.extend_from_slice(&raw[..end]);
+            out.extend_from_slice(b",\"tags\":{");
+            write_json_str(out, name);
+            out.push(b':');
+            write_json_str(out, value);
+            out.push(b'}');
+            out.extend_from_slice(&raw[end..]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_is_added_or_replaced_and_the_rest_kept_byte_for_byte() {
+        let cases = [
+            (
+                r#"{"timestamp":"2026-11-01T00:00:00.000Z","metric":"m","value":1.50}"#,
+                r#"{"timestamp":"2026-11-01T00:00:00.000Z","metric":"m","value":1.50,"tags":{"host":"web-1"}}"#,
+            ),
+            (
+                r#"{"timestamp":"2026-11-01T00:00:00.000Z","metric":"m","value":1,"tags":{"phase":"x","host":"old"}}"#,
+                r#"{"timestamp":"2026-11-01T00:00:00.000Z","metric":"m","value":1,"tags":{"host":"web-1","phase":"x"}}"#,
+            ),
+        ];
+        for (line, want) in cases {
+            let rec = crate::reader::parse_record(line.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            write_with_tag(&rec, "host", "web-1", &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
 
     #[test]
     fn accepts_what_people_type() {

@@ -616,7 +616,7 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
         prefix: cli.prefix.clone(),
         tags,
         interval: parse_duration(&cli.window)?,
-        host: cfn_core::http::hostname(),
+        host: cfn_core::paths::host_identity()?,
         now_ms: now_ms(),
     };
     let mut log = MalformedLog::new("cfn-push", cli.strict.strict);

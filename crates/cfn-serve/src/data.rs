@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Sources {
     pub metrics_dir: PathBuf,
+    /// `CFN_SHARDS`: shards numbered below it are looked at on every refresh, whatever
+    /// they hold; other shard-named files only when they hold data or in the background
+    /// sweep.
+    pub shard_count: u32,
     pub archive_dir: Option<PathBuf>,
     pub alert_state: Option<PathBuf>,
     pub alerts_log: Option<PathBuf>,

@@ -28,9 +28,10 @@ use cfn_core::stats::{Stats, StatsArena, relieve_budget};
 use cfn_core::time::{EpochMs, format_ms};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 pub const MINUTE_MS: i64 = 60_000;
@@ -148,6 +149,23 @@ struct AgentSeen {
     newest_ms: EpochMs,
 }
 
+/// How far a refresh looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// The shards that matter: those numbered below `CFN_SHARDS`, those holding data, and
+    /// files new since the last listing (the directory is listed again only when its
+    /// modification time moved). What each request does.
+    Quick,
+    /// A quick look, plus a tenth of the other shard-named files (empty or refused ones), in
+    /// turn: the background refresher's, once a second, so a stray file that starts to hold
+    /// data is read within [`SWEEP_LOOKS`] seconds without every look costing a stat per
+    /// file.
+    Sweep,
+}
+
+/// Sweeping looks it takes to look at every quiet file once.
+pub const SWEEP_LOOKS: usize = 10;
+
 /// A range query the index answers.
 #[derive(Clone, Debug)]
 pub struct RangeQuery {
@@ -171,15 +189,23 @@ pub struct Index {
     series: Vec<Series>,
     by_metric: HashMap<String, usize>,
     arena: StatsArena,
-    shards: BTreeMap<PathBuf, ShardState>,
+    /// Per shard file name (the directory is `src.metrics_dir`): hashed names, since a
+    /// refresh looks each one up and a hostile directory may hold tens of thousands.
+    shards: HashMap<OsString, ShardState>,
     agents: HashMap<String, AgentSeen>,
     /// Refused files at their last look, so an unchanged one is not opened again.
-    refused: HashMap<PathBuf, Seen>,
+    refused: HashMap<OsString, Seen>,
     /// Refused files already named on stderr (up to [`MAX_NAMES`]; past it, one line says
     /// that more are not named).
-    warned: HashSet<PathBuf>,
+    warned: HashSet<OsString>,
     /// Files opened by the refreshes so far (an unchanged file is only looked at).
     files_opened: u64,
+    /// The shard-named files of the directory at its last listing, and its modification
+    /// time then (listed again when it moves).
+    listed: Vec<(u32, OsString)>,
+    listed_mtime: Option<i128>,
+    /// Where the next sweep starts in `listed`.
+    sweep_at: usize,
     /// Records are rolled up only before this time ([`FUTURE_SLACK_MS`] past the last look).
     future_limit: EpochMs,
     /// The earliest record seen past `future_limit`: ranges reaching it are read from the
@@ -248,11 +274,14 @@ impl Index {
             series: Vec::new(),
             by_metric: HashMap::new(),
             arena: StatsArena::with_budget(ARENA_BUDGET),
-            shards: BTreeMap::new(),
+            shards: HashMap::new(),
             agents: HashMap::new(),
             refused: HashMap::new(),
             warned: HashSet::new(),
             files_opened: 0,
+            listed: Vec::new(),
+            listed_mtime: None,
+            sweep_at: 0,
             future_limit: now.saturating_add(FUTURE_SLACK_MS),
             future_min: i64::MAX,
             max_metrics,
@@ -262,21 +291,24 @@ impl Index {
             histograms,
             building: true,
         };
-        let shards = cfn_core::paths::list_shards(&index.src.metrics_dir).unwrap_or_default();
-        let total = shards
-            .iter()
-            .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
+        let dir = index.src.metrics_dir.clone();
+        let shards: Vec<(u32, OsString, std::fs::Metadata)> = list_shard_names(&dir)
+            .into_iter()
+            .filter_map(|(n, name)| {
+                let meta = std::fs::symlink_metadata(dir.join(&name)).ok()?;
+                Some((n, name, meta))
+            })
+            .collect();
+        let total = shards.iter().map(|(_, _, m)| m.len()).sum();
         let mut progress = Progress {
             started,
             last: started,
             total,
         };
         let mut done = 0;
-        for (n, path) in shards {
-            index.refresh_shard(n, &path, Some((&mut progress, done)))?;
-            done += index.shards.get(&path).map_or(0, |s| s.bytes);
+        for (n, name, meta) in shards {
+            index.refresh_shard(n, &name, &meta, Some((&mut progress, done)))?;
+            done += index.shards.get(&name).map_or(0, |s| s.bytes);
         }
         // The part of the span older than each shard's oldest hot record is in the archive.
         let oldest_hot: BTreeMap<u32, EpochMs> = index
@@ -394,15 +426,46 @@ impl Index {
     ///
     /// # Errors
     /// I/O errors other than missing or refused files.
-    pub fn refresh(&mut self, now: EpochMs) -> anyhow::Result<()> {
+    pub fn refresh(&mut self, now: EpochMs, look: Look) -> anyhow::Result<()> {
         self.future_limit = self.future_limit.max(now.saturating_add(FUTURE_SLACK_MS));
-        let listed = cfn_core::paths::list_shards(&self.src.metrics_dir).unwrap_or_default();
-        let present: HashSet<&PathBuf> = listed.iter().map(|(_, p)| p).collect();
-        self.shards.retain(|p, _| present.contains(p));
-        self.refused.retain(|p, _| present.contains(p));
-        for (n, path) in &listed {
-            self.refresh_shard(*n, path, None)?;
+        let dir = self.src.metrics_dir.clone();
+        let mtime = std::fs::symlink_metadata(&dir)
+            .ok()
+            .map(|m| Seen::of(&m).mtime_ns);
+        if mtime.is_none() || mtime != self.listed_mtime {
+            self.listed = list_shard_names(&dir);
+            self.listed_mtime = mtime;
+            let present: HashSet<&OsStr> = self
+                .listed
+                .iter()
+                .map(|(_, name)| name.as_os_str())
+                .collect();
+            self.shards
+                .retain(|name, _| present.contains(name.as_os_str()));
+            self.refused
+                .retain(|name, _| present.contains(name.as_os_str()));
         }
+        let listed = std::mem::take(&mut self.listed);
+        let mut quiet = Vec::new();
+        for (i, (n, name)) in listed.iter().enumerate() {
+            let matters = *n < self.src.shard_count
+                || self.shards.get(name).is_some_and(|st| st.bytes > 0)
+                || (!self.shards.contains_key(name) && !self.refused.contains_key(name));
+            if matters {
+                self.look_at(*n, name)?;
+            } else {
+                quiet.push(i);
+            }
+        }
+        if look == Look::Sweep && !quiet.is_empty() {
+            let step = quiet.len().div_ceil(SWEEP_LOOKS);
+            for k in 0..step {
+                let (n, name) = &listed[quiet[(self.sweep_at + k) % quiet.len()]];
+                self.look_at(*n, name)?;
+            }
+            self.sweep_at = (self.sweep_at + step) % quiet.len();
+        }
+        self.listed = listed;
         // Keep an hour past the span, so a query of the whole span finds its start.
         let horizon = floor_to(now.saturating_sub(self.span_ms), TIERS[2]) - TIERS[2];
         if horizon > self.horizon {
@@ -423,38 +486,48 @@ impl Index {
         Ok(())
     }
 
+    /// Looks at one listed file: its metadata, then what was appended if that changed.
+    fn look_at(&mut self, n: u32, file_name: &OsStr) -> anyhow::Result<()> {
+        match std::fs::symlink_metadata(self.src.metrics_dir.join(file_name)) {
+            Ok(meta) => self.refresh_shard(n, file_name, &meta, None),
+            // Gone since the listing: the next listing drops it.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Reads what was appended to shard file `file_name` (whose metadata, as the directory
+    /// listing saw it, is `before`) since the last look; opens it only when that metadata
+    /// changed.
     fn refresh_shard(
         &mut self,
         n: u32,
-        path: &Path,
+        file_name: &OsStr,
+        before: &std::fs::Metadata,
         progress: Option<(&mut Progress, u64)>,
     ) -> anyhow::Result<()> {
-        // One lstat per file and look; a file opened only when it changed since.
-        let Ok(before) = std::fs::symlink_metadata(path) else {
-            return Ok(());
-        };
-        let seen = Seen::of(&before);
-        if self.shards.get(path).is_some_and(|st| st.seen == seen)
-            || self.refused.get(path) == Some(&seen)
+        let seen = Seen::of(before);
+        if self.shards.get(file_name).is_some_and(|st| st.seen == seen)
+            || self.refused.get(file_name) == Some(&seen)
         {
             return Ok(());
         }
         self.files_opened += 1;
-        let file = match open_safe(path, Access::Read) {
+        let path = self.src.metrics_dir.join(file_name);
+        let file = match open_safe(&path, Access::Read) {
             Ok(f) => f,
             Err(e) if is_refused(&e) => {
-                self.shards.remove(path);
-                self.refused.insert(path.to_path_buf(), seen);
-                self.warn_refused(path, &e);
+                self.shards.remove(file_name);
+                self.refused.insert(file_name.to_os_string(), seen);
+                self.warn_refused(file_name, &e);
                 return Ok(());
             }
             // Gone between the listing and the open: the next look sees it.
             Err(_) => return Ok(()),
         };
-        self.refused.remove(path);
+        self.refused.remove(file_name);
         let meta = file.metadata()?;
         let name = path.display().to_string();
-        let mut st = match self.shards.remove(path) {
+        let mut st = match self.shards.remove(file_name) {
             None => ShardState::new(n, FileId::of(&meta)),
             Some(mut st) => {
                 let change = st.cursor.change_in(&file, &meta)?;
@@ -504,21 +577,21 @@ impl Index {
         } else {
             Seen::default()
         };
-        self.shards.insert(path.to_path_buf(), st);
+        self.shards.insert(file_name.to_os_string(), st);
         Ok(())
     }
 
     /// Names a refused file on stderr, once per file per process.
-    fn warn_refused(&mut self, path: &Path, e: &anyhow::Error) {
-        if self.warned.contains(path) {
+    fn warn_refused(&mut self, file_name: &OsStr, e: &anyhow::Error) {
+        if self.warned.contains(file_name) {
             return;
         }
         if self.warned.len() < MAX_NAMES {
-            self.warned.insert(path.to_path_buf());
+            self.warned.insert(file_name.to_os_string());
             cfn_core::cli::warn("cfn-serve", format!("skipping {e}"));
         } else if self.warned.len() == MAX_NAMES {
-            // One more entry, never a path, marks that this was said.
-            self.warned.insert(PathBuf::new());
+            // One more entry, never a file name, marks that this was said.
+            self.warned.insert(OsString::new());
             cfn_core::cli::warn(
                 "cfn-serve",
                 format!(
@@ -531,13 +604,15 @@ impl Index {
     /// The hot shards worth reading (known, not refused, not empty), for the readers of
     /// records: a directory of thousands of stray empty files is not opened on every query.
     pub fn hot_shards(&self) -> HotShards {
-        HotShards(
-            self.shards
-                .iter()
-                .filter(|(_, st)| st.bytes > 0)
-                .map(|(p, st)| (st.n, p.clone()))
-                .collect(),
-        )
+        let mut hot: Vec<(u32, std::path::PathBuf)> = self
+            .shards
+            .iter()
+            .filter(|(_, st)| st.bytes > 0)
+            .map(|(name, st)| (st.n, self.src.metrics_dir.join(name)))
+            .collect();
+        // In shard order, as a listing reads them: answers never depend on hashing.
+        hot.sort();
+        HotShards(hot)
     }
 
     /// A shard rewritten (trimmed), replaced or truncated since the last look: finds where
@@ -596,14 +671,14 @@ impl Index {
     /// Shard health: per hot shard its bytes, records, malformed lines and newest record; at
     /// most [`MAX_SHARDS_SHOWN`], the ones holding data first. Also the number of shards.
     pub fn shard_health(&self, now: EpochMs) -> (Vec<ShardHealth>, usize) {
-        let mut all: Vec<(&PathBuf, &ShardState)> = self.shards.iter().collect();
-        all.sort_by_key(|(_, h)| (h.bytes == 0, h.n));
+        let mut all: Vec<(&OsString, &ShardState)> = self.shards.iter().collect();
+        all.sort_by_key(|(name, h)| (h.bytes == 0, h.n, *name));
         let shown = all
             .into_iter()
             .take(MAX_SHARDS_SHOWN)
-            .map(|(path, h)| ShardHealth {
+            .map(|(name, h)| ShardHealth {
                 shard: h.n,
-                file: path.file_name().map(|s| s.to_string_lossy().into_owned()),
+                file: Some(name.to_string_lossy().into_owned()),
                 bytes: h.bytes,
                 records: h.records,
                 malformed: h.malformed,
@@ -785,6 +860,23 @@ impl Index {
     }
 }
 
+/// The shard-named entries of `dir`: number and file name, in shard order (a missing or
+/// unreadable directory lists nothing).
+fn list_shard_names(dir: &Path) -> Vec<(u32, OsString)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, OsString)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            Some((name.to_str().and_then(cfn_core::paths::shard_number)?, name))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The rollups that make up `[from, to)` (both on minutes): the biggest that fit, in order.
 fn cover(from: EpochMs, to: EpochMs) -> Vec<(usize, EpochMs)> {
     let mut out = Vec::new();
@@ -874,6 +966,7 @@ mod tests {
     fn index_of(dir: &Path, now: EpochMs) -> Index {
         let src = Sources {
             metrics_dir: dir.to_path_buf(),
+            shard_count: 16,
             archive_dir: None,
             alert_state: None,
             alerts_log: None,
@@ -896,8 +989,10 @@ mod tests {
         let mut index = index_of(dir.path(), now);
         let opened = index.files_opened;
         assert_eq!(opened, 500, "the build reads every shard once");
-        index.refresh(now).unwrap();
-        index.refresh(now).unwrap();
+        index.refresh(now, Look::Quick).unwrap();
+        for _ in 0..SWEEP_LOOKS {
+            index.refresh(now, Look::Sweep).unwrap();
+        }
         assert_eq!(
             index.files_opened, opened,
             "nothing changed, nothing opened"
@@ -907,13 +1002,21 @@ mod tests {
             .open(dir.path().join("cfn-metrics-0.jsonl"))
             .and_then(|mut f| std::io::Write::write_all(&mut f, rec.as_bytes()))
             .unwrap();
-        index.refresh(now).unwrap();
+        index.refresh(now, Look::Quick).unwrap();
         assert_eq!(index.files_opened, opened + 1, "only the shard appended to");
         assert_eq!(index.indexed_records(), 2);
+        // A quiet stray file that starts to hold data is read within a round of sweeps.
+        std::fs::write(dir.path().join("cfn-metrics-400.jsonl"), &rec).unwrap();
+        index.refresh(now, Look::Quick).unwrap();
+        assert_eq!(index.indexed_records(), 2, "a quick look skips quiet files");
+        for _ in 0..SWEEP_LOOKS {
+            index.refresh(now, Look::Sweep).unwrap();
+        }
+        assert_eq!(index.indexed_records(), 3);
         assert_eq!(
             index.hot_shards().0.len(),
-            1,
-            "empty shards are not read by queries"
+            2,
+            "shards 0 and 400 hold records; the empty ones are not read by queries"
         );
     }
 

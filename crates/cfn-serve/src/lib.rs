@@ -25,7 +25,7 @@ pub mod http;
 pub mod index;
 
 use data::Sources;
-use index::{Index, RangeQuery};
+use index::{Index, Look, RangeQuery};
 
 const PAGE: &str = include_str!("page.html");
 const PAGE_CSS: &str = include_str!("page.css");
@@ -344,7 +344,7 @@ impl App {
     /// request, and once a second in the background).
     fn fresh_index(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Index>> {
         let mut index = self.index();
-        index.refresh(now_ms())?;
+        index.refresh(now_ms(), Look::Quick)?;
         Ok(index)
     }
 
@@ -841,6 +841,7 @@ pub fn run(
         .or_else(|| std::env::var_os("CFN_ARCHIVE_DIR").map(PathBuf::from));
     let src = Sources {
         metrics_dir: cli.dir.clone().unwrap_or(config.metrics_dir.clone()),
+        shard_count: config.shards,
         archive_dir: archive,
         alert_state: cli.alert_state.clone(),
         alerts_log: Some(cli.alerts_log.clone().unwrap_or(config.alerts_file.clone())),
@@ -861,7 +862,8 @@ pub fn run(
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            if let Err(e) = refresher.fresh_index() {
+            let swept = refresher.index().refresh(now_ms(), Look::Sweep);
+            if let Err(e) = swept {
                 cfn_core::cli::warn("cfn-serve", format!("indexing: {e:#}"));
             }
         }

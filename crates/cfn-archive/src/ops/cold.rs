@@ -17,7 +17,10 @@ use cfn_core::s3::{S3Client, S3Location, hex, md5_of, multipart_etag};
 pub enum ColdTarget {
     S3 {
         client: Box<S3Client>,
+        /// Where this host's copies go (`PREFIX/HOST/`).
         location: S3Location,
+        /// The same without the host: copies recorded there by earlier versions still count.
+        flat: S3Location,
         threshold: u64,
         part_size: u64,
         /// Parts in flight at once.
@@ -145,15 +148,16 @@ pub fn send(
     name: &str,
     summary: &mut Summary,
 ) -> anyhow::Result<bool> {
-    let (client, location, threshold, part_size, threads) = match target {
+    let (client, location, flat, threshold, part_size, threads) = match target {
         ColdTarget::Exec(argv) => return exec(ctx, argv, name),
         ColdTarget::S3 {
             client,
             location,
+            flat,
             threshold,
             part_size,
             threads,
-        } => (client, location, *threshold, *part_size, *threads),
+        } => (client, location, flat, *threshold, *part_size, *threads),
     };
     if ctx.dry_run {
         eprintln!(
@@ -166,8 +170,9 @@ pub fn send(
     let src = source(ctx, name)?;
     let key = format!("{}{}", location.prefix, src.object);
     let url = location.url(&key);
+    let flat_url = flat.url(&format!("{}{}", flat.prefix, src.object));
     if let Some(c) = state.cold.get(name)
-        && c.url == url
+        && (c.url == url || c.url == flat_url)
         && c.size == src.size
         && c.md5 == src.md5
     {
