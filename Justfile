@@ -7,6 +7,10 @@ default:
 build:
     bash contrib/build-release.sh
 
+# The Debian package: target/debian/cfn-metrics_<version>_<arch>.deb.
+deb:
+    bash contrib/deb/build-deb.sh
+
 # Run the whole test suite (the README's test command).
 test:
     cargo test --workspace

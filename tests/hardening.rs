@@ -217,3 +217,114 @@ fn follow_skips_a_stray_shard_and_keeps_following_the_rest() {
         assert_eq!(err.matches(name.as_str()).count(), 1, "{err}");
     }
 }
+
+/// Runs `tool ARGS` as uid `uid` with primary group `gid` and only those supplementary
+/// groups (setpriv, util-linux), hot shards in `hot`.
+fn as_user(
+    uid: u32,
+    gid: u32,
+    hot: &std::path::Path,
+    tool: &str,
+    args: &[&str],
+) -> cfn_testkit::Outcome {
+    let mut cmd = cfn_testkit::TestCommand::program("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(format!("--groups={gid}"))
+        .arg("--")
+        .arg(cfn_testkit::bin_path(tool))
+        .args(args)
+        .env("CFN_METRICS_DIR", hot)
+        .env("CFN_LOCK_TIMEOUT_MS", "2000");
+    cmd.run()
+}
+
+#[test]
+fn agents_of_the_group_share_a_setgid_hot_directory_and_outsiders_cannot_get_in() {
+    if !is_root() || cfn_testkit::peer("setpriv", "Debian package util-linux").is_none() {
+        eprintln!("SKIPPED: needs root (to act as other users with setpriv)");
+        return;
+    }
+    const GROUP: u32 = 4100;
+    let (alice, bob, mallory) = (4101, 4102, 4103);
+    let dir = TestDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The package's hot directory: root:cfn-metrics, 2770.
+    let hot = dir.join("hot");
+    std::fs::create_dir(&hot).unwrap();
+    std::os::unix::fs::chown(&hot, Some(0), Some(GROUP)).unwrap();
+    std::fs::set_permissions(&hot, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    // Two members write to one shard (agent-1's): the second appends to the first's file.
+    as_user(alice, GROUP, &hot, "cfn-emit", &["agent-1", "m", "1"]).success();
+    as_user(bob, GROUP, &hot, "cfn-emit", &["agent-1", "m", "2"]).success();
+    let shard = hot.join("cfn-metrics-1.jsonl");
+    let meta = std::fs::metadata(&shard).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (alice, GROUP, 0o660)
+    );
+    // Every tool of either member reads both records.
+    for who in [alice, bob] {
+        let out = as_user(who, GROUP, &hot, "cfn-cat", &[]);
+        assert_eq!(out.success().stdout().lines().count(), 2, "{out:?}");
+    }
+    let aggs = as_user(bob, GROUP, &hot, "cfn-agg", &[hot.to_str().unwrap()])
+        .success()
+        .jsonl();
+    assert_eq!(aggs[0]["count"], 2);
+    // The archiver, a member too, syncs and trims it; the trimmed shard stays the group's,
+    // so the agents go on appending.
+    let archive = dir.join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    std::os::unix::fs::chown(&archive, Some(bob), Some(GROUP)).unwrap();
+    as_user(
+        bob,
+        GROUP,
+        &hot,
+        "cfn-archive",
+        &[
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "run",
+            "--hot",
+            "0s",
+        ],
+    )
+    .success();
+    as_user(alice, GROUP, &hot, "cfn-emit", &["agent-1", "m", "3"]).success();
+    // (The archive is the archiver's own, 0600.)
+    let out = as_user(
+        bob,
+        GROUP,
+        &hot,
+        "cfn-cat",
+        &[archive.to_str().unwrap(), hot.to_str().unwrap()],
+    );
+    assert_eq!(out.success().stdout().lines().count(), 3, "{out:?}");
+    // An outsider can neither write a shard nor put any file there.
+    let out = as_user(mallory, 4199, &hot, "cfn-emit", &["agent-1", "m", "666"]);
+    assert_eq!(out.code(), 73, "{out:?}");
+    let out = as_user(mallory, 4199, &hot, "cfn-emit", &["agent-5", "m", "666"]);
+    assert_eq!(out.code(), 73, "{out:?}");
+    assert!(!hot.join("cfn-metrics-5.jsonl").exists());
+
+    // In a world-writable directory (/dev/shm's mode), only one's own or root's files count:
+    // a member's shard is refused by the other member, for writing and for reading.
+    let shm = dir.join("shm");
+    std::fs::create_dir(&shm).unwrap();
+    std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    as_user(alice, GROUP, &shm, "cfn-emit", &["agent-2", "m", "1"]).success();
+    // Even when its mode lets the group in.
+    std::fs::set_permissions(
+        shm.join("cfn-metrics-2.jsonl"),
+        std::fs::Permissions::from_mode(0o660),
+    )
+    .unwrap();
+    let out = as_user(bob, GROUP, &shm, "cfn-emit", &["agent-2", "m", "2"]);
+    assert_eq!(out.code(), 73, "{out:?}");
+    out.stderr_has("owned by uid 4101");
+    let out = as_user(bob, GROUP, &shm, "cfn-cat", &[]);
+    out.success().stderr_has("skipping");
+    assert_eq!(out.stdout(), "");
+}

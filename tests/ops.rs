@@ -3,6 +3,7 @@
 //! binaries.
 
 use cfn_testkit::{TestCommand, TestDir, jsonl, peer};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
@@ -123,15 +124,40 @@ fn typescript_bridge_passes_its_node_tests_against_the_real_cfn_emit() {
 fn command_lines() -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     let r = root();
+    // The values a unit's ${NAME} takes: its own Environment= defaults, then the packaged
+    // /etc/default/cfn-metrics. A $NAME (several words) is empty unless set there.
+    let defaults = std::fs::read_to_string(r.join("contrib/deb/cfn-metrics.default")).unwrap();
     for entry in std::fs::read_dir(r.join("contrib/systemd")).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "service") {
-            for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let mut env: BTreeMap<String, String> = BTreeMap::new();
+            let assignments = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("Environment="))
+                .flat_map(str::split_whitespace)
+                .chain(defaults.lines().filter(|l| !l.starts_with('#')));
+            for kv in assignments {
+                if let Some((k, v)) = kv.split_once('=') {
+                    env.insert(k.to_string(), v.to_string());
+                }
+            }
+            for line in text.lines() {
                 if let Some(cmd) = line.strip_prefix("ExecStart=") {
-                    out.push((
-                        p.display().to_string(),
-                        cmd.split_whitespace().map(str::to_string).collect(),
-                    ));
+                    let words = cmd.split_whitespace().filter_map(|w| {
+                        match w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+                            Some(name) => Some(
+                                env.get(name)
+                                    .unwrap_or_else(|| {
+                                        panic!("{}: ${{{name}}} has no default", p.display())
+                                    })
+                                    .clone(),
+                            ),
+                            None if w.starts_with('$') => None,
+                            None => Some(w.to_string()),
+                        }
+                    });
+                    out.push((p.display().to_string(), words.collect()));
                 }
             }
         }
@@ -319,8 +345,8 @@ fn systemd_units_verify() {
     };
     let dir = TestDir::new();
     let env_file = dir.write(
-        "cfn-metrics.env",
-        std::fs::read(root().join("contrib/systemd/cfn-metrics.env")).unwrap(),
+        "cfn-metrics.default",
+        std::fs::read(root().join("contrib/deb/cfn-metrics.default")).unwrap(),
     );
     let mut units = Vec::new();
     for entry in std::fs::read_dir(root().join("contrib/systemd")).unwrap() {
@@ -329,18 +355,22 @@ fn systemd_units_verify() {
         if !(name.ends_with(".service") || name.ends_with(".timer")) {
             continue;
         }
-        // Point the units at this build instead of /usr/local/bin and /etc.
+        // Point the units at this build instead of /usr/bin, /usr/lib and /etc.
         let text = std::fs::read_to_string(&p)
             .unwrap()
             .replace(
-                "/usr/local/bin/cfn-analyze",
+                "/usr/bin/cfn-analyze",
                 &root().join("contrib/cfn-analyze").display().to_string(),
             )
-            .replace("/usr/local/bin/", &format!("{}/", bin_dir().display()))
+            .replace("/usr/bin/", &format!("{}/", bin_dir().display()))
             .replace(
-                "/etc/cfn-metrics/cfn-metrics.env",
-                &env_file.display().to_string(),
-            );
+                "/usr/lib/cfn-metrics/check-default",
+                &root()
+                    .join("contrib/deb/check-default")
+                    .display()
+                    .to_string(),
+            )
+            .replace("/etc/default/cfn-metrics", &env_file.display().to_string());
         units.push(dir.write(&name, text));
     }
     assert_eq!(units.len(), 7);
@@ -435,5 +465,82 @@ fn grafana_dashboard_queries_the_series_cfn_promtext_exports() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn cfn_analyze_writes_a_textfile_promtool_accepts() {
+    let Some(promtool) = peer("promtool", "Debian package prometheus") else {
+        return;
+    };
+    let dir = TestDir::new();
+    let shm = dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    for (metric, value, unit) in [
+        ("memory_usage_mb", "512", "mb"),
+        ("coordination.time", "120", "ms"),
+        ("task_duration_ms", "40", "ms"),
+    ] {
+        dir.cmd("cfn-emit")
+            .env("CFN_METRICS_DIR", &shm)
+            .args(["agent-1", metric, value, unit])
+            .run()
+            .success();
+    }
+    TestCommand::program(root().join("contrib/cfn-analyze"))
+        .env("PATH", path_with_bins())
+        .env("CFN_METRICS_DIR", &shm)
+        .env("CFN_STATE_DIR", dir.join("state"))
+        .env("CFN_TEXTFILE", dir.join("textfile/cfn.prom"))
+        .run()
+        .status(0);
+    let text = dir.read("textfile/cfn.prom");
+    assert!(text.contains("cfn_memory_usage_bytes"), "{text}");
+    let out = TestCommand::program(promtool)
+        .args(["check", "metrics"])
+        .stdin(text)
+        .run();
+    out.success();
+    assert_eq!(
+        out.stdout() + &out.stderr(),
+        "",
+        "promtool has something to say"
+    );
+}
+
+#[test]
+fn the_default_file_check_names_a_bad_line_and_passes_the_packaged_file() {
+    let check = root().join("contrib/deb/check-default");
+    TestCommand::program(&check)
+        .arg(root().join("contrib/deb/cfn-metrics.default"))
+        .run()
+        .success();
+    let dir = TestDir::new();
+    for (text, says) in [
+        (
+            "CFN_METRICS_DIR=/run/cfn-metrics\nCFN_SHARD=16\n",
+            "cfn-metrics.default:2: unknown setting CFN_SHARD",
+        ),
+        (
+            "# ok\n\nCFN_SHARDS=sixteen\n",
+            "cfn-metrics.default:3: CFN_SHARDS=sixteen is not a positive whole number",
+        ),
+        (
+            "CFN_ARCHIVE_KEEP=30 days\n",
+            ":1: CFN_ARCHIVE_KEEP=30 days is not a duration",
+        ),
+        (
+            "CFN_ARCHIVE_DIR=archive\n",
+            ":1: CFN_ARCHIVE_DIR=archive is not an absolute path",
+        ),
+        (
+            "hooks.slack.com/services/T0/B0/SECRET\n",
+            ":1: not NAME=value",
+        ),
+    ] {
+        let f = dir.write("cfn-metrics.default", text);
+        let out = TestCommand::program(&check).arg(&f).run();
+        out.status(78).stderr_has(says);
+        assert!(!out.stderr().contains("SECRET"));
     }
 }

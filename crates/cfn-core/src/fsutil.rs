@@ -17,6 +17,51 @@ pub fn effective_uid() -> u32 {
     *UID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
+/// The groups of this process (effective and supplementary), asked once.
+pub fn my_groups() -> &'static [u32] {
+    static GROUPS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    GROUPS.get_or_init(|| {
+        let mut groups = vec![0 as libc::gid_t; 256];
+        // SAFETY: getegid has no preconditions; getgroups writes at most `len` entries into
+        // the buffer it is given, whose length is passed, and returns how many it wrote.
+        #[allow(unsafe_code)]
+        let (egid, n) = unsafe {
+            (
+                libc::getegid(),
+                libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()),
+            )
+        };
+        groups.truncate(usize::try_from(n).unwrap_or(0));
+        groups.push(egid);
+        groups
+    })
+}
+
+/// True when `dir` (its metadata) is a group's shared hot directory: setgid,
+/// group-writable, not writable by others, and its group one of this process's. Only the
+/// owner and that group's members can put a file there, so a shard of another member is
+/// trusted like one's own (the package's `/run/cfn-metrics`, mode 2770).
+pub fn is_group_shared_dir(dir: &std::fs::Metadata) -> bool {
+    let mode = dir.mode();
+    dir.is_dir()
+        && mode & 0o2000 != 0
+        && mode & 0o020 != 0
+        && mode & 0o002 == 0
+        && my_groups().contains(&dir.gid())
+}
+
+/// The metadata of the directory `path` is in (not following a link), when it is a group's
+/// shared directory.
+fn group_shared_parent(path: &Path) -> Option<std::fs::Metadata> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::symlink_metadata(parent)
+        .ok()
+        .filter(is_group_shared_dir)
+}
+
 /// A file in a shared directory that was refused (a symlink, not a regular file, owned by
 /// another user). Readers of many files skip it with a warning ([`skip_refused`]) and go on;
 /// a writer fails. Its exit code is that of the [`ExitError`](crate::exit::ExitError) inside.
@@ -136,6 +181,9 @@ pub fn open_safe_meta(path: &Path, access: Access) -> anyhow::Result<(File, std:
         }
     })?;
     let meta = check_file(&file, path, writing)?;
+    if let Access::Append { create: true, .. } = access {
+        share_with_group(&file, path, &meta)?;
+    }
     Ok((file, meta))
 }
 
@@ -153,17 +201,39 @@ fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<std::fs
         ));
     }
     let me = effective_uid();
-    if meta.uid() != me && meta.uid() != 0 {
+    if meta.uid() == me || meta.uid() == 0 {
+        return Ok(meta);
+    }
+    // Another user's file: accepted only from a member of a group-shared directory's group
+    // (of that group, not writable by others); never in a world-writable directory.
+    let member = group_shared_parent(path)
+        .is_some_and(|dir| meta.gid() == dir.gid() && meta.mode() & 0o002 == 0);
+    if !member {
         return Err(refuse(
             exit,
             format!(
-                "refusing {}: owned by uid {}, not by this user (uid {me}) or root",
+                "refusing {}: owned by uid {}, not by this user (uid {me}), root, or a member of the group of a group-shared (setgid, not world-writable) directory",
                 path.display(),
                 meta.uid()
             ),
         ));
     }
     Ok(meta)
+}
+
+/// In a group-shared directory, makes a file this user created readable and writable by the
+/// group (the umask may have taken that away), so the other members can append to it.
+fn share_with_group(file: &File, path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    if meta.uid() == effective_uid()
+        && meta.mode() & 0o060 != 0o060
+        && group_shared_parent(path).is_some()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(
+            (meta.mode() & 0o777) | 0o060,
+        ))?;
+    }
+    Ok(())
 }
 
 /// Checks a directory that tools write into (the archive directory): refused when another

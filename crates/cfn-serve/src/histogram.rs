@@ -177,7 +177,7 @@ struct MetricHistograms {
 ///
 /// Bounded: at most `max_series` series over all metrics. A record that would start a series
 /// past it is counted in [`Histograms::dropped`] (exposed as
-/// `cfn_serve_histogram_dropped_records_total`), and the first such series is named once on
+/// `cfn_serve_series_limit_dropped_records_total`), and the first such series is named once on
 /// stderr; a flood of distinct metric names or agents costs no more than the limit.
 #[derive(Debug, Default)]
 pub struct Histograms {
@@ -209,7 +209,7 @@ impl Histograms {
             cfn_core::cli::warn(
                 "cfn-serve",
                 format!(
-                    "more than {} histogram series (--histogram-max-series): a record of {:?}{} and later new series are not counted in /metrics' histograms (cfn_serve_histogram_dropped_records_total counts them)",
+                    "more than {} histogram series (--histogram-max-series): a record of {:?}{} and later new series are not counted in /metrics' histograms (cfn_serve_series_limit_dropped_records_total counts them)",
                     self.cfg.max_series,
                     rec.metric,
                     rec.agent

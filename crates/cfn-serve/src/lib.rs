@@ -136,7 +136,7 @@ pub struct Cli {
     pub histogram_by: Vec<String>,
 
     /// Most histogram series on /metrics over all metrics and label values; records of new
-    /// series past it are counted in cfn_serve_histogram_dropped_records_total instead.
+    /// series past it are counted in cfn_serve_series_limit_dropped_records_total instead.
     #[arg(long, value_name = "N", default_value_t = histogram::DEFAULT_MAX_SERIES)]
     pub histogram_max_series: usize,
 
@@ -779,12 +779,12 @@ impl App {
 /// (a counter). Always present, so an alert on them has something to read.
 fn dropped_families(summary_records: u64, histogram_records: u64) -> String {
     format!(
-        "# HELP cfn_serve_summary_dropped_records Records of the window left out of this scrape's summaries: their groups were past the limit of {MAX_GROUPS}.\n\
-         # TYPE cfn_serve_summary_dropped_records gauge\n\
-         cfn_serve_summary_dropped_records {summary_records}\n\
-         # HELP cfn_serve_histogram_dropped_records_total Records not counted in the histograms because a new series would have passed --histogram-max-series.\n\
-         # TYPE cfn_serve_histogram_dropped_records_total counter\n\
-         cfn_serve_histogram_dropped_records_total {histogram_records}\n"
+        "# HELP cfn_serve_window_dropped_records Records of the window left out of this scrape's summaries: their groups were past the limit of {MAX_GROUPS}.\n\
+         # TYPE cfn_serve_window_dropped_records gauge\n\
+         cfn_serve_window_dropped_records {summary_records}\n\
+         # HELP cfn_serve_series_limit_dropped_records_total Records not counted in the histograms because a new series would have passed --histogram-max-series.\n\
+         # TYPE cfn_serve_series_limit_dropped_records_total counter\n\
+         cfn_serve_series_limit_dropped_records_total {histogram_records}\n"
     )
 }
 

@@ -151,7 +151,7 @@ fn two_hundred_thousand_metric_names_stay_under_the_memory_bound() {
         metrics.len()
     );
     // Every record after start-up is counted in a histogram or as dropped.
-    let dropped = sample(&metrics, "cfn_serve_histogram_dropped_records_total");
+    let dropped = sample(&metrics, "cfn_serve_series_limit_dropped_records_total");
     let counted: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("cfn_") && l.contains("_hist_count "))
@@ -163,7 +163,7 @@ fn two_hundred_thousand_metric_names_stay_under_the_memory_bound() {
         "counted {counted}, dropped {dropped}"
     );
     assert!(dropped >= 190_000.0, "{dropped}");
-    assert!(sample(&metrics, "cfn_serve_summary_dropped_records") > 0.0);
+    assert!(sample(&metrics, "cfn_serve_window_dropped_records") > 0.0);
     let said = server.said();
     assert_eq!(
         said.matches("--histogram-max-series").count(),
@@ -214,7 +214,7 @@ fn a_hundred_thousand_agents_histogrammed_by_agent_stay_under_the_memory_bound()
         .count();
     assert_eq!(series, 10_000, "the default --histogram-max-series");
     assert_eq!(
-        sample(&metrics, "cfn_serve_histogram_dropped_records_total"),
+        sample(&metrics, "cfn_serve_series_limit_dropped_records_total"),
         90_000.0
     );
     // The summary still counts every record (one group: no agent label).

@@ -142,8 +142,8 @@ fn metrics_endpoint_is_cfn_promtext_output() {
     assert_eq!(
         samples,
         [
-            "cfn_serve_summary_dropped_records 0",
-            "cfn_serve_histogram_dropped_records_total 0"
+            "cfn_serve_window_dropped_records 0",
+            "cfn_serve_series_limit_dropped_records_total 0"
         ]
     );
 }

@@ -100,8 +100,15 @@ fn rewrite_from(
     file.seek(SeekFrom::Start(cut))?;
     std::io::copy(&mut file, tmp.as_file_mut())
         .map_err(|e| io_fail("cannot write", tmp.path(), &e))?;
-    // Keep the shard's owner and mode, so writers can still open it.
-    std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))?;
+    // Keep the shard's owner (root can), group and mode, so writers can still open it. An
+    // archiver that is not root, trimming another group member's shard in a group-shared
+    // directory, makes the new file its own: the group and mode are what let the members
+    // append.
+    let root = cfn_core::fsutil::effective_uid() == 0;
+    match std::os::unix::fs::fchown(tmp.as_file(), root.then_some(meta.uid()), Some(meta.gid())) {
+        Err(e) if !root && e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        other => other?,
+    }
     tmp.as_file().set_permissions(meta.permissions())?;
     tmp.as_file().sync_all()?;
     let new_id = FileId::of(&tmp.as_file().metadata()?);
