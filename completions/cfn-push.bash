@@ -23,7 +23,7 @@ _cfn__push() {
 
     case "${cmd}" in
         cfn__push)
-            opts="-h -V --api-key-file --endpoint --otlp-protocol --service-name --region --prefix --tag --window --dry-run --http-timeout --retries --max-payload --strict --help --version datadog newrelic otlp"
+            opts="-h -V --api-key-file --endpoint --otlp-protocol --service-name --otlp-points --otlp-scale --otlp-max-buckets --region --prefix --tag --window --dry-run --http-timeout --retries --max-payload --strict --help --version datadog newrelic otlp"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,18 @@ _cfn__push() {
                     return 0
                     ;;
                 --service-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-points)
+                    COMPREPLY=($(compgen -W "histogram summary both" -- "${cur}"))
+                    return 0
+                    ;;
+                --otlp-scale)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --otlp-max-buckets)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -10,7 +10,9 @@ complete -c cfn-serve -l index-span -d 'How far back the rollup index reaches; o
 complete -c cfn-serve -l index-max-metrics -d 'Most metrics given rollups (a day of one metric\'s rollups takes up to about 200 KB); queries that touch the others read the records' -r
 complete -c cfn-serve -l buckets -d 'Histogram bounds for the metrics matching a glob, in the metric\'s unit (`coordination.*=10,50,100,500`); repeatable, the first match wins. Default bounds depend on the unit (ms, s, bytes, kb, mb, percent, ratio; else counts)' -r
 complete -c cfn-serve -l histogram-by -d 'Label the /metrics histograms with this group key: agent or tag:NAME (repeatable; none by default, to keep series counts small)' -r
-complete -c cfn-serve -l histogram-max-series -d 'Most histogram series on /metrics over all metrics and label values; records of new series past it are counted in cfn_serve_histogram_dropped_records_total instead' -r
+complete -c cfn-serve -l histogram-max-series -d 'Most histogram series on /metrics over all metrics and label values; records of new series past it are counted in cfn_serve_series_limit_dropped_records_total instead' -r
+complete -c cfn-serve -l native-schema -d 'The resolution of the native (exponential) buckets the protobuf exposition carries: bucket bounds grow by 2^(2^-N), -4 to 8. The default, 6, gives buckets 1.09% wide' -r
+complete -c cfn-serve -l native-max-buckets -d 'Most native buckets of each sign per series; a value that would need more lowers that series\' resolution (buckets merged in pairs), and no count is ever lost' -r
 complete -c cfn-serve -l allowed-host -d 'Another name clients may use in the Host header (a reverse proxy\'s name, say); repeatable. Loopback names and the listen address are always accepted' -r
 complete -c cfn-serve -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-serve -s V -l version -d 'Print version'

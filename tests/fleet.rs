@@ -227,6 +227,11 @@ fn start_prometheus(bin: &Path, dir: &TestDir, targets: &[u16]) -> Prometheus {
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cfn-serve\n    static_configs:\n      - targets: [{list}]\n"
         ),
     );
+    run_prometheus(bin, dir, &config, &[])
+}
+
+/// Prometheus on a free port with `config` and `extra` flags (a feature), storage in `dir`.
+fn run_prometheus(bin: &Path, dir: &TestDir, config: &Path, extra: &[&str]) -> Prometheus {
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     for _ in 0..5 {
         let port = free_port();
@@ -237,6 +242,7 @@ fn start_prometheus(bin: &Path, dir: &TestDir, targets: &[u16]) -> Prometheus {
                 dir.join("tsdb").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log.try_clone().unwrap())
             .spawn()
@@ -658,4 +664,241 @@ fn contrib_alertmanager_config_passes_amtool() {
         .run();
     out.success();
     assert!(out.stdout().contains("SUCCESS"), "{}", out.stdout());
+}
+
+// ---- Fleet percentiles from native histograms: three hosts with a lognormal, a bimodal and
+// a Pareto distribution, scraped in protobuf by a Prometheus with native histograms on.
+
+/// A standard normal value (Box-Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let (u, v) = (rng.unit().max(1e-12), rng.unit());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// The three hosts' values in ms: lognormal around 40 ms, bimodal (fast cache hits and slow
+/// misses), Pareto with a long tail.
+fn fleet_values(rng: &mut Rng, host: usize, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let v = match host {
+                0 => (40f64.ln() + 0.8 * normal(rng)).exp(),
+                1 if rng.unit() < 0.7 => (5f64.ln() + 0.3 * normal(rng)).exp(),
+                1 => (900f64.ln() + 0.25 * normal(rng)).exp(),
+                _ => 20.0 / rng.unit().max(1e-9).powf(1.0 / 1.5),
+            };
+            (v * 1000.0).round() / 1000.0
+        })
+        .collect()
+}
+
+/// What `histogram_quantile` answers from the default classic buckets for sorted values in
+/// ms (in seconds): the bucket holding the rank, interpolated linearly inside it.
+fn classic_estimate(sorted_ms: &[f64], q: f64) -> f64 {
+    let rank = q * sorted_ms.len() as f64;
+    let mut lower = 0.0;
+    let mut below = 0usize;
+    for b in MS_BOUNDS {
+        let upto = sorted_ms.partition_point(|&v| v <= b);
+        if upto as f64 >= rank {
+            let inside = (upto - below) as f64;
+            return (lower + (b - lower) * ((rank - below as f64) / inside)) / 1000.0;
+        }
+        (lower, below) = (b, upto);
+    }
+    lower / 1000.0
+}
+
+/// The exact nearest-rank `q` quantile of sorted values.
+fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1]
+}
+
+#[test]
+fn native_histograms_give_fleet_quantiles_within_two_percent_through_a_real_prometheus() {
+    let Some(prometheus) = peer("prometheus", "Debian package prometheus") else {
+        return;
+    };
+    let hosts: Vec<TestDir> = (0..3).map(|_| TestDir::new()).collect();
+    let servers: Vec<Server> = hosts.iter().map(|d| start(d, &[])).collect();
+    let dir = TestDir::new();
+    let list = servers
+        .iter()
+        .map(|s| format!("'127.0.0.1:{}'", s.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = dir.write(
+        "prometheus.yml",
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cfn-serve\n    static_configs:\n      - targets: [{list}]\n"
+        ),
+    );
+    let prom = run_prometheus(
+        &prometheus,
+        &dir,
+        &config,
+        &["--enable-feature=native-histograms"],
+    );
+    let mut rng = Rng::new(24);
+    let mut all = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let values = fleet_values(&mut rng, i, 1500 + 500 * i);
+        let lines: String = values
+            .iter()
+            .map(|v| format!("coordination.time {v} ms\n"))
+            .collect();
+        all.extend(values);
+        emit(host, &format!("host{i}-agent"), &lines);
+    }
+    let total = all.len() as f64;
+    let count_query = "histogram_count(sum(cfn_coordination_time_hist_seconds))";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = query(prom.port, count_query).unwrap();
+        if got.first().map(|g| g.1) == Some(total) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus counts {got:?}, want {total}; targets: {}",
+            get(prom.port, "/api/v1/targets").1
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    all.sort_by(f64::total_cmp);
+    let mut report = String::new();
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let exact = exact_quantile(&all, q) / 1000.0;
+        let got = query(
+            prom.port,
+            &format!("histogram_quantile({q}, sum(cfn_coordination_time_hist_seconds))"),
+        )
+        .unwrap()[0]
+            .1;
+        let error = (got - exact) / exact;
+        let classic = (classic_estimate(&all, q) - exact) / exact;
+        report.push_str(&format!(
+            "q{q}: exact {exact:.6} s, native {got:.6} s ({:+.3}%), classic buckets would give {:+.1}%\n",
+            error * 100.0,
+            classic * 100.0
+        ));
+        assert!(error.abs() < 0.02, "{report}");
+    }
+    eprintln!("native histogram fleet quantiles (3 hosts, {total} records):\n{report}");
+}
+
+#[test]
+fn prometheus_agent_mode_as_shipped_remote_writes_three_hosts_into_victoria_metrics() {
+    let Some(prometheus) = peer("prometheus", "Debian package prometheus") else {
+        return;
+    };
+    let Some(victoria) = peer("victoria-metrics", "Debian package victoria-metrics") else {
+        return;
+    };
+    let hosts: Vec<TestDir> = (0..3).map(|_| TestDir::new()).collect();
+    let servers: Vec<Server> = hosts.iter().map(|d| start(d, &[])).collect();
+    // VictoriaMetrics on loopback.
+    let vm_dir = TestDir::new();
+    let vm_port = free_port();
+    let mut vm = std::process::Command::new(victoria)
+        .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+        .arg(format!(
+            "-storageDataPath={}",
+            vm_dir.join("data").display()
+        ))
+        .arg("-search.latencyOffset=0s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_status(vm_port, "/health") != Some(200) {
+        assert!(Instant::now() < deadline, "victoria-metrics did not start");
+        if let Ok(Some(s)) = vm.try_wait() {
+            panic!("victoria-metrics exited: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _vm = Kill(vm);
+    // The shipped agent configuration: only the targets, the URL and the interval change.
+    let shipped =
+        std::fs::read_to_string(root().join("contrib/prometheus/agent-remote-write.yml")).unwrap();
+    let targets = servers
+        .iter()
+        .map(|s| format!("'127.0.0.1:{}'", s.port))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config_text = shipped
+        .replace("['127.0.0.1:3001']", &format!("[{targets}]"))
+        .replace(
+            "http://victoria.example.internal:8428/api/v1/write",
+            &format!("http://127.0.0.1:{vm_port}/api/v1/write"),
+        )
+        .replace("scrape_interval: 15s", "scrape_interval: 1s");
+    assert_ne!(config_text, shipped);
+    let agent_dir = TestDir::new();
+    let config = agent_dir.write("agent.yml", config_text);
+    // The same hosts scraped by an ordinary Prometheus too, to compare with.
+    let prom_dir = TestDir::new();
+    let prom = start_prometheus(
+        &prometheus,
+        &prom_dir,
+        &servers.iter().map(|s| s.port).collect::<Vec<_>>(),
+    );
+    let agent_log = std::fs::File::create(agent_dir.join("agent.log")).unwrap();
+    let agent_port = free_port();
+    let agent = std::process::Command::new(&prometheus)
+        .arg("--enable-feature=agent")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.agent.path={}",
+            agent_dir.join("wal").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{agent_port}"))
+        .stdout(agent_log.try_clone().unwrap())
+        .stderr(agent_log)
+        .spawn()
+        .unwrap();
+    let _agent = Kill(agent);
+    let mut rng = Rng::new(7);
+    let mut total = 0usize;
+    for (i, host) in hosts.iter().enumerate() {
+        let values = fleet_values(&mut rng, i, 400 + 100 * i);
+        total += values.len();
+        let lines: String = values
+            .iter()
+            .map(|v| format!("coordination.time {v} ms\n"))
+            .collect();
+        emit(host, &format!("host{i}-agent"), &lines);
+    }
+    let count = "sum(cfn_coordination_time_hist_seconds_count)";
+    let p99 = "histogram_quantile(0.99, sum by (le) (cfn_coordination_time_hist_seconds_bucket))";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let in_vm = query(vm_port, count).unwrap_or_default();
+        let in_prom = query(prom.port, count).unwrap_or_default();
+        if in_vm.first().map(|g| g.1) == Some(total as f64)
+            && in_prom.first().map(|g| g.1) == Some(total as f64)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VictoriaMetrics has {in_vm:?}, Prometheus {in_prom:?}, want {total}; agent log:\n{}",
+            std::fs::read_to_string(agent_dir.join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let from_vm = query(vm_port, p99).unwrap()[0].1;
+    let from_prom = query(prom.port, p99).unwrap()[0].1;
+    assert!(
+        (from_vm - from_prom).abs() <= 1e-9 * from_prom.abs(),
+        "classic p99: VictoriaMetrics {from_vm}, Prometheus {from_prom}"
+    );
 }

@@ -12,6 +12,7 @@ pub mod alert_event;
 pub mod cli;
 pub mod cursor;
 pub mod exit;
+pub mod exponential;
 pub mod fastpath;
 pub mod filter;
 pub mod fsutil;

@@ -262,9 +262,12 @@ pub fn xml_values(xml: &str, tag: &str) -> Vec<String> {
 
 /// The largest reply body read (S3's listing pages are about 300 KB).
 pub const MAX_REPLY: u64 = 16 << 20;
-/// Most listing pages followed (1,000 keys each): past them a listing is refused rather than
-/// grown without end by a server that never stops.
-pub const MAX_LIST_PAGES: usize = 100_000;
+/// Most listing pages followed: past them a listing is refused rather than grown without
+/// end by a server that never stops (nor are its continuation tokens kept past it).
+pub const MAX_LIST_PAGES: usize = 10_000;
+/// Most keys a listing holds (about 160 MB of memory at most): a year of 16 shards on 300
+/// hosts fits; past it the listing is refused (narrow the prefix).
+pub const MAX_LIST_KEYS: usize = 2_000_000;
 
 /// A reply: status, headers (lower-case names), body.
 #[derive(Debug)]
@@ -836,6 +839,14 @@ impl S3Client {
                     .next()
                     .and_then(|s| s.parse().ok());
                 match (key, size) {
+                    (Some(_), Some(_)) if out.len() >= MAX_LIST_KEYS => {
+                        return Err(fail(
+                            Exit::DataErr,
+                            format!(
+                                "{what}: more than {MAX_LIST_KEYS} objects; nothing was read (narrow the prefix)"
+                            ),
+                        ));
+                    }
                     (Some(k), Some(s)) if k.starts_with(prefix) => out.push((k, s)),
                     (Some(_), Some(_)) => foreign += 1,
                     _ => {}

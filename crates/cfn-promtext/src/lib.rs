@@ -179,6 +179,25 @@ pub struct HistogramSeries {
     /// one more at the end for values above every bound.
     pub counts: Vec<u64>,
     pub sum: f64,
+    /// The same values as native (exponential) buckets, in the base unit (seconds, bytes):
+    /// what the protobuf exposition carries beside the classic buckets.
+    pub native: Option<cfn_core::exponential::ExpHistogram>,
+}
+
+/// `v` in the metric's base unit (seconds for ms, bytes for kb and mb), as the histogram
+/// families are exposed; unchanged for other units.
+pub fn base_value(unit: Option<&str>, v: f64) -> f64 {
+    base_unit(unit).map_or(v, |b| b.scale.apply(v))
+}
+
+/// An exposition: the text, what was renamed or left out (warnings), and each histogram
+/// series' native buckets by family name and label text (`agent="a1"`, without `le`), for
+/// the protobuf form.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub text: String,
+    pub warnings: Vec<Warning>,
+    pub natives: BTreeMap<(String, String), cfn_core::exponential::ExpHistogram>,
 }
 
 /// Renders aggregates as summaries and `hists` as histogram families
@@ -189,7 +208,19 @@ pub fn render_with_histograms(
     hists: &[HistogramSeries],
     opts: &Options,
 ) -> (String, Vec<Warning>) {
+    let e = render_exposition(aggs, hists, opts);
+    (e.text, e.warnings)
+}
+
+/// [`render_with_histograms`], also keeping each histogram series' native buckets for
+/// [`protobuf::encode`].
+pub fn render_exposition(
+    aggs: &[Aggregate],
+    hists: &[HistogramSeries],
+    opts: &Options,
+) -> Exposition {
     let mut warnings = Vec::new();
+    let mut natives = BTreeMap::new();
     let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
     for a in aggs {
         by_metric.entry(&a.metric).or_default().push(a);
@@ -250,23 +281,30 @@ pub fn render_with_histograms(
         );
         let shown = base_unit.as_ref().map(|b| b.name.to_string()).or(unit);
         let scale = base_unit.map_or(Scale::Identity, |b| b.scale);
-        blocks.insert(
-            base.clone(),
-            histogram_block(&base, metric, shown.as_deref(), scale, list, &mut warnings),
-        );
+        let block = histogram_block(&base, metric, shown.as_deref(), scale, list, &mut warnings);
+        for (key, h) in block.1 {
+            if let Some(n) = &h.native {
+                natives.insert((base.clone(), key), n.clone());
+            }
+        }
+        blocks.insert(base.clone(), block.0);
     }
-    (blocks.into_values().collect(), warnings)
+    Exposition {
+        text: blocks.into_values().collect(),
+        warnings,
+        natives,
+    }
 }
 
-/// The text of one histogram family.
-fn histogram_block(
+/// The text of one histogram family, and its series by label text.
+fn histogram_block<'h>(
     base: &str,
     metric: &str,
     unit: Option<&str>,
     scale: Scale,
-    list: &[&HistogramSeries],
+    list: &[&'h HistogramSeries],
     warnings: &mut Vec<Warning>,
-) -> String {
+) -> (String, BTreeMap<String, &'h HistogramSeries>) {
     let unit_note = unit.map(|u| format!(" (unit: {u})")).unwrap_or_default();
     let mut out = format!(
         "# HELP {base} {}\n# TYPE {base} histogram\n",
@@ -274,7 +312,7 @@ fn histogram_block(
             "Values of {metric}{unit_note} appended to the hot shards since cfn-serve started"
         ))
     );
-    let mut series: BTreeMap<String, &HistogramSeries> = BTreeMap::new();
+    let mut series: BTreeMap<String, &'h HistogramSeries> = BTreeMap::new();
     for h in list {
         let mut labels: Vec<(String, String)> = Vec::new();
         for (k, v) in &h.labels {
@@ -296,7 +334,7 @@ fn histogram_block(
             .join(",");
         series.insert(key, h);
     }
-    for (key, h) in series {
+    for (key, h) in &series {
         let sep = if key.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
         for (i, bound) in h.bounds.iter().enumerate() {
@@ -321,8 +359,10 @@ fn histogram_block(
         );
         let _ = writeln!(out, "{base}_count{braces} {count}");
     }
-    out
+    (out, series)
 }
+
+pub mod protobuf;
 
 /// The family name of `metric` (prefixed, sanitized, converted to the base unit, and made
 /// unique with a hash suffix when it collides with a name already used), its scale, and the

@@ -98,6 +98,27 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub service_name: Option<String>,
 
+    /// OTLP point types: exponential histograms (which a backend adds up across hosts;
+    /// built from cfn-agg --with-digest states), summaries, or both (the summaries then
+    /// named METRIC.summary). Aggregates without a state are sent as summaries.
+    #[arg(long, value_enum, default_value_t = otlp::Points::Histogram)]
+    pub otlp_points: otlp::Points,
+
+    /// The exponential histograms' scale (Prometheus' schema): bucket bounds grow by
+    /// 2^(2^-N), -4 to 8; 6 gives buckets 1.09% wide.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 6,
+        allow_negative_numbers = true
+    )]
+    pub otlp_scale: i32,
+
+    /// Most buckets of each sign per exponential histogram; past it the scale drops (counts
+    /// are never lost).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub otlp_max_buckets: usize,
+
     /// New Relic region (default $NEW_RELIC_REGION, else us).
     #[arg(long, value_enum)]
     pub region: Option<Region>,
@@ -154,6 +175,8 @@ pub struct Shape {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Skipped {
     pub non_finite: u64,
+    /// Aggregates an exponential histogram was asked of that had no state.
+    pub no_state: u64,
 }
 
 /// A Datadog metric name: ASCII alphanumerics, `_` and `.`, starting with a letter, at most
@@ -631,10 +654,21 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
                 .clone()
                 .or_else(|| env("OTEL_SERVICE_NAME"))
                 .unwrap_or_else(|| "cfn-metrics".into());
-            otlp::payloads(&aggs, &shape, &service, proto, max, &mut skipped)
+            let points =
+                otlp::PointOptions::new(cli.otlp_points, cli.otlp_scale, cli.otlp_max_buckets)?;
+            otlp::payloads(&aggs, &shape, &service, &points, proto, max, &mut skipped)
         }
         None => build_payloads(cli.vendor, &aggs, &shape, max, &mut skipped),
     };
+    if skipped.no_state > 0 {
+        cfn_core::cli::warn(
+            "cfn-push",
+            format!(
+                "{} aggregates carry no state (run cfn-agg --with-digest): sent as summaries, which a backend cannot add up across hosts",
+                skipped.no_state
+            ),
+        );
+    }
     if skipped.non_finite > 0 {
         cfn_core::cli::warn(
             "cfn-push",

@@ -1,7 +1,9 @@
-//! OTLP/HTTP metrics export: each aggregate as a Summary data point (count, sum,
-//! quantiles, min and max as quantiles 0 and 1), in protobuf (the official OpenTelemetry
-//! messages from `opentelemetry-proto`) or JSON, configured as every OpenTelemetry exporter
-//! is (`OTEL_EXPORTER_OTLP_*`).
+//! OTLP/HTTP metrics export: each aggregate as an ExponentialHistogram data point (delta
+//! temporality over the window, built from its mergeable state: exact states give exact
+//! bucket counts, so a backend adds hosts up bucket by bucket) and/or a Summary data point
+//! (count, sum, quantiles, min and max as quantiles 0 and 1), in protobuf (the official
+//! OpenTelemetry messages from `opentelemetry-proto`) or JSON, configured as every
+//! OpenTelemetry exporter is (`OTEL_EXPORTER_OTLP_*`).
 
 use crate::Shape;
 use cfn_core::aggregate::Aggregate;
@@ -11,12 +13,91 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, metric,
-    summary_data_point::ValueAtQuantile,
+    AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+    ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, exponential_histogram_data_point,
+    metric, summary_data_point::ValueAtQuantile,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use std::collections::BTreeMap;
+
+/// Which OTLP point types each aggregate becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Points {
+    Histogram,
+    Summary,
+    Both,
+}
+
+/// The point types and the exponential histograms' resolution.
+#[derive(Clone, Copy, Debug)]
+pub struct PointOptions {
+    pub points: Points,
+    pub scale: i32,
+    pub max_buckets: usize,
+}
+
+impl PointOptions {
+    /// Checks the scale and bucket limit.
+    ///
+    /// # Errors
+    /// Exit 2 naming a scale outside -4..=8 or a bucket limit of 0.
+    pub fn new(points: Points, scale: i32, max_buckets: usize) -> anyhow::Result<Self> {
+        if !cfn_core::exponential::SCHEMAS.contains(&scale) {
+            return Err(fail(
+                Exit::Usage,
+                format!("--otlp-scale {scale}: must be -4 to 8 (Prometheus' schemas)"),
+            ));
+        }
+        if max_buckets == 0 {
+            return Err(fail(
+                Exit::Usage,
+                "--otlp-max-buckets 0: must be at least 1",
+            ));
+        }
+        Ok(Self {
+            points,
+            scale,
+            max_buckets,
+        })
+    }
+}
+
+/// The exponential histogram of an aggregate's state (`cfn-agg --with-digest`): exact for
+/// values and tables; a digest's centroids are counted at their means, their weights
+/// rounded so the counts still add up to the count. `None` without a state.
+pub fn exponential_of(
+    a: &Aggregate,
+    opts: &PointOptions,
+) -> Option<cfn_core::exponential::ExpHistogram> {
+    let (state, _) = cfn_core::stats::MergeState::parse(a.state.as_ref()?).ok()?;
+    let mut h = cfn_core::exponential::ExpHistogram::new(opts.scale, opts.max_buckets);
+    match state {
+        cfn_core::stats::MergeState::Values(vs) => vs.iter().for_each(|v| h.record(*v)),
+        cfn_core::stats::MergeState::Table(t) => t.iter().for_each(|(v, c)| h.record_n(*v, *c)),
+        cfn_core::stats::MergeState::Centroids(cs) => {
+            let mut weight = 0.0;
+            let mut counted = 0u64;
+            for [mean, w] in cs {
+                weight += w;
+                let upto = weight.round() as u64;
+                h.record_n(mean, upto.saturating_sub(counted));
+                counted = counted.max(upto);
+            }
+        }
+    }
+    Some(h)
+}
+
+fn otlp_buckets(
+    b: &cfn_core::exponential::Buckets,
+) -> Option<exponential_histogram_data_point::Buckets> {
+    // OTLP numbers the bucket (base^i, base^(i+1)] as i; Prometheus (and ExpHistogram) as i+1.
+    (!b.counts.is_empty()).then(|| exponential_histogram_data_point::Buckets {
+        offset: b.offset - 1,
+        bucket_counts: b.counts.clone(),
+    })
+}
 
 /// The OTLP/HTTP encodings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,10 +256,78 @@ fn attr(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// One metric's points of each kind.
+#[derive(Default)]
+struct Pending {
+    unit: Option<String>,
+    summaries: Vec<SummaryDataPoint>,
+    histograms: Vec<ExponentialHistogramDataPoint>,
+}
+
+fn summary_point(
+    a: &Aggregate,
+    attributes: Vec<KeyValue>,
+    start: u64,
+    time: u64,
+) -> SummaryDataPoint {
+    let mut quantile_values = vec![ValueAtQuantile {
+        quantile: 0.0,
+        value: a.min,
+    }];
+    quantile_values.extend(a.quantiles.iter().map(|&(q, v)| ValueAtQuantile {
+        quantile: q,
+        value: v,
+    }));
+    quantile_values.push(ValueAtQuantile {
+        quantile: 1.0,
+        value: a.max,
+    });
+    SummaryDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        count: a.count,
+        sum: a.sum,
+        quantile_values,
+        flags: 0,
+    }
+}
+
+fn histogram_point(
+    a: &Aggregate,
+    h: &cfn_core::exponential::ExpHistogram,
+    attributes: Vec<KeyValue>,
+    start: u64,
+    time: u64,
+) -> ExponentialHistogramDataPoint {
+    ExponentialHistogramDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        count: h.count,
+        sum: Some(a.sum),
+        scale: h.schema,
+        zero_count: h.zero_count,
+        positive: otlp_buckets(&h.positive),
+        negative: otlp_buckets(&h.negative),
+        flags: 0,
+        exemplars: Vec::new(),
+        min: Some(a.min),
+        max: Some(a.max),
+        zero_threshold: 0.0,
+    }
+}
+
 /// The data points of the aggregates, per metric name, in order; non-finite ones are left
-/// out and counted.
-fn metrics(aggs: &[Aggregate], shape: &Shape, skipped: &mut crate::Skipped) -> Vec<Metric> {
-    let mut by_name: BTreeMap<String, (Option<String>, Vec<SummaryDataPoint>)> = BTreeMap::new();
+/// out and counted, and so are (as summaries instead) histograms asked of aggregates
+/// without a state.
+fn metrics(
+    aggs: &[Aggregate],
+    shape: &Shape,
+    opts: &PointOptions,
+    skipped: &mut crate::Skipped,
+) -> Vec<Metric> {
+    let mut by_name: BTreeMap<String, Pending> = BTreeMap::new();
     let window_ns = shape.interval.as_nanos() as u64;
     for a in aggs {
         if ![a.sum, a.min, a.max].iter().all(|v| v.is_finite())
@@ -190,45 +339,116 @@ fn metrics(aggs: &[Aggregate], shape: &Shape, skipped: &mut crate::Skipped) -> V
         let end_ms = crate::agg_time_ms(a, shape.now_ms);
         // A bucket's point covers its bucket; others the --window up to their time.
         let time_ns = (end_ms.max(0) as u64) * 1_000_000;
+        let start_ns = time_ns.saturating_sub(window_ns);
         let mut attributes: Vec<KeyValue> = a.labels().iter().map(|(k, v)| attr(k, v)).collect();
         attributes.extend(shape.tags.iter().map(|(k, v)| attr(k, v)));
-        let mut quantile_values = vec![ValueAtQuantile {
-            quantile: 0.0,
-            value: a.min,
-        }];
-        quantile_values.extend(a.quantiles.iter().map(|&(q, v)| ValueAtQuantile {
-            quantile: q,
-            value: v,
-        }));
-        quantile_values.push(ValueAtQuantile {
-            quantile: 1.0,
-            value: a.max,
-        });
         let entry = by_name
             .entry(format!("{}.{}", shape.prefix, a.metric))
-            .or_insert_with(|| (a.unit.clone(), Vec::new()));
-        entry.1.push(SummaryDataPoint {
-            attributes,
-            start_time_unix_nano: time_ns.saturating_sub(window_ns),
-            time_unix_nano: time_ns,
-            count: a.count,
-            sum: a.sum,
-            quantile_values,
-            flags: 0,
-        });
+            .or_default();
+        entry.unit = entry.unit.take().or_else(|| a.unit.clone());
+        let histogram = match opts.points {
+            Points::Summary => None,
+            _ => exponential_of(a, opts),
+        };
+        if opts.points != Points::Summary && histogram.is_none() {
+            skipped.no_state += 1;
+        }
+        if let Some(h) = &histogram {
+            entry
+                .histograms
+                .push(histogram_point(a, h, attributes.clone(), start_ns, time_ns));
+        }
+        if opts.points != Points::Histogram || histogram.is_none() {
+            entry
+                .summaries
+                .push(summary_point(a, attributes, start_ns, time_ns));
+        }
     }
-    by_name
-        .into_iter()
-        .map(|(name, (unit, points))| Metric {
-            name,
-            description: String::new(),
-            unit: unit.as_deref().map(ucum).unwrap_or_default(),
-            metadata: Vec::new(),
-            data: Some(metric::Data::Summary(Summary {
-                data_points: points,
-            })),
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (name, p) in by_name {
+        let unit = p.unit.as_deref().map(ucum).unwrap_or_default();
+        let both = !p.histograms.is_empty() && !p.summaries.is_empty();
+        if !p.histograms.is_empty() {
+            out.push(Metric {
+                name: name.clone(),
+                description: String::new(),
+                unit: unit.clone(),
+                metadata: Vec::new(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: p.histograms,
+                    aggregation_temporality: AggregationTemporality::Delta as i32,
+                })),
+            });
+        }
+        if !p.summaries.is_empty() {
+            out.push(Metric {
+                // One name, one type: the summaries of a metric sent both ways get their own.
+                name: if both {
+                    format!("{name}.summary")
+                } else {
+                    name
+                },
+                description: String::new(),
+                unit,
+                metadata: Vec::new(),
+                data: Some(metric::Data::Summary(Summary {
+                    data_points: p.summaries,
+                })),
+            });
+        }
+    }
+    out
+}
+
+/// `m` as metrics of one data point each (so a request can be cut between any two).
+fn single_points(m: Metric) -> Vec<Metric> {
+    let with = |data| Metric {
+        data: Some(data),
+        ..m.clone()
+    };
+    match &m.data {
+        Some(metric::Data::Summary(s)) => s
+            .data_points
+            .iter()
+            .map(|p| {
+                with(metric::Data::Summary(Summary {
+                    data_points: vec![p.clone()],
+                }))
+            })
+            .collect(),
+        Some(metric::Data::ExponentialHistogram(h)) => h
+            .data_points
+            .iter()
+            .map(|p| {
+                with(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![p.clone()],
+                    aggregation_temporality: h.aggregation_temporality,
+                }))
+            })
+            .collect(),
+        _ => vec![m],
+    }
+}
+
+/// Adds `m`'s point to `last` when both are the same metric; gives `m` back otherwise.
+fn absorb(last: &mut Metric, m: Metric) -> Option<Metric> {
+    if last.name != m.name {
+        return Some(m);
+    }
+    match (&mut last.data, m.data) {
+        (Some(metric::Data::Summary(a)), Some(metric::Data::Summary(b))) => {
+            a.data_points.extend(b.data_points);
+            None
+        }
+        (
+            Some(metric::Data::ExponentialHistogram(a)),
+            Some(metric::Data::ExponentialHistogram(b)),
+        ) => {
+            a.data_points.extend(b.data_points);
+            None
+        }
+        (_, data) => Some(Metric { data, ..m }),
+    }
 }
 
 fn request(shape: &Shape, service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
@@ -270,6 +490,7 @@ pub fn payloads(
     aggs: &[Aggregate],
     shape: &Shape,
     service: &str,
+    points: &PointOptions,
     protocol: Protocol,
     max: usize,
     skipped: &mut crate::Skipped,
@@ -277,33 +498,25 @@ pub fn payloads(
     let mut out = Vec::new();
     let mut batch: Vec<Metric> = Vec::new();
     let mut size = 0;
-    for m in metrics(aggs, shape, skipped) {
-        let Some(metric::Data::Summary(Summary { data_points })) = m.data.clone() else {
-            continue;
+    for m in metrics(aggs, shape, points, skipped)
+        .into_iter()
+        .flat_map(single_points)
+    {
+        let n = m.encoded_len() * if protocol == Protocol::Json { 4 } else { 1 } + 16;
+        if size + n > max && !batch.is_empty() {
+            out.push(encode(
+                &request(shape, service, std::mem::take(&mut batch)),
+                protocol,
+            ));
+            size = 0;
+        }
+        size += n;
+        let rest = match batch.last_mut() {
+            Some(last) => absorb(last, m),
+            None => Some(m),
         };
-        for p in data_points {
-            let n = p.encoded_len() * if protocol == Protocol::Json { 4 } else { 1 } + 16;
-            if size + n > max && !batch.is_empty() {
-                out.push(encode(
-                    &request(shape, service, std::mem::take(&mut batch)),
-                    protocol,
-                ));
-                size = 0;
-            }
-            size += n;
-            match batch.last_mut() {
-                Some(last) if last.name == m.name => {
-                    if let Some(metric::Data::Summary(s)) = &mut last.data {
-                        s.data_points.push(p);
-                    }
-                }
-                _ => batch.push(Metric {
-                    data: Some(metric::Data::Summary(Summary {
-                        data_points: vec![p],
-                    })),
-                    ..m.clone()
-                }),
-            }
+        if let Some(m) = rest {
+            batch.push(m);
         }
     }
     if !batch.is_empty() {

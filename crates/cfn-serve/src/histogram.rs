@@ -75,7 +75,21 @@ pub struct HistogramConfig {
     pub by_tags: Vec<String>,
     /// `--histogram-max-series`: most series over all metrics (0 is taken as the default).
     pub max_series: usize,
+    /// `--native-schema`: the resolution native buckets start at.
+    pub native_schema: i32,
+    /// `--native-max-buckets`: most native buckets of each sign per series.
+    pub native_max_buckets: usize,
 }
+
+/// The default of `--native-schema`: buckets 1.09% wide (2^(1/64)), so a quantile read
+/// from them is within 1.09% of the exact one, under the 2% fleet target.
+pub const DEFAULT_NATIVE_SCHEMA: i32 = 6;
+/// The default of `--native-max-buckets`: at schema 6, a range of 2^15.6 (50,000x: 1 ms to
+/// 50 s) before the resolution drops; at most 8 KB per series.
+pub const DEFAULT_NATIVE_MAX_BUCKETS: usize = 1000;
+/// Native buckets over all series: past it, a growing series lowers its resolution instead
+/// of taking memory (16 MB).
+const NATIVE_BUDGET: usize = 2_000_000;
 
 /// The default of `--histogram-max-series`: 10,000 series of 16 buckets are about 4 MB of
 /// memory and 15 MB of exposition.
@@ -86,15 +100,35 @@ impl HistogramConfig {
     ///
     /// # Errors
     /// Exit 2 naming the bad value.
-    pub fn parse(buckets: &[String], by: &[String], max_series: usize) -> anyhow::Result<Self> {
+    pub fn parse(
+        buckets: &[String],
+        by: &[String],
+        max_series: usize,
+        native_schema: i32,
+        native_max_buckets: usize,
+    ) -> anyhow::Result<Self> {
         if max_series == 0 {
             return Err(fail(
                 Exit::Usage,
                 "--histogram-max-series 0: must be at least 1",
             ));
         }
+        if !cfn_core::exponential::SCHEMAS.contains(&native_schema) {
+            return Err(fail(
+                Exit::Usage,
+                format!("--native-schema {native_schema}: Prometheus takes -4 to 8"),
+            ));
+        }
+        if native_max_buckets == 0 {
+            return Err(fail(
+                Exit::Usage,
+                "--native-max-buckets 0: must be at least 1",
+            ));
+        }
         let mut cfg = Self {
             max_series,
+            native_schema,
+            native_max_buckets,
             ..Self::default()
         };
         for b in buckets {
@@ -162,6 +196,8 @@ struct Series {
     labels: Vec<(String, String)>,
     counts: Vec<u64>,
     sum: f64,
+    /// The same values in native buckets, in the base unit.
+    native: cfn_core::exponential::ExpHistogram,
 }
 
 /// One metric's histograms: its bounds and unit, fixed at its first record, and a series
@@ -185,12 +221,18 @@ pub struct Histograms {
     metrics: HashMap<String, MetricHistograms>,
     series: usize,
     dropped: u64,
+    /// Native buckets held over all series.
+    native_buckets: usize,
 }
 
 impl Histograms {
     pub fn new(mut cfg: HistogramConfig) -> Self {
         if cfg.max_series == 0 {
             cfg.max_series = DEFAULT_MAX_SERIES;
+        }
+        if cfg.native_max_buckets == 0 {
+            cfg.native_schema = DEFAULT_NATIVE_SCHEMA;
+            cfg.native_max_buckets = DEFAULT_NATIVE_MAX_BUCKETS;
         }
         Self {
             cfg,
@@ -266,11 +308,25 @@ impl Histograms {
                 labels: names.zip(values.iter().cloned()).collect(),
                 counts: vec![0; n],
                 sum: 0.0,
+                native: cfn_core::exponential::ExpHistogram::new(
+                    cfg.native_schema,
+                    cfg.native_max_buckets,
+                ),
             }
         });
         let i = metric.bounds.partition_point(|&b| b < rec.value);
         series.counts[i] += 1;
         series.sum += rec.value;
+        let before = series.native.bucket_count();
+        series
+            .native
+            .record(cfn_promtext::base_value(metric.unit.as_deref(), rec.value));
+        self.native_buckets = self.native_buckets + series.native.bucket_count() - before;
+        if self.native_buckets > NATIVE_BUDGET {
+            let before = series.native.bucket_count();
+            series.native.downscale();
+            self.native_buckets -= before - series.native.bucket_count();
+        }
     }
 
     /// Every series, for the exposition.
@@ -287,6 +343,7 @@ impl Histograms {
                         bounds: m.bounds.to_vec(),
                         counts: s.counts.clone(),
                         sum: s.sum,
+                        native: Some(s.native.clone()),
                     })
             })
             .collect()
@@ -303,6 +360,8 @@ mod tests {
             &["coordination.*=10,50,100".into(), "x=1".into()],
             &["agent".into(), "tag:phase".into()],
             10,
+            6,
+            100,
         )
         .unwrap();
         assert_eq!(
@@ -313,16 +372,20 @@ mod tests {
         assert!(cfg.by_agent);
         assert_eq!(cfg.by_tags, vec!["phase"]);
         for bad in ["m=1,1", "m=2,1", "m=1,x", "m=inf", "nobounds"] {
-            let e = HistogramConfig::parse(&[bad.into()], &[], 10).unwrap_err();
+            let e = HistogramConfig::parse(&[bad.into()], &[], 10, 6, 100).unwrap_err();
             assert_eq!(cfn_core::exit::exit_for(&e), Exit::Usage, "{bad}");
         }
-        assert!(HistogramConfig::parse(&[], &["host".into()], 10).is_err());
-        assert!(HistogramConfig::parse(&[], &[], 0).is_err());
+        assert!(HistogramConfig::parse(&[], &["host".into()], 10, 6, 100).is_err());
+        assert!(HistogramConfig::parse(&[], &[], 0, 6, 100).is_err());
+        for (schema, max) in [(9, 100), (-5, 100), (6, 0)] {
+            let e = HistogramConfig::parse(&[], &[], 10, schema, max).unwrap_err();
+            assert_eq!(cfn_core::exit::exit_for(&e), Exit::Usage, "{schema} {max}");
+        }
     }
 
     #[test]
     fn series_past_the_limit_are_counted_as_dropped_not_kept() {
-        let cfg = HistogramConfig::parse(&[], &["agent".into()], 3).unwrap();
+        let cfg = HistogramConfig::parse(&[], &["agent".into()], 3, 6, 100).unwrap();
         let mut h = Histograms::new(cfg);
         let mut lines = Vec::new();
         for i in 0..1000 {

@@ -38,7 +38,12 @@ pub struct Head {
     pub method: String,
     pub target: String,
     pub host: Option<String>,
+    /// The Accept header (the scrape format Prometheus asks for).
+    pub accept: Option<String>,
 }
+
+/// What the server asks of the application for a request: its target and Accept header.
+pub type Handler = dyn Fn(&str, Option<&str>) -> Reply + Send + Sync;
 
 /// Why a request head was not accepted, as the status to answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,6 +117,7 @@ pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError
         return Err(HeadError::Status(505, "only HTTP/1.x"));
     }
     let mut host = None;
+    let mut accept = None;
     for h in &lines[1..] {
         let Some((name, value)) = h.split_once(':') else {
             return Err(HeadError::Status(400, "malformed header"));
@@ -119,6 +125,7 @@ pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "host" => host = Some(value.to_string()),
+            "accept" => accept = Some(value.to_string()),
             "content-length" if value != "0" => {
                 return Err(HeadError::Status(413, "requests have no body here"));
             }
@@ -132,6 +139,7 @@ pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError
         method: method.to_string(),
         target: target.to_string(),
         host,
+        accept,
     })
 }
 
@@ -261,12 +269,7 @@ fn error_reply(status: u16, message: &str) -> Reply {
     }
 }
 
-fn handle_connection(
-    mut stream: TcpStream,
-    hosts: &HostCheck,
-    slots: &Slots,
-    handle: &(dyn Fn(&str) -> Reply + Sync),
-) {
+fn handle_connection(mut stream: TcpStream, hosts: &HostCheck, slots: &Slots, handle: &Handler) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_nodelay(true);
@@ -289,19 +292,16 @@ fn handle_connection(
     } else {
         let _slot = slots.acquire();
         // A bug must cost one request, not the server.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&head.target)))
-            .unwrap_or_else(|_| error_reply(500, "internal error"))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(&head.target, head.accept.as_deref())
+        }))
+        .unwrap_or_else(|_| error_reply(500, "internal error"))
     };
     let _ = write_reply(&mut stream, &reply, head_only);
 }
 
 /// Accepts connections on `listener` until the process ends, answering each with `handle`.
-pub fn run(
-    listener: TcpListener,
-    hosts: HostCheck,
-    limits: &Limits,
-    handle: Arc<dyn Fn(&str) -> Reply + Send + Sync>,
-) {
+pub fn run(listener: TcpListener, hosts: HostCheck, limits: &Limits, handle: Arc<Handler>) {
     let open = Arc::new(AtomicUsize::new(0));
     let slots = Arc::new(Slots {
         free: Mutex::new(limits.compute_slots.max(1)),

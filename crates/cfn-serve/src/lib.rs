@@ -140,6 +140,16 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = histogram::DEFAULT_MAX_SERIES)]
     pub histogram_max_series: usize,
 
+    /// The resolution of the native (exponential) buckets the protobuf exposition carries:
+    /// bucket bounds grow by 2^(2^-N), -4 to 8. The default, 6, gives buckets 1.09% wide.
+    #[arg(long, value_name = "N", default_value_t = histogram::DEFAULT_NATIVE_SCHEMA, allow_negative_numbers = true)]
+    pub native_schema: i32,
+
+    /// Most native buckets of each sign per series; a value that would need more lowers that
+    /// series' resolution (buckets merged in pairs), and no count is ever lost.
+    #[arg(long, value_name = "N", default_value_t = histogram::DEFAULT_NATIVE_MAX_BUCKETS)]
+    pub native_max_buckets: usize,
+
     /// Another name clients may use in the Host header (a reverse proxy's name, say);
     /// repeatable. Loopback names and the listen address are always accepted.
     #[arg(long, value_name = "HOST")]
@@ -359,11 +369,26 @@ impl App {
     /// clients, one request recomputes a given URL while the others wait for its result
     /// (instead of every client recomputing it at once).
     pub fn handle(&self, path_and_query: &str) -> Response {
+        self.handle_accepting(path_and_query, None)
+    }
+
+    /// [`App::handle`] with the request's Accept header: a scraper asking for the
+    /// Prometheus protobuf exposition gets `/metrics` in it (native histograms included);
+    /// everything else is as without.
+    pub fn handle_accepting(&self, path_and_query: &str, accept: Option<&str>) -> Response {
         let path = path_and_query
             .split_once('?')
             .map_or(path_and_query, |(p, _)| p);
         if !(path.starts_with("/api/") || path == "/metrics") {
             return self.compute(path_and_query);
+        }
+        let protobuf = path == "/metrics" && cfn_promtext::protobuf::wanted(accept);
+        if protobuf {
+            // Not cached: Prometheus scrapes it once per interval, and the key would differ.
+            if let Err(e) = self.fresh_index() {
+                return json_response(500, &json!({ "error": e.to_string() }));
+            }
+            return self.metrics(true);
         }
         if let Some(r) = self.cached(path_and_query) {
             return r;
@@ -421,7 +446,7 @@ impl App {
                 content_type: "text/javascript; charset=utf-8",
                 body: PAGE_JS.as_bytes().to_vec(),
             },
-            "/metrics" => self.metrics(),
+            "/metrics" => self.metrics(false),
             "/api/dashboard" => self.dashboard(&q),
             "/api/summary" => self.summary(&q),
             "/api/series" => self.series(&q),
@@ -744,7 +769,7 @@ impl App {
         run().unwrap_or_else(bad_request)
     }
 
-    fn metrics(&self) -> Response {
+    fn metrics(&self, protobuf: bool) -> Response {
         let now = now_ms();
         let filter = RecordFilter {
             since: Some(now - self.metrics_window.as_millis() as i64),
@@ -757,16 +782,23 @@ impl App {
                     let index = self.index();
                     (index.histograms.snapshot(), index.histograms.dropped())
                 };
-                let (mut text, _) = cfn_promtext::render_with_histograms(
+                let mut e = cfn_promtext::render_exposition(
                     &aggs,
                     &hists,
                     &cfn_promtext::Options::default(),
                 );
-                text.push_str(&dropped_families(dropped, hist_dropped));
+                e.text.push_str(&dropped_families(dropped, hist_dropped));
+                if protobuf {
+                    return Response {
+                        status: 200,
+                        content_type: cfn_promtext::protobuf::CONTENT_TYPE,
+                        body: cfn_promtext::protobuf::encode(&e),
+                    };
+                }
                 Response {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",
-                    body: text.into_bytes(),
+                    body: e.text.into_bytes(),
                 }
             }
             Err(e) => json_response(500, &json!({ "error": e.to_string() })),
@@ -820,7 +852,7 @@ pub fn serve(
         listener,
         hosts,
         &opts.limits,
-        Arc::new(move |target: &str| app.handle(target)),
+        Arc::new(move |target: &str, accept: Option<&str>| app.handle_accepting(target, accept)),
     );
     Ok(())
 }
@@ -855,6 +887,8 @@ pub fn run(
             &cli.buckets,
             &cli.histogram_by,
             cli.histogram_max_series,
+            cli.native_schema,
+            cli.native_max_buckets,
         )?,
     )?);
     // Appended records reach the index within a second even when nobody asks.

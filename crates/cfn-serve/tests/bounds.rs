@@ -285,6 +285,12 @@ fn thirty_thousand_stray_shard_files_are_looked_at_not_read_and_named_once() {
         assert_eq!(v["shards_total"].as_u64().unwrap(), 30_004 - foreign as u64);
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
+    let peak = server.peak_rss();
+    assert!(
+        peak < PEAK_RSS_LIMIT,
+        "peak RSS {} MB over the bound",
+        peak >> 20
+    );
     let said = server.said();
     let refusals = said.lines().filter(|l| l.contains("skipping")).count();
     assert_eq!(

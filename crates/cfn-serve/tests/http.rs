@@ -573,3 +573,112 @@ fn a_metric_named_like_a_broken_glob_is_served_with_exact() {
     assert_eq!(aggs.len(), 1);
     assert_eq!(aggs[0]["count"], 1);
 }
+
+/// A GET with an Accept header; status, Content-Type and raw body.
+fn get_accepting(port: u16, path: &str, accept: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Type: "))
+        .unwrap_or("")
+        .to_string();
+    (status, ctype, raw[end + 4..].to_vec())
+}
+
+#[test]
+fn metrics_speak_protobuf_with_native_buckets_to_a_scraper_that_asks_and_text_to_others() {
+    use cfn_promtext::protobuf::{MetricFamily, MetricType};
+    use prost::Message;
+    let dir = TestDir::new();
+    dir.write("cfn-metrics-1.jsonl", "");
+    let server = start(&dir, &[]);
+    let now = ts(now_ms());
+    let mut text = String::new();
+    for v in [0.4, 3.0, 3.0, 250.0] {
+        text.push_str(&format!(
+            "{{\"timestamp\":\"{now}\",\"agent\":\"agent-1\",\"metric\":\"task.latency\",\"value\":{v},\"unit\":\"ms\"}}\n"
+        ));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("cfn-metrics-1.jsonl"))
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    drop(f);
+    let prometheus = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+    let (status, ctype, body) = get_accepting(server.port, "/metrics", prometheus);
+    assert_eq!(status, 200);
+    assert!(
+        ctype.starts_with("application/vnd.google.protobuf"),
+        "{ctype}"
+    );
+    let mut rest = &body[..];
+    let mut families = Vec::new();
+    while !rest.is_empty() {
+        families.push(MetricFamily::decode_length_delimited(&mut rest).unwrap());
+    }
+    let hist = families
+        .iter()
+        .find(|f| f.name == "cfn_task_latency_hist_seconds")
+        .unwrap_or_else(|| panic!("{families:?}"));
+    assert_eq!(hist.r#type, MetricType::Histogram as i32);
+    let h = hist.metric[0].histogram.as_ref().unwrap();
+    assert_eq!(h.sample_count, 4);
+    assert_eq!(h.schema, 6, "the default --native-schema");
+    assert!(!h.bucket.is_empty(), "the classic buckets are there too");
+    let native: i64 = h
+        .positive_delta
+        .iter()
+        .scan(0, |c, d| {
+            *c += d;
+            Some(*c)
+        })
+        .sum();
+    assert_eq!(native, 4, "every record in a native bucket");
+    assert!(
+        families
+            .iter()
+            .any(|f| f.name == "cfn_task_latency" && f.r#type == MetricType::Summary as i32)
+    );
+    // Any other scraper (OpenMetrics, a browser, none) gets the text format.
+    for accept in [
+        "application/openmetrics-text;version=1.0.0",
+        "text/html",
+        "*/*",
+    ] {
+        let (status, ctype, body) = get_accepting(server.port, "/metrics", accept);
+        assert_eq!(status, 200);
+        assert!(ctype.starts_with("text/plain"), "{accept}: {ctype}");
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("# TYPE cfn_task_latency_hist_seconds histogram")
+        );
+    }
+}
+
+#[test]
+fn a_native_schema_outside_prometheus_range_or_no_buckets_is_a_usage_error() {
+    let dir = TestDir::new();
+    for (flag, value, says) in [
+        ("--native-schema", "9", "--native-schema 9"),
+        ("--native-schema", "-5", "--native-schema -5"),
+        ("--native-max-buckets", "0", "--native-max-buckets 0"),
+    ] {
+        dir.cmd("cfn-serve")
+            .args(["--listen", "127.0.0.1:0", flag, value])
+            .run()
+            .status(2)
+            .stderr_has(says);
+    }
+}
