@@ -216,6 +216,11 @@ impl Drop for Prometheus {
 }
 
 fn start_prometheus(bin: &Path, dir: &TestDir, targets: &[u16]) -> Prometheus {
+    start_prometheus_with(bin, dir, targets, &[])
+}
+
+/// [`start_prometheus`] with `extra` flags (a feature).
+fn start_prometheus_with(bin: &Path, dir: &TestDir, targets: &[u16], extra: &[&str]) -> Prometheus {
     let list = targets
         .iter()
         .map(|p| format!("'127.0.0.1:{p}'"))
@@ -227,7 +232,7 @@ fn start_prometheus(bin: &Path, dir: &TestDir, targets: &[u16]) -> Prometheus {
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cfn-serve\n    static_configs:\n      - targets: [{list}]\n"
         ),
     );
-    run_prometheus(bin, dir, &config, &[])
+    run_prometheus(bin, dir, &config, extra)
 }
 
 /// Prometheus on a free port with `config` and `extra` flags (a feature), storage in `dir`.
@@ -721,21 +726,10 @@ fn native_histograms_give_fleet_quantiles_within_two_percent_through_a_real_prom
     let hosts: Vec<TestDir> = (0..3).map(|_| TestDir::new()).collect();
     let servers: Vec<Server> = hosts.iter().map(|d| start(d, &[])).collect();
     let dir = TestDir::new();
-    let list = servers
-        .iter()
-        .map(|s| format!("'127.0.0.1:{}'", s.port))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = dir.write(
-        "prometheus.yml",
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cfn-serve\n    static_configs:\n      - targets: [{list}]\n"
-        ),
-    );
-    let prom = run_prometheus(
+    let prom = start_prometheus_with(
         &prometheus,
         &dir,
-        &config,
+        &servers.iter().map(|s| s.port).collect::<Vec<_>>(),
         &["--enable-feature=native-histograms"],
     );
     let mut rng = Rng::new(24);

@@ -14,6 +14,28 @@
 /// The schemas Prometheus accepts.
 pub const SCHEMAS: std::ops::RangeInclusive<i32> = -4..=8;
 
+/// Checks a schema flag (Prometheus takes -4 to 8) and a bucket limit flag (at least 1),
+/// each given with its name for the message.
+///
+/// # Errors
+/// Exit 2 naming the flag and its value.
+pub fn check_limits(schema: (&str, i32), max_buckets: (&str, usize)) -> anyhow::Result<()> {
+    use crate::exit::{Exit, fail};
+    if !SCHEMAS.contains(&schema.1) {
+        return Err(fail(
+            Exit::Usage,
+            format!("{} {}: Prometheus takes -4 to 8", schema.0, schema.1),
+        ));
+    }
+    if max_buckets.1 == 0 {
+        return Err(fail(
+            Exit::Usage,
+            format!("{} 0: must be at least 1", max_buckets.0),
+        ));
+    }
+    Ok(())
+}
+
 /// Buckets of one sign: counts of `offset`, `offset + 1`, … .
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Buckets {

@@ -43,18 +43,10 @@ impl PointOptions {
     /// # Errors
     /// Exit 2 naming a scale outside -4..=8 or a bucket limit of 0.
     pub fn new(points: Points, scale: i32, max_buckets: usize) -> anyhow::Result<Self> {
-        if !cfn_core::exponential::SCHEMAS.contains(&scale) {
-            return Err(fail(
-                Exit::Usage,
-                format!("--otlp-scale {scale}: must be -4 to 8 (Prometheus' schemas)"),
-            ));
-        }
-        if max_buckets == 0 {
-            return Err(fail(
-                Exit::Usage,
-                "--otlp-max-buckets 0: must be at least 1",
-            ));
-        }
+        cfn_core::exponential::check_limits(
+            ("--otlp-scale", scale),
+            ("--otlp-max-buckets", max_buckets),
+        )?;
         Ok(Self {
             points,
             scale,
@@ -189,8 +181,8 @@ pub fn headers(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<(Stri
                     ),
                 )
             })?;
-            let k = percent_decode(k.trim());
-            let v = percent_decode(v.trim());
+            let k = cfn_core::redact::percent_decoded(k.trim());
+            let v = cfn_core::redact::percent_decoded(v.trim());
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
                 return Err(fail(
                     Exit::Config,
@@ -207,26 +199,6 @@ pub fn headers(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<(Stri
         }
     }
     Ok(out.into_values().collect())
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The UCUM unit OTLP expects for the units cfn-metrics users write; others as they are.

@@ -113,18 +113,10 @@ impl HistogramConfig {
                 "--histogram-max-series 0: must be at least 1",
             ));
         }
-        if !cfn_core::exponential::SCHEMAS.contains(&native_schema) {
-            return Err(fail(
-                Exit::Usage,
-                format!("--native-schema {native_schema}: Prometheus takes -4 to 8"),
-            ));
-        }
-        if native_max_buckets == 0 {
-            return Err(fail(
-                Exit::Usage,
-                "--native-max-buckets 0: must be at least 1",
-            ));
-        }
+        cfn_core::exponential::check_limits(
+            ("--native-schema", native_schema),
+            ("--native-max-buckets", native_max_buckets),
+        )?;
         let mut cfg = Self {
             max_series,
             native_schema,
