@@ -153,13 +153,13 @@ struct AgentSeen {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Look {
     /// The shards that matter: those numbered below `CFN_SHARDS`, those holding data, and
-    /// files new since the last listing (the directory is listed again only when its
+    /// files new since the last listing (the directory is listed again when its
     /// modification time moved). What each request does.
     Quick,
-    /// A quick look, plus a tenth of the other shard-named files (empty or refused ones), in
-    /// turn: the background refresher's, once a second, so a stray file that starts to hold
-    /// data is read within [`SWEEP_LOOKS`] seconds without every look costing a stat per
-    /// file.
+    /// A quick look after listing the directory again, plus a tenth of the other
+    /// shard-named files (empty or refused ones), in turn: the background refresher's, once
+    /// a second, so a new file is seen within a second and a stray file that starts to hold
+    /// data within [`SWEEP_LOOKS`] seconds, without every look costing a stat per file.
     Sweep,
 }
 
@@ -432,7 +432,10 @@ impl Index {
         let mtime = std::fs::symlink_metadata(&dir)
             .ok()
             .map(|m| Seen::of(&m).mtime_ns);
-        if mtime.is_none() || mtime != self.listed_mtime {
+        // File times tick by the jiffy: a file made in the same tick as the last listing
+        // leaves the directory's time as it was. So the background look lists every time
+        // (a readdir, no stat), and a request lists again when the time moved.
+        if look == Look::Sweep || mtime.is_none() || mtime != self.listed_mtime {
             self.listed = list_shard_names(&dir);
             self.listed_mtime = mtime;
             let present: HashSet<&OsStr> = self
