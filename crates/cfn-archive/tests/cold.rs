@@ -106,10 +106,15 @@ fn with_aws(cmd: &mut TestCommand, m: &Moto, secret: &str) {
 }
 
 fn archive(dir: &TestDir, m: &Moto, args: &[&str]) -> Outcome {
+    archive_as(dir, m, HOST, args)
+}
+
+/// [`archive`] on host `host` (`CFN_HOST`).
+fn archive_as(dir: &TestDir, m: &Moto, host: &str, args: &[&str]) -> Outcome {
     let mut cmd = dir.cmd("cfn-archive");
     cmd.args(["--now", DAY]).args(args);
     with_aws(&mut cmd, m, &m.secret);
-    cmd.run()
+    cmd.env("CFN_HOST", host).run()
 }
 
 /// `prune --keep 30d --upload URL --endpoint ENDPOINT` and `extra`.
@@ -1175,20 +1180,18 @@ fn two_hosts_pruning_to_one_prefix_both_upload_and_the_fleet_read_splits_by_host
             .success()
             .stdout();
         own.insert(host, dir.cmd("cfn-agg").stdin(mine).run().success().jsonl());
-        let mut cmd = dir.cmd("cfn-archive");
-        with_aws(&mut cmd, m, &m.secret);
-        cmd.env("CFN_HOST", host)
-            .args([
-                "--now",
-                DAY,
-                "prune",
-                "--keep",
-                "30d",
-                "--upload",
-                "s3://cold-ten/fleet/",
-            ])
-            .args(["--endpoint", &ep]);
-        cmd.run().success().stderr_has(&format!("fleet/{host}/"));
+        let upload = [
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-ten/fleet/",
+            "--endpoint",
+            &ep,
+        ];
+        archive_as(&dir, m, host, &upload)
+            .success()
+            .stderr_has(&format!("fleet/{host}/"));
         assert_eq!(
             archive_files(&dir),
             Vec::<String>::new(),

@@ -47,6 +47,17 @@ fn wait_for_records(port: u16, records: u64) {
     }
 }
 
+/// Fails when the server's peak RSS so far is over the stated bound.
+fn assert_peak_under_bound(server: &cfn_testkit::serve::Server) {
+    let peak = server.peak_rss();
+    eprintln!("peak RSS {} MB", peak >> 20);
+    assert!(
+        peak < PEAK_RSS_LIMIT,
+        "peak RSS {} MB over the bound",
+        peak >> 20
+    );
+}
+
 /// The value of a sample line `name value` in an exposition.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()
@@ -181,13 +192,7 @@ fn two_hundred_thousand_metric_names_stay_under_the_memory_bound() {
     assert_eq!(v[0]["count"], 3, "03:00, 04:00 and 05:00: {body}");
 
     hammer(server.port, 16 << 20);
-    let peak = server.peak_rss();
-    eprintln!("peak RSS {} MB", peak >> 20);
-    assert!(
-        peak < PEAK_RSS_LIMIT,
-        "peak RSS {} MB over the bound",
-        peak >> 20
-    );
+    assert_peak_under_bound(&server);
 }
 
 #[test]
@@ -226,13 +231,7 @@ fn a_hundred_thousand_agents_histogrammed_by_agent_stay_under_the_memory_bound()
         "{metrics:.3000}"
     );
     hammer(server.port, 16 << 20);
-    let peak = server.peak_rss();
-    eprintln!("peak RSS {} MB", peak >> 20);
-    assert!(
-        peak < PEAK_RSS_LIMIT,
-        "peak RSS {} MB over the bound",
-        peak >> 20
-    );
+    assert_peak_under_bound(&server);
 }
 
 #[test]
@@ -285,12 +284,7 @@ fn thirty_thousand_stray_shard_files_are_looked_at_not_read_and_named_once() {
         assert_eq!(v["shards_total"].as_u64().unwrap(), 30_004 - foreign as u64);
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    let peak = server.peak_rss();
-    assert!(
-        peak < PEAK_RSS_LIMIT,
-        "peak RSS {} MB over the bound",
-        peak >> 20
-    );
+    assert_peak_under_bound(&server);
     let said = server.said();
     let refusals = said.lines().filter(|l| l.contains("skipping")).count();
     assert_eq!(
