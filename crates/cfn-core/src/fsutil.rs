@@ -222,9 +222,12 @@ fn check_file(file: &File, path: &Path, writing: bool) -> anyhow::Result<std::fs
 }
 
 /// In a group-shared directory, makes a file this user created readable and writable by the
-/// group (the umask may have taken that away), so the other members can append to it.
+/// group (the umask may have taken that away), so the other members can append to it. Only
+/// an empty file is looked at (one just created): an append to a shard that holds records
+/// costs no look at its directory.
 fn share_with_group(file: &File, path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
-    if meta.uid() == effective_uid()
+    if meta.len() == 0
+        && meta.uid() == effective_uid()
         && meta.mode() & 0o060 != 0o060
         && group_shared_parent(path).is_some()
     {

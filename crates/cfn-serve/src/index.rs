@@ -456,7 +456,7 @@ impl Index {
                 || (!self.shards.contains_key(name) && !self.refused.contains_key(name));
             if matters {
                 self.look_at(*n, name)?;
-            } else {
+            } else if look == Look::Sweep {
                 quiet.push(i);
             }
         }

@@ -25,6 +25,7 @@ pub fn prune(
     let limit = today_start - keep_days * DAY_MS;
     let mut changed = false;
     let mut first_error = None;
+    let mut fatal = None;
     for ArchiveFile { name, day, .. } in archive_files(&ctx.archive_dir)? {
         let Some(start) = parse_utc_day(&day) else {
             continue;
@@ -40,7 +41,10 @@ pub fn prune(
             Some(t) => match send(ctx, state, t, &name, summary) {
                 Ok(sent) => Some(sent),
                 // The store is down or refuses us: the other files would fail the same way.
-                Err(e) if matches!(exit_for(&e), Exit::TempFail | Exit::Config) => return Err(e),
+                Err(e) if matches!(exit_for(&e), Exit::TempFail | Exit::Config) => {
+                    fatal = Some(e);
+                    break;
+                }
                 // This file's object is in the way: the others may still go.
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -69,8 +73,9 @@ pub fn prune(
         summary.pruned_files += 1;
         summary.pruned.push(name);
     }
+    // Saved whatever stopped the loop: files deleted before it must leave the state too.
     if changed {
         save(&ctx.archive_dir, state)?;
     }
-    first_error.map_or(Ok(()), Err)
+    fatal.or(first_error).map_or(Ok(()), Err)
 }
