@@ -122,8 +122,8 @@ pub struct Cli {
     #[command(flatten)]
     pub strict: cfn_core::cli::StrictFlag,
 
-    /// Threads that parse records (0: one per core). Records still reach the statistics in
-    /// input order, so the output is the same for any number.
+    /// Threads that parse and fold records (0: one per core). The input is folded in blocks
+    /// of 4 MiB merged in input order, so the output is the same for any number.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
 }
@@ -207,6 +207,19 @@ pub struct RecordParts<'a> {
     pub tag_values: &'a [Option<String>],
     pub value: f64,
     pub ts_ms: EpochMs,
+}
+
+/// One group of an aggregator as a part to merge into another ([`Aggregator::into_parts`],
+/// [`Aggregator::merge_group_part`]): how parallel runs combine their blocks.
+#[derive(Debug)]
+pub struct GroupPart {
+    metric: String,
+    unit: Option<String>,
+    agent: Option<String>,
+    /// The values of the `--by tag:NAME` tags, in order.
+    tag_values: Vec<Option<String>>,
+    bucket: Option<EpochMs>,
+    part: PartialState,
 }
 
 /// Groups records and keeps their statistics.
@@ -308,6 +321,37 @@ impl Aggregator {
         }
     }
 
+    /// The groups as parts, in the order their first record came.
+    pub fn into_parts(self) -> Vec<GroupPart> {
+        let (by, store) = (&self.opts.by, &self.store);
+        self.groups
+            .into_iter()
+            .map(|g| GroupPart {
+                tag_values: by.tags.iter().map(|k| g.tags.get(k).cloned()).collect(),
+                part: g.stats.snapshot(store),
+                metric: g.metric,
+                unit: g.unit,
+                agent: g.agent,
+                bucket: g.bucket,
+            })
+            .collect()
+    }
+
+    /// Folds in a group of another aggregator with the same options.
+    pub fn merge_group_part(&mut self, g: GroupPart) {
+        let rec = RecordParts {
+            metric: &g.metric,
+            agent: g.agent.as_deref(),
+            unit: g.unit.as_deref(),
+            tag_values: &g.tag_values,
+            value: 0.0,
+            // Any time in the bucket names it.
+            ts_ms: g.bucket.unwrap_or(0),
+        };
+        // A snapshot's state always adds up to its count.
+        let _ = self.merge_partial(&rec, g.part);
+    }
+
     /// Folds in a part computed elsewhere (a rollup) for the group `rec` names; its value
     /// and time are not used.
     ///
@@ -319,7 +363,7 @@ impl Aggregator {
         part: PartialState,
     ) -> Result<(), String> {
         let Some(idx) = self.group_of(rec) else {
-            self.dropped += 1;
+            self.dropped += part.count;
             return Ok(());
         };
         self.groups[idx]
@@ -435,6 +479,7 @@ impl Aggregator {
             count: a.count,
             sum: a.sum,
             sum_error: 0.0,
+            scale: 0,
             min: a.min,
             max: a.max,
             first_ms: ms(&a.first).unwrap_or(i64::MAX),
@@ -533,6 +578,27 @@ pub fn add_all<R: BufRead>(
     Ok(())
 }
 
+/// Folds aggregate lines written with `--with-digest` (`--merge`) into `agg`.
+///
+/// # Errors
+/// I/O errors; a line without a usable state under `--strict`.
+fn merge_aggregates(
+    agg: &mut Aggregator,
+    r: impl BufRead,
+    source: &str,
+    filter: &RecordFilter,
+    log: &mut MalformedLog,
+) -> anyhow::Result<()> {
+    for_each_aggregate(r, source, log, |a| {
+        if filter.metrics.is_empty() || filter.metrics.iter().any(|p| p.matches(&a.metric)) {
+            agg.merge_line(&a)
+                .map_err(|reason| format!("metric {:?}: {reason}", a.metric))
+        } else {
+            Ok(())
+        }
+    })
+}
+
 /// Parses `--quantiles`.
 ///
 /// # Errors
@@ -621,30 +687,34 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
     let threads = cfn_core::cli::thread_count(cli.threads);
     let mut agg = Aggregator::new(opts);
     let mut stdin = Some(input);
-    for input in &inputs {
-        let r: Box<dyn BufRead + '_> = match input {
-            Input::Stdin => match stdin.take() {
-                Some(s) => Box::new(s),
-                None => continue,
-            },
-            file => file.open()?,
-        };
-        if cli.merge {
-            for_each_aggregate(r, &input.name(), &mut log, |a| {
-                if filter.metrics.is_empty() || filter.metrics.iter().any(|p| p.matches(&a.metric))
-                {
-                    agg.merge_line(&a)
-                        .map_err(|reason| format!("metric {:?}: {reason}", a.metric))
-                } else {
-                    Ok(())
-                }
-            })?;
-        } else if threads > 1 {
-            parallel::aggregate_parallel(&mut agg, r, &input.name(), &filter, &mut log, threads)?;
-        } else {
-            let mut reader = RecordReader::new(r, input.name());
-            add_all(&mut agg, &mut reader, &filter, &mut log)?;
+    let name_of = |i: &Input| i.name();
+    if cli.merge {
+        for input in &inputs {
+            let r: Box<dyn BufRead + '_> = match input {
+                Input::Stdin => match stdin.take() {
+                    Some(s) => Box::new(s),
+                    None => continue,
+                },
+                file => file.open()?,
+            };
+            merge_aggregates(&mut agg, r, &name_of(input), &filter, &mut log)?;
         }
+    } else {
+        let sources =
+            inputs
+                .iter()
+                .filter_map(|input| -> Option<anyhow::Result<parallel::Source<'_>>> {
+                    match input {
+                        Input::Stdin => stdin
+                            .take()
+                            .map(|s| Ok((name_of(input), Box::new(s) as Box<dyn std::io::Read>))),
+                        file => Some(
+                            file.open()
+                                .map(|r| (name_of(input), Box::new(r) as Box<dyn std::io::Read>)),
+                        ),
+                    }
+                });
+        parallel::aggregate_sources(&mut agg, sources, &filter, &mut log, threads)?;
     }
     let aggs = agg.finish();
     for a in aggs

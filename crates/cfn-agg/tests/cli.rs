@@ -404,6 +404,57 @@ fn merging_parts_without_first_and_last_writes_no_made_up_times() {
 }
 
 #[test]
+fn many_shards_fold_in_blocks_with_the_same_output_for_any_threads_and_any_reads() {
+    // Sixteen shards of about 5 MB (two blocks each, so block merges and the hand-over
+    // from one input to the next are both exercised), digests in every group.
+    let dir = TestDir::new();
+    let shards = dir.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    for i in 0..16u64 {
+        let mut data = Vec::new();
+        cfn_testkit::gendata::write_records(&mut data, 40_000, 1_795_773_600_000, 7_200_000, i)
+            .unwrap();
+        assert!(data.len() > 4 << 20, "{} bytes", data.len());
+        std::fs::write(shards.join(format!("cfn-metrics-{i}.jsonl")), &data).unwrap();
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&shards)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for args in [&[][..], &["--by", "agent", "--with-digest"][..]] {
+        let one = dir
+            .cmd("cfn-agg")
+            .args(args)
+            .args(["--threads", "1"])
+            .arg(&shards)
+            .run();
+        one.success();
+        let aggs: Vec<Value> = one.jsonl();
+        let total: u64 = aggs.iter().map(|a| a["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 16 * 40_000);
+        for threads in ["2", "8"] {
+            let many = dir
+                .cmd("cfn-agg")
+                .args(args)
+                .args(["--threads", threads])
+                .arg(&shards)
+                .run();
+            assert_eq!(one.stdout(), many.stdout(), "{args:?} {threads} threads");
+        }
+        // Read through a pipe (reads return what the pipe holds), a file gives what it gives
+        // read from disk: blocks fall where the bytes put them.
+        let file = dir.cmd("cfn-agg").args(args).arg(&names[3]).run();
+        let piped = dir
+            .cmd("cfn-agg")
+            .args(args)
+            .stdin(std::fs::read(&names[3]).unwrap())
+            .run();
+        assert_eq!(file.stdout(), piped.stdout(), "{args:?} file against stdin");
+    }
+}
+
+#[test]
 fn any_number_of_threads_gives_the_single_threaded_output_byte_for_byte() {
     let dir = TestDir::new();
     let mut data = Vec::new();

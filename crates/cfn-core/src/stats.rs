@@ -466,7 +466,12 @@ impl Stats {
 
     #[inline]
     fn add_sum(&mut self, v: f64) {
-        let mut v = scaled(v, -self.scale);
+        self.add_units(scaled(v, -self.scale));
+    }
+
+    /// Adds `v` counted in units of 2^`scale` (the sum's own).
+    #[inline]
+    fn add_units(&mut self, mut v: f64) {
         let mut t = self.sum + v;
         if t.is_infinite() && v.is_finite() && self.sum.is_finite() {
             // The partial sum left f64's range: count in bigger units from here on.
@@ -606,8 +611,9 @@ impl Stats {
         };
         PartialState {
             count: self.count,
-            sum: scaled(self.sum, self.scale),
-            sum_error: scaled(self.comp, self.scale),
+            sum: self.sum,
+            sum_error: self.comp,
+            scale: self.scale,
             min: self.min,
             max: self.max,
             first_ms: self.first_ms,
@@ -636,8 +642,16 @@ impl Stats {
             ));
         }
         self.count += other.count;
-        self.add_sum(other.sum);
-        self.comp += scaled(other.sum_error, -self.scale);
+        if other.scale > self.scale {
+            // Count in the bigger units of the two.
+            let up = other.scale - self.scale;
+            self.sum = scaled(self.sum, -up);
+            self.comp = scaled(self.comp, -up);
+            self.scale = other.scale;
+        }
+        let down = other.scale - self.scale;
+        self.add_units(scaled(other.sum, down));
+        self.comp += scaled(other.sum_error, down);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.first_ms = self.first_ms.min(other.first_ms);
@@ -738,6 +752,9 @@ pub struct PartialState {
     /// The part's running compensation (what its `sum` is short of), so merged rollups add
     /// up to the same sum as one pass over the values; 0 for a part read from a file.
     pub sum_error: f64,
+    /// The power of two `sum` and `sum_error` are counted in (0 but for sums beyond f64's
+    /// range).
+    pub scale: i32,
     pub min: f64,
     pub max: f64,
     pub first_ms: i64,
@@ -1005,6 +1022,7 @@ mod tests {
                     count: 5,
                     sum: 1.0,
                     sum_error: 0.0,
+                    scale: 0,
                     min: 1.0,
                     max: 1.0,
                     first_ms: 0,
