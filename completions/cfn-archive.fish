@@ -56,7 +56,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l exec 
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l part-size -d 'Size of each part of a multipart upload (at least 5MiB, as S3 requires)' -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload-threads -d 'Parts of a multipart upload in flight at once (memory: this many parts)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload-threads -d 'Parts of a multipart upload in flight at once (memory: about two parts more than this). 0: as many as a sixteenth of the available memory holds, from 2 to 8' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
@@ -72,7 +72,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l exec -
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l part-size -d 'Size of each part of a multipart upload (at least 5MiB, as S3 requires)' -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload-threads -d 'Parts of a multipart upload in flight at once (memory: this many parts)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload-threads -d 'Parts of a multipart upload in flight at once (memory: about two parts more than this). 0: as many as a sixteenth of the available memory holds, from 2 to 8' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
@@ -89,7 +89,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l exec -d 
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l part-size -d 'Size of each part of a multipart upload (at least 5MiB, as S3 requires)' -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload-threads -d 'Parts of a multipart upload in flight at once (memory: this many parts)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload-threads -d 'Parts of a multipart upload in flight at once (memory: about two parts more than this). 0: as many as a sixteenth of the available memory holds, from 2 to 8' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F

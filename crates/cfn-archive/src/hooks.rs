@@ -1,7 +1,9 @@
 //! Fault injection for the crash-safety tests: `CFN_ARCHIVE_CRASH_AT=<point>` aborts the
 //! process (like SIGKILL: no cleanup, no buffered writes) when it reaches that point, and
 //! `CFN_ARCHIVE_FAIL_WRITE_AFTER=<bytes>` makes archive writes fail with "no space left on
-//! device" after that many bytes, where a test cannot mount a small filesystem.
+//! device" after that many bytes, where a test cannot mount a small filesystem;
+//! `CFN_ARCHIVE_REPORT_READS=1` prints the bytes the process read from files (`rchar` of
+//! /proc/self/io) when it ends, so a test can tell one read of a file from two.
 //!
 //! Only in builds with the `test-hooks` feature, which the crate's own tests turn on (a
 //! dev-dependency on itself): a released `cfn-archive` ignores both variables, so nothing in
@@ -54,3 +56,21 @@ pub fn check_write(n: usize) -> std::io::Result<()> {
 pub fn check_write(_n: usize) -> std::io::Result<()> {
     Ok(())
 }
+
+/// Prints the bytes this process has read when `CFN_ARCHIVE_REPORT_READS` is set (test
+/// builds only).
+#[cfg(feature = "test-hooks")]
+pub fn report_reads() {
+    if std::env::var_os("CFN_ARCHIVE_REPORT_READS").is_none() {
+        return;
+    }
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    if let Some(n) = io.lines().find_map(|l| l.strip_prefix("rchar:")) {
+        eprintln!("cfn-archive: test-hooks: read {} bytes", n.trim());
+    }
+}
+
+/// Does nothing: this build has no test hooks.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn report_reads() {}

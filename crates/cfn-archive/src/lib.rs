@@ -163,8 +163,9 @@ pub struct ColdArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub part_size: String,
 
-    /// Parts of a multipart upload in flight at once (memory: this many parts).
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    /// Parts of a multipart upload in flight at once (memory: about two parts more than
+    /// this). 0: as many as a sixteenth of the available memory holds, from 2 to 8.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub upload_threads: usize,
 
     #[command(flatten)]
@@ -255,7 +256,10 @@ impl ColdArgs {
             flat,
             threshold: parse_size(&self.multipart_threshold)?,
             part_size,
-            threads: self.upload_threads.max(1),
+            threads: match self.upload_threads {
+                0 => ops::cold::default_upload_threads(part_size),
+                n => n,
+            },
         }))
     }
 }
@@ -298,6 +302,7 @@ pub fn run(cli: Cli, _input: impl std::io::BufRead, mut out: impl Write) -> anyh
     } else {
         writeln!(out, "{}", summary.line(parts))?;
     }
+    hooks::report_reads();
     Ok(Exit::Ok)
 }
 

@@ -708,7 +708,8 @@ impl S3Client {
         }
     }
 
-    /// Uploads part `n` (from 1); returns its ETag, or `None` when the upload is gone (aborted
+    /// Uploads part `n` (from 1) with its MD5 (base64, as [`md5_of`] gives it, so the caller
+    /// hashes each part once); returns its ETag, or `None` when the upload is gone (aborted
     /// or expired: start over).
     ///
     /// # Errors
@@ -720,8 +721,8 @@ impl S3Client {
         upload_id: &str,
         n: u32,
         body: &[u8],
+        content_md5: &str,
     ) -> anyhow::Result<Option<String>> {
-        let (_, md5) = md5_of(body);
         let r = self.send(
             "PUT",
             bucket,
@@ -730,7 +731,7 @@ impl S3Client {
                 ("partNumber", n.to_string()),
                 ("uploadId", upload_id.to_string()),
             ],
-            &[("content-md5", md5)],
+            &[("content-md5", content_md5.to_string())],
             body,
         )?;
         match r.status {
