@@ -23,7 +23,7 @@ _cfn__serve() {
 
     case "${cmd}" in
         cfn__serve)
-            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --index-max-metrics --buckets --histogram-by --histogram-max-series --native-schema --native-max-buckets --allowed-host --help --version"
+            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --index-max-metrics --index-tags --index-dims-budget --buckets --histogram-by --histogram-max-series --native-schema --native-max-buckets --allowed-host --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -66,6 +66,14 @@ _cfn__serve() {
                     return 0
                     ;;
                 --index-max-metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --index-tags)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --index-dims-budget)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -8,6 +8,8 @@ complete -c cfn-serve -l threads -d 'Requests computed at once (others wait for 
 complete -c cfn-serve -l max-connections -d 'Open connections at most; further ones are answered 503 at once' -r
 complete -c cfn-serve -l index-span -d 'How far back the rollup index reaches; older ranges are read from the records' -r
 complete -c cfn-serve -l index-max-metrics -d 'Most metrics given rollups (a day of one metric\'s rollups takes up to about 200 KB); queries that touch the others read the records' -r
+complete -c cfn-serve -l index-tags -d 'Tag keys given rollups by value (comma-separated, `phase,model`), so a `tag=KEY=VALUE` filter over a long range is answered from them; at most 1,000 values a key' -r
+complete -c cfn-serve -l index-dims-budget -d 'Memory the rollups by agent and by tag value may take (bytes; K, M, G, KiB, MiB, GiB); past it the agent rollups are dropped first, then the tags\', and the queries they answered read the records. 0 turns them off' -r
 complete -c cfn-serve -l buckets -d 'Histogram bounds for the metrics matching a glob, in the metric\'s unit (`coordination.*=10,50,100,500`); repeatable, the first match wins. Default bounds depend on the unit (ms, s, bytes, kb, mb, percent, ratio; else counts)' -r
 complete -c cfn-serve -l histogram-by -d 'Label the /metrics histograms with this group key: agent or tag:NAME (repeatable; none by default, to keep series counts small)' -r
 complete -c cfn-serve -l histogram-max-series -d 'Most histogram series on /metrics over all metrics and label values; records of new series past it are counted in cfn_serve_series_limit_dropped_records_total instead' -r

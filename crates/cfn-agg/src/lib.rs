@@ -222,6 +222,13 @@ pub struct GroupPart {
     part: PartialState,
 }
 
+impl GroupPart {
+    /// The group's metric.
+    pub fn metric(&self) -> &str {
+        &self.metric
+    }
+}
+
 /// Groups records and keeps their statistics.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -335,6 +342,31 @@ impl Aggregator {
                 bucket: g.bucket,
             })
             .collect()
+    }
+
+    /// Adds the values of one run of records of the group `rec` names (its value is not
+    /// used; its time names the bucket), whose first and last times are given: a rollup that
+    /// keeps values but not each one's time.
+    pub fn add_run(
+        &mut self,
+        rec: &RecordParts<'_>,
+        values: &[f64],
+        first_ms: EpochMs,
+        last_ms: EpochMs,
+    ) {
+        let Some(idx) = self.group_of(rec) else {
+            self.dropped += values.len() as u64;
+            return;
+        };
+        let g = &mut self.groups[idx];
+        for &v in values {
+            g.stats
+                .add(v, first_ms, self.opts.exact_limit, &mut self.store);
+        }
+        g.stats.last_ms = g.stats.last_ms.max(last_ms);
+        if self.store.over_budget() {
+            relieve_budget(&mut self.store, &mut self.groups, |g| &mut g.stats);
+        }
     }
 
     /// Folds in a group of another aggregator with the same options.

@@ -172,33 +172,6 @@ pub struct ColdArgs {
     pub http: cfn_core::cli::HttpFlags,
 }
 
-/// A size in bytes with an optional unit.
-fn parse_size(text: &str) -> anyhow::Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        _ => {
-            return Err(fail(
-                Exit::Usage,
-                format!("size {text:?}: unknown unit {unit:?}"),
-            ));
-        }
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| fail(Exit::Usage, format!("size {text:?} is not a positive size")))
-}
-
 /// Where this host's cold copies go: `PREFIX/HOST/` by default, or where `{host}` stands in
 /// the URL; and the URL as given without `{host}` (the flat layout of earlier versions,
 /// whose recorded copies still count).
@@ -233,7 +206,7 @@ impl ColdArgs {
             return Ok(None);
         };
         let (location, flat) = cold_location(url, &cfn_core::paths::host_identity()?)?;
-        let part_size = parse_size(&self.part_size)?;
+        let part_size = cfn_core::cli::parse_size(&self.part_size)?;
         if part_size < 5 << 20 {
             return Err(fail(
                 Exit::Usage,
@@ -254,7 +227,7 @@ impl ColdArgs {
             client: Box::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-archive")),
             location,
             flat,
-            threshold: parse_size(&self.multipart_threshold)?,
+            threshold: cfn_core::cli::parse_size(&self.multipart_threshold)?,
             part_size,
             threads: match self.upload_threads {
                 0 => ops::cold::default_upload_threads(part_size),

@@ -3,7 +3,7 @@
 //! flags several tools take, as structs each tool flattens into its own `Cli`, so a flag is
 //! spelled and documented once.
 
-use crate::exit::{Exit, exit_for, is_broken_pipe};
+use crate::exit::{Exit, exit_for, fail, is_broken_pipe};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -117,4 +117,34 @@ pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
 /// Prints a warning line `tool: warning: msg` on stderr.
 pub fn warn(tool: &str, msg: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "{tool}: warning: {msg}");
+}
+
+/// A size in bytes with an optional unit (K, M, G: powers of 1000; KiB, MiB, GiB: of 1024).
+///
+/// # Errors
+/// Exit 2 for an unknown unit or a size that is not positive.
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(fail(
+                Exit::Usage,
+                format!("size {text:?}: unknown unit {unit:?}"),
+            ));
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| fail(Exit::Usage, format!("size {text:?} is not a positive size")))
 }

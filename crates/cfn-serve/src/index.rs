@@ -16,6 +16,7 @@
 //! the merged rollups hold few enough values).
 
 use crate::data::{HotShards, Sources, for_each_archived, for_each_record};
+use crate::dims::{DimQuery, Dims, QUARTER_MS};
 use crate::histogram::Histograms;
 use cfn_agg::{Aggregator, Options, RecordParts, aggregate_line};
 use cfn_core::aggregate::Aggregate;
@@ -166,6 +167,14 @@ pub enum Look {
 /// Sweeping looks it takes to look at every quiet file once.
 pub const SWEEP_LOOKS: usize = 10;
 
+/// What a query filters or groups on that only the rollups by agent and tag hold.
+#[derive(Clone, Copy, Debug)]
+pub struct DimFilter<'a> {
+    pub agents: &'a [NamePattern],
+    pub tag: Option<&'a (String, String)>,
+    pub by_agent: bool,
+}
+
 /// A range query the index answers.
 #[derive(Clone, Debug)]
 pub struct RangeQuery {
@@ -221,6 +230,10 @@ pub struct Index {
     agents_overflow: bool,
     /// The histograms of the records appended after the build (`/metrics`).
     pub histograms: Histograms,
+    /// The rollups by agent and by indexed tag value.
+    pub dims: Dims,
+    /// Queries answered from `dims`.
+    pub dims_answers: u64,
     building: bool,
 }
 
@@ -264,6 +277,7 @@ impl Index {
         now: EpochMs,
         max_metrics: usize,
         histograms: Histograms,
+        dims: Dims,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let mut index = Self {
@@ -289,6 +303,8 @@ impl Index {
             unindexed_overflow: false,
             agents_overflow: false,
             histograms,
+            dims,
+            dims_answers: 0,
             building: true,
         };
         let dir = index.src.metrics_dir.clone();
@@ -400,6 +416,9 @@ impl Index {
                 self.series.len() - 1
             }
         };
+        // Only metrics with rollups get rollups by agent and tag: a query touching the others
+        // reads the records anyway.
+        self.dims.add(rec);
         let series = &mut self.series[i];
         if series.unit.is_none() {
             series.unit = rec.unit.as_deref().map(str::to_string);
@@ -479,6 +498,7 @@ impl Index {
                 }
             }
             self.series.retain(|s| !s.tiers[2].is_empty());
+            self.dims.drop_before(horizon);
             self.by_metric = self
                 .series
                 .iter()
@@ -747,15 +767,126 @@ impl Index {
     /// past the metric limit. Everything else is read from the records, without the index's
     /// lock.
     pub fn covers(&self, q: &RangeQuery) -> bool {
+        self.spans(q) && q.bucket_ms.is_none_or(|b| b % MINUTE_MS == 0)
+    }
+
+    /// True when the range of `q` is inside what the index holds, for every metric it asks.
+    fn spans(&self, q: &RangeQuery) -> bool {
         let unindexed_match = self.unindexed_overflow
             || self
                 .unindexed
                 .iter()
                 .any(|m| q.metrics.is_empty() || q.metrics.iter().any(|p| p.matches(m)));
-        q.since >= self.horizon
-            && q.until <= self.future_min
-            && q.bucket_ms.is_none_or(|b| b % MINUTE_MS == 0)
-            && !unindexed_match
+        q.since >= self.horizon && q.until <= self.future_min && !unindexed_match
+    }
+
+    /// The aggregates of `q` filtered by agent or tag (or grouped by agent) from the rollups
+    /// by agent and tag value ([`Dims`]): the whole quarter hours of the range from them, the
+    /// edges from the records (of `shards` only, when given). `None` when they cannot answer
+    /// it (a filter on a tag not indexed, both kinds of filter, buckets not of whole quarter
+    /// hours, a range outside the span): the caller reads the records.
+    ///
+    /// # Errors
+    /// I/O errors reading the edges.
+    pub fn aggregate_dims(
+        &mut self,
+        q: &RangeQuery,
+        f: &DimFilter<'_>,
+        shards: Option<&BTreeSet<u32>>,
+    ) -> Option<anyhow::Result<(Vec<Aggregate>, u64)>> {
+        let (from, to) = (ceil_to(q.since, QUARTER_MS), floor_to(q.until, QUARTER_MS));
+        let dq = DimQuery {
+            from,
+            to: to.max(from),
+            metrics: &q.metrics,
+            agents: f.agents,
+            tag: f.tag,
+            by_agent: f.by_agent,
+        };
+        let answerable = self.spans(q)
+            && q.bucket_ms.is_none_or(|b| b % QUARTER_MS == 0)
+            && self.dims.can_answer(&dq);
+        if answerable {
+            self.dims_answers += 1;
+        }
+        answerable.then(|| self.aggregate_dims_unchecked(q, &dq, shards))
+    }
+
+    fn aggregate_dims_unchecked(
+        &self,
+        q: &RangeQuery,
+        dq: &DimQuery<'_>,
+        shards: Option<&BTreeSet<u32>>,
+    ) -> anyhow::Result<(Vec<Aggregate>, u64)> {
+        let opts = Options {
+            by: cfn_agg::GroupBy {
+                agent: dq.by_agent,
+                tags: Vec::new(),
+            },
+            bucket_ms: q.bucket_ms,
+            quantiles: q.quantiles.clone(),
+            ..Default::default()
+        };
+        // The partial quarter hours at both ends, from the records (no more groups than the
+        // answer may have).
+        let mut edge = Aggregator::new(Options {
+            max_groups: q.max_groups,
+            ..opts.clone()
+        });
+        let intervals: &[(EpochMs, EpochMs)] = if dq.from < dq.to {
+            &[(q.since, dq.from), (dq.to, q.until)]
+        } else {
+            &[(q.since, q.until)]
+        };
+        let hot = self.hot_shards();
+        for &(since, until) in intervals.iter().filter(|(s, u)| s < u) {
+            let filter = RecordFilter {
+                since: Some(since),
+                until: Some(until),
+                metrics: q.metrics.clone(),
+                agents: dq.agents.to_vec(),
+            };
+            for_each_record(&self.src, &hot, &filter, shards, |_, rec| {
+                if dq
+                    .tag
+                    .is_none_or(|(k, v)| rec.tag(k).as_deref() == Some(v.as_str()))
+                {
+                    edge.add(rec)
+                }
+            })?;
+        }
+        let mut dropped = edge.dropped();
+        let mut edge_parts: HashMap<String, Vec<cfn_agg::GroupPart>> = HashMap::new();
+        for p in edge.into_parts() {
+            edge_parts
+                .entry(p.metric().to_string())
+                .or_default()
+                .push(p);
+        }
+        let mut metrics: Vec<String> = self
+            .dims
+            .metrics(dq)
+            .into_iter()
+            .map(str::to_string)
+            .chain(edge_parts.keys().cloned())
+            .collect();
+        metrics.sort_unstable();
+        metrics.dedup();
+        // A metric at a time: only its groups are held while they are computed.
+        let (mut out, mut values) = (Vec::new(), Vec::new());
+        for m in &metrics {
+            let mut agg = Aggregator::new(Options {
+                max_groups: q.max_groups.saturating_sub(out.len()),
+                ..opts.clone()
+            });
+            self.dims.fold_metric(dq, m, &mut agg, &mut values);
+            for p in edge_parts.remove(m).unwrap_or_default() {
+                agg.merge_group_part(p);
+            }
+            dropped += agg.dropped();
+            out.extend(agg.finish());
+        }
+        Ok((out, dropped))
     }
 
     /// The aggregates of `q` (one per metric, or per metric and bucket), as `cfn-agg` would
@@ -974,7 +1105,15 @@ mod tests {
             alert_state: None,
             alerts_log: None,
         };
-        Index::build(src, 86_400_000, now, 10, Histograms::default()).unwrap()
+        Index::build(
+            src,
+            86_400_000,
+            now,
+            10,
+            Histograms::default(),
+            Dims::new(vec![], 1 << 20),
+        )
+        .unwrap()
     }
 
     #[test]

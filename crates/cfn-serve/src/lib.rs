@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod data;
+pub mod dims;
 pub mod histogram;
 pub mod http;
 pub mod index;
@@ -124,6 +125,17 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub index_max_metrics: usize,
 
+    /// Tag keys given rollups by value (comma-separated, `phase,model`), so a `tag=KEY=VALUE`
+    /// filter over a long range is answered from them; at most 1,000 values a key.
+    #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
+    pub index_tags: Vec<String>,
+
+    /// Memory the rollups by agent and by tag value may take (bytes; K, M, G, KiB, MiB,
+    /// GiB); past it the agent rollups are dropped first, then the tags', and the queries
+    /// they answered read the records. 0 turns them off.
+    #[arg(long, value_name = "SIZE", default_value = "24MiB")]
+    pub index_dims_budget: String,
+
     /// Histogram bounds for the metrics matching a glob, in the metric's unit
     /// (`coordination.*=10,50,100,500`); repeatable, the first match wins. Default bounds
     /// depend on the unit (ms, s, bytes, kb, mb, percent, ratio; else counts).
@@ -154,6 +166,17 @@ pub struct Cli {
     /// repeatable. Loopback names and the listen address are always accepted.
     #[arg(long, value_name = "HOST")]
     pub allowed_host: Vec<String>,
+}
+
+/// What the rollup index keeps.
+#[derive(Clone, Debug)]
+pub struct IndexConfig {
+    pub span: Duration,
+    pub max_metrics: usize,
+    /// Tag keys with rollups by value.
+    pub tags: Vec<String>,
+    /// Bytes the rollups by agent and tag value may take.
+    pub dims_budget: usize,
 }
 
 /// The server's shared state.
@@ -329,16 +352,16 @@ impl App {
     pub fn new(
         src: Sources,
         metrics_window: Duration,
-        index_span: Duration,
-        index_max_metrics: usize,
+        index: IndexConfig,
         histograms: histogram::HistogramConfig,
     ) -> anyhow::Result<Self> {
         let index = Index::build(
             src.clone(),
-            index_span.as_millis() as i64,
+            index.span.as_millis() as i64,
             now_ms(),
-            index_max_metrics,
+            index.max_metrics,
             histogram::Histograms::new(histograms),
+            dims::Dims::new(index.tags, index.dims_budget),
         )?;
         Ok(Self {
             src,
@@ -523,11 +546,22 @@ impl App {
         };
         let plain =
             filter.agents.is_empty() && tag.is_none() && !opts.by.agent && opts.by.tags.is_empty();
+        let shards = (!filter.agents.is_empty()).then(|| index.shards_of_agents(&filter.agents));
+        let dim_filter = index::DimFilter {
+            agents: &filter.agents,
+            tag,
+            by_agent: opts.by.agent,
+        };
+        let from_dims = if plain || !opts.by.tags.is_empty() {
+            None
+        } else {
+            index.aggregate_dims(&query, &dim_filter, shards.as_ref())
+        };
         let (aggs, dropped) = if plain && index.covers(&query) {
             index.aggregate(&query)?
+        } else if let Some(answer) = from_dims {
+            answer?
         } else {
-            let shards =
-                (!filter.agents.is_empty()).then(|| index.shards_of_agents(&filter.agents));
             let hot = index.hot_shards();
             drop(index);
             data::aggregate(&self.src, &hot, filter, shards.as_ref(), tag, opts)?
@@ -778,9 +812,14 @@ impl App {
         };
         match self.aggregate(&filter, None, Options::default()) {
             Ok((aggs, dropped)) => {
-                let (hists, hist_dropped) = {
+                let (hists, hist_dropped, dims) = {
                     let index = self.index();
-                    (index.histograms.snapshot(), index.histograms.dropped())
+                    let dims = (index.dims.bytes(), index.dims_answers);
+                    (
+                        index.histograms.snapshot(),
+                        index.histograms.dropped(),
+                        dims,
+                    )
                 };
                 let mut e = cfn_promtext::render_exposition(
                     &aggs,
@@ -788,6 +827,7 @@ impl App {
                     &cfn_promtext::Options::default(),
                 );
                 e.text.push_str(&dropped_families(dropped, hist_dropped));
+                e.text.push_str(&filtered_rollup_families(dims.0, dims.1));
                 if protobuf {
                     return Response {
                         status: 200,
@@ -817,6 +857,18 @@ fn dropped_families(summary_records: u64, histogram_records: u64) -> String {
          # HELP cfn_serve_series_limit_dropped_records_total Records not counted in the histograms because a new series would have passed --histogram-max-series.\n\
          # TYPE cfn_serve_series_limit_dropped_records_total counter\n\
          cfn_serve_series_limit_dropped_records_total {histogram_records}\n"
+    )
+}
+
+/// What the rollups by agent and tag value hold and how many queries they answered.
+fn filtered_rollup_families(bytes: usize, answers: u64) -> String {
+    format!(
+        "# HELP cfn_serve_filtered_rollup_bytes Bytes the rollups by agent and by tag value hold (at most --index-dims-budget).\n\
+         # TYPE cfn_serve_filtered_rollup_bytes gauge\n\
+         cfn_serve_filtered_rollup_bytes {bytes}\n\
+         # HELP cfn_serve_filtered_rollup_answers_total Queries filtered by agent or tag, or grouped by agent, answered from those rollups.\n\
+         # TYPE cfn_serve_filtered_rollup_answers_total counter\n\
+         cfn_serve_filtered_rollup_answers_total {answers}\n"
     )
 }
 
@@ -881,8 +933,20 @@ pub fn run(
     let app = Arc::new(App::new(
         src,
         parse_duration(&cli.window)?,
-        parse_duration(&cli.index_span)?,
-        cli.index_max_metrics,
+        IndexConfig {
+            span: parse_duration(&cli.index_span)?,
+            max_metrics: cli.index_max_metrics,
+            tags: cli
+                .index_tags
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
+            dims_budget: match cli.index_dims_budget.trim() {
+                "0" => 0,
+                text => cfn_core::cli::parse_size(text)? as usize,
+            },
+        },
         histogram::HistogramConfig::parse(
             &cli.buckets,
             &cli.histogram_by,

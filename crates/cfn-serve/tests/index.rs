@@ -512,3 +512,199 @@ fn metrics_past_the_index_limit_are_read_from_the_records() {
     let names = get_json(server.port, "/api/metrics?range=24h");
     assert_eq!(names["metrics"].as_array().unwrap().len(), 3, "{names}");
 }
+
+/// Three hours in four shards, agents spread over every shard (7 agents, one of them no
+/// agent at all), a phase tag on two thirds of the records, and one record in 400 written 40 s
+/// late (within the order slack range reads allow; across quarter hours now and then). Read
+/// one shard after another at start-up, each series gets several runs per quarter hour.
+fn seed_dims(dir: &TestDir, end: i64) {
+    let mut rng = Rng::new(11);
+    let mut shards = vec![String::new(); 4];
+    let start = end - 3 * 3_600_000;
+    for i in 0..(3 * 3_600_000 / 97) as u64 {
+        let mut t = start + i as i64 * 97;
+        if i % 400 == 399 {
+            t -= 40_000;
+        }
+        let agent = (i % 7 != 6).then(|| format!("agent-{}", i % 7));
+        let (metric, value) = if i % 10 < 6 {
+            let g: f64 = (0..6).map(|_| rng.unit()).sum::<f64>() - 3.0;
+            (
+                "latency_ms",
+                ((4.0 + 1.2 * g).exp() * 100.0).round() / 100.0,
+            )
+        } else {
+            ("queue_depth", (rng.unit() * 40.0).floor())
+        };
+        let phase = [Some("plan"), Some("act"), None][(i % 3) as usize];
+        let mut line = format!("{{\"timestamp\":\"{}\"", format_ms(t));
+        if let Some(a) = &agent {
+            line.push_str(&format!(",\"agent\":\"{a}\""));
+        }
+        line.push_str(&format!(
+            ",\"metric\":\"{metric}\",\"value\":{value},\"unit\":\"count\""
+        ));
+        if let Some(p) = phase {
+            line.push_str(&format!(
+                ",\"tags\":{{\"host\":\"h{}\",\"phase\":\"{p}\"}}",
+                i % 2
+            ));
+        }
+        line.push_str("}\n");
+        shards[(i % 4) as usize].push_str(&line);
+    }
+    for (n, s) in shards.iter().enumerate() {
+        dir.write(&format!("cfn-metrics-{n}.jsonl"), s);
+    }
+}
+
+/// cfn-agg's answer for the records `keep` selects in [since, until), and those records.
+fn agg_of(
+    dir: &TestDir,
+    since: i64,
+    until: i64,
+    keep: impl Fn(&Value) -> bool,
+    extra: &[&str],
+) -> (Vec<Value>, Vec<Value>) {
+    let cat = dir
+        .cmd("cfn-cat")
+        .args(["--since", &format_ms(since), "--until", &format_ms(until)])
+        .args(shard_paths(dir, 4))
+        .run();
+    cat.success();
+    let records: Vec<Value> = cat
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| keep(v))
+        .collect();
+    let text: String = records.iter().map(|v| format!("{v}\n")).collect();
+    (
+        dir.cmd("cfn-agg").args(extra).stdin(text).run().jsonl(),
+        records,
+    )
+}
+
+fn answers_from_filtered_rollups(port: u16) -> u64 {
+    let (_, text) = get(port, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("cfn_serve_filtered_rollup_answers_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
+#[test]
+fn agent_and_tag_filtered_views_from_their_rollups_equal_cfn_agg() {
+    let dir = TestDir::new();
+    let end = now_ms() - 4 * 60_000 - 7_321;
+    seed_dims(&dir, end);
+    let now = end - 2 * 60_000 - 1_234;
+    let at = format_ms(now);
+    let tag_is = |v: &Value, p: &str| v["tags"]["phase"] == p;
+    // (query, range ms, cfn-agg's records, cfn-agg's flags)
+    type Keep = Box<dyn Fn(&Value) -> bool>;
+    let cases: Vec<(String, i64, Keep, Vec<&str>)> = vec![
+        (
+            format!("/api/summary?window=2h13m&by=agent&now={at}"),
+            (2 * 60 + 13) * 60_000,
+            Box::new(|_| true),
+            vec!["--by", "agent"],
+        ),
+        (
+            format!("/api/series?metric=latency_ms&range=2h&bucket=15m&agent=agent-3&now={at}"),
+            2 * 3_600_000,
+            Box::new(|v| v["agent"] == "agent-3"),
+            vec!["--bucket", "15m", "--metric", "latency_ms"],
+        ),
+        (
+            format!("/api/series?metric=queue_depth&range=150m&bucket=30m&tag=phase=act&now={at}"),
+            150 * 60_000,
+            Box::new(move |v| tag_is(v, "act")),
+            vec!["--bucket", "30m", "--metric", "queue_depth"],
+        ),
+        (
+            format!("/api/summary?window=3h&agent=agent-*&now={at}"),
+            3 * 3_600_000,
+            Box::new(|v| v["agent"].is_string()),
+            vec![],
+        ),
+        (
+            format!("/api/summary?window=20m&tag=phase=plan&now={at}"),
+            20 * 60_000,
+            Box::new(move |v| tag_is(v, "plan")),
+            vec![],
+        ),
+    ];
+    let check = |port: u16, path: &str, (expected, records): &(Vec<Value>, Vec<Value>)| {
+        let served = get_json(port, path);
+        let served = served.as_array().unwrap();
+        assert!(!expected.is_empty(), "{path}");
+        assert_eq!(served.len(), expected.len(), "{path}");
+        for (s, e) in served.iter().zip(expected) {
+            for k in [
+                "metric",
+                "unit",
+                "agent",
+                "bucket_start",
+                "count",
+                "sum",
+                "min",
+                "max",
+                "avg",
+                "first",
+                "last",
+            ] {
+                assert_eq!(s[k], e[k], "{path}: {k} of {e}");
+            }
+            // Exact where cfn-agg's answer is; else (whole-range groups) within 1% in rank
+            // of the records'.
+            let bucketed = e.get("bucket_start").is_some();
+            let by_agent = path.contains("by=agent");
+            let mut values: Vec<f64> = records
+                .iter()
+                .filter(|r| r["metric"] == e["metric"])
+                .filter(|r| !by_agent || r.get("agent") == e.get("agent"))
+                .map(|r| r["value"].as_f64().unwrap())
+                .collect();
+            values.sort_by(f64::total_cmp);
+            for q in ["p50", "p95", "p99"] {
+                if e["count"].as_u64().unwrap() <= 1000 {
+                    assert_eq!(s[q], e[q], "{path}: {q} of {e}");
+                } else if !bucketed {
+                    assert_eq!(values.len() as u64, e["count"].as_u64().unwrap());
+                    let qv = q[1..].parse::<f64>().unwrap() / 100.0;
+                    let err = rank_error(&values, qv, s[q].as_f64().unwrap());
+                    assert!(err <= 0.01, "{path}: {q} is {err} off in rank ({s})");
+                }
+            }
+        }
+    };
+    let server = start(&dir, &["--index-tags", "phase"]);
+    let before = answers_from_filtered_rollups(server.port);
+    for (path, range, keep, flags) in &cases {
+        let expected = agg_of(&dir, now - range, now + 1, keep, flags);
+        check(server.port, path, &expected);
+    }
+    assert_eq!(
+        answers_from_filtered_rollups(server.port) - before,
+        cases.len() as u64,
+        "every case answered from the rollups by agent and tag"
+    );
+    // Past a tiny budget the agent rollups are dropped with a warning, the tag's too, and
+    // the same queries read the records, with the same answers.
+    let small = start(
+        &dir,
+        &["--index-tags", "phase", "--index-dims-budget", "4KiB"],
+    );
+    for (path, range, keep, flags) in &cases {
+        let expected = agg_of(&dir, now - range, now + 1, keep, flags);
+        check(small.port, path, &expected);
+    }
+    assert_eq!(answers_from_filtered_rollups(small.port), 0);
+    let said = small.said();
+    assert!(said.contains("the agent rollups passed 4 KiB"), "{said}");
+    assert!(
+        said.contains("the rollups of tag \"phase\" passed"),
+        "{said}"
+    );
+}
