@@ -123,7 +123,7 @@ pub struct Cli {
     pub strict: cfn_core::cli::StrictFlag,
 
     /// Threads that parse and fold records (0: one per core). The input is folded in blocks
-    /// of 4 MiB merged in input order, so the output is the same for any number.
+    /// of 1 MiB merged in input order, so the output is the same for any number.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
 }

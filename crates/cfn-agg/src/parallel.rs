@@ -11,10 +11,17 @@
 //! Blocks of the next input are read while the last ones of the previous are still being
 //! folded, so many small shards keep every core busy.
 //!
-//! The legacy pretty-printed format spans lines, so a block holding a lone `{` line hands
-//! the rest of its input to the sequential reader, from the start of that block.
+//! A block with more than [`MAX_BLOCK_GROUPS`] groups (grouped by agent, say) is not folded
+//! on its own: an aggregator per block would hold its thousands of groups again. Its
+//! records are parsed on the worker and added to the run's aggregator in order, as before
+//! blocks were folded. Which way a block goes depends on its bytes only, so the output is
+//! still the same for any thread count.
+//!
+//! The legacy pretty-printed format spans lines, so the reading side hands the input from a
+//! block holding a lone `{` line (or a line longer than a block) to the sequential reader;
+//! a block handed to a worker is never needed again, and its bytes are freed once parsed.
 
-use crate::{Aggregator, GroupPart, Options, add_all};
+use crate::{Aggregator, GroupPart, Options, RecordParts, add_all};
 use cfn_core::filter::RecordFilter;
 use cfn_core::reader::{MAX_LINE_BYTES, MalformedLog, Position, RecordReader, parse_record};
 use std::collections::BTreeMap;
@@ -23,42 +30,48 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 /// The size of a block. It defines the statistic (digests are merged per block), so it is
-/// a constant, not a tuning knob; memory holds about two blocks per thread.
-pub const BLOCK: usize = 4 << 20;
+/// a constant, not a tuning knob; memory holds about one block per thread plus one.
+pub const BLOCK: usize = 1 << 20;
+
+/// Most groups a block is folded into on its own; past it, its records are added in order.
+pub const MAX_BLOCK_GROUPS: usize = 1_000;
 
 /// One input: its name (for messages) and its bytes.
 pub type Source<'a> = (String, Box<dyn Read + 'a>);
 
-/// What folding a block gave.
+/// One record of a block in records mode; strings are ranges into the block's text.
+#[derive(Debug)]
+struct Parsed {
+    metric: (u32, u32),
+    agent: Option<(u32, u32)>,
+    unit: Option<(u32, u32)>,
+    tags: Vec<Option<String>>,
+    value: f64,
+    ts_ms: i64,
+}
+
+/// What a worker made of a block: its groups, then (past [`MAX_BLOCK_GROUPS`]) the records
+/// that would have made more.
 #[derive(Debug, Default)]
 struct Block {
-    /// The block's bytes, kept for the sequential fallback.
-    bytes: Vec<u8>,
     /// The block's groups, in the order their first record came.
     parts: Vec<GroupPart>,
+    /// Records mode: the records, their strings in `text`.
+    records: Vec<Parsed>,
+    text: Vec<u8>,
     /// (line index in the block, reason), in order.
     malformed: Vec<(u64, String)>,
     lines: u64,
-    /// A lone `{` (a legacy multi-line record) or a line longer than a block: the
-    /// sequential reader takes the input from this block on.
-    legacy: bool,
 }
 
-/// Parses the lines of a block and folds them into an aggregator of the block's own.
-fn fold_block(bytes: Vec<u8>, last: bool, filter: &RecordFilter, opts: &Options) -> Block {
-    let mut b = Block::default();
-    // A line longer than a block arrives cut: the sequential reader takes it from here.
-    if !last && bytes.last() != Some(&b'\n') {
-        b.legacy = true;
-        b.bytes = bytes;
-        return b;
-    }
-    // The block's records are bounded by its size, so its aggregator needs no group limit.
-    let mut local = Aggregator::new(Options {
-        max_groups: usize::MAX,
-        ..opts.clone()
-    });
-    let check = !filter.is_empty();
+/// The lines of a block with their index, whether they end with a newline, and their text
+/// without the line end; blank lines skipped, overlong ones reported.
+fn for_each_line(
+    bytes: &[u8],
+    last: bool,
+    b: &mut Block,
+    mut f: impl FnMut(u64, &[u8], bool, &mut Block),
+) {
     for (index, line) in (0u64..).zip(bytes.split_inclusive(|&c| c == b'\n')) {
         b.lines += 1;
         let complete = line.last() == Some(&b'\n');
@@ -66,31 +79,97 @@ fn fold_block(bytes: Vec<u8>, last: bool, filter: &RecordFilter, opts: &Options)
         if trimmed.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        if complete && trimmed.trim_ascii() == b"{" {
-            b.legacy = true;
-            b.bytes = bytes;
-            return b;
-        }
         if trimmed.len() > MAX_LINE_BYTES {
             let reason = format!("line is longer than {MAX_LINE_BYTES} bytes");
             b.malformed.push((index, reason));
             continue;
         }
-        match parse_record(trimmed) {
+        f(index, trimmed, complete || !last, b);
+    }
+}
+
+/// Parses the lines of a block and folds them into an aggregator of the block's own; from
+/// the record that would make [`MAX_BLOCK_GROUPS`] + 1 groups on, hands the records over for
+/// the calling thread to add in order, after the groups of the ones before.
+fn fold_block(bytes: Vec<u8>, last: bool, filter: &RecordFilter, opts: &Options) -> Block {
+    // Bounded by MAX_BLOCK_GROUPS: one group more and the rest of the block is records.
+    let mut local = Aggregator::new(Options {
+        max_groups: MAX_BLOCK_GROUPS,
+        ..opts.clone()
+    });
+    let check = !filter.is_empty();
+    let tags = &opts.by.tags;
+    let mut b = Block::default();
+    let mut records_mode = false;
+    for_each_line(&bytes, last, &mut b, |index, line, complete, b| {
+        match parse_record(line) {
             Ok(rec) => {
-                if !check || filter.matches(&rec) {
-                    local.add(&rec);
+                if check && !filter.matches(&rec) {
+                    return;
                 }
+                if !records_mode {
+                    local.add(&rec);
+                    if local.dropped() == 0 {
+                        return;
+                    }
+                    // Left out of `local`: this record and the rest go as records.
+                    records_mode = true;
+                    b.text.reserve(bytes.len() / 4);
+                }
+                let p = Parsed {
+                    metric: push_str(&mut b.text, &rec.metric),
+                    agent: rec.agent.as_deref().map(|a| push_str(&mut b.text, a)),
+                    unit: rec.unit.as_deref().map(|u| push_str(&mut b.text, u)),
+                    tags: tags.iter().map(|t| rec.tag(t)).collect(),
+                    value: rec.value,
+                    ts_ms: rec.ts_ms,
+                };
+                b.records.push(p);
             }
             Err(e) => {
-                let reason = cfn_core::reader::failure_reason(e, complete || !last);
+                let reason = cfn_core::reader::failure_reason(e, complete);
                 b.malformed.push((index, reason));
             }
         }
-    }
+    });
     b.parts = local.into_parts();
-    b.bytes = bytes;
     b
+}
+
+impl Parsed {
+    /// The record as the aggregator takes it; `text` is its block's.
+    fn parts<'t>(&'t self, text: &'t [u8]) -> RecordParts<'t> {
+        let s = |r: (u32, u32)| -> &'t str {
+            // The text holds whole UTF-8 strings copied from records.
+            std::str::from_utf8(&text[r.0 as usize..r.1 as usize]).unwrap_or_default()
+        };
+        RecordParts {
+            metric: s(self.metric),
+            agent: self.agent.map(s),
+            unit: self.unit.map(s),
+            tag_values: &self.tags,
+            value: self.value,
+            ts_ms: self.ts_ms,
+        }
+    }
+}
+
+fn push_str(text: &mut Vec<u8>, s: &str) -> (u32, u32) {
+    let start = text.len() as u32;
+    text.extend_from_slice(s.as_bytes());
+    (start, text.len() as u32)
+}
+
+/// True when the sequential reader must take a block: it holds a lone `{` line (a legacy
+/// multi-line record), or, not being the last, no line end at all (a line longer than a
+/// block).
+fn needs_sequential_reader(bytes: &[u8], last: bool) -> bool {
+    if !last && memchr::memchr(b'\n', bytes).is_none() {
+        return true;
+    }
+    bytes
+        .split(|&c| c == b'\n')
+        .any(|line| line.len() < 64 && line.trim_ascii() == b"{")
 }
 
 /// Reads the next block of `reader`: exactly [`BLOCK`] bytes (fewer at the end) counting
@@ -130,13 +209,11 @@ struct Reading<'a> {
     carry: Vec<u8>,
 }
 
-/// An input the sequential reader finishes: its blocks from the legacy one on, then what
-/// was not read into blocks yet.
-struct Fallback<'a> {
+/// The rest of an input, from a block the sequential reader must take: that block, then
+/// what was not read into blocks yet.
+struct Tail<'a> {
     file: usize,
-    line: u64,
-    blocks: Vec<Vec<u8>>,
-    tail: Option<Box<dyn Read + 'a>>,
+    rest: Box<dyn Read + 'a>,
 }
 
 /// Where blocks are folded: on worker threads, or (one thread) right away.
@@ -237,11 +314,12 @@ struct Pipeline<'p, 'a> {
     names: Vec<String>,
     /// The input of every block handed out and not merged yet, by sequence number.
     file_of: std::collections::VecDeque<usize>,
+    /// Inputs whose rest the sequential reader takes, at their place in the sequence.
+    tails: BTreeMap<u64, Tail<'a>>,
     /// Lines merged so far in the input being merged.
     line: u64,
     merging: usize,
     reading: Option<Reading<'a>>,
-    fallback: Option<Fallback<'a>>,
     sent: u64,
     merged: u64,
 }
@@ -260,10 +338,10 @@ impl<'p, 'a> Pipeline<'p, 'a> {
             ahead: threads.max(1) as u64 + 1,
             names: Vec::new(),
             file_of: Default::default(),
+            tails: BTreeMap::new(),
             line: 0,
             merging: 0,
             reading: None,
-            fallback: None,
             sent: 0,
             merged: 0,
         }
@@ -293,62 +371,72 @@ impl<'p, 'a> Pipeline<'p, 'a> {
                         None => sources_left = false,
                     }
                 }
-                let Some(r) = &mut self.reading else { break };
-                match read_block(&mut r.reader, &mut r.carry)? {
-                    Some((bytes, last)) => {
-                        self.file_of.push_back(r.file);
-                        workers.submit(self.sent, bytes, last, self.filter, &self.agg.opts);
-                        self.sent += 1;
-                        if last {
-                            self.reading = None;
-                        }
-                    }
-                    None => self.reading = None,
+                if !self.read_one(workers)? {
+                    break;
                 }
             }
             if self.merged == self.sent {
-                self.finish_fallback()?;
                 if self.reading.is_none() && !sources_left {
                     return Ok(());
                 }
                 continue;
             }
-            let block = workers.take(self.merged)?;
-            let file = self.file_of.pop_front().unwrap_or(self.merging);
+            let seq = self.merged;
             self.merged += 1;
-            self.merge(file, block)?;
+            let file = self.file_of.pop_front().unwrap_or(self.merging);
+            if file != self.merging {
+                self.merging = file;
+                self.line = 0;
+            }
+            match self.tails.remove(&seq) {
+                Some(tail) => self.read_tail(tail)?,
+                None => {
+                    let block = workers.take(seq)?;
+                    self.merge(file, block)?;
+                }
+            }
         }
     }
 
-    /// Merges the next block in input order (or keeps its bytes for the fallback).
-    fn merge(&mut self, file: usize, block: Block) -> anyhow::Result<()> {
-        if file != self.merging {
-            self.finish_fallback()?;
-            self.merging = file;
-            self.line = 0;
-        }
-        if let Some(f) = &mut self.fallback {
-            f.blocks.push(block.bytes);
-            return Ok(());
-        }
-        if block.legacy {
-            // The rest of this input goes to the sequential reader; what is still unread
-            // of it is taken from the reading side now.
-            let tail = match self.reading.take_if(|r| r.file == file) {
-                Some(r) => {
-                    let carry = std::io::Cursor::new(r.carry);
-                    Some(Box::new(carry.chain(r.reader)) as Box<dyn Read + 'a>)
+    /// Reads the next block of the input being read and hands it out (or, when the
+    /// sequential reader must take it, queues the input's rest). False when no input is
+    /// being read.
+    fn read_one(&mut self, workers: &mut Workers) -> anyhow::Result<bool> {
+        let Some(r) = &mut self.reading else {
+            return Ok(false);
+        };
+        let file = r.file;
+        match read_block(&mut r.reader, &mut r.carry)? {
+            Some((bytes, last)) if needs_sequential_reader(&bytes, last) => {
+                let Some(r) = self.reading.take() else {
+                    return Ok(false);
+                };
+                let rest = std::io::Cursor::new(bytes)
+                    .chain(std::io::Cursor::new(r.carry))
+                    .chain(r.reader);
+                self.file_of.push_back(file);
+                let tail = Tail {
+                    file,
+                    rest: Box::new(rest),
+                };
+                self.tails.insert(self.sent, tail);
+                self.sent += 1;
+            }
+            Some((bytes, last)) => {
+                self.file_of.push_back(file);
+                workers.submit(self.sent, bytes, last, self.filter, &self.agg.opts);
+                self.sent += 1;
+                if last {
+                    self.reading = None;
                 }
-                None => None,
-            };
-            self.fallback = Some(Fallback {
-                file,
-                line: self.line,
-                blocks: vec![block.bytes],
-                tail,
-            });
-            return Ok(());
+            }
+            None => self.reading = None,
         }
+        Ok(true)
+    }
+
+    /// Merges the next block in input order: its groups, or its records one by one.
+    fn merge(&mut self, file: usize, block: Block) -> anyhow::Result<()> {
         let source = &self.names[file];
         for (line, reason) in &block.malformed {
             self.log.report(source, self.line + line + 1, reason)?;
@@ -357,27 +445,19 @@ impl<'p, 'a> Pipeline<'p, 'a> {
         for part in block.parts {
             self.agg.merge_group_part(part);
         }
+        for p in &block.records {
+            self.agg.add_parts(&p.parts(&block.text));
+        }
         Ok(())
     }
 
-    /// Reads the input of a pending fallback to its end with the sequential reader.
-    fn finish_fallback(&mut self) -> anyhow::Result<()> {
-        let Some(f) = self.fallback.take() else {
-            return Ok(());
-        };
-        let blocks = f.blocks.into_iter().map(std::io::Cursor::new);
-        let mut chained: Box<dyn Read + 'a> = Box::new(std::io::empty());
-        for b in blocks {
-            chained = Box::new(chained.chain(b));
-        }
-        if let Some(tail) = f.tail {
-            chained = Box::new(chained.chain(tail));
-        }
-        let buffered = std::io::BufReader::with_capacity(256 * 1024, chained);
+    /// Reads the rest of an input with the sequential reader, from the line merging reached.
+    fn read_tail(&mut self, tail: Tail<'a>) -> anyhow::Result<()> {
+        let buffered = std::io::BufReader::with_capacity(256 * 1024, tail.rest);
         let mut reader =
-            RecordReader::new(buffered, self.names[f.file].as_str()).with_position(Position {
+            RecordReader::new(buffered, self.names[tail.file].as_str()).with_position(Position {
                 offset: 0,
-                line: f.line,
+                line: self.line,
             });
         add_all(self.agg, &mut reader, self.filter, self.log)
     }

@@ -405,7 +405,7 @@ fn merging_parts_without_first_and_last_writes_no_made_up_times() {
 
 #[test]
 fn many_shards_fold_in_blocks_with_the_same_output_for_any_threads_and_any_reads() {
-    // Sixteen shards of about 5 MB (two blocks each, so block merges and the hand-over
+    // Sixteen shards of about 5 MB (five blocks each, so block merges and the hand-over
     // from one input to the next are both exercised), digests in every group.
     let dir = TestDir::new();
     let shards = dir.path().join("shards");

@@ -271,12 +271,18 @@ fn big_old_file(dir: &TestDir, day: &str, size: usize) -> (String, String) {
     }
     let name = format!("cfn-metrics-{day}-4.jsonl.gz");
     std::fs::write(dir.join("archive").join(&name), &bytes).unwrap();
-    let md5 = std::process::Command::new("md5sum")
-        .arg(dir.join("archive").join(&name))
+    let md5 = md5sum(&dir.join("archive").join(&name));
+    (name, md5)
+}
+
+/// The MD5 of a file, as md5sum gives it.
+fn md5sum(path: &Path) -> String {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
         .output()
         .unwrap();
-    let md5 = String::from_utf8(md5.stdout).unwrap();
-    (name, md5.split_whitespace().next().unwrap().to_string())
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().next().unwrap().to_string()
 }
 
 #[test]
@@ -368,18 +374,7 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
         *b = b.wrapping_add(1);
     }
     std::fs::write(&path, &bytes).unwrap();
-    let md5 = String::from_utf8(
-        std::process::Command::new("md5sum")
-            .arg(&path)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .split_whitespace()
-    .next()
-    .unwrap()
-    .to_string();
+    let md5 = md5sum(&path);
     let mut cmd = dir.cmd("cfn-archive");
     cmd.args(args).env("CFN_ARCHIVE_REPORT_READS", "1");
     with_aws(&mut cmd, m, &m.secret);

@@ -82,6 +82,25 @@ fn rank_error(sorted: &[f64], q: f64, v: f64) -> f64 {
     }
 }
 
+/// A served aggregate is cfn-agg's in its group and every exact figure.
+fn assert_totals_equal(s: &Value, e: &Value, what: &str) {
+    for k in [
+        "metric",
+        "unit",
+        "agent",
+        "bucket_start",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "first",
+        "last",
+    ] {
+        assert_eq!(s[k], e[k], "{what}: {k} of {e}");
+    }
+}
+
 /// The served aggregates equal cfn-agg's on counts, sums, min, max, first, last, and their
 /// quantiles are within 0.5% in rank of the exact ones (equal when cfn-agg's are exact).
 fn check_against_records(
@@ -96,20 +115,7 @@ fn check_against_records(
     assert!(!expected.is_empty(), "{what}: no records in range");
     assert_eq!(served.len(), expected.len(), "{what}: groups");
     for (s, e) in served.iter().zip(expected) {
-        for k in [
-            "metric",
-            "unit",
-            "bucket_start",
-            "count",
-            "sum",
-            "min",
-            "max",
-            "avg",
-            "first",
-            "last",
-        ] {
-            assert_eq!(s[k], e[k], "{what}: {k} of {e}");
-        }
+        assert_totals_equal(s, e, what);
         let count = e["count"].as_u64().unwrap();
         let bucket_start = e["bucket_start"]
             .as_str()
@@ -641,21 +647,7 @@ fn agent_and_tag_filtered_views_from_their_rollups_equal_cfn_agg() {
         assert!(!expected.is_empty(), "{path}");
         assert_eq!(served.len(), expected.len(), "{path}");
         for (s, e) in served.iter().zip(expected) {
-            for k in [
-                "metric",
-                "unit",
-                "agent",
-                "bucket_start",
-                "count",
-                "sum",
-                "min",
-                "max",
-                "avg",
-                "first",
-                "last",
-            ] {
-                assert_eq!(s[k], e[k], "{path}: {k} of {e}");
-            }
+            assert_totals_equal(s, e, path);
             // Exact where cfn-agg's answer is; else (whole-range groups) within 1% in rank
             // of the records'.
             let bucketed = e.get("bucket_start").is_some();
