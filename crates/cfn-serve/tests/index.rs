@@ -144,16 +144,21 @@ fn check_against_records(
     }
 }
 
-fn agg_of_range(dir: &TestDir, since: i64, until: i64, extra: &[&str]) -> Vec<Value> {
+/// The records of the four shards in [since, until), as cfn-cat gives them.
+fn cat_range(dir: &TestDir, since: i64, until: i64) -> String {
     let cat = dir
         .cmd("cfn-cat")
         .args(["--since", &format_ms(since), "--until", &format_ms(until)])
         .args(shard_paths(dir, 4))
         .run();
     cat.success();
+    cat.stdout()
+}
+
+fn agg_of_range(dir: &TestDir, since: i64, until: i64, extra: &[&str]) -> Vec<Value> {
     dir.cmd("cfn-agg")
         .args(extra)
-        .stdin(cat.stdout())
+        .stdin(cat_range(dir, since, until))
         .run()
         .jsonl()
 }
@@ -572,14 +577,7 @@ fn agg_of(
     keep: impl Fn(&Value) -> bool,
     extra: &[&str],
 ) -> (Vec<Value>, Vec<Value>) {
-    let cat = dir
-        .cmd("cfn-cat")
-        .args(["--since", &format_ms(since), "--until", &format_ms(until)])
-        .args(shard_paths(dir, 4))
-        .run();
-    cat.success();
-    let records: Vec<Value> = cat
-        .stdout()
+    let records: Vec<Value> = cat_range(dir, since, until)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| keep(v))
