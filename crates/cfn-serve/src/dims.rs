@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 pub const QUARTER_MS: i64 = 15 * 60_000;
 
 /// Bytes the rollups may hold by default.
-pub const DEFAULT_BUDGET: usize = 24 << 20;
+pub const DEFAULT_BUDGET: usize = 36 << 20;
 
 /// Most values one indexed tag key may have.
 pub const MAX_TAG_VALUES: usize = 1_000;

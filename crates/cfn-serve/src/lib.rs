@@ -133,7 +133,7 @@ pub struct Cli {
     /// Memory the rollups by agent and by tag value may take (bytes; K, M, G, KiB, MiB,
     /// GiB); past it the agent rollups are dropped first, then the tags', and the queries
     /// they answered read the records. 0 turns them off.
-    #[arg(long, value_name = "SIZE", default_value = "24MiB")]
+    #[arg(long, value_name = "SIZE", default_value = "36MiB")]
     pub index_dims_budget: String,
 
     /// Histogram bounds for the metrics matching a glob, in the metric's unit

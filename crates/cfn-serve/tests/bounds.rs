@@ -235,6 +235,38 @@ fn a_hundred_thousand_agents_histogrammed_by_agent_stay_under_the_memory_bound()
 }
 
 #[test]
+fn a_flood_of_agents_fills_the_agent_rollups_to_their_budget_and_no_further() {
+    let dir = TestDir::new();
+    dir.write("cfn-metrics-5.jsonl", "");
+    let server = start(&dir, &[]);
+    let now = ts(now_ms());
+    // 250,000 agents of one record each: about 75 MB of rollups by agent, over the budget.
+    let mut text = String::with_capacity(30 << 20);
+    for i in 0..250_000 {
+        text.push_str(&format!(
+            "{{\"timestamp\":\"{now}\",\"agent\":\"flood-{i}\",\"metric\":\"m\",\"value\":{}}}\n",
+            i % 101
+        ));
+    }
+    append(&dir, 5, &text);
+    wait_for_records(server.port, 250_000);
+    let (_, metrics) = get(server.port, "/metrics");
+    let bytes = sample(&metrics, "cfn_serve_filtered_rollup_bytes");
+    assert!(bytes <= f64::from(36u32 << 20), "{bytes} bytes of rollups");
+    let said = server.said();
+    assert!(
+        said.contains("the agent rollups passed 36 MiB (--index-dims-budget)"),
+        "{said}"
+    );
+    // Agent queries still answer, from the records.
+    let (status, body) = get(server.port, "/api/summary?window=1h&agent=flood-12345");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"count\":1"), "{body}");
+    hammer(server.port, 16 << 20);
+    assert_peak_under_bound(&server);
+}
+
+#[test]
 fn thirty_thousand_stray_shard_files_are_looked_at_not_read_and_named_once() {
     let dir = TestDir::new();
     let now = now_ms();

@@ -151,7 +151,7 @@ fn metrics_endpoint_is_cfn_promtext_output() {
         .strip_prefix("cfn_serve_filtered_rollup_bytes ")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{rest}"));
-    assert!(bytes > 0 && bytes < 24 << 20, "{bytes}");
+    assert!(bytes > 0 && bytes < 36 << 20, "{bytes}");
     assert_eq!(samples[3..], ["cfn_serve_filtered_rollup_answers_total 0"]);
 }
 
