@@ -64,6 +64,21 @@ struct Block {
     lines: u64,
 }
 
+/// The lines of `bytes`, each with its newline (the last one may have none), found with
+/// memchr: a closure per byte would cost more than parsing on this path.
+fn lines_of(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        Some(line)
+    })
+}
+
 /// The lines of a block with their index, whether they end with a newline, and their text
 /// without the line end; blank lines skipped, overlong ones reported.
 fn for_each_line(
@@ -72,7 +87,7 @@ fn for_each_line(
     b: &mut Block,
     mut f: impl FnMut(u64, &[u8], bool, &mut Block),
 ) {
-    for (index, line) in (0u64..).zip(bytes.split_inclusive(|&c| c == b'\n')) {
+    for (index, line) in (0u64..).zip(lines_of(bytes)) {
         b.lines += 1;
         let complete = line.last() == Some(&b'\n');
         let trimmed = cfn_core::reader::trim_line(line);
@@ -167,9 +182,7 @@ fn needs_sequential_reader(bytes: &[u8], last: bool) -> bool {
     if !last && memchr::memchr(b'\n', bytes).is_none() {
         return true;
     }
-    bytes
-        .split(|&c| c == b'\n')
-        .any(|line| line.len() < 64 && line.trim_ascii() == b"{")
+    lines_of(bytes).any(|line| line.len() < 64 && line.trim_ascii() == b"{")
 }
 
 /// Reads the next block of `reader`: exactly [`BLOCK`] bytes (fewer at the end) counting
