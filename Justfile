@@ -45,7 +45,7 @@ demo:
 install prefix="$HOME/.local":
     bash contrib/build-release.sh
     mkdir -p {{prefix}}/bin {{prefix}}/share/man/man1 {{prefix}}/share/bash-completion/completions {{prefix}}/share/zsh/site-functions {{prefix}}/share/fish/vendor_completions.d
-    for b in cfn-emit cfn-cat cfn-agg cfn-alert cfn-promtext cfn-archive cfn-push cfn-serve; do if [ -f target/dist/$b ]; then install -m 0755 target/dist/$b {{prefix}}/bin/; fi; done
+    for b in cfn-emit cfn-cat cfn-agg cfn-alert cfn-promtext cfn-archive cfn-push cfn-serve cfn-top; do if [ -f target/dist/$b ]; then install -m 0755 target/dist/$b {{prefix}}/bin/; fi; done
     install -m 0644 man/*.1 {{prefix}}/share/man/man1/
     for f in completions/*.bash; do install -m 0644 $f {{prefix}}/share/bash-completion/completions/$(basename $f .bash); done
     install -m 0644 completions/_* {{prefix}}/share/zsh/site-functions/

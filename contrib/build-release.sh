@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 triple=$(rustc -vV | sed -n 's/^host: //p')
 # cfn-cat (s3:// inputs) and cfn-archive (--upload) reach S3 by name, so they are dynamic too.
-static=(cfn-emit cfn-agg cfn-promtext)
+static=(cfn-emit cfn-agg cfn-promtext cfn-top)
 dynamic=(cfn-alert cfn-push cfn-serve cfn-cat cfn-archive)
 pkgs() { for b in "$@"; do printf -- '-p\n%s\n' "$b"; done; }
 mkdir -p target/dist

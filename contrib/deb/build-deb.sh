@@ -16,7 +16,7 @@ here=contrib/deb
 maintainer="${DEBFULLNAME:-cfn-metrics packagers} <${DEBEMAIL:-packagers@cfn-metrics.dev}>"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-1
 arch=$(dpkg --print-architecture)
-tools=(cfn-emit cfn-cat cfn-agg cfn-alert cfn-promtext cfn-archive cfn-push cfn-serve)
+tools=(cfn-emit cfn-cat cfn-agg cfn-alert cfn-promtext cfn-archive cfn-push cfn-serve cfn-top)
 root=target/debian/root
 out=target/debian/cfn-metrics_${version}_${arch}.deb
 rm -rf "$root"
@@ -72,8 +72,9 @@ Description: metrics from fleets of agents: emit, aggregate, alert, archive
  the cost of /bin/true; cfn-cat and cfn-agg read and aggregate them (count,
  avg, min, max, p50, p95, p99); cfn-alert notifies (Slack, PagerDuty,
  webhooks, Alertmanager); cfn-archive keeps day files with rotation,
- retention and S3 cold storage, exactly once; cfn-serve, cfn-promtext and
- cfn-push export to Prometheus, Datadog, New Relic and OpenTelemetry.
+ retention and S3 cold storage, exactly once; cfn-serve (a web dashboard)
+ and cfn-top (a live terminal view) show them; cfn-promtext and cfn-push
+ export to Prometheus, Datadog, New Relic and OpenTelemetry.
  .
  This package runs the analysis, archive and rotation timers and the
  dashboard as the system user cfn-metrics; agents of any user in the group

@@ -58,6 +58,12 @@ set -e
 [ "$status" = 0 ] || [ "$status" = 1 ] || fail "cfn-analyze exited $status"
 grep -q '^cfn_memory_usage_bytes_count 2$' /var/lib/cfn-metrics/textfile/cfn.prom ||
     fail "the textfile lacks both agents' records: $(cat /var/lib/cfn-metrics/textfile/cfn.prom)"
+
+step "cfn-top --once, as a member of the group, shows both agents' records"
+top=$(setpriv --reuid=4242 --regid=4242 --groups="$gid" -- env CFN_METRICS_DIR=/run/cfn-metrics \
+    cfn-top --once --window 1h --width 100)
+echo "$top" | grep -Eq '^memory_usage_mb +2 ' || fail "cfn-top --once: $top"
+man -w cfn-top >/dev/null || fail "man -w cfn-top"
 if command -v promtool >/dev/null; then
     promtool check metrics </var/lib/cfn-metrics/textfile/cfn.prom || fail "promtool check metrics"
 fi

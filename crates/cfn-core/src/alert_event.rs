@@ -4,6 +4,7 @@
 use crate::record::{write_json_str, write_number};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// `firing` or `resolved`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +100,101 @@ impl AlertEvent {
     pub fn parse(line: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(line)
     }
+}
+
+/// An alert firing now, as the views show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FiringAlert {
+    pub alert: String,
+    pub severity: String,
+    pub message: String,
+    pub metric: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    /// When it started firing (RFC 3339), when known.
+    pub since: Option<String>,
+}
+
+/// The alerts firing now and the most recent events (newest first, at most 20).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AlertsNow {
+    pub firing: Vec<FiringAlert>,
+    pub recent: Vec<AlertEvent>,
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// The firing alerts in `cfn-alert --state`'s file, `None` when it cannot be read.
+fn firing_in_state(path: &Path) -> Option<Vec<FiringAlert>> {
+    let (bytes, _) = crate::fsutil::read_tail(path, 16 << 20).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let map = v["alerts"].as_object()?;
+    let firing = map
+        .values()
+        .filter(|e| e["state"] == "firing")
+        .map(|e| FiringAlert {
+            alert: text(&e["alert"]),
+            severity: text(&e["severity"]),
+            message: text(&e["message"]),
+            metric: text(&e["metric"]),
+            labels: e["labels"]
+                .as_object()
+                .map(|l| l.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+                .unwrap_or_default(),
+            value: e["value"].as_f64(),
+            threshold: e["threshold"].as_f64(),
+            since: e["since"].as_i64().map(crate::time::format_ms),
+        });
+    Some(firing.collect())
+}
+
+/// The alerts firing now: from `cfn-alert --state`'s file when given and readable, else
+/// the last event of each alert in the alerts log; and the log's most recent events. Both
+/// files are opened as shards are (no symlink, FIFO or foreign file) and only the end of
+/// the log is read, since it grows forever.
+pub fn alerts_now(state: Option<&Path>, log: Option<&Path>) -> AlertsNow {
+    let from_state = state.and_then(firing_in_state);
+    let mut recent: Vec<AlertEvent> = Vec::new();
+    // Lines are cut as bytes, so a cut inside a multi-byte character costs that one
+    // (partial) line, not the whole tail.
+    if let Some(p) = log
+        && let Ok((tail, cut)) = crate::fsutil::read_tail(p, 256 * 1024)
+    {
+        recent = tail
+            .split(|&c| c == b'\n')
+            .skip(usize::from(cut))
+            .filter_map(|l| AlertEvent::parse(l).ok())
+            .collect();
+    }
+    let firing = from_state.unwrap_or_else(|| {
+        let mut last: BTreeMap<String, &AlertEvent> = BTreeMap::new();
+        for e in &recent {
+            let key = if e.metadata.dedup_key.is_empty() {
+                format!("{}|{:?}", e.alert, e.metadata)
+            } else {
+                e.metadata.dedup_key.clone()
+            };
+            last.insert(key, e);
+        }
+        last.values()
+            .filter(|e| e.state == AlertState::Firing)
+            .map(|e| FiringAlert {
+                alert: e.alert.clone(),
+                severity: e.severity.clone(),
+                message: e.message.clone(),
+                metric: e.metadata.metric.clone(),
+                labels: e.metadata.labels.clone(),
+                value: e.metadata.value,
+                threshold: e.metadata.threshold,
+                since: Some(e.timestamp.clone()),
+            })
+            .collect()
+    });
+    let recent = recent.into_iter().rev().take(20).collect();
+    AlertsNow { firing, recent }
 }
 
 #[cfg(test)]

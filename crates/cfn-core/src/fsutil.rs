@@ -536,6 +536,23 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// The last `max` bytes of a file in a shared directory, opened like a shard: no symlink, no
+/// FIFO, not another user's file. Returns the bytes and whether the start was cut (so the
+/// first line is partial).
+///
+/// # Errors
+/// Refused or unreadable files.
+pub fn read_tail(path: &Path, max: u64) -> anyhow::Result<(Vec<u8>, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = open_safe(path, Access::Read)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(max);
+    f.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    f.take(max).read_to_end(&mut bytes)?;
+    Ok((bytes, start > 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod exit;
 pub mod exponential;
 pub mod fastpath;
 pub mod filter;
+pub mod follow;
 pub mod fsutil;
 #[cfg(feature = "http")]
 pub mod http;
@@ -31,5 +32,6 @@ pub mod state_file;
 #[cfg(feature = "stats")]
 pub mod stats;
 pub mod time;
+pub mod units;
 
 pub use exit::{Exit, fail};

@@ -4,16 +4,15 @@
 
 use cfn_agg::{Aggregator, Options};
 use cfn_core::aggregate::Aggregate;
-use cfn_core::alert_event::{AlertEvent, AlertState};
 use cfn_core::filter::RecordFilter;
 use cfn_core::input::{seek_offset_for_time, wrap_reader};
 use cfn_core::paths::parse_archive_name;
 use cfn_core::reader::{MalformedLog, RecordReader};
-use cfn_core::time::{EpochMs, format_ms, parse_utc_day, utc_day};
-use serde_json::{Value, json};
+use cfn_core::time::{EpochMs, parse_utc_day, utc_day};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
 
 /// Where the data is.
 #[derive(Clone, Debug)]
@@ -215,70 +214,10 @@ pub fn names(
     Ok((metrics, agents, cut))
 }
 
-/// The last `max` bytes of a file in a shared directory (the alerts log lives in /dev/shm by
-/// default), opened like a shard: no symlink, no FIFO, not another user's file. Returns the
-/// bytes and whether the start was cut (so the first line is partial).
-fn read_tail(path: &Path, max: u64) -> anyhow::Result<(Vec<u8>, bool)> {
-    let mut f = cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(max);
-    f.seek(SeekFrom::Start(start))?;
-    let mut bytes = Vec::with_capacity((len - start) as usize);
-    f.take(max).read_to_end(&mut bytes)?;
-    Ok((bytes, start > 0))
-}
-
 /// The alerts firing now (from `cfn-alert --state`, else from the alerts log) and the most
 /// recent events from the log.
 pub fn alerts(src: &Sources) -> Value {
-    let mut firing: Vec<Value> = Vec::new();
-    let mut from_state = false;
-    if let Some(p) = &src.alert_state
-        && let Ok(bytes) = read_tail(p, 16 << 20).map(|(b, _)| b)
-        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-        && let Some(map) = v["alerts"].as_object()
-    {
-        from_state = true;
-        for e in map.values().filter(|e| e["state"] == "firing") {
-            firing.push(json!({
-                "alert": e["alert"], "severity": e["severity"], "message": e["message"],
-                "metric": e["metric"], "labels": e["labels"], "value": e["value"], "threshold": e["threshold"],
-                "since": e["since"].as_i64().map(format_ms),
-            }));
-        }
-    }
-    let mut recent: Vec<AlertEvent> = Vec::new();
-    // Only the end of the log: it grows forever. Lines are cut as bytes, so a cut inside a
-    // multi-byte character costs that one (partial) line, not the whole tail.
-    if let Some(p) = &src.alerts_log
-        && let Ok((tail, cut)) = read_tail(p, 256 * 1024)
-    {
-        recent = tail
-            .split(|&c| c == b'\n')
-            .skip(usize::from(cut))
-            .filter_map(|l| AlertEvent::parse(l).ok())
-            .collect();
-    }
-    if !from_state {
-        let mut last: BTreeMap<String, &AlertEvent> = BTreeMap::new();
-        for e in &recent {
-            let key = if e.metadata.dedup_key.is_empty() {
-                format!("{}|{:?}", e.alert, e.metadata)
-            } else {
-                e.metadata.dedup_key.clone()
-            };
-            last.insert(key, e);
-        }
-        firing = last
-            .values()
-            .filter(|e| e.state == AlertState::Firing)
-            .map(|e| json!({
-                "alert": e.alert, "severity": e.severity, "message": e.message,
-                "metric": e.metadata.metric, "labels": e.metadata.labels, "value": e.metadata.value,
-                "threshold": e.metadata.threshold, "since": e.timestamp,
-            }))
-            .collect();
-    }
-    let recent: Vec<AlertEvent> = recent.into_iter().rev().take(20).collect();
-    json!({ "firing": firing, "recent": recent })
+    let now =
+        cfn_core::alert_event::alerts_now(src.alert_state.as_deref(), src.alerts_log.as_deref());
+    serde_json::to_value(now).unwrap_or(Value::Null)
 }

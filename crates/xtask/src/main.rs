@@ -22,6 +22,7 @@ fn commands() -> Vec<clap::Command> {
         cfn_archive::Cli::command(),
         cfn_push::Cli::command(),
         cfn_serve::Cli::command(),
+        cfn_top::Cli::command(),
     ]
 }
 

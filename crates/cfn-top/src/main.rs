@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    cfn_core::cli::tool_main("cfn-top", cfn_top::run)
+}
