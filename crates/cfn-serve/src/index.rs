@@ -750,6 +750,26 @@ impl Index {
         Some((metrics, agents, cut))
     }
 
+    /// The start of the oldest indexed minute holding records (any metric), and each
+    /// indexed metric's unit: what the page needs to pick a range and scale an axis.
+    pub fn data_since(&self) -> Option<EpochMs> {
+        self.series
+            .iter()
+            .filter_map(|s| {
+                s.tiers[0]
+                    .iter()
+                    .find(|(_, c)| c.stats.count > 0)
+                    .map(|(t, _)| *t)
+            })
+            .min()
+    }
+
+    /// The unit of an indexed metric (that of its first record with one).
+    pub fn unit_of(&self, metric: &str) -> Option<&str> {
+        let i = *self.by_metric.get(metric)?;
+        self.series[i].unit.as_deref()
+    }
+
     /// The shards holding records of agents that `patterns` match.
     pub fn shards_of_agents(&self, patterns: &[NamePattern]) -> BTreeSet<u32> {
         if self.agents_overflow {

@@ -761,7 +761,26 @@ impl App {
                     body.pop();
                 }
             }
-            let (shards, shards_total) = self.index().shard_health(now);
+            let (shards, shards_total, data_since, units) = {
+                let index = self.index();
+                let (shards, total) = index.shard_health(now);
+                // Each shown metric's unit as the views scale it (cfn_core::units): the
+                // index's, else that of the range's aggregates.
+                let units: std::collections::BTreeMap<&str, Value> = shown
+                    .iter()
+                    .filter_map(|m| {
+                        let unit = index.unit_of(m).map(str::to_string).or_else(|| {
+                            series
+                                .iter()
+                                .find(|a| &a.metric == *m)
+                                .and_then(|a| a.unit.clone())
+                        })?;
+                        let scaled = cfn_core::units::parse_unit(&unit);
+                        Some((m.as_str(), json!({ "unit": unit, "scaled": scaled })))
+                    })
+                    .collect();
+                (shards, total, index.data_since(), units)
+            };
             // Written by hand around the aggregates' own JSON (the same as /api/series).
             let mut body = Vec::with_capacity(series.len() * 256 + 4096);
             let head = json!({
@@ -769,6 +788,7 @@ impl App {
                 "metrics": metrics, "shown": shown, "agents": agents,
                 "names_truncated": names_cut, "charts_not_shown": charts_cut,
                 "dropped_records": dropped, "shards_total": shards_total,
+                "data_since": data_since.map(cfn_core::time::format_ms), "units": units,
             });
             let head = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
             body.extend_from_slice(&head[..head.len() - 1]);
@@ -996,5 +1016,60 @@ mod tests {
         assert_eq!(q["agent"], "agent-42");
         assert_eq!(q["x"], "a b");
         assert!(query_map("a=%zz").is_err());
+    }
+
+    /// The page's colours (`:root` in page.css) as WCAG 2 relative luminance.
+    fn css_colours() -> HashMap<String, f64> {
+        let root = PAGE_CSS
+            .split(":root {")
+            .nth(1)
+            .unwrap()
+            .split('}')
+            .next()
+            .unwrap();
+        root.split(';')
+            .filter_map(|decl| {
+                let (name, value) = decl.trim().split_once(':')?;
+                let hex = value.trim().strip_prefix('#')?;
+                let channel = |i: usize| {
+                    let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()) / 255.0;
+                    if c <= 0.03928 {
+                        c / 12.92
+                    } else {
+                        ((c + 0.055) / 1.055).powf(2.4)
+                    }
+                };
+                let l = 0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4);
+                Some((name.trim().trim_start_matches("--").to_string(), l))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn page_colours_meet_wcag_aa_on_every_background() {
+        let c = css_colours();
+        let ratio = |a: &str, b: &str| {
+            let (x, y) = (c[a], c[b]);
+            (x.max(y) + 0.05) / (x.min(y) + 0.05)
+        };
+        for bg in ["bg", "card", "head"] {
+            // Text (and the quantile colours, which label the legend): 4.5:1.
+            for fg in ["fg", "dim", "p50", "p95", "p99", "ok", "warn", "crit"] {
+                assert!(
+                    ratio(fg, bg) >= 4.5,
+                    "--{fg} on --{bg}: {:.2}",
+                    ratio(fg, bg)
+                );
+            }
+            // Lines, bars, control edges and the focus ring: 3:1.
+            for graphic in ["cnt", "edge", "focus"] {
+                assert!(
+                    ratio(graphic, bg) >= 3.0,
+                    "--{graphic} on --{bg}: {:.2}",
+                    ratio(graphic, bg)
+                );
+            }
+        }
+        assert!(c.len() >= 15, "the test read the palette: {c:?}");
     }
 }

@@ -1,8 +1,9 @@
 //! cfn-serve over HTTP: every endpoint against cfn-agg on the same records, bad requests,
 //! path traversal, and the dashboard in a real headless Chromium.
 
-use cfn_testkit::{TestCommand, TestDir, peer};
-use serde_json::Value;
+use cfn_testkit::browser::Browser;
+use cfn_testkit::{TestDir, peer};
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -265,8 +266,18 @@ fn bad_requests_get_400_with_a_json_error_and_traversal_gets_404() {
     assert_eq!(get(server.port, "/api/summary?window=30s").0, 200);
 }
 
+/// A JS expression's value in the page, as text.
+fn text(b: &mut Browser, expr: &str) -> String {
+    match b.eval(expr) {
+        Value::String(s) => s,
+        v => v.to_string(),
+    }
+}
+
+const READY: &str = "document.body.dataset.ready === '1'";
+
 #[test]
-fn dashboard_in_headless_chromium_draws_every_bucket_and_shows_firing_alerts() {
+fn dashboard_in_chromium_axes_units_every_bucket_alerts_tooltip_and_one_clock() {
     let Some(chromium) = peer(
         "chromium",
         "Debian package chromium, for the dashboard test",
@@ -276,38 +287,32 @@ fn dashboard_in_headless_chromium_draws_every_bucket_and_shows_firing_alerts() {
     let dir = TestDir::new();
     let end = now_ms();
     let metrics = seed(&dir, end);
+    // A metric with one bucket only: drawn as a point.
+    let shard0 = dir.read("cfn-metrics-0.jsonl");
+    dir.write(
+        "cfn-metrics-0.jsonl",
+        format!(
+            "{shard0}{{\"timestamp\":\"{}\",\"metric\":\"deploys\",\"value\":1}}\n",
+            ts(end - 1500)
+        ),
+    );
     let state = dir.write(
         "alert-state.json",
         r#"{"version":1,"alerts":{"k":{"alert":"coordination_time_exceeded","metric":"coordination.time","labels":{"agent":"agent-42"},"state":"firing","since":1795773600000,"severity":"critical","stat":"max","op":">","value":12034,"threshold":10000,"message":"Coordination time 12034ms exceeds threshold 10000ms"}}}"#,
     );
     let server = start(&dir, &["--alert-state", state.to_str().unwrap()]);
     let url = format!("http://127.0.0.1:{}/", server.port);
-    let profile = TestDir::new();
-    let browser = |extra: &[&str]| {
-        TestCommand::program(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(["--virtual-time-budget=15000", "--window-size=1400,2200"])
-            .args(extra)
-            .arg(&url)
-            .run()
-    };
-    let dom = browser(&["--dump-dom"]).stdout();
+    let mut b = Browser::launch(&chromium, (1400, 1000), "Europe/Paris");
+    b.open(&url, READY);
+
+    // 40 minutes of data: "auto" picks the smallest preset that holds them.
+    assert_eq!(text(&mut b, "document.getElementById('range').value"), "");
+    assert_eq!(text(&mut b, "document.body.dataset.range"), "1h");
     assert!(
-        dom.contains("data-ready=\"1\""),
-        "the page never finished loading:\n{}",
-        &dom[..dom.len().min(2000)]
+        text(&mut b, "document.getElementById('range-label').textContent").starts_with("auto: 1 h")
     );
-    // Buckets with data, computed independently: 1-minute buckets over the page's 1 h range.
+
+    // Every bucket with data is drawn: 1-minute buckets over the 1 h range, computed here.
     let records: Vec<Value> = (0..4)
         .flat_map(|n| jsonl_lenient(&dir.read(&format!("cfn-metrics-{n}.jsonl"))))
         .collect();
@@ -317,32 +322,260 @@ fn dashboard_in_headless_chromium_draws_every_bucket_and_shows_firing_alerts() {
             .filter(|r| r["metric"] == m.as_str())
             .map(|r| parse_ms(r["timestamp"].as_str().unwrap()).div_euclid(60_000))
             .collect();
-        let tag = format!("data-metric=\"{m}\" data-points=\"{}\"", buckets.len());
-        assert!(
-            dom.contains(&tag),
-            "chart for {m} should have {} points",
-            buckets.len()
+        let sel = format!("svg.chart[data-metric='{m}']");
+        assert_eq!(
+            text(
+                &mut b,
+                &format!("document.querySelector(\"{sel}\").dataset.points")
+            ),
+            buckets.len().to_string(),
+            "{m}"
         );
-        let start = dom.find(&tag).unwrap();
-        let svg = &dom[start..start + dom[start..].find("</svg>").unwrap()];
-        for class in ["p50", "p95", "p99"] {
-            let pl = svg
-                .find(&format!("class=\"{class}\" points=\""))
-                .unwrap_or_else(|| panic!("no {class} line for {m}"));
-            let pts = svg[pl..].split('"').nth(3).unwrap();
-            assert_eq!(pts.split_whitespace().count(), buckets.len(), "{m} {class}");
+        for key in ["p50", "p95", "p99"] {
+            let drawn = b.eval(&format!(
+                "[...document.querySelectorAll(\"{sel} polyline.{key}\")].reduce((n, p) => n + p.points.numberOfItems, 0) + document.querySelectorAll(\"{sel} circle.{key}\").length"
+            ));
+            assert_eq!(drawn, json!(buckets.len()), "{m} {key}");
         }
+        // Axes: 4 to 8 labelled times, 3 to 5 values in the metric's unit (milliseconds).
+        let xt = b
+            .eval(&format!(
+                "document.querySelectorAll(\"{sel} .tick-x\").length"
+            ))
+            .as_u64()
+            .unwrap();
+        assert!((4..=8).contains(&xt), "{m}: {xt} time ticks");
+        let yt: Vec<String> = serde_json::from_value(b.eval(&format!(
+            "[...document.querySelectorAll(\"{sel} .tick-y\")].map(t => t.textContent)"
+        )))
+        .unwrap();
+        assert!((3..=5).contains(&yt.len()), "{m}: {yt:?}");
+        assert!(
+            yt.iter().all(|t| t.ends_with(" ms") || t.ends_with(" s")),
+            "{m}: {yt:?}"
+        );
+        assert_eq!(
+            b.eval(&format!(
+                "document.querySelectorAll(\"{sel} .tick-count\").length"
+            )),
+            json!(2),
+            "counts have their own scale"
+        );
+        let legend = text(
+            &mut b,
+            &format!(
+                "document.querySelector(\"{sel}\").parentNode.querySelector('.legend').textContent"
+            ),
+        );
+        assert!(
+            legend.contains("p50")
+                && legend.contains("p95")
+                && legend.contains("p99")
+                && legend.contains("records per bucket"),
+            "{legend}"
+        );
     }
-    assert!(
-        dom.contains("data-alert=\"coordination_time_exceeded\""),
-        "the firing alert is not shown"
+    let one = "svg.chart[data-metric='deploys']";
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelectorAll(\"{one} circle.p99\").length"
+        )),
+        json!(1),
+        "a lone bucket is a point"
     );
-    assert!(dom.contains("Coordination time 12034ms exceeds threshold 10000ms"));
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/cfn-serve-dashboard.png");
-    let out = browser(&[&format!("--screenshot={}", shot.display())]);
-    assert!(shot.exists(), "no screenshot: {out:?}");
-    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    assert!(
+        text(
+            &mut b,
+            &format!(
+                "document.querySelector(\"{one}\").parentNode.querySelector('.legend').textContent"
+            )
+        )
+        .contains("1 bucket, 1 record")
+    );
+
+    // The firing alert, and one clock: local time with its zone everywhere, UTC on request.
+    assert!(
+        text(
+            &mut b,
+            "document.querySelector('[data-alert=coordination_time_exceeded]').textContent"
+        )
+        .contains("Coordination time 12034ms exceeds threshold 10000ms")
+    );
+    let status = text(&mut b, "document.getElementById('status').textContent");
+    assert!(status.ends_with("GMT+1"), "{status}");
+    let since = text(&mut b, "document.querySelector('.alert').textContent");
+    assert!(since.contains("since 2026-11-27 11:00:00 GMT+1"), "{since}");
+    b.eval("document.getElementById('utc').click()");
+    assert!(text(&mut b, "location.search").contains("tz=utc"));
+    assert!(
+        text(&mut b, "document.querySelector('.alert').textContent")
+            .contains("since 2026-11-27 10:00:00 UTC")
+    );
+    assert!(text(&mut b, "document.getElementById('status').textContent").ends_with("UTC"));
+
+    // The tooltip, by keyboard: focus a chart, step back a bucket.
+    let sel = "svg.chart[data-metric='coordination.time']";
+    b.eval(&format!("document.querySelector(\"{sel}\").focus()"));
+    let tip = text(
+        &mut b,
+        "document.getElementById('tooltip').hidden ? '' : document.getElementById('tooltip').textContent",
+    );
+    assert!(tip.contains("p99") && tip.contains("records"), "{tip}");
+    b.press("ArrowLeft", false);
+    let tip2 = text(&mut b, "document.getElementById('tooltip').textContent");
+    assert_ne!(tip, tip2, "the arrow keys move between buckets");
+
+    // Log scale: still 3 to 5 ticks, in the unit.
+    b.eval("document.getElementById('log').click()");
+    b.wait_for(&format!(
+        "document.querySelector(\"{sel}\").dataset.scale === 'log'"
+    ));
+    let yt = b
+        .eval(&format!(
+            "document.querySelectorAll(\"{sel} .tick-y\").length"
+        ))
+        .as_u64()
+        .unwrap();
+    assert!((3..=5).contains(&yt), "{yt} log ticks");
+    assert!(text(&mut b, "location.search").contains("scale=log"));
+}
+
+#[test]
+fn dashboard_in_chromium_keeps_its_view_in_the_url_and_reads_at_1400_and_720_px() {
+    let Some(chromium) = peer(
+        "chromium",
+        "Debian package chromium, for the dashboard test",
+    ) else {
+        return;
+    };
+    let dir = TestDir::new();
+    seed(&dir, now_ms());
+    let server = start(&dir, &[]);
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let mut b = Browser::launch(&chromium, (1400, 1000), "UTC");
+    b.open(&url, READY);
+
+    // The controls write the URL; a reload (a shared link) brings the same view back.
+    b.eval("(() => { const r = document.getElementById('range'); r.value = '24h'; r.dispatchEvent(new Event('change')); })()");
+    b.wait_for("document.body.dataset.range === '24h'");
+    b.eval("(() => { const m = document.getElementById('metric'); m.value = 'memory_usage_mb'; m.dispatchEvent(new Event('change')); })()");
+    b.wait_for("document.querySelectorAll('svg.chart').length === 1");
+    assert_eq!(
+        text(&mut b, "location.search"),
+        "?range=24h&metric=memory_usage_mb"
+    );
+    b.call("Page.reload", json!({}));
+    b.wait_for(READY);
+    b.wait_for("document.querySelectorAll('svg.chart').length === 1");
+    assert_eq!(
+        text(&mut b, "document.getElementById('range').value"),
+        "24h"
+    );
+    assert_eq!(
+        text(&mut b, "document.getElementById('metric').value"),
+        "memory_usage_mb"
+    );
+    assert_eq!(
+        text(&mut b, "document.querySelector('svg.chart').dataset.metric"),
+        "memory_usage_mb"
+    );
+    // Back and forward walk the views.
+    b.eval("history.back()");
+    b.wait_for(
+        "location.search === '?range=24h' && document.querySelectorAll('svg.chart').length === 3",
+    );
+    assert_eq!(text(&mut b, "document.getElementById('metric').value"), "");
+    b.eval("history.back()");
+    b.wait_for("location.search === '' && document.body.dataset.range === '1h'");
+    b.eval("history.forward()");
+    b.wait_for("document.getElementById('range').value === '24h'");
+
+    // A bad URL says what was wrong and shows the default view.
+    b.open(&format!("{url}?range=3d&metric=no.such.metric"), READY);
+    b.wait_for("!document.getElementById('notice').hidden && document.getElementById('notice').textContent.includes('no.such.metric')");
+    let notice = text(&mut b, "document.getElementById('notice').textContent");
+    assert!(notice.contains("Unknown range \"3d\""), "{notice}");
+    assert_eq!(text(&mut b, "document.getElementById('range').value"), "");
+    assert_eq!(
+        b.eval("document.querySelectorAll('svg.chart').length"),
+        json!(3)
+    );
+    assert_eq!(
+        text(&mut b, "location.search"),
+        "",
+        "the URL is corrected to the view shown"
+    );
+
+    // Every control is reachable with Tab, the charts too (their tooltips follow the keys).
+    b.open(&url, READY);
+    let mut reached = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        b.press("Tab", false);
+        reached.insert(text(
+            &mut b,
+            "document.activeElement.id || document.activeElement.tagName",
+        ));
+    }
+    for id in ["range", "metric", "agent", "tag", "log", "utc", "svg"] {
+        assert!(reached.contains(id), "{id} not reached by Tab: {reached:?}");
+    }
+
+    // Both widths: nothing wider than the window, labels at least 12 px, screenshots kept.
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    for width in [1400u32, 720] {
+        b.resize(width, 1000);
+        b.wait_for(&format!("[...document.querySelectorAll('svg.chart')].every(s => s.getBoundingClientRect().right <= {width})"));
+        let wide = b
+            .eval("document.documentElement.scrollWidth")
+            .as_u64()
+            .unwrap();
+        assert!(
+            wide <= u64::from(width),
+            "the page is {wide} px wide in a {width} px window"
+        );
+        let smallest = b.eval("Math.min(...[...document.querySelectorAll('svg.chart .tick')].map(t => parseFloat(getComputedStyle(t).fontSize) * t.ownerSVGElement.getBoundingClientRect().width / t.ownerSVGElement.viewBox.baseVal.width))");
+        assert!(
+            smallest.as_f64().unwrap() >= 11.5,
+            "axis labels {smallest} px at {width}"
+        );
+        let shot = shots.join(format!("cfn-serve-dashboard-{width}.png"));
+        b.screenshot(&shot);
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 10_000,
+            "{}",
+            shot.display()
+        );
+    }
+
+    // Empty states: records only older than 30 s; then no shards at all.
+    let old = TestDir::new();
+    seed(&old, now_ms() - 10 * 60_000);
+    let server = start(&old, &[]);
+    b.open(&format!("http://127.0.0.1:{}/", server.port), READY);
+    assert_eq!(
+        text(
+            &mut b,
+            "document.querySelector('#summary td.empty').textContent"
+        ),
+        "No records in the last 30 s."
+    );
+    let empty = TestDir::new();
+    let server = start(&empty, &[]);
+    b.open(&format!("http://127.0.0.1:{}/", server.port), READY);
+    assert_eq!(
+        text(
+            &mut b,
+            "document.querySelector('#charts .empty').textContent"
+        ),
+        "No records in the last 1 h."
+    );
+    assert_eq!(
+        text(
+            &mut b,
+            "document.querySelector('#shards td.empty').textContent"
+        ),
+        "No hot shards."
+    );
 }
 
 fn jsonl_lenient(text: &str) -> Vec<Value> {
@@ -688,4 +921,29 @@ fn a_native_schema_outside_prometheus_range_or_no_buckets_is_a_usage_error() {
             .status(2)
             .stderr_has(says);
     }
+}
+
+#[test]
+fn the_dashboard_answer_says_where_the_data_starts_and_how_each_unit_scales() {
+    let dir = TestDir::new();
+    let end = now_ms();
+    seed(&dir, end);
+    let server = start(&dir, &[]);
+    let (status, body) = get(server.port, "/api/dashboard?range=1h");
+    assert_eq!(status, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    // The first record is 40 minutes before the end: the start of its minute (the index
+    // covers the last --index-span, so older data is not "where the data starts").
+    let first_minute = (end - 40 * 60_000).div_euclid(60_000) * 60_000;
+    assert_eq!(d["data_since"], json!(ts(first_minute)));
+    assert_eq!(
+        d["units"]["coordination.time"],
+        json!({"unit": "milliseconds", "scaled": {"dimension": "time", "to_base": 0.001}})
+    );
+    let empty = TestDir::new();
+    let server = start(&empty, &[]);
+    let (_, body) = get(server.port, "/api/dashboard?range=1h");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["data_since"], Value::Null);
+    assert_eq!(d["units"], json!({}));
 }
