@@ -354,6 +354,23 @@ mod tests {
             .expect(&small);
         assert!(mem.contains("MB"), "{mem}");
         assert!(small.contains("Firing alerts (0)") && small.contains("nothing is firing"));
+        dir.write(
+            "cfn-alerts.jsonl",
+            concat!(
+                r#"{"timestamp":"2026-11-27T09:59:30.000Z","alert":"coordination_time_exceeded","state":"firing","severity":"critical","message":"Coordination time 670ms exceeds 500ms","metadata":{"metric":"coordination.time","dedup_key":"k1"}}"#,
+                "\n",
+                r#"{"timestamp":"2026-11-27T09:59:40.000Z","alert":"memory_high","state":"firing","severity":"warning","message":"m","metadata":{"metric":"memory_usage_mb","dedup_key":"k2"}}"#,
+                "\n",
+                r#"{"timestamp":"2026-11-27T09:59:50.000Z","alert":"memory_high","state":"resolved","severity":"warning","message":"m","metadata":{"metric":"memory_usage_mb","dedup_key":"k2"}}"#,
+                "\n",
+            ),
+        );
+        let (with_alert, _) = render(&app, 80, 24, Theme { colour: true });
+        assert!(with_alert.contains("Firing alerts (1)"), "{with_alert}");
+        assert!(
+            with_alert.contains("coordination_time_exceeded [critical] Coordination time 670ms"),
+            "the firing alert, not the resolved one:\n{with_alert}"
+        );
         assert!(small.contains("cfn-metrics-0.jsonl") && small.contains("cfn-metrics-1.jsonl"));
         assert!(lines[23].starts_with("q quit"), "{small}");
         assert!(lines.iter().all(|l| l.chars().count() <= 80));
@@ -531,6 +548,12 @@ mod tests {
             "{t}"
         );
         std::fs::create_dir(&gone).unwrap();
+        app.poll(NOW);
+        let (t, _) = render(&app, 80, 24, Theme { colour: false });
+        assert!(
+            t.contains("no hot shards in") && t.contains("yet; watching"),
+            "an empty directory:\n{t}"
+        );
         std::fs::write(
             gone.join("cfn-metrics-3.jsonl"),
             "{\"timestamp\":\"2026-11-27T09:59:59Z\",\"metric\":\"late\",\"value\":2}\n",
