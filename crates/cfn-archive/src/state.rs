@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Name of the state file inside the archive directory.
-pub const STATE_FILE: &str = ".cfn-archive-state.json";
+pub const STATE_FILE: &str = cfn_core::cursor::ARCHIVE_STATE_FILE;
 /// Name of the lock file inside the archive directory.
 pub const LOCK_FILE: &str = ".cfn-archive.lock";
 
@@ -40,6 +40,11 @@ pub struct ArchiveState {
     /// Trims whose rename may have happened, by shard file name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trimming: BTreeMap<String, TrimInFlight>,
+    /// The last trims of each shard (by shard file name, oldest first, at most
+    /// `cfn_core::cursor::TRIMS_KEPT`), so a follower holding a trimmed file knows where it
+    /// is in the new one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trims: BTreeMap<String, Vec<cfn_core::cursor::Trim>>,
     /// Verified copies in cold storage of archive files still here, by file name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cold: BTreeMap<String, ColdCopy>,

@@ -432,6 +432,68 @@ fn follow_gets_every_record_once_when_two_trims_pass_between_polls() {
 }
 
 #[test]
+fn follow_gets_replayed_records_once_across_a_trim() {
+    // Replays (cfn-emit --timestamp days back) go to old day files in the archive: a
+    // follower resuming after a trim must not take what follows them there for unseen.
+    let dir = TestDir::new();
+    let s2 = dir.join("cfn-metrics-2.jsonl");
+    append(
+        &s2,
+        &[
+            rec("2026-11-27T10:00:01Z", "m", 1),
+            rec("2026-10-18T10:00:00Z", "m", 2),
+            rec("2026-11-27T10:00:03Z", "m", 3),
+            rec("2026-10-18T10:00:05Z", "m", 4),
+        ]
+        .concat(),
+    );
+    let mut cmd = dir.cmd("cfn-cat");
+    cmd.args(["--follow", "--interval", "50ms"]);
+    let mut child = cmd
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got = Vec::new();
+    read_n(&mut lines, 4, &mut got);
+    let now = ["--now", "2026-11-27T12:00:00Z"];
+    // Everything is archived and old: the whole shard is trimmed away.
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    dir.cmd("cfn-archive")
+        .args(["trim", "--hot", "1m"])
+        .args(now)
+        .run()
+        .success();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&s2, &rec("2026-10-18T11:00:00Z", "m", 5));
+    append(&s2, &rec("2026-11-27T12:00:00Z", "m", 6));
+    read_n(&mut lines, 6, &mut got);
+    // A trim that keeps the newest record: the follower resumes after it.
+    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+    dir.cmd("cfn-archive")
+        .args(["trim", "--hot", "1m"])
+        .args(now)
+        .run()
+        .success();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&s2, &rec("2026-10-18T12:00:00Z", "m", 7));
+    read_n(&mut lines, 7, &mut got);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in lines.map_while(Result::ok) {
+        got.push(
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, (1..=7).collect::<Vec<u64>>());
+}
+
+#[test]
 fn a_missing_path_is_reported_and_the_others_are_still_read() {
     let dir = TestDir::new();
     let good = dir.write("good.jsonl", rec("2026-11-27T10:00:00Z", "m", 1));

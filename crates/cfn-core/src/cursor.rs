@@ -160,6 +160,126 @@ impl ShardCursor {
     }
 }
 
+/// One trim of a hot shard by the archiver (contract section 7, the state's `trims`): the
+/// file it rewrote, the file renamed into its place, and how many bytes of the start of the
+/// old one the new one leaves out. Recorded before the rename, so a reader that sees the new
+/// file finds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trim {
+    pub from_dev: u64,
+    pub from_ino: u64,
+    pub to_dev: u64,
+    pub to_ino: u64,
+    pub cut: u64,
+}
+
+/// Most trims of each shard the archive state keeps (the oldest go first).
+pub const TRIMS_KEPT: usize = 16;
+
+/// The name of the archiver's state file in the archive directory.
+pub const ARCHIVE_STATE_FILE: &str = ".cfn-archive-state.json";
+
+/// The trims of every shard, as the archive state keeps them.
+#[derive(Debug, Default, Deserialize)]
+struct TrimHistory {
+    #[serde(default)]
+    trims: std::collections::BTreeMap<String, Vec<Trim>>,
+}
+
+/// The trims the archiver recorded for shard file `shard_name` in `archive_dir` (empty when
+/// the state cannot be read: then readers fall back to finding the last record read).
+pub fn recorded_trims(archive_dir: &Path, shard_name: &str) -> Vec<Trim> {
+    let path = archive_dir.join(ARCHIVE_STATE_FILE);
+    let Ok(file) = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read) else {
+        return Vec::new();
+    };
+    let mut bytes = Vec::new();
+    if std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
+        &mut bytes,
+    )
+    .is_err()
+    {
+        return Vec::new();
+    }
+    serde_json::from_slice::<TrimHistory>(&bytes)
+        .map(|h| h.trims.get(shard_name).cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Where a reader that consumed `offset` bytes of file `from` is in file `to`, following the
+/// recorded `trims` from one to the other. `None` when no chain of trims leads there, or
+/// when a trim cut past what the reader had consumed (it never saw those bytes).
+pub fn offset_after_trims(trims: &[Trim], from: FileId, offset: u64, to: FileId) -> Option<u64> {
+    let (mut at, mut offset) = (from, offset);
+    // Each file is trimmed into a new one at most once, so the chain has no cycle; the
+    // bound keeps a corrupt history from looping.
+    for _ in 0..=trims.len() {
+        if at == to {
+            return Some(offset);
+        }
+        let t = trims
+            .iter()
+            .find(|t| t.from_dev == at.dev && t.from_ino == at.ino)?;
+        offset = offset.checked_sub(t.cut)?;
+        at = FileId {
+            dev: t.to_dev,
+            ino: t.to_ino,
+        };
+    }
+    None
+}
+
+impl ShardCursor {
+    /// Where to go on in `file`, the shard `shard_name` now at its path, when the trims the
+    /// archiver recorded in `archive_dir` lead to it from the file this cursor is in and
+    /// the resulting offset starts a line. Exact, unlike [`ShardCursor::resume_in`]'s search
+    /// for the last record read, which cannot find a replayed record (stamped days back,
+    /// archived in an old day file) that a trim took away.
+    ///
+    /// # Errors
+    /// I/O errors reading `file`.
+    pub fn resume_after_trims(
+        &self,
+        archive_dir: &Path,
+        shard_name: &str,
+        file: &File,
+    ) -> std::io::Result<Option<Position>> {
+        let trims = recorded_trims(archive_dir, shard_name);
+        let now = FileId::of(&file.metadata()?);
+        let Some(offset) = offset_after_trims(&trims, self.id(), self.offset, now) else {
+            return Ok(None);
+        };
+        let mut byte = [0u8; 1];
+        if offset > 0
+            && (std::os::unix::fs::FileExt::read_exact_at(file, &mut byte, offset - 1).is_err()
+                || byte[0] != b'\n')
+        {
+            return Ok(None);
+        }
+        Ok(Some(Position {
+            offset,
+            line: lines_before(file, offset)?,
+        }))
+    }
+}
+
+/// The lines in the first `offset` bytes of `file` (for malformed-line reports).
+fn lines_before(file: &File, offset: u64) -> std::io::Result<u64> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    let mut r = std::io::Read::take(f, offset);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut r, &mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+}
+
 /// The first complete line of `file`, without its newline (`None` when it has none yet).
 fn first_line(file: &File) -> std::io::Result<Option<Vec<u8>>> {
     let mut f = file;
@@ -347,5 +467,27 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_reader_follows_recorded_trims_to_its_place_in_the_new_file() {
+        let id = |ino| FileId { dev: 1, ino };
+        let trim = |from, to, cut| Trim {
+            from_dev: 1,
+            from_ino: from,
+            to_dev: 1,
+            to_ino: to,
+            cut,
+        };
+        let trims = [trim(10, 11, 100), trim(11, 12, 40), trim(99, 98, 5)];
+        assert_eq!(offset_after_trims(&trims, id(10), 250, id(10)), Some(250));
+        assert_eq!(offset_after_trims(&trims, id(10), 250, id(11)), Some(150));
+        assert_eq!(offset_after_trims(&trims, id(10), 250, id(12)), Some(110));
+        // The second trim cut bytes the reader never saw: only the archive has them.
+        assert_eq!(offset_after_trims(&trims, id(10), 120, id(12)), None);
+        assert_eq!(offset_after_trims(&trims, id(10), 250, id(13)), None);
+        assert_eq!(offset_after_trims(&trims, id(12), 5, id(10)), None);
+        let cycle = [trim(1, 2, 0), trim(2, 1, 0)];
+        assert_eq!(offset_after_trims(&cycle, id(1), 5, id(3)), None);
     }
 }

@@ -259,6 +259,20 @@ fn check_replaced(
             Err(e) if crate::fsutil::is_refused(&e) => return Ok(Err(e)),
             Err(e) => return Err(e),
         };
+        // The archiver's trims say exactly where the bytes read went: no search for the
+        // last record read, which replays (records stamped days back, archived in old day
+        // files) would send looking in the wrong place.
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(pos) = t.cursor.resume_after_trims(archive_dir, name, &t.file)? {
+            t.cursor
+                .move_to(FileId::of(&t.file.metadata()?), pos.offset);
+            t.line = pos.line;
+            drain(t, path, log, emit)?;
+            return Ok(Ok(()));
+        }
     }
     let name = path.display().to_string();
     let pos = t.cursor.resume_in(&t.file, &name)?;

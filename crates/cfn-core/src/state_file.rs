@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 
 /// The largest state file read (a state is a few KB; anything near this is not ours).
-const MAX_STATE_BYTES: u64 = 64 << 20;
+/// The largest state file read (a bigger one is refused as corrupt).
+pub const MAX_STATE_BYTES: u64 = 64 << 20;
 
 /// A state file's shape: its `version` field and the version this build writes.
 pub trait Versioned: Serialize + DeserializeOwned {

@@ -648,8 +648,26 @@ impl Index {
         file: &File,
         name: &str,
     ) -> anyhow::Result<()> {
-        let pos = st.cursor.resume_in(file, name)?;
-        if change == Change::Replaced && pos.offset == 0 && st.cursor.last_hash.is_some() {
+        // The archiver's recorded trims first: exact, replays included.
+        let shard_name = Path::new(name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let exact = match (&self.src.archive_dir, change) {
+            (Some(dir), Change::Replaced) => {
+                st.cursor.resume_after_trims(dir, &shard_name, file)?
+            }
+            _ => None,
+        };
+        let pos = match exact {
+            Some(pos) => pos,
+            None => st.cursor.resume_in(file, name)?,
+        };
+        if exact.is_none()
+            && change == Change::Replaced
+            && pos.offset == 0
+            && st.cursor.last_hash.is_some()
+        {
             let missed = match &self.src.archive_dir {
                 Some(dir) => cfn_core::cursor::trimmed_since(dir, st.n, &st.cursor, file)?,
                 None => None,

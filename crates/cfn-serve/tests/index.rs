@@ -356,6 +356,53 @@ fn a_writer_appending_while_the_archiver_trims_is_counted_once() {
 }
 
 #[test]
+fn replayed_records_trimmed_away_do_not_make_the_index_count_twice() {
+    // A replay (stamped days back) is archived in an old day file: after a trim took it,
+    // the index must not look for what follows it there.
+    let dir = TestDir::new();
+    let archive = dir.join("archive");
+    let t0 = now_ms() - 600_000;
+    let old = t0 - 40 * 86_400_000;
+    dir.write(
+        "cfn-metrics-1.jsonl",
+        [
+            record(t0, "agent-1", "m", 1.0, "count"),
+            record(old, "agent-1", "m", 2.0, "count"),
+            record(t0 + 1000, "agent-1", "m", 3.0, "count"),
+            record(old + 1000, "agent-1", "m", 4.0, "count"),
+        ]
+        .concat(),
+    );
+    let server = start(&dir, &["--archive-dir", archive.to_str().unwrap()]);
+    assert_eq!(served_count(server.port, "m", 1), 2);
+    let arch = ["--archive-dir", archive.to_str().unwrap()];
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .arg("sync")
+        .run()
+        .success();
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .args(["trim", "--hot", "1m"])
+        .run()
+        .success();
+    assert_eq!(
+        std::fs::metadata(dir.join("cfn-metrics-1.jsonl"))
+            .unwrap()
+            .len(),
+        0,
+        "the whole shard was trimmed"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("cfn-metrics-1.jsonl"))
+        .unwrap();
+    f.write_all(record(t0 + 2000, "agent-1", "m", 5.0, "count").as_bytes())
+        .unwrap();
+    assert_eq!(served_count(server.port, "m", 2), 3);
+}
+
+#[test]
 fn truncated_and_replaced_shards_are_followed() {
     let dir = TestDir::new();
     let t0 = now_ms() - 600_000;

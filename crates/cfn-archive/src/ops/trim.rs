@@ -112,7 +112,8 @@ fn rewrite_from(
     tmp.as_file().set_permissions(meta.permissions())?;
     tmp.as_file().sync_all()?;
     let new_id = FileId::of(&tmp.as_file().metadata()?);
-    // Recorded before the rename: a crash after it resumes at offset - cut, exactly.
+    // Recorded before the rename: a crash after it resumes at offset - cut, exactly, and a
+    // follower that sees the new file finds how it came from the old one.
     state.trimming.insert(
         file_name(path),
         TrimInFlight {
@@ -121,6 +122,16 @@ fn rewrite_from(
             cut,
         },
     );
+    let trims = state.trims.entry(file_name(path)).or_default();
+    trims.push(cfn_core::cursor::Trim {
+        from_dev: meta.dev(),
+        from_ino: meta.ino(),
+        to_dev: new_id.dev,
+        to_ino: new_id.ino,
+        cut,
+    });
+    let over = trims.len().saturating_sub(cfn_core::cursor::TRIMS_KEPT);
+    trims.drain(..over);
     save(&ctx.archive_dir, state)?;
     tmp.persist(path)
         .map_err(|e| io_fail("cannot rename into", path, &e.error))?;
