@@ -1315,3 +1315,96 @@ fn two_hosts_pruning_to_one_prefix_both_upload_and_the_fleet_read_splits_by_host
         }
     }
 }
+
+/// A proxy that forwards everything, but for the first PUT drops the store's reply after
+/// the store has taken the object.
+fn reply_dropping_proxy(upstream: u16) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let dropped = dropped.clone();
+            std::thread::spawn(move || {
+                let Some(request) = read_request(&mut client) else {
+                    return;
+                };
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let _ = up.write_all(&request);
+                let mut reply = Vec::new();
+                let _ = up.read_to_end(&mut reply);
+                if request.starts_with(b"PUT ") && dropped.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return;
+                }
+                let _ = client.write_all(&reply);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_upload_whose_reply_was_lost_is_replaced_when_its_day_grows_a_late_member() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-lost");
+    let dir = TestDir::new();
+    let day = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| format!("{{\"timestamp\":\"2026-10-20T10:00:{i:02}.000Z\",\"metric\":\"m\",\"value\":{i}}}\n"))
+            .collect()
+    };
+    dir.write("cfn-metrics-2.jsonl", day(0, 10));
+    let ep = format!("http://127.0.0.1:{}", reply_dropping_proxy(m.port));
+    let run = |dir: &TestDir| {
+        archive(
+            dir,
+            m,
+            &[
+                "run",
+                "--hot",
+                "1h",
+                "--keep",
+                "3650d",
+                "--upload",
+                "s3://cold-lost/",
+                "--upload-on-rotate",
+                "--endpoint",
+                &ep,
+                "--retries",
+                "0",
+            ],
+        )
+    };
+    // The store takes the day's .gz but its reply is lost: the run cannot tell it is there.
+    let first = run(&dir);
+    assert_ne!(first.code(), 0, "{first:?}");
+    // A replayed record for that day arrives: rotate appends a member to the .gz.
+    let hot = dir.read("cfn-metrics-2.jsonl");
+    dir.write("cfn-metrics-2.jsonl", format!("{hot}{}", day(10, 12)));
+    let second = run(&dir);
+    second.success();
+    // The object is the day as it is now (not "in the way"), and holds each record once.
+    let out = cold_cat(
+        &dir,
+        m,
+        &m.secret,
+        &["--endpoint", &m.endpoint(), "s3://cold-lost/"],
+    );
+    let values: Vec<u64> = out
+        .success()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    assert_eq!(values, (0..12).collect::<Vec<u64>>());
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
+    assert!(state.get("uploading").is_none(), "{state}");
+    assert!(
+        state["cold"]["cfn-metrics-20261020-2.jsonl.gz"]["url"].is_string(),
+        "{state}"
+    );
+}

@@ -146,10 +146,21 @@ pub fn open_safe_meta(path: &Path, access: Access) -> anyhow::Result<(File, std:
             opts.read(true).write(true);
         }
         Access::Append { create, mode } => {
-            opts.append(true).create(create).mode(mode);
+            // Readable too, so a writer can see a partial line a killed writer left
+            // (append_whole); write-only where the mode allows no more.
+            opts.read(true).append(true).create(create).mode(mode);
         }
     }
-    let file = opts.open(path).map_err(|e| {
+    let opened = match opts.open(path) {
+        Err(e)
+            if e.kind() == io::ErrorKind::PermissionDenied
+                && matches!(access, Access::Append { .. }) =>
+        {
+            opts.read(false).open(path)
+        }
+        other => other,
+    };
+    let file = opened.map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             refuse(
                 if writing {
@@ -411,7 +422,7 @@ impl AppendHandle {
         };
         buf.clear();
         fill(buf);
-        let written = (&*file).write_all(buf);
+        let written = append_whole(file, buf);
         let _ = file.unlock();
         written.map_err(|e| {
             fail(
@@ -551,6 +562,45 @@ pub fn read_tail(path: &Path, max: u64) -> anyhow::Result<(Vec<u8>, bool)> {
     let mut bytes = Vec::with_capacity((len - start) as usize);
     f.take(max).read_to_end(&mut bytes)?;
     Ok((bytes, start > 0))
+}
+
+/// Appends `buf` (whole lines) to `file`, whose lock the caller holds, so that the file
+/// ends with all of it or none of it: a write cut short (a full disk) is cut back off, and
+/// a partial line left at the end by a writer killed mid-write (never acknowledged) is cut
+/// off first, so the next record is not glued to it and lost with it. A partial tail longer
+/// than a record may be ([`crate::reader::MAX_LINE_BYTES`]) is ended with a newline instead
+/// (a malformed line, reported by readers) rather than cut.
+///
+/// # Errors
+/// The write's error, after the file was cut back to where it was.
+pub fn append_whole(file: &File, buf: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut start = len;
+    let mut last = [0u8];
+    if len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
+        let back = len.min(crate::reader::MAX_LINE_BYTES as u64 + 1);
+        let mut tail = vec![0u8; back as usize];
+        file.read_exact_at(&mut tail, len - back)?;
+        match memchr::memrchr(b'\n', &tail) {
+            Some(nl) => start = len - back + nl as u64 + 1,
+            None if back == len => start = 0,
+            None => {
+                (&*file).write_all(b"\n")?;
+                start = len + 1;
+            }
+        }
+        if start < len {
+            file.set_len(start)?;
+        }
+    }
+    match (&*file).write_all(buf) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = file.set_len(start);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

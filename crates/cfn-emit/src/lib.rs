@@ -147,7 +147,7 @@ impl Writer {
         fill: impl FnOnce(&mut Vec<u8>),
     ) -> anyhow::Result<()> {
         let mut buf = Vec::with_capacity(256);
-        let (mut file, _lock_guard) = match &self.target {
+        let (file, _lock_guard) = match &self.target {
             Target::File {
                 lock: Some(lock), ..
             } => {
@@ -161,8 +161,8 @@ impl Writer {
             _ => (open_locked_append(path, 0o600, self.timeout)?, None),
         };
         fill(&mut buf);
-        // One write(2) of whole lines with O_APPEND, under the lock.
-        file.write_all(&buf).map_err(|e| {
+        // One write(2) of whole lines with O_APPEND, under the lock; all or nothing.
+        cfn_core::fsutil::append_whole(&file, &buf).map_err(|e| {
             let exit = cfn_core::exit::exit_for_io(&e);
             fail(exit, format!("cannot write to {}: {e}", path.display()))
         })?;

@@ -2,6 +2,7 @@
 
 use cfn_testkit::{TestCommand, TestDir, jsonl, peer};
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -689,4 +690,106 @@ fn the_sharded_form_takes_a_unit_and_tags_and_errors_name_the_form_and_word() {
         .args(["a", "b", "c", "d", "e", "f"])
         .run();
     assert_ne!(out.code(), 0);
+}
+
+#[test]
+fn a_partial_line_left_by_a_killed_writer_is_cut_before_the_next_record() {
+    let dir = TestDir::new();
+    // A writer killed mid-write left half a record, never acknowledged.
+    let shard = dir.write(
+        "cfn-metrics-3.jsonl",
+        "{\"timestamp\":\"2026-11-27T10:00:00.000Z\",\"agent\":\"agent-3\",\"metric\":\"m\",\"value\":1}\n{\"timestamp\":\"2026-11-27T10:00:01.0",
+    );
+    dir.cmd("cfn-emit")
+        .args(["agent-3", "m", "2"])
+        .run()
+        .success();
+    let text = std::fs::read_to_string(&shard).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(text.ends_with('\n'));
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert_eq!(v["agent"], "agent-3");
+    }
+    // The same through a stream writer.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap()
+        .write_all(b"{\"timestamp\":\"2026-11-2")
+        .unwrap();
+    dir.cmd("cfn-emit")
+        .arg("--stdin")
+        .stdin("agent-3 m 3\n")
+        .run()
+        .success();
+    let text = std::fs::read_to_string(&shard).unwrap();
+    assert_eq!(jsonl(&text).len(), 3, "{text}");
+}
+
+#[test]
+fn a_full_disk_leaves_no_torn_line_and_exits_74() {
+    if cfn_core::fsutil::effective_uid() != 0 {
+        assert!(
+            std::env::var("CFN_REQUIRE_PEERS").as_deref() != Ok("1"),
+            "CFN_REQUIRE_PEERS=1 but not root: a small tmpfs cannot be mounted"
+        );
+        eprintln!("SKIPPED: not root, so no small tmpfs can be mounted for a full disk");
+        return;
+    }
+    let dir = TestDir::new();
+    let hot = dir.join("hot");
+    std::fs::create_dir(&hot).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(&hot)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(hot.clone());
+    let emit = |stdin: String| {
+        let mut c = TestCommand::new("cfn-emit");
+        c.env("CFN_METRICS_DIR", &hot).arg("--stdin").stdin(stdin);
+        c.run()
+    };
+    emit("agent-0 m 1\n".into()).success();
+    // Fill what is left but a little, then write far more than fits, in one batch.
+    let filler = hot.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[b'x'; 512]).is_ok() {}
+    drop(f);
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len.saturating_sub(1500))
+        .unwrap();
+    let batch: String = (0..200).map(|i| format!("agent-0 m {i}\n")).collect();
+    let out = emit(batch);
+    out.status(74);
+    out.stderr_has("cfn-metrics-0.jsonl");
+    let shard = hot.join("cfn-metrics-0.jsonl");
+    let text = std::fs::read_to_string(&shard).unwrap();
+    assert!(text.ends_with('\n'), "a torn line was left: {text:?}");
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+    // With room again, the next record lands whole after the others.
+    std::fs::remove_file(&filler).unwrap();
+    emit("agent-0 m 999\n".into()).success();
+    let text = std::fs::read_to_string(&shard).unwrap();
+    assert!(jsonl(&text).iter().any(|r| r["value"] == 999));
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
 }

@@ -266,6 +266,19 @@ pub fn send(
             } else {
                 let body = read_at(&src.path, 0, src.size)?;
                 let md5 = hex(&md5_of(&body).0);
+                // Recorded before the PUT: when the store takes the object but its reply is
+                // lost, the object is known as ours, so a later run may replace it (the file
+                // may have grown a gzip member meanwhile) instead of refusing it as in the way.
+                if !ours {
+                    let intent = UploadInFlight {
+                        url: url.clone(),
+                        size: src.size,
+                        md5: md5.clone(),
+                        ..UploadInFlight::default()
+                    };
+                    state.uploading.insert(name.to_string(), intent);
+                    save(&ctx.archive_dir, state)?;
+                }
                 client.put(&location.bucket, &key, &body, if_absent)?;
                 src.md5 = Some(md5.clone());
                 md5
@@ -375,7 +388,9 @@ impl Upload<'_> {
                 PartsOutcome::Done(etag) => return Ok(etag),
                 PartsOutcome::StartOver(why) => {
                     eprintln!("cfn-archive: {why} {}; starting it over", self.url);
-                    if let Some(old) = state.uploading.remove(self.name) {
+                    if let Some(old) = state.uploading.remove(self.name)
+                        && !old.upload_id.is_empty()
+                    {
                         self.client
                             .abort_multipart(self.bucket, self.key, &old.upload_id);
                     }
@@ -400,7 +415,10 @@ impl Upload<'_> {
         if resumable {
             return Ok(());
         }
-        if let Some(old) = state.uploading.remove(self.name) {
+        // A single PUT's intent has no upload to abort.
+        if let Some(old) = state.uploading.remove(self.name)
+            && !old.upload_id.is_empty()
+        {
             self.client
                 .abort_multipart(self.bucket, self.key, &old.upload_id);
         }
