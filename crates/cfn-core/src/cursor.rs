@@ -5,6 +5,7 @@
 use crate::input::Input;
 use crate::reader::Position;
 use crate::reader::{MalformedLog, RecordReader};
+use crate::time::EpochMs;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, Metadata};
 use std::io::{BufReader, Seek, SeekFrom};
@@ -171,6 +172,70 @@ pub struct Trim {
     pub to_dev: u64,
     pub to_ino: u64,
     pub cut: u64,
+    /// The trim's threshold: it removed only records stamped before it (absent in states
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutoff: Option<i64>,
+}
+
+/// What the archive holds of a hot shard (from the archive state): every record in the file
+/// `id` before `offset`, and every record a trim took away, all stamped before `watermark`
+/// (the latest trim's threshold). So records stamped at or after the watermark are all in
+/// the hot file, and of those before it the hot file alone holds only the ones past
+/// `offset`: readers that take both split them there, whatever order the records are in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchivedSplit {
+    pub id: FileId,
+    pub offset: u64,
+    pub watermark: EpochMs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SplitState {
+    #[serde(default)]
+    shards: std::collections::BTreeMap<String, ShardCursor>,
+    #[serde(default)]
+    trims: std::collections::BTreeMap<String, Vec<Trim>>,
+}
+
+/// The split of every hot shard the archive state in `archive_dir` knows and has trimmed
+/// with a recorded threshold, by shard file name (empty when the state cannot be read).
+pub fn archived_splits(archive_dir: &Path) -> std::collections::HashMap<String, ArchivedSplit> {
+    let path = archive_dir.join(ARCHIVE_STATE_FILE);
+    let Ok(file) = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read) else {
+        return Default::default();
+    };
+    let mut bytes = Vec::new();
+    let read = std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
+        &mut bytes,
+    );
+    let Ok(state) = read
+        .map_err(|_| ())
+        .and_then(|_| serde_json::from_slice::<SplitState>(&bytes).map_err(|_| ()))
+    else {
+        return Default::default();
+    };
+    state
+        .shards
+        .into_iter()
+        .filter_map(|(name, c)| {
+            let watermark = state
+                .trims
+                .get(&name)?
+                .iter()
+                .filter_map(|t| t.cutoff)
+                .max()?;
+            Some((
+                name,
+                ArchivedSplit {
+                    id: c.id(),
+                    offset: c.offset,
+                    watermark,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Most trims of each shard the archive state keeps (the oldest go first).
@@ -478,6 +543,7 @@ mod tests {
             to_dev: 1,
             to_ino: to,
             cut,
+            cutoff: None,
         };
         let trims = [trim(10, 11, 100), trim(11, 12, 40), trim(99, 98, 5)];
         assert_eq!(offset_after_trims(&trims, id(10), 250, id(10)), Some(250));

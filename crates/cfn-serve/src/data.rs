@@ -51,10 +51,16 @@ pub fn for_each_record(
     mut f: impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
 ) -> anyhow::Result<()> {
     let since = filter.since.unwrap_or(i64::MIN);
-    // Per shard number: the oldest record still hot (i64::MIN when the hot shard reaches back
-    // past `since`, so the archive is not needed for it).
+    // Per shard number: where the archive takes over (the oldest record still hot, or
+    // i64::MIN when the hot shard reaches back past `since`; or the archive state's
+    // watermark, below which records come from the archive and from past its offset).
     let mut oldest_hot: BTreeMap<u32, EpochMs> = BTreeMap::new();
     let mut log = MalformedLog::quiet();
+    let splits = src
+        .archive_dir
+        .as_deref()
+        .map(cfn_core::cursor::archived_splits)
+        .unwrap_or_default();
     for (n, path) in &hot.0 {
         let n = *n;
         if shards.is_some_and(|s| !s.contains(&n)) {
@@ -63,6 +69,14 @@ pub fn for_each_record(
         let Ok(mut file) = cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read) else {
             continue;
         };
+        let name = path.file_name().map(|f| f.to_string_lossy().into_owned());
+        if let Some(split) = name.and_then(|nm| splits.get(&nm).copied())
+            && cfn_core::cursor::FileId::of(&file.metadata()?) == split.id
+        {
+            read_split(&mut file, path, n, split, filter, &mut log, &mut f)?;
+            oldest_hot.insert(n, split.watermark);
+            continue;
+        }
         let off = seek_offset_for_time(&mut file, since)?;
         file.seek(SeekFrom::Start(off))?;
         let mut reader = RecordReader::new(
@@ -90,6 +104,46 @@ pub fn for_each_record(
         oldest_hot.insert(n, oldest);
     }
     for_each_archived(src, filter, shards, &oldest_hot, f)
+}
+
+/// The hot part of a shard the archive state splits (see `ArchivedSplit`): records stamped
+/// at or after the watermark from anywhere in the file, those before it only past the
+/// archived offset. Read to the end: with replays (records stamped days back) the file is
+/// not in time order, so no early stop; the seek is safe, since a replay is always older
+/// than the records around it.
+fn read_split(
+    file: &mut std::fs::File,
+    path: &std::path::Path,
+    n: u32,
+    split: cfn_core::cursor::ArchivedSplit,
+    filter: &RecordFilter,
+    log: &mut MalformedLog,
+    f: &mut impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
+) -> anyhow::Result<()> {
+    let start = seek_offset_for_time(file, filter.since.unwrap_or(i64::MIN))?;
+    let len = file.metadata()?.len();
+    for (from, to, archived) in [
+        (start, split.offset.max(start), true),
+        (split.offset.max(start), len, false),
+    ] {
+        if from >= to && archived {
+            continue;
+        }
+        let mut part = &*file;
+        part.seek(SeekFrom::Start(from))?;
+        let mut reader = RecordReader::new(
+            BufReader::with_capacity(256 * 1024, std::io::Read::take(part, to - from)),
+            path.display().to_string(),
+        );
+        reader.leave_partial_tail = true;
+        while let Some(()) = reader.next_with(log, |rec| {
+            let in_archive = archived && rec.ts_ms < split.watermark;
+            if !in_archive && filter.matches(&rec) {
+                f(n, &rec);
+            }
+        })? {}
+    }
+    Ok(())
 }
 
 /// Calls `f` with the archived records of `filter`'s range that are older than the oldest

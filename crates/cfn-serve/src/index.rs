@@ -115,6 +115,8 @@ struct ShardState {
     malformed: u64,
     newest_ms: Option<EpochMs>,
     oldest_ms: Option<EpochMs>,
+    /// At the build: the file the archive state's split was applied to.
+    split_used: Option<FileId>,
 }
 
 impl ShardState {
@@ -129,6 +131,7 @@ impl ShardState {
             malformed: 0,
             newest_ms: None,
             oldest_ms: None,
+            split_used: None,
         }
     }
 
@@ -235,6 +238,9 @@ pub struct Index {
     /// Queries answered from `dims`.
     pub dims_answers: u64,
     building: bool,
+    /// While building: the archive state's split of each hot shard (records before the
+    /// watermark and the offset are read from the archive, not again from the shard).
+    build_splits: HashMap<String, cfn_core::cursor::ArchivedSplit>,
 }
 
 fn floor_to(t: EpochMs, step: i64) -> EpochMs {
@@ -306,7 +312,11 @@ impl Index {
             dims,
             dims_answers: 0,
             building: true,
+            build_splits: HashMap::new(),
         };
+        if let Some(dir) = &index.src.archive_dir {
+            index.build_splits = cfn_core::cursor::archived_splits(dir);
+        }
         let dir = index.src.metrics_dir.clone();
         let shards: Vec<(u32, OsString, std::fs::Metadata)> = list_shard_names(&dir)
             .into_iter()
@@ -329,9 +339,16 @@ impl Index {
         // The part of the span older than each shard's oldest hot record is in the archive.
         let oldest_hot: BTreeMap<u32, EpochMs> = index
             .shards
-            .values()
-            .map(|s| (s.n, s.oldest_ms.unwrap_or(i64::MAX)))
+            .iter()
+            .map(|(name, s)| {
+                let split = index.build_splits.get(&*name.to_string_lossy());
+                match split.filter(|sp| s.split_used == Some(sp.id)) {
+                    Some(sp) => (s.n, sp.watermark),
+                    None => (s.n, s.oldest_ms.unwrap_or(i64::MAX)),
+                }
+            })
             .collect();
+        index.build_splits.clear();
         let filter = RecordFilter {
             since: Some(index.horizon),
             ..Default::default()
@@ -561,39 +578,65 @@ impl Index {
             }
         };
         st.bytes = meta.len();
-        let mut reader = RecordReader::new(
-            BufReader::with_capacity(256 * 1024, ReadAt::new(&file, st.cursor.offset)?),
-            name,
-        )
-        .with_position(Position {
+        // At the build, what the archive holds of this file (before its offset and stamped
+        // before its watermark) is read from the archive: read here, it is only counted.
+        let split = self
+            .build_splits
+            .get(&*file_name.to_string_lossy())
+            .copied()
+            .filter(|sp| {
+                self.building && sp.id == FileId::of(&meta) && sp.offset > st.cursor.offset
+            });
+        st.split_used = split.map(|sp| sp.id);
+        let mut progress = progress;
+        let phases = match split {
+            Some(sp) => vec![(sp.offset, Some(sp.watermark)), (u64::MAX, None)],
+            None => vec![(u64::MAX, None)],
+        };
+        for (end, archived_below) in phases {
+            let from = st.cursor.offset;
+            let mut reader = RecordReader::new(
+                BufReader::with_capacity(
+                    256 * 1024,
+                    ReadAt::new(&file, from)?.take(end.saturating_sub(from)),
+                ),
+                name.clone(),
+            )
+            .with_position(Position {
+                offset: from,
+                line: st.line,
+            });
+            reader.leave_partial_tail = true;
+            let mut seen = 0u64;
+            loop {
+                let more = reader.next_item_with(|item| match item {
+                    Item::Record(rec) => {
+                        st.count(Some(rec.ts_ms));
+                        st.cursor.note_record(rec.ts_ms, rec.raw);
+                        if archived_below.is_none_or(|w| rec.ts_ms >= w) {
+                            self.add(n, &rec);
+                        }
+                    }
+                    Item::Malformed { .. } => st.count(None),
+                })?;
+                if more.is_none() {
+                    break;
+                }
+                seen += 1;
+                if seen.is_multiple_of(65_536)
+                    && let Some((p, done)) = progress.as_mut()
+                {
+                    p.tick(*done + reader.position().offset);
+                }
+            }
+            let pos = reader.position();
+            st.cursor.offset = pos.offset;
+            st.line = pos.line;
+        }
+        let pos = Position {
             offset: st.cursor.offset,
             line: st.line,
-        });
-        reader.leave_partial_tail = true;
-        let mut progress = progress;
-        let mut seen = 0u64;
-        loop {
-            let more = reader.next_item_with(|item| match item {
-                Item::Record(rec) => {
-                    st.count(Some(rec.ts_ms));
-                    st.cursor.note_record(rec.ts_ms, rec.raw);
-                    self.add(n, &rec);
-                }
-                Item::Malformed { .. } => st.count(None),
-            })?;
-            if more.is_none() {
-                break;
-            }
-            seen += 1;
-            if seen.is_multiple_of(65_536)
-                && let Some((p, done)) = progress.as_mut()
-            {
-                p.tick(*done + reader.position().offset);
-            }
-        }
-        let pos = reader.position();
-        st.cursor.offset = pos.offset;
-        st.line = pos.line;
+        };
         // Unchanged from here on only if nothing came after what was read.
         st.seen = if pos.offset == meta.len() {
             Seen::of(&meta)

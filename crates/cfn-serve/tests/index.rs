@@ -403,6 +403,71 @@ fn replayed_records_trimmed_away_do_not_make_the_index_count_twice() {
 }
 
 #[test]
+fn replays_split_between_the_archive_and_the_shard_are_counted_once_at_build_and_per_query() {
+    // Records stamped hours before their neighbours, on both sides of a trim and of the
+    // archived offset: the time order the old split relied on does not hold.
+    let dir = TestDir::new();
+    let archive = dir.join("archive");
+    let now = now_ms();
+    let mut stamps: Vec<i64> = Vec::new();
+    let mut lines = String::new();
+    let mut add = |lines: &mut String, i: u64, ts: i64| {
+        lines.push_str(&record(ts, "agent-2", "m", i as f64, "count"));
+        stamps.push(ts);
+    };
+    for i in 0..150u64 {
+        let ts = now - 3 * 3_600_000 + i as i64 * 60_000;
+        add(&mut lines, i, ts);
+        if i % 10 == 5 {
+            add(&mut lines, 1000 + i, ts - 2 * 3_600_000 + 600_000);
+        }
+    }
+    dir.write("cfn-metrics-2.jsonl", &lines);
+    let arch = ["--archive-dir", archive.to_str().unwrap()];
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .arg("sync")
+        .run()
+        .success();
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .args(["trim", "--hot", "1h"])
+        .run()
+        .success();
+    // Appended after the trim and not archived: new records and replays again.
+    let mut tail = String::new();
+    for i in 0..20u64 {
+        add(&mut tail, 2000 + i, now - 10 * 60_000 + i as i64 * 1000);
+        add(&mut tail, 3000 + i, now - 2 * 3_600_000 - i as i64 * 60_000);
+    }
+    let shard = dir.join("cfn-metrics-2.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap();
+    f.write_all(tail.as_bytes()).unwrap();
+    drop(f);
+    let server = start(&dir, &["--archive-dir", archive.to_str().unwrap()]);
+    // Whole minutes from the rollups the build made, edges from the records (the
+    // windows' starts are 50 s away from any record).
+    for (salt, window_s) in [(1, 5 * 3600), (2, 5710), (3, 2410)] {
+        let expected = stamps
+            .iter()
+            .filter(|&&t| t >= now - window_s * 1000)
+            .count();
+        let v = get_json(
+            server.port,
+            &format!("/api/summary?window={window_s}s&metric=m&exact=1&salt={salt}"),
+        );
+        assert_eq!(
+            v[0]["count"],
+            serde_json::json!(expected),
+            "{window_s}s: {v}"
+        );
+    }
+}
+
+#[test]
 fn truncated_and_replaced_shards_are_followed() {
     let dir = TestDir::new();
     let t0 = now_ms() - 600_000;

@@ -44,7 +44,7 @@ pub fn trim(
         if ctx.dry_run {
             continue;
         }
-        let new_id = rewrite_from(ctx, state, n, &path, &file, cut)?;
+        let new_id = rewrite_from(ctx, state, n, &path, &file, (cut, cutoff))?;
         state.trimming.remove(&name);
         let mut moved = prog.clone();
         moved.move_to(new_id, prog.offset - cut);
@@ -90,7 +90,7 @@ fn rewrite_from(
     n: u32,
     path: &Path,
     mut file: &File,
-    cut: u64,
+    (cut, cutoff): (u64, EpochMs),
 ) -> anyhow::Result<FileId> {
     let meta = file.metadata()?;
     let mut tmp = tempfile::Builder::new()
@@ -129,6 +129,7 @@ fn rewrite_from(
         to_dev: new_id.dev,
         to_ino: new_id.ino,
         cut,
+        cutoff: Some(cutoff),
     });
     let over = trims.len().saturating_sub(cfn_core::cursor::TRIMS_KEPT);
     trims.drain(..over);
