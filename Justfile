@@ -37,6 +37,10 @@ soak:
     SOAK_SHIM_MODE=call bash bench/soak.sh
     SOAK_SHIM_MODE=stream bash bench/soak.sh
 
+# Everything failing at once, then an audit of every record (minutes; not part of the tests).
+chaos minutes="2" seed="1":
+    cargo run -q --release -p xtask -- chaos --minutes {{minutes}} --seed {{seed}}
+
 # The whole pipeline on a temp dir (the README's first command).
 demo:
     cargo run -q --release -p xtask -- demo

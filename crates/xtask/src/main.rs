@@ -11,6 +11,7 @@ use cfn_testkit::gendata;
 
 mod accuracy;
 mod bench;
+mod chaos;
 
 fn commands() -> Vec<clap::Command> {
     vec![
@@ -93,6 +94,24 @@ fn main() -> anyhow::Result<()> {
             flag(&args, "--distinct").map(|d| d.parse()).transpose()?,
         ),
         Some("bench-parse") => bench::parse(&flag(&args, "--file").context("--file FILE")?),
+        Some("chaos") => {
+            let num = |name: &str, default: f64| -> anyhow::Result<f64> {
+                flag(&args, name).map_or(Ok(default), |v| {
+                    v.parse()
+                        .with_context(|| format!("{name} {v:?} is not a number"))
+                })
+            };
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            chaos::run(chaos::Options {
+                minutes: num("--minutes", 2.0)?,
+                seed: num("--seed", 1.0)? as u64,
+                report: Some(
+                    flag(&args, "--report")
+                        .map_or_else(|| root.join("target/chaos-report.json"), PathBuf::from),
+                ),
+                keep: args.iter().any(|a| a == "--keep"),
+            })
+        }
         Some("bench-stream") => {
             let bin =
                 PathBuf::from(flag(&args, "--bin").unwrap_or_else(|| "target/release".into()));
@@ -118,7 +137,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         _ => bail!(
-            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D]"
+            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D] | chaos [--minutes 2] [--seed 1] [--report FILE] [--keep]"
         ),
     }
 }
