@@ -274,6 +274,23 @@ fn read_n(lines: &mut impl Iterator<Item = std::io::Result<String>>, n: usize, g
     }
 }
 
+/// Stops a following cfn-cat and adds the values of whatever it wrote before it stopped.
+fn stop_and_collect(
+    mut child: std::process::Child,
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    got: &mut Vec<u64>,
+) {
+    let _ = child.kill();
+    let _ = child.wait();
+    for l in lines.map_while(Result::ok) {
+        got.push(
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+}
+
 fn append(path: &std::path::Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
@@ -419,15 +436,7 @@ fn follow_gets_every_record_once_when_two_trims_pass_between_polls() {
     append(&s3, &batch(31, 40));
     read_n(&mut lines, 40, &mut got);
     std::thread::sleep(Duration::from_millis(2500));
-    let _ = child.kill();
-    let _ = child.wait();
-    for l in lines.map_while(Result::ok) {
-        got.push(
-            serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
-                .as_u64()
-                .unwrap(),
-        );
-    }
+    stop_and_collect(child, lines, &mut got);
     assert_eq!(got, (1..=40).collect::<Vec<u64>>());
 }
 
@@ -481,15 +490,7 @@ fn follow_gets_replayed_records_once_across_a_trim() {
     append(&s2, &rec("2026-10-18T12:00:00Z", "m", 7));
     read_n(&mut lines, 7, &mut got);
     std::thread::sleep(Duration::from_millis(500));
-    let _ = child.kill();
-    let _ = child.wait();
-    for l in lines.map_while(Result::ok) {
-        got.push(
-            serde_json::from_str::<serde_json::Value>(&l).unwrap()["value"]
-                .as_u64()
-                .unwrap(),
-        );
-    }
+    stop_and_collect(child, lines, &mut got);
     assert_eq!(got, (1..=7).collect::<Vec<u64>>());
 }
 

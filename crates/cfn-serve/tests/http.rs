@@ -276,12 +276,16 @@ fn text(b: &mut Browser, expr: &str) -> String {
 
 const READY: &str = "document.body.dataset.ready === '1'";
 
-#[test]
-fn dashboard_in_chromium_axes_units_every_bucket_alerts_tooltip_and_one_clock() {
-    let Some(chromium) = peer(
+fn chromium() -> Option<std::path::PathBuf> {
+    peer(
         "chromium",
         "Debian package chromium, for the dashboard test",
-    ) else {
+    )
+}
+
+#[test]
+fn dashboard_in_chromium_axes_units_every_bucket_alerts_tooltip_and_one_clock() {
+    let Some(chromium) = chromium() else {
         return;
     };
     let dir = TestDir::new();
@@ -442,10 +446,7 @@ fn dashboard_in_chromium_axes_units_every_bucket_alerts_tooltip_and_one_clock() 
 
 #[test]
 fn dashboard_in_chromium_keeps_its_view_in_the_url_and_reads_at_1400_and_720_px() {
-    let Some(chromium) = peer(
-        "chromium",
-        "Debian package chromium, for the dashboard test",
-    ) else {
+    let Some(chromium) = chromium() else {
         return;
     };
     let dir = TestDir::new();

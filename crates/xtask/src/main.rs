@@ -110,6 +110,10 @@ fn main() -> anyhow::Result<()> {
                         .map_or_else(|| root.join("target/chaos-report.json"), PathBuf::from),
                 ),
                 keep: args.iter().any(|a| a == "--keep"),
+                disks_mb: (
+                    num("--hot-mb", 64.0)? as u64,
+                    num("--archive-mb", 128.0)? as u64,
+                ),
             })
         }
         Some("bench-stream") => {
@@ -137,7 +141,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         _ => bail!(
-            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D] | chaos [--minutes 2] [--seed 1] [--report FILE] [--keep]"
+            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D] | chaos [--minutes 2] [--seed 1] [--report FILE] [--keep] [--hot-mb 64] [--archive-mb 128]"
         ),
     }
 }

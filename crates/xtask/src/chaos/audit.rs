@@ -142,17 +142,20 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
 print(n)
 "#;
 
-/// The cold objects that are the recorded copies of archive files still here (the archive
-/// state's `cold` map), as `bucket/key`.
-pub fn cold_twins(archive: &Path) -> anyhow::Result<std::collections::HashSet<String>> {
+/// The cold objects the archive state names as copies of archive files still here (the
+/// verified `cold` ones and the `uploading` ones, whose upload may have landed unverified),
+/// as `bucket/key` with the local file's path.
+pub fn cold_twins(archive: &Path) -> anyhow::Result<HashMap<String, PathBuf>> {
     let state: Value =
         serde_json::from_slice(&std::fs::read(archive.join(".cfn-archive-state.json"))?)?;
-    let mut twins = std::collections::HashSet::new();
-    for (name, copy) in state["cold"].as_object().into_iter().flatten() {
-        if archive.join(name).exists()
-            && let Some(url) = copy["url"].as_str().and_then(|u| u.strip_prefix("s3://"))
-        {
-            twins.insert(url.to_string());
+    let mut twins = HashMap::new();
+    for section in ["cold", "uploading"] {
+        for (name, copy) in state[section].as_object().into_iter().flatten() {
+            if archive.join(name).exists()
+                && let Some(url) = copy["url"].as_str().and_then(|u| u.strip_prefix("s3://"))
+            {
+                twins.insert(url.to_string(), archive.join(name));
+            }
         }
     }
     Ok(twins)
@@ -164,7 +167,7 @@ pub fn read_cold(
     moto: u16,
     bucket: &str,
     scratch: &Path,
-    twins: &std::collections::HashSet<String>,
+    twins: &HashMap<String, PathBuf>,
     found: &mut Found,
 ) -> anyhow::Result<(u64, u64)> {
     std::fs::create_dir_all(scratch)?;
@@ -186,7 +189,10 @@ pub fn read_cold(
             .to_string_lossy()
             .replace("__", "/");
         objects += 1;
-        if twins.contains(&format!("{bucket}/{key}")) {
+        // The same bytes as the archive file it copies: one copy, not two.
+        if let Some(local) = twins.get(&format!("{bucket}/{key}"))
+            && std::fs::read(local).ok() == Some(std::fs::read(&path)?)
+        {
             copies += 1;
             continue;
         }

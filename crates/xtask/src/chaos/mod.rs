@@ -416,6 +416,8 @@ pub struct Options {
     pub seed: u64,
     pub report: Option<PathBuf>,
     pub keep: bool,
+    /// Sizes of the hot and archive tmpfs mounts, MiB.
+    pub disks_mb: (u64, u64),
 }
 
 const MAKE_BUCKET: &str = r#"
@@ -446,7 +448,7 @@ fn start_moto() -> anyhow::Result<(Child, u16)> {
 
 /// Size-limited tmpfs mounts for the hot and archive directories when root; `false` (and
 /// plain directories) otherwise.
-fn mount_small(hot: &Path, archive: &Path) -> bool {
+fn mount_small(hot: &Path, archive: &Path, (hot_mb, archive_mb): (u64, u64)) -> bool {
     if cfn_core::fsutil::effective_uid() != 0 {
         return false;
     }
@@ -463,7 +465,7 @@ fn mount_small(hot: &Path, archive: &Path) -> bool {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if mount(hot, "64m") && mount(archive, "128m") {
+    if mount(hot, &format!("{hot_mb}m")) && mount(archive, &format!("{archive_mb}m")) {
         return true;
     }
     unmount(hot, archive);
@@ -498,7 +500,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let (hot, archive) = (root.join("hot"), root.join("archive"));
     std::fs::create_dir_all(&hot)?;
     std::fs::create_dir_all(&archive)?;
-    let mounted = mount_small(&hot, &archive);
+    let mounted = mount_small(&hot, &archive, opts.disks_mb);
     let result = soak(&opts, bin, root.clone(), mounted);
     if mounted && !opts.keep {
         unmount(&hot, &archive);
@@ -589,9 +591,12 @@ fn soak(opts: &Options, bin: PathBuf, root: PathBuf, mounted: bool) -> anyhow::R
     }
     report["checks"]["processes_left"] = json!(stray);
     report["disks"] = json!(if mounted {
-        "hot: tmpfs of 64 MiB, archive: tmpfs of 128 MiB, both filled during the run"
+        format!(
+            "hot: tmpfs of {} MiB, archive: tmpfs of {} MiB, both filled during the run",
+            opts.disks_mb.0, opts.disks_mb.1
+        )
     } else {
-        "plain directories (not root, so no size-limited tmpfs could be mounted): no disk-full faults"
+        "plain directories (not root, so no size-limited tmpfs could be mounted): no disk-full faults".to_string()
     });
     report["seed"] = json!(opts.seed);
     report["dir"] = json!(root.display().to_string());
