@@ -1,5 +1,6 @@
-//! Fault injection for the crash-safety tests: `CFN_ARCHIVE_CRASH_AT=<point>` aborts the
-//! process (like SIGKILL: no cleanup, no buffered writes) when it reaches that point, and
+//! Fault injection for the crash-safety tests and the chaos soak: `CFN_ARCHIVE_CRASH_AT=<point>`
+//! kills the process with SIGKILL (no cleanup, no buffered writes) when it reaches that point
+//! (they are listed in `CRASH_POINTS`), and
 //! `CFN_ARCHIVE_FAIL_WRITE_AFTER=<bytes>` makes archive writes fail with "no space left on
 //! device" after that many bytes, where a test cannot mount a small filesystem;
 //! `CFN_ARCHIVE_REPORT_READS=1` prints the bytes the process read from files (`rchar` of
@@ -12,10 +13,33 @@
 #[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Aborts here when `CFN_ARCHIVE_CRASH_AT` names this point (test builds only).
+/// Every named point, by phase, for a harness that aims its kills (`after_part_N` for any N
+/// counts a multipart upload's acknowledged parts).
+pub const CRASH_POINTS: &[(&str, &str)] = &[
+    ("sync", "after_first_flush"),
+    ("sync", "after_writes"),
+    ("sync", "after_fsync"),
+    ("trim", "before_trim_rename"),
+    ("trim", "after_trim_rename"),
+    ("rotate", "before_gz_rename"),
+    ("rotate", "after_gz_rename"),
+    ("upload", "before_put"),
+    ("upload", "after_put"),
+    ("upload", "after_cold_record"),
+    ("upload", "after_part_1"),
+    ("state", "before_state_save"),
+];
+
+/// Dies by SIGKILL here when `CFN_ARCHIVE_CRASH_AT` names this point (test builds only):
+/// the signal a kill from outside sends, so no core file and no unwinding.
 #[cfg(feature = "test-hooks")]
 pub fn crash_point(name: &str) {
     if std::env::var("CFN_ARCHIVE_CRASH_AT").is_ok_and(|v| v == name) {
+        // SAFETY: kill(2) on this process's own pid; it does not return.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
         std::process::abort();
     }
 }

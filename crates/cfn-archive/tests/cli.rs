@@ -167,39 +167,61 @@ fn crash_at_every_step_then_rerun_archives_exactly_once() {
 
 #[test]
 fn crash_during_trim_and_rotate_loses_and_duplicates_nothing() {
-    let dir = TestDir::new();
-    let old = "2026-11-25T10:00:00.000Z";
-    let mut expected = HashSet::new();
-    for i in 0..50 {
-        append(&dir.join("cfn-metrics-1.jsonl"), &rec(old, "a-1", i));
-        expected.insert(("a-1".to_string(), i));
+    // Before a rename the state already names the new file; after it the old one is gone.
+    for (trim_point, rotate_point) in [
+        ("before_trim_rename", "before_gz_rename"),
+        ("after_trim_rename", "after_gz_rename"),
+    ] {
+        let dir = TestDir::new();
+        let old = "2026-11-25T10:00:00.000Z";
+        let mut expected = HashSet::new();
+        for i in 0..50 {
+            append(&dir.join("cfn-metrics-1.jsonl"), &rec(old, "a-1", i));
+            expected.insert(("a-1".to_string(), i));
+        }
+        let now = ["--now", "2026-11-27T12:00:00Z"];
+        dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+        let c = dir
+            .cmd("cfn-archive")
+            .args(["trim", "--hot", "1h"])
+            .args(now)
+            .env("CFN_ARCHIVE_CRASH_AT", trim_point)
+            .run();
+        assert_ne!(c.code(), 0, "{trim_point}");
+        append(
+            &dir.join("cfn-metrics-1.jsonl"),
+            &rec("2026-11-27T11:59:00.000Z", "a-1", 999),
+        );
+        expected.insert(("a-1".to_string(), 999));
+        dir.cmd("cfn-archive").arg("sync").args(now).run().success();
+        let c = dir
+            .cmd("cfn-archive")
+            .arg("rotate")
+            .args(now)
+            .env("CFN_ARCHIVE_CRASH_AT", rotate_point)
+            .run();
+        assert_ne!(c.code(), 0, "{rotate_point}");
+        dir.cmd("cfn-archive").arg("run").args(now).run().success();
+        assert_exactly_once(&dir, &expected);
+        assert!(dir.join("archive/cfn-metrics-20261125-1.jsonl.gz").exists());
+        assert!(!dir.join("archive/cfn-metrics-20261125-1.jsonl").exists());
+        let mut leftovers: Vec<String> = std::fs::read_dir(dir.join("archive"))
+            .unwrap()
+            .chain(std::fs::read_dir(dir.path()).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with('.')
+                    && n != ".cfn-archive.lock"
+                    && !n.starts_with(".cfn-archive-state")
+            })
+            .collect();
+        leftovers.sort();
+        assert_eq!(
+            leftovers,
+            Vec::<String>::new(),
+            "{trim_point}, {rotate_point}"
+        );
     }
-    let now = ["--now", "2026-11-27T12:00:00Z"];
-    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
-    let c = dir
-        .cmd("cfn-archive")
-        .args(["trim", "--hot", "1h"])
-        .args(now)
-        .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
-        .run();
-    assert_ne!(c.code(), 0);
-    append(
-        &dir.join("cfn-metrics-1.jsonl"),
-        &rec("2026-11-27T11:59:00.000Z", "a-1", 999),
-    );
-    expected.insert(("a-1".to_string(), 999));
-    dir.cmd("cfn-archive").arg("sync").args(now).run().success();
-    let c = dir
-        .cmd("cfn-archive")
-        .arg("rotate")
-        .args(now)
-        .env("CFN_ARCHIVE_CRASH_AT", "after_gz_rename")
-        .run();
-    assert_ne!(c.code(), 0);
-    dir.cmd("cfn-archive").arg("run").args(now).run().success();
-    assert_exactly_once(&dir, &expected);
-    assert!(dir.join("archive/cfn-metrics-20261125-1.jsonl.gz").exists());
-    assert!(!dir.join("archive/cfn-metrics-20261125-1.jsonl").exists());
 }
 
 #[test]

@@ -1408,3 +1408,61 @@ fn an_upload_whose_reply_was_lost_is_replaced_when_its_day_grows_a_late_member()
         "{state}"
     );
 }
+
+/// Killed at each named point of a single PUT (the intent recorded, the object taken, the
+/// copy recorded), then a replayed record for the day: the next run leaves one object with
+/// every record once, no intent and no temp file behind.
+#[test]
+fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
+    let Some(m) = moto() else { return };
+    for point in ["before_put", "after_put", "after_cold_record"] {
+        let bucket = format!("cold-{}", point.replace('_', "-"));
+        m.bucket(&bucket);
+        let dir = TestDir::new();
+        let day = |from: usize, to: usize| -> String {
+            (from..to)
+                .map(|i| format!("{{\"timestamp\":\"2026-10-20T10:00:{i:02}.000Z\",\"metric\":\"m\",\"value\":{i}}}\n"))
+                .collect()
+        };
+        dir.write("cfn-metrics-2.jsonl", day(0, 10));
+        let url = format!("s3://{bucket}/");
+        let ep = m.endpoint();
+        let args = [
+            "run",
+            "--hot",
+            "1h",
+            "--keep",
+            "3650d",
+            "--upload",
+            &url,
+            "--upload-on-rotate",
+            "--endpoint",
+            &ep,
+        ];
+        let mut cmd = dir.cmd("cfn-archive");
+        cmd.args(["--now", DAY]).args(args);
+        with_aws(&mut cmd, m, &m.secret);
+        cmd.env("CFN_ARCHIVE_CRASH_AT", point);
+        let killed = cmd.run();
+        assert_ne!(killed.code(), 0, "{point}: {killed:?}");
+        let hot = dir.read("cfn-metrics-2.jsonl");
+        dir.write("cfn-metrics-2.jsonl", format!("{hot}{}", day(10, 12)));
+        archive(&dir, m, &args).success();
+        let out = cold_cat(&dir, m, &m.secret, &["--endpoint", &ep, &url]);
+        let values: Vec<u64> = out
+            .success()
+            .jsonl()
+            .iter()
+            .map(|r| r["value"].as_u64().unwrap())
+            .collect();
+        assert_eq!(values, (0..12).collect::<Vec<u64>>(), "{point}");
+        let state: serde_json::Value =
+            serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
+        assert!(state.get("uploading").is_none(), "{point}: {state}");
+        assert_eq!(
+            archive_files(&dir),
+            vec!["cfn-metrics-20261020-2.jsonl.gz".to_string()],
+            "{point}"
+        );
+    }
+}

@@ -279,7 +279,9 @@ pub fn send(
                     state.uploading.insert(name.to_string(), intent);
                     save(&ctx.archive_dir, state)?;
                 }
+                crash_point("before_put");
                 client.put(&location.bucket, &key, &body, if_absent)?;
+                crash_point("after_put");
                 src.md5 = Some(md5.clone());
                 md5
             };

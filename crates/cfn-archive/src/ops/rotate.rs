@@ -114,6 +114,7 @@ pub fn rotate(
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )?;
         let gz_after = tmp.as_file().metadata()?.len();
+        crash_point("before_gz_rename");
         tmp.persist(&gz_path)
             .map_err(|e| io_fail("cannot rename into", &gz_path, &e.error))?;
         sync_dir(&ctx.archive_dir);

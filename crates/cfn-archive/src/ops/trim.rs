@@ -134,6 +134,7 @@ fn rewrite_from(
     let over = trims.len().saturating_sub(cfn_core::cursor::TRIMS_KEPT);
     trims.drain(..over);
     save(&ctx.archive_dir, state)?;
+    crash_point("before_trim_rename");
     tmp.persist(path)
         .map_err(|e| io_fail("cannot rename into", path, &e.error))?;
     crash_point("after_trim_rename");

@@ -19,6 +19,7 @@ use cfn_testkit::gendata::Rng;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -248,33 +249,49 @@ fn archive_cmd(run: &Run) -> Command {
     c
 }
 
-/// The archiver every few seconds; runs overlap now and then and are killed at random.
+/// The archiver every few seconds; runs overlap now and then and are killed: at random
+/// moments from outside, or at a named point of a phase (sync, trim, rotate, upload, state
+/// save) chosen at random, where the process SIGKILLs itself.
 fn archiver(run: &Run, seed: u64) {
     let mut rng = Rng::new(seed);
+    let points = cfn_archive::hooks::CRASH_POINTS;
     while run.running() {
         std::thread::sleep(Duration::from_millis(500 + rng.next_u64() % 2500));
         let overlap = rng.unit() < 0.15;
-        let mut children: Vec<Child> = Vec::new();
+        let mut children: Vec<(Child, Option<(&str, &str)>)> = Vec::new();
         for _ in 0..if overlap { 2 } else { 1 } {
-            if let Ok(c) = archive_cmd(run).spawn() {
-                children.push(c);
+            let mut cmd = archive_cmd(run);
+            let aimed = (rng.unit() < 0.3).then(|| points[rng.next_u64() as usize % points.len()]);
+            if let Some((_, point)) = aimed {
+                cmd.env("CFN_ARCHIVE_CRASH_AT", point);
+            }
+            if let Ok(c) = cmd.spawn() {
+                children.push((c, aimed));
             }
         }
         if overlap {
             run.faults.add("archiver_overlapping_runs");
         }
+        let mut killed_from_outside = false;
         if rng.unit() < 0.35 {
             std::thread::sleep(Duration::from_millis(rng.next_u64() % 2500));
-            for c in &mut children {
+            for (c, _) in &mut children {
                 if c.try_wait().ok().flatten().is_none() {
                     let _ = c.kill();
                     run.faults.add("archiver_killed");
+                    killed_from_outside = true;
                 }
             }
         }
-        for mut c in children {
-            let code = c.wait().ok().and_then(|s| s.code());
+        for (mut c, aimed) in children {
+            let status = c.wait().ok();
+            let code = status.and_then(|s| s.code());
             run.exits.add(&format!("cfn-archive exit {code:?}"));
+            let by_sigkill = status.and_then(|s| s.signal()) == Some(libc::SIGKILL);
+            if let (Some((phase, point)), true, false) = (aimed, by_sigkill, killed_from_outside) {
+                run.faults
+                    .add(&format!("archiver_killed_at {phase}:{point}"));
+            }
         }
     }
 }
@@ -333,7 +350,9 @@ fn follower(run: &Run, seed: u64, runs: &Mutex<Vec<FollowRun>>) {
         else {
             return;
         };
-        let life = Duration::from_millis(10_000 + rng.next_u64() % 20_000);
+        // About 25 lives a run (each rereads the hot shards), 10 s at least.
+        let mean_ms = (run.duration.as_millis() as u64 / 25).max(20_000);
+        let life = Duration::from_millis(mean_ms / 2 + rng.next_u64() % mean_ms);
         let until = Instant::now() + life;
         while Instant::now() < until && run.running() {
             std::thread::sleep(Duration::from_millis(100));
@@ -484,12 +503,28 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root_dir)
-        .args(["build", "--release", "--workspace", "--bins", "--quiet"])
+        // cfn-archive with its test hooks, so that some kills land at named points of each
+        // phase (`CFN_ARCHIVE_CRASH_AT`); without the variable the hooks do nothing.
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--bins",
+        ])
+        .args(["--quiet", "--features", "cfn-archive/test-hooks"])
         .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
-    let bin = root_dir.join("target/release").canonicalize()?;
+    let built = root_dir.join("target/release").canonicalize()?;
     let tmp = tempfile::Builder::new().prefix("cfn-chaos.").tempdir()?;
     let root = tmp.path().to_path_buf();
+    // The run's own copies: a build during a long run does not change its tools halfway.
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    for tool in ["cfn-emit", "cfn-cat", "cfn-agg", "cfn-archive", "cfn-serve"] {
+        std::fs::copy(built.join(tool), bin.join(tool))?;
+    }
     // --keep leaves the run's directory for a look (its path is in the report).
     let _tmp = if opts.keep {
         let _ = tmp.keep();
