@@ -13,9 +13,10 @@ use cfn_core::input::{Input, expand_inputs_reporting};
 use cfn_core::paths::Config;
 use cfn_core::reader::{MalformedLog, RecordReader, RecordRef};
 use cfn_core::time::{EpochMs, format_ms, parse_duration};
+use cfn_core::units::{Dimension, UnitKind, conversion, unit_kind};
 use clap::{Parser, ValueEnum};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -190,7 +191,10 @@ impl Default for Options {
 #[derive(Debug)]
 struct Group {
     metric: String,
+    /// The unit of the group's first value; the others are converted into it.
     unit: Option<String>,
+    /// Units whose values were converted into `unit` (a few, for the warning).
+    converted: Vec<String>,
     agent: Option<String>,
     tags: BTreeMap<String, String>,
     bucket: Option<i64>,
@@ -215,6 +219,7 @@ pub struct RecordParts<'a> {
 pub struct GroupPart {
     metric: String,
     unit: Option<String>,
+    converted: Vec<String>,
     agent: Option<String>,
     /// The values of the `--by tag:NAME` tags, in order.
     tag_values: Vec<Option<String>>,
@@ -240,6 +245,8 @@ pub struct Aggregator {
     store: StatsArena,
     /// Records (or parts) left out because `max_groups` was reached.
     dropped: u64,
+    /// The last unit spelling seen and its kind: most inputs have a few units, in runs.
+    last_unit: Option<(String, UnitKind)>,
 }
 
 const SEP: u8 = 0xff; // never in UTF-8
@@ -276,6 +283,7 @@ impl Aggregator {
             tag_values: Vec::new(),
             store: StatsArena::default(),
             dropped: 0,
+            last_unit: None,
         }
     }
 
@@ -316,13 +324,18 @@ impl Aggregator {
     /// as the parallel reader hands them over.
     #[inline]
     pub fn add_parts(&mut self, rec: &RecordParts<'_>) {
-        let Some(idx) = self.group_of(rec) else {
+        let Some((idx, factor)) = self.group_of(rec) else {
             self.dropped += 1;
             return;
         };
         let g = &mut self.groups[idx];
+        let value = if factor == 1.0 {
+            rec.value
+        } else {
+            rec.value * factor
+        };
         g.stats
-            .add(rec.value, rec.ts_ms, self.opts.exact_limit, &mut self.store);
+            .add(value, rec.ts_ms, self.opts.exact_limit, &mut self.store);
         if self.store.over_budget() {
             relieve_budget(&mut self.store, &mut self.groups, |g| &mut g.stats);
         }
@@ -338,6 +351,7 @@ impl Aggregator {
                 part: g.stats.snapshot(store),
                 metric: g.metric,
                 unit: g.unit,
+                converted: g.converted,
                 agent: g.agent,
                 bucket: g.bucket,
             })
@@ -354,14 +368,14 @@ impl Aggregator {
         first_ms: EpochMs,
         last_ms: EpochMs,
     ) {
-        let Some(idx) = self.group_of(rec) else {
+        let Some((idx, factor)) = self.group_of(rec) else {
             self.dropped += values.len() as u64;
             return;
         };
         let g = &mut self.groups[idx];
         for &v in values {
             g.stats
-                .add(v, first_ms, self.opts.exact_limit, &mut self.store);
+                .add(v * factor, first_ms, self.opts.exact_limit, &mut self.store);
         }
         g.stats.last_ms = g.stats.last_ms.max(last_ms);
         if self.store.over_budget() {
@@ -382,6 +396,11 @@ impl Aggregator {
         };
         // A snapshot's state always adds up to its count.
         let _ = self.merge_partial(&rec, g.part);
+        if let Some((idx, _)) = self.group_of(&rec) {
+            for u in g.converted {
+                note_converted(&mut self.groups[idx], &u);
+            }
+        }
     }
 
     /// Folds in a part computed elsewhere (a rollup) for the group `rec` names; its value
@@ -394,9 +413,14 @@ impl Aggregator {
         rec: &RecordParts<'_>,
         part: PartialState,
     ) -> Result<(), String> {
-        let Some(idx) = self.group_of(rec) else {
+        let Some((idx, factor)) = self.group_of(rec) else {
             self.dropped += part.count;
             return Ok(());
+        };
+        let part = if factor == 1.0 {
+            part
+        } else {
+            part.scaled(factor)
         };
         self.groups[idx]
             .stats
@@ -408,9 +432,10 @@ impl Aggregator {
     }
 
     /// The index of the group `rec` belongs to (created on first sight; `None` past
-    /// `max_groups`).
+    /// `max_groups`) and the factor that converts its value into the group's unit. Values
+    /// whose units do not convert into each other (contract section 1) are kept apart.
     #[inline]
-    fn group_of(&mut self, rec: &RecordParts<'_>) -> Option<usize> {
+    fn group_of(&mut self, rec: &RecordParts<'_>) -> Option<(usize, f64)> {
         let bucket = self.opts.bucket_ms.map(|b| rec.ts_ms.div_euclid(b) * b);
         self.key.clear();
         self.key.extend_from_slice(rec.metric.as_bytes());
@@ -432,11 +457,13 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
+        push_unit_kind(&mut self.key, &mut self.last_unit, rec.unit);
         let limit = self.opts.max_groups;
         let idx = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
             Group {
                 metric: rec.metric.to_string(),
-                unit: None,
+                unit: rec.unit.map(str::to_string),
+                converted: Vec::new(),
                 agent: if by.agent {
                     rec.agent.map(str::to_string)
                 } else {
@@ -452,13 +479,7 @@ impl Aggregator {
                 stats: Stats::default(),
             }
         })?;
-        let g = &mut self.groups[idx];
-        if g.unit.is_none()
-            && let Some(u) = rec.unit
-        {
-            g.unit = Some(u.to_string());
-        }
-        Some(idx)
+        Some((idx, unit_factor(&mut self.groups[idx], rec.unit)))
     }
 
     /// Folds in one aggregate line written with `--with-digest`.
@@ -493,11 +514,13 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
+        push_unit_kind(&mut self.key, &mut self.last_unit, a.unit.as_deref());
         let limit = self.opts.max_groups;
         let Some(idx) = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
             Group {
                 metric: a.metric.clone(),
                 unit: a.unit.clone(),
+                converted: Vec::new(),
                 agent: a.agent.clone(),
                 tags: a.tags.clone(),
                 bucket,
@@ -519,6 +542,12 @@ impl Aggregator {
             decimals,
             state,
         };
+        let factor = unit_factor(&mut self.groups[idx], a.unit.as_deref());
+        let partial = if factor == 1.0 {
+            partial
+        } else {
+            partial.scaled(factor)
+        };
         self.groups[idx]
             .stats
             .merge(partial, self.opts.exact_limit, &mut self.store)?;
@@ -528,10 +557,51 @@ impl Aggregator {
         Ok(())
     }
 
-    /// The aggregates, sorted by metric, agent, tags and bucket.
+    /// What the units of the input made of its groups, a line per metric (at most
+    /// [`MAX_UNIT_WARNINGS`], then how many more): values converted into the group's unit,
+    /// or units that do not convert kept as groups of their own.
+    pub fn unit_warnings(&self) -> Vec<String> {
+        /// A metric's units, and the conversions made (from, to).
+        type Seen<'a> = (BTreeSet<Option<&'a str>>, BTreeSet<(&'a str, &'a str)>);
+        let mut by_metric: BTreeMap<&str, Seen<'_>> = BTreeMap::new();
+        for g in &self.groups {
+            let e = by_metric.entry(&g.metric).or_default();
+            e.0.insert(g.unit.as_deref());
+            for from in &g.converted {
+                e.1.insert((from, g.unit.as_deref().unwrap_or("")));
+            }
+        }
+        let lines: Vec<String> = by_metric
+            .into_iter()
+            .filter_map(|(metric, (units, converted))| {
+                let mut parts: Vec<String> = converted
+                    .iter()
+                    .map(|(from, to)| format!("values in {from:?} converted to {to:?}"))
+                    .collect();
+                let kinds: BTreeSet<UnitKind> = units.iter().map(|u| unit_kind(*u)).collect();
+                if kinds.len() > 1 {
+                    let names: Vec<String> = kinds.iter().map(kind_name).collect();
+                    parts.push(format!(
+                        "{} do not convert into each other: kept as separate groups",
+                        names.join(", ")
+                    ));
+                }
+                (!parts.is_empty()).then(|| format!("metric {metric:?}: {}", parts.join("; ")))
+            })
+            .collect();
+        let more = lines.len().saturating_sub(MAX_UNIT_WARNINGS);
+        let mut out: Vec<String> = lines.into_iter().take(MAX_UNIT_WARNINGS).collect();
+        if more > 0 {
+            out.push(format!("{more} more metrics mix units"));
+        }
+        out
+    }
+
+    /// The aggregates, sorted by metric, agent, tags, bucket and unit.
     pub fn finish(mut self) -> Vec<Aggregate> {
         self.groups.sort_by(|a, b| {
-            (&a.metric, &a.agent, &a.tags, a.bucket).cmp(&(&b.metric, &b.agent, &b.tags, b.bucket))
+            (&a.metric, &a.agent, &a.tags, a.bucket, &a.unit)
+                .cmp(&(&b.metric, &b.agent, &b.tags, b.bucket, &b.unit))
         });
         let qs = self.opts.quantiles.clone();
         let with_digest = self.opts.with_digest;
@@ -548,6 +618,66 @@ impl Aggregator {
                 a
             })
             .collect()
+    }
+}
+
+/// At most this many metrics are named in the unit warnings.
+pub const MAX_UNIT_WARNINGS: usize = 10;
+
+/// At most this many units are remembered as converted into one group.
+const MAX_CONVERTED: usize = 4;
+
+/// Appends what keeps apart values whose units do not convert into each other.
+#[inline]
+fn push_unit_kind(key: &mut Vec<u8>, last: &mut Option<(String, UnitKind)>, unit: Option<&str>) {
+    key.push(SEP);
+    let Some(u) = unit else {
+        key.push(b'-');
+        return;
+    };
+    let kind = match last {
+        Some((spelling, kind)) if spelling == u => kind,
+        _ => &mut last.insert((u.to_string(), unit_kind(Some(u)))).1,
+    };
+    match kind {
+        UnitKind::None => key.push(b'-'),
+        UnitKind::Known(d) => key.extend_from_slice(match d {
+            Dimension::Time => b"kt",
+            Dimension::Bytes => b"kb",
+            Dimension::Percent => b"kp",
+        }),
+        UnitKind::Other(s) => {
+            key.push(b'o');
+            key.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+/// The factor from `unit` to the group's unit (1 when they are spelled alike); notes the
+/// conversion for the warning.
+#[inline]
+fn unit_factor(g: &mut Group, unit: Option<&str>) -> f64 {
+    if g.unit.as_deref() == unit {
+        return 1.0;
+    }
+    let factor = conversion(unit, g.unit.as_deref()).unwrap_or(1.0);
+    if let Some(u) = unit {
+        note_converted(g, u);
+    }
+    factor
+}
+
+fn note_converted(g: &mut Group, unit: &str) {
+    if g.converted.len() < MAX_CONVERTED && !g.converted.iter().any(|c| c == unit) {
+        g.converted.push(unit.to_string());
+    }
+}
+
+fn kind_name(k: &UnitKind) -> String {
+    match k {
+        UnitKind::None => "values without a unit".into(),
+        UnitKind::Known(d) => format!("units of {}", d.name()),
+        UnitKind::Other(s) => format!("{s:?}"),
     }
 }
 
@@ -747,6 +877,9 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                     }
                 });
         parallel::aggregate_sources(&mut agg, sources, &filter, &mut log, threads)?;
+    }
+    for w in agg.unit_warnings() {
+        cfn_core::cli::warn("cfn-agg", w);
     }
     let aggs = agg.finish();
     for a in aggs

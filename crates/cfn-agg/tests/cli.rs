@@ -567,3 +567,82 @@ fn a_sum_past_the_f64_range_stays_finite_where_it_is_and_saturates_where_it_is_n
         "{text}"
     );
 }
+
+/// Contract section 1: values are never added across units. `gb` and `mb` convert (IEC, into
+/// the group's first unit); milliseconds, no unit and an unknown word stay apart; each is
+/// named in a warning. Block-parallel reading and `--merge` give the same groups.
+#[test]
+fn values_in_different_units_are_converted_or_kept_apart_never_added() {
+    let dir = TestDir::new();
+    let line = |metric: &str, value: f64, unit: Option<&str>| {
+        let unit = unit
+            .map(|u| format!(",\"unit\":\"{u}\""))
+            .unwrap_or_default();
+        format!(
+            "{{\"timestamp\":\"2026-11-27T10:00:00.000Z\",\"metric\":\"{metric}\",\"value\":{value}{unit}}}\n"
+        )
+    };
+    let input = [
+        line("mem", 1.0, Some("gb")),
+        line("mem", 512.0, Some("mb")),
+        line("mem", 2.0, Some("GB")),
+        line("lat", 5.0, Some("ms")),
+        line("lat", 3.0, None),
+        line("lat", 2.0, Some("widgets")),
+        line("lat", 0.25, Some("s")),
+    ]
+    .concat();
+    let file = dir.write("in.jsonl", &input);
+    let out = dir.cmd("cfn-agg").arg(&file).run();
+    let groups = out.success().jsonl();
+    let summary: Vec<(String, Option<String>, u64, f64, f64, f64)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g["metric"].as_str().unwrap().to_string(),
+                g["unit"].as_str().map(str::to_string),
+                g["count"].as_u64().unwrap(),
+                g["sum"].as_f64().unwrap(),
+                g["min"].as_f64().unwrap(),
+                g["max"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("lat".into(), None, 1, 3.0, 3.0, 3.0),
+            ("lat".into(), Some("ms".into()), 2, 255.0, 5.0, 250.0),
+            ("lat".into(), Some("widgets".into()), 1, 2.0, 2.0, 2.0),
+            ("mem".into(), Some("gb".into()), 3, 3.5, 0.5, 2.0),
+        ],
+        "{}",
+        out.stdout()
+    );
+    let err = out.stderr();
+    assert!(
+        err.contains(
+            r#"metric "mem": values in "GB" converted to "gb"; values in "mb" converted to "gb""#
+        ),
+        "{err}"
+    );
+    assert!(err.contains(r#"metric "lat": values in "s" converted to "ms"; values without a unit, units of time, "widgets" do not convert into each other"#), "{err}");
+    // The same through the block-parallel reader, and split, digested and merged.
+    let parallel = dir.cmd("cfn-agg").args(["--threads", "2"]).arg(&file).run();
+    assert_eq!(parallel.success().stdout(), out.stdout());
+    // Part one starts with gb, part two with mb: the merge converts a whole part.
+    let lines: Vec<&str> = input.split_inclusive('\n').collect();
+    let (a, b) = (lines[..1].concat(), lines[1..].concat());
+    let pa = dir.cmd("cfn-agg").arg("--with-digest").stdin(a).run();
+    let pb = dir.cmd("cfn-agg").arg("--with-digest").stdin(b).run();
+    let merged = dir
+        .cmd("cfn-agg")
+        .arg("--merge")
+        .stdin(format!(
+            "{}{}",
+            pa.success().stdout(),
+            pb.success().stdout()
+        ))
+        .run();
+    assert_eq!(merged.success().stdout(), out.stdout());
+}

@@ -764,6 +764,28 @@ pub struct PartialState {
     pub state: MergeState,
 }
 
+impl PartialState {
+    /// The same part with every value multiplied by `factor` (positive: a unit conversion,
+    /// contract section 1). An integer factor keeps the values' decimals; another one
+    /// leaves them unknown.
+    pub fn scaled(mut self, factor: f64) -> Self {
+        debug_assert!(factor > 0.0);
+        self.sum *= factor;
+        self.sum_error *= factor;
+        self.min *= factor;
+        self.max *= factor;
+        if factor.fract() != 0.0 {
+            self.decimals = NO_GRID;
+        }
+        match &mut self.state {
+            MergeState::Values(v) => v.iter_mut().for_each(|x| *x *= factor),
+            MergeState::Table(t) => t.iter_mut().for_each(|e| e.0 *= factor),
+            MergeState::Centroids(cs) => cs.iter_mut().for_each(|c| c[0] *= factor),
+        }
+        self
+    }
+}
+
 /// The `state` object of an aggregate line.
 #[derive(Debug)]
 pub enum MergeState {

@@ -1,12 +1,15 @@
-//! The unit spellings the views understand (contract section 1, `unit`): what a value is
-//! measured in, and the factor to its base unit (seconds, bytes), so a chart axis or a table
-//! can show 1,500 ms as 1.5 s and 2,048 kb as 2 MB. Byte multiples are IEC (1 kb = 1,024
-//! bytes), as cfn-promtext's and cfn-serve's base-unit conversions are.
+//! The unit vocabulary of the contract (section 1, `unit`): each spelling the tools know, what
+//! it measures, its factor to the base unit (seconds, bytes, percent) and whether its prefix
+//! is SI (powers of 1,000) or IEC (powers of 1,024). Every tool takes units from here:
+//! cfn-agg converts convertible units within a group, cfn-promtext's `--base-units` and
+//! cfn-serve's histograms scale to base units, cfn-push's OTLP names them in UCUM, and the
+//! views format them, so one metric carries the same value in every export. Byte multiples
+//! are IEC: `mb` is what `free -m` and /proc/meminfo report, 1,048,576 bytes.
 
 use serde::Serialize;
 
 /// What a unit measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dimension {
     /// Base: seconds.
@@ -17,31 +20,193 @@ pub enum Dimension {
     Percent,
 }
 
-/// A known unit: its dimension and the factor from it to the base unit.
+impl Dimension {
+    /// Its name: `time`, `bytes`, `percent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Time => "time",
+            Dimension::Bytes => "bytes",
+            Dimension::Percent => "percent",
+        }
+    }
+
+    /// The Prometheus base unit a `--base-units` family is named with (`None`: kept as is).
+    pub fn prometheus_base(self) -> Option<&'static str> {
+        match self {
+            Dimension::Time => Some("seconds"),
+            Dimension::Bytes => Some("bytes"),
+            Dimension::Percent => None,
+        }
+    }
+}
+
+/// How a unit's multiple is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefix {
+    /// The base unit itself, or a unit of time (60 s a minute).
+    None,
+    /// Powers of 1,000 (`ms`, `us`, `ns`).
+    Si,
+    /// Powers of 1,024 (`kb`, `mb`, `gb`).
+    Iec,
+}
+
+/// A known unit: its dimension, the factor from it to the base unit, and its names.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Unit {
     pub dimension: Dimension,
     pub to_base: f64,
+    #[serde(skip)]
+    pub prefix: Prefix,
+    /// The UCUM code (OTLP's unit field).
+    #[serde(skip)]
+    pub ucum: &'static str,
+    /// Every spelling, lower case; the first is the canonical one.
+    #[serde(skip)]
+    pub spellings: &'static [&'static str],
 }
+
+const fn unit(
+    dimension: Dimension,
+    to_base: f64,
+    prefix: Prefix,
+    ucum: &'static str,
+    spellings: &'static [&'static str],
+) -> Unit {
+    Unit {
+        dimension,
+        to_base,
+        prefix,
+        ucum,
+        spellings,
+    }
+}
+
+/// The vocabulary (CONTRACT.md section 1 prints it).
+pub const UNITS: &[Unit] = {
+    use Dimension::{Bytes, Percent, Time};
+    &[
+        unit(
+            Time,
+            1e-9,
+            Prefix::Si,
+            "ns",
+            &["ns", "nanosecond", "nanoseconds"],
+        ),
+        unit(
+            Time,
+            1e-6,
+            Prefix::Si,
+            "us",
+            &["us", "µs", "microsecond", "microseconds"],
+        ),
+        unit(
+            Time,
+            1e-3,
+            Prefix::Si,
+            "ms",
+            &["ms", "millisecond", "milliseconds"],
+        ),
+        unit(
+            Time,
+            1.0,
+            Prefix::None,
+            "s",
+            &["s", "sec", "second", "seconds"],
+        ),
+        unit(
+            Time,
+            60.0,
+            Prefix::None,
+            "min",
+            &["min", "minute", "minutes"],
+        ),
+        unit(Bytes, 1.0, Prefix::None, "By", &["b", "byte", "bytes"]),
+        unit(
+            Bytes,
+            1024.0,
+            Prefix::Iec,
+            "KiBy",
+            &["kb", "kib", "kilobytes"],
+        ),
+        unit(
+            Bytes,
+            1_048_576.0,
+            Prefix::Iec,
+            "MiBy",
+            &["mb", "mib", "megabytes"],
+        ),
+        unit(
+            Bytes,
+            1_073_741_824.0,
+            Prefix::Iec,
+            "GiBy",
+            &["gb", "gib", "gigabytes"],
+        ),
+        unit(Percent, 1.0, Prefix::None, "%", &["percent", "%", "pct"]),
+        unit(Percent, 100.0, Prefix::None, "1", &["ratio", "fraction"]),
+    ]
+};
 
 /// The unit a `unit` field names (case-insensitive), `None` for counts and unknown words.
 pub fn parse_unit(spelling: &str) -> Option<Unit> {
-    use Dimension::{Bytes, Percent, Time};
-    let (dimension, to_base) = match spelling.to_ascii_lowercase().as_str() {
-        "ns" | "nanosecond" | "nanoseconds" => (Time, 1e-9),
-        "us" | "µs" | "microsecond" | "microseconds" => (Time, 1e-6),
-        "ms" | "millisecond" | "milliseconds" => (Time, 1e-3),
-        "s" | "sec" | "second" | "seconds" => (Time, 1.0),
-        "min" | "minute" | "minutes" => (Time, 60.0),
-        "b" | "byte" | "bytes" => (Bytes, 1.0),
-        "kb" | "kib" | "kilobytes" => (Bytes, 1024.0),
-        "mb" | "mib" | "megabytes" => (Bytes, 1_048_576.0),
-        "gb" | "gib" | "gigabytes" => (Bytes, 1_073_741_824.0),
-        "percent" | "%" | "pct" => (Percent, 1.0),
-        "ratio" | "fraction" => (Percent, 100.0),
-        _ => return None,
-    };
-    Some(Unit { dimension, to_base })
+    let mut buf = [0u8; 16];
+    let lower = spelling.as_bytes();
+    if lower.len() > buf.len() {
+        return None;
+    }
+    let buf = &mut buf[..lower.len()];
+    buf.copy_from_slice(lower);
+    buf.make_ascii_lowercase();
+    UNITS
+        .iter()
+        .find(|u| u.spellings.iter().any(|s| s.as_bytes() == buf))
+        .copied()
+}
+
+/// The factor that turns a value in `from` into one in `to`: 1 for the same spelling, the
+/// ratio of their factors when both are known units of one dimension, `None` otherwise (no
+/// unit and a unit, two unknown words, time and bytes).
+pub fn conversion(from: Option<&str>, to: Option<&str>) -> Option<f64> {
+    match (from, to) {
+        (None, None) => Some(1.0),
+        (Some(a), Some(b)) if a == b => Some(1.0),
+        (Some(a), Some(b)) => {
+            let (a, b) = (parse_unit(a)?, parse_unit(b)?);
+            (a.dimension == b.dimension).then(|| a.to_base / b.to_base)
+        }
+        _ => None,
+    }
+}
+
+/// What values may be added together under: a known unit's dimension, else the spelling
+/// as written, else nothing. Two units with one kind convert into each other.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnitKind {
+    None,
+    Known(Dimension),
+    Other(String),
+}
+
+/// The kind of a `unit` field.
+pub fn unit_kind(spelling: Option<&str>) -> UnitKind {
+    match spelling {
+        None => UnitKind::None,
+        Some(s) => match parse_unit(s) {
+            Some(u) => UnitKind::Known(u.dimension),
+            None => UnitKind::Other(s.to_string()),
+        },
+    }
+}
+
+/// The UCUM code for a unit (OTLP): the vocabulary's, `1` for `count`, others as written.
+pub fn ucum(spelling: &str) -> String {
+    match parse_unit(spelling) {
+        Some(u) => u.ucum.to_string(),
+        None if spelling.eq_ignore_ascii_case("count") => "1".to_string(),
+        None => spelling.to_string(),
+    }
 }
 
 /// `v` (in `unit`) as short text with the unit a reader expects: `850 ms`, `1.5 s`,
@@ -126,5 +291,33 @@ mod tests {
         assert_eq!(format_value(f64::NAN, Some("ms")), "-");
         assert_eq!(format_number(-0.0001), "0");
         assert_eq!(format_number(1.23456), "1.23");
+    }
+
+    #[test]
+    fn every_spelling_is_one_unit_and_conversions_stay_in_a_dimension() {
+        let mut seen = std::collections::HashSet::new();
+        for u in UNITS {
+            for s in u.spellings {
+                assert!(seen.insert(*s), "{s} twice");
+                assert_eq!(parse_unit(&s.to_ascii_uppercase()), Some(*u), "{s}");
+            }
+        }
+        assert_eq!(conversion(Some("gb"), Some("mb")), Some(1024.0));
+        assert_eq!(conversion(Some("MB"), Some("kb")), Some(1024.0));
+        assert_eq!(conversion(Some("ms"), Some("s")), Some(1e-3));
+        assert_eq!(conversion(Some("ratio"), Some("percent")), Some(100.0));
+        assert_eq!(conversion(Some("ms"), Some("mb")), None);
+        assert_eq!(conversion(Some("ms"), None), None);
+        assert_eq!(conversion(Some("widgets"), Some("widgets")), Some(1.0));
+        assert_eq!(conversion(Some("widgets"), Some("Widgets")), None);
+        assert_eq!(unit_kind(Some("KiB")), UnitKind::Known(Dimension::Bytes));
+        assert_eq!(
+            unit_kind(Some("a-very-long-unit-name")),
+            UnitKind::Other("a-very-long-unit-name".into())
+        );
+        assert_eq!(ucum("mb"), "MiBy");
+        assert_eq!(ucum("kb"), "KiBy");
+        assert_eq!(ucum("count"), "1");
+        assert_eq!(ucum("widgets"), "widgets");
     }
 }

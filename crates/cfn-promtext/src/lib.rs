@@ -106,43 +106,33 @@ impl Scale {
 struct BaseUnit {
     scale: Scale,
     /// Appended to the family name (`_seconds`).
-    suffix: &'static str,
+    suffix: String,
     /// The unit shown in HELP.
     name: &'static str,
     /// Name endings replaced by `suffix` (`coordination_time_ms` -> `coordination_time_seconds`).
-    replaces: &'static [&'static str],
+    replaces: Vec<String>,
 }
 
+/// The conversion of a unit of time or bytes in the contract's vocabulary
+/// (`cfn_core::units`) to seconds or bytes.
 fn base_unit(unit: Option<&str>) -> Option<BaseUnit> {
-    let (scale, suffix, name, replaces): (Scale, _, _, &'static [&'static str]) = match unit?
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "milliseconds" | "millisecond" | "ms" => (
-            Scale::Divide(1000.0),
-            "_seconds",
-            "seconds",
-            &["_milliseconds", "_ms"],
-        ),
-        "seconds" | "second" | "s" => (Scale::Identity, "_seconds", "seconds", &["_seconds", "_s"]),
-        "mb" | "mib" | "megabytes" => (
-            Scale::Multiply(1024.0 * 1024.0),
-            "_bytes",
-            "bytes",
-            &["_mb", "_mib", "_megabytes"],
-        ),
-        "kb" | "kib" | "kilobytes" => (
-            Scale::Multiply(1024.0),
-            "_bytes",
-            "bytes",
-            &["_kb", "_kib", "_kilobytes"],
-        ),
-        "bytes" | "b" => (Scale::Identity, "_bytes", "bytes", &["_bytes"]),
-        _ => return None,
+    let u = cfn_core::units::parse_unit(unit?)?;
+    let name = u.dimension.prometheus_base()?;
+    let scale = if u.to_base == 1.0 {
+        Scale::Identity
+    } else if u.to_base < 1.0 {
+        // 1e-3 is not exact in binary; its inverse rounds to the exact 1,000.
+        Scale::Divide((1.0 / u.to_base).round())
+    } else {
+        Scale::Multiply(u.to_base)
     };
+    let mut replaces: Vec<String> = u.spellings.iter().map(|s| format!("_{s}")).collect();
+    replaces.push(format!("_{name}"));
+    // Longest first: `_milliseconds` before `_s`.
+    replaces.sort_by_key(|r| std::cmp::Reverse(r.len()));
     Some(BaseUnit {
         scale,
-        suffix,
+        suffix: format!("_{name}"),
         name,
         replaces,
     })
@@ -264,13 +254,16 @@ pub fn render_exposition(
         let base_unit = base_unit(unit.as_deref());
         let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
         if let Some(b) = &base_unit
-            && let Some(stripped) = b.replaces.iter().find_map(|s| base.strip_suffix(s))
+            && let Some(stripped) = b
+                .replaces
+                .iter()
+                .find_map(|s| base.strip_suffix(s.as_str()))
         {
             base = stripped.to_string();
         }
         base.push_str("_hist");
         if let Some(b) = &base_unit {
-            base.push_str(b.suffix);
+            base.push_str(&b.suffix);
         }
         let base = unique_name(
             base,
@@ -382,10 +375,14 @@ fn family_name(
     {
         scale = b.scale;
         shown = Some(b.name.to_string());
-        if let Some(stripped) = b.replaces.iter().find_map(|s| base.strip_suffix(s)) {
+        if let Some(stripped) = b
+            .replaces
+            .iter()
+            .find_map(|s| base.strip_suffix(s.as_str()))
+        {
             base = stripped.to_string();
         }
-        base.push_str(b.suffix);
+        base.push_str(&b.suffix);
     }
     let base = unique_name(
         base,
@@ -613,5 +610,33 @@ mod tests {
             cfn_core::paths::fnv1a64(b"coordination.time") as u32
         );
         assert!(text.contains(&renamed), "{text}");
+    }
+
+    /// Every unit of time and bytes in the contract's vocabulary goes to seconds or bytes
+    /// with the factor OTLP's UCUM code and the views use: `mb` is 1,048,576 bytes here and
+    /// `MiBy` there.
+    #[test]
+    fn base_units_come_from_the_contracts_vocabulary() {
+        assert_eq!(base_value(Some("ms"), 410.0), 0.41);
+        assert_eq!(base_value(Some("us"), 1500.0), 0.0015);
+        assert_eq!(base_value(Some("min"), 2.0), 120.0);
+        assert_eq!(base_value(Some("mb"), 1.0), 1_048_576.0);
+        assert_eq!(base_value(Some("GB"), 2.0), 2_147_483_648.0);
+        assert_eq!(base_value(Some("percent"), 12.0), 12.0);
+        assert_eq!(cfn_core::units::ucum("mb"), "MiBy");
+        let a = Aggregate {
+            metric: "heap_gb".into(),
+            unit: Some("gb".into()),
+            count: 1,
+            sum: 2.0,
+            quantiles: vec![(0.5, 2.0)],
+            ..Default::default()
+        };
+        let opts = Options {
+            base_units: true,
+            ..Options::default()
+        };
+        let (text, _) = render(&[a], &opts);
+        assert!(text.contains("cfn_heap_bytes_sum 2147483648\n"), "{text}");
     }
 }

@@ -201,23 +201,6 @@ pub fn headers(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<(Stri
     Ok(out.into_values().collect())
 }
 
-/// The UCUM unit OTLP expects for the units cfn-metrics users write; others as they are.
-fn ucum(unit: &str) -> String {
-    match unit.to_ascii_lowercase().as_str() {
-        "ms" | "millisecond" | "milliseconds" => "ms",
-        "s" | "second" | "seconds" => "s",
-        "b" | "byte" | "bytes" => "By",
-        "kb" | "kilobytes" => "kBy",
-        "kib" => "KiBy",
-        "mb" | "megabytes" => "MBy",
-        "mib" => "MiBy",
-        "percent" | "%" | "pct" => "%",
-        "count" | "ratio" => "1",
-        _ => return unit.to_string(),
-    }
-    .to_string()
-}
-
 fn attr(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
@@ -338,7 +321,11 @@ fn metrics(
     }
     let mut out = Vec::new();
     for (name, p) in by_name {
-        let unit = p.unit.as_deref().map(ucum).unwrap_or_default();
+        let unit = p
+            .unit
+            .as_deref()
+            .map(cfn_core::units::ucum)
+            .unwrap_or_default();
         let both = !p.histograms.is_empty() && !p.summaries.is_empty();
         if !p.histograms.is_empty() {
             out.push(Metric {

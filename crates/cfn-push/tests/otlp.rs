@@ -217,7 +217,7 @@ fn summaries_in_protobuf_and_json_decode_with_the_official_classes() {
             ]
         );
         let mem = &metrics[1];
-        assert_eq!(mem["unit"], "MBy");
+        assert_eq!(mem["unit"], "MiBy");
         assert_eq!(
             mem["summary"]["dataPoints"][0]["timeUnixNano"],
             "1795773600000000000"

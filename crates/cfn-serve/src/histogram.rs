@@ -52,14 +52,18 @@ fn default_bounds(unit: Option<&str>) -> &'static [f64] {
         0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
         100000.0, 1000000.0,
     ];
-    match unit.map(str::to_ascii_lowercase).as_deref() {
-        Some("ms" | "millisecond" | "milliseconds") => MS,
-        Some("s" | "second" | "seconds") => SECONDS,
-        Some("b" | "byte" | "bytes") => BYTES,
-        Some("kb" | "kib" | "kilobytes") => KB,
-        Some("mb" | "mib" | "megabytes") => MB,
-        Some("percent" | "%" | "pct") => PERCENT,
-        Some("ratio" | "fraction") => RATIO,
+    use cfn_core::units::Dimension::{Bytes, Percent, Time};
+    let Some(u) = unit.and_then(cfn_core::units::parse_unit) else {
+        return COUNT;
+    };
+    match (u.dimension, u.to_base) {
+        (Time, 1e-3) => MS,
+        (Time, 1.0) => SECONDS,
+        (Bytes, 1.0) => BYTES,
+        (Bytes, 1024.0) => KB,
+        (Bytes, 1_048_576.0) => MB,
+        (Percent, 1.0) => PERCENT,
+        (Percent, 100.0) => RATIO,
         _ => COUNT,
     }
 }
@@ -213,6 +217,8 @@ pub struct Histograms {
     metrics: HashMap<String, MetricHistograms>,
     series: usize,
     dropped: u64,
+    /// Records whose unit did not convert into their metric's.
+    unit_refused: u64,
     /// Native buckets held over all series.
     native_buckets: usize,
 }
@@ -255,6 +261,26 @@ impl Histograms {
         self.dropped += 1;
     }
 
+    /// Records not counted because their unit does not convert into their metric's.
+    pub fn unit_refused(&self) -> u64 {
+        self.unit_refused
+    }
+
+    fn refuse_unit(&mut self, rec: &RecordRef<'_>, unit: Option<&str>) {
+        if self.unit_refused == 0 {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "a record of {:?} in {:?} does not convert into the metric's unit {:?}: not counted in /metrics' histograms (cfn_serve_unit_mismatch_dropped_records_total counts such records)",
+                    rec.metric,
+                    rec.unit.as_deref().unwrap_or("no unit"),
+                    unit.unwrap_or("no unit"),
+                ),
+            );
+        }
+        self.unit_refused += 1;
+    }
+
     /// Counts one appended record (without labels, no allocation once its metric is known).
     pub fn record(&mut self, rec: &RecordRef<'_>) {
         if !self.metrics.contains_key(rec.metric.as_ref()) && self.series >= self.cfg.max_series {
@@ -272,6 +298,14 @@ impl Histograms {
                     series: HashMap::new(),
                 }),
         };
+        // In the metric's first unit (contract section 1); a unit that does not convert
+        // into it is refused and counted.
+        let Some(factor) = cfn_core::units::conversion(rec.unit.as_deref(), metric.unit.as_deref())
+        else {
+            let unit = metric.unit.clone();
+            return self.refuse_unit(rec, unit.as_deref());
+        };
+        let value = rec.value * factor;
         let mut values = Vec::new();
         if cfg.by_agent {
             values.push(rec.agent.as_deref().unwrap_or("").to_string());
@@ -306,13 +340,13 @@ impl Histograms {
                 ),
             }
         });
-        let i = metric.bounds.partition_point(|&b| b < rec.value);
+        let i = metric.bounds.partition_point(|&b| b < value);
         series.counts[i] += 1;
-        series.sum += rec.value;
+        series.sum += value;
         let before = series.native.bucket_count();
         series
             .native
-            .record(cfn_promtext::base_value(metric.unit.as_deref(), rec.value));
+            .record(cfn_promtext::base_value(metric.unit.as_deref(), value));
         self.native_buckets = self.native_buckets + series.native.bucket_count() - before;
         if self.native_buckets > NATIVE_BUDGET {
             let before = series.native.bucket_count();

@@ -64,7 +64,11 @@ struct Cell {
 #[derive(Debug)]
 struct Series {
     metric: String,
+    /// The unit of the metric's first record.
     unit: Option<String>,
+    /// A record came in another spelling: the metric is read from the records from then
+    /// on, where cfn-agg converts units or keeps them apart (contract section 1).
+    mixed_units: bool,
     tiers: [BTreeMap<EpochMs, Cell>; 3],
 }
 
@@ -425,7 +429,8 @@ impl Index {
             None => {
                 self.series.push(Series {
                     metric: rec.metric.to_string(),
-                    unit: None,
+                    unit: rec.unit.as_deref().map(str::to_string),
+                    mixed_units: false,
                     tiers: Default::default(),
                 });
                 self.by_metric
@@ -433,13 +438,32 @@ impl Index {
                 self.series.len() - 1
             }
         };
+        let series = &mut self.series[i];
+        if series.mixed_units {
+            return;
+        }
+        if series.unit.as_deref() != rec.unit.as_deref() {
+            series.mixed_units = true;
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "metric {:?} has records in {:?} and {:?}: it is read from the records from now on",
+                    rec.metric,
+                    series.unit.as_deref().unwrap_or("no unit"),
+                    rec.unit.as_deref().unwrap_or("no unit"),
+                ),
+            );
+            if self.unindexed.len() < MAX_NAMES {
+                self.unindexed.insert(rec.metric.to_string());
+            } else {
+                self.unindexed_overflow = true;
+            }
+            return;
+        }
         // Only metrics with rollups get rollups by agent and tag: a query touching the others
         // reads the records anyway.
         self.dims.add(rec);
         let series = &mut self.series[i];
-        if series.unit.is_none() {
-            series.unit = rec.unit.as_deref().map(str::to_string);
-        }
         for (tier, size) in series.tiers.iter_mut().zip(TIERS) {
             tier.entry(floor_to(rec.ts_ms, size))
                 .or_default()

@@ -837,7 +837,7 @@ impl App {
                     let dims = (index.dims.bytes(), index.dims_answers);
                     (
                         index.histograms.snapshot(),
-                        index.histograms.dropped(),
+                        (index.histograms.dropped(), index.histograms.unit_refused()),
                         dims,
                     )
                 };
@@ -869,14 +869,17 @@ impl App {
 /// What /metrics left out: the summary groups past [`MAX_GROUPS`] in this scrape (a
 /// gauge), and the records not counted in a histogram because its series limit was reached
 /// (a counter). Always present, so an alert on them has something to read.
-fn dropped_families(summary_records: u64, histogram_records: u64) -> String {
+fn dropped_families(summary_records: u64, (histogram_records, unit_refused): (u64, u64)) -> String {
     format!(
         "# HELP cfn_serve_window_dropped_records Records of the window left out of this scrape's summaries: their groups were past the limit of {MAX_GROUPS}.\n\
          # TYPE cfn_serve_window_dropped_records gauge\n\
          cfn_serve_window_dropped_records {summary_records}\n\
          # HELP cfn_serve_series_limit_dropped_records_total Records not counted in the histograms because a new series would have passed --histogram-max-series.\n\
          # TYPE cfn_serve_series_limit_dropped_records_total counter\n\
-         cfn_serve_series_limit_dropped_records_total {histogram_records}\n"
+         cfn_serve_series_limit_dropped_records_total {histogram_records}\n\
+         # HELP cfn_serve_unit_mismatch_dropped_records_total Records not counted in the histograms because their unit does not convert into their metric's first one.\n\
+         # TYPE cfn_serve_unit_mismatch_dropped_records_total counter\n\
+         cfn_serve_unit_mismatch_dropped_records_total {unit_refused}\n"
     )
 }
 

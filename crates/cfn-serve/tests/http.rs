@@ -141,19 +141,20 @@ fn metrics_endpoint_is_cfn_promtext_output() {
         .unwrap_or_else(|| panic!("{body}"));
     let samples: Vec<&str> = rest.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
-        samples[..2],
+        samples[..3],
         [
             "cfn_serve_window_dropped_records 0",
-            "cfn_serve_series_limit_dropped_records_total 0"
+            "cfn_serve_series_limit_dropped_records_total 0",
+            "cfn_serve_unit_mismatch_dropped_records_total 0"
         ]
     );
     // And what the rollups by agent hold (this data's agents), having answered nothing yet.
-    let bytes: u64 = samples[2]
+    let bytes: u64 = samples[3]
         .strip_prefix("cfn_serve_filtered_rollup_bytes ")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{rest}"));
     assert!(bytes > 0 && bytes < 36 << 20, "{bytes}");
-    assert_eq!(samples[3..], ["cfn_serve_filtered_rollup_answers_total 0"]);
+    assert_eq!(samples[4..], ["cfn_serve_filtered_rollup_answers_total 0"]);
 }
 
 #[test]

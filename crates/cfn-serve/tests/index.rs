@@ -810,3 +810,80 @@ fn agent_and_tag_filtered_views_from_their_rollups_equal_cfn_agg() {
         "{said}"
     );
 }
+
+/// A metric whose records come in several units is answered from the records, as cfn-agg
+/// answers it: convertible units converted into the first, the others kept apart; the
+/// histograms count the convertible values in the first unit.
+#[test]
+fn a_metric_in_several_units_gets_cfn_aggs_groups() {
+    let dir = TestDir::new();
+    let end = now_ms() - 120_000;
+    let mut shards = vec![String::new(); 4];
+    for i in 0..600i64 {
+        let t = end - 3_000_000 + i * 5_000;
+        let (v, unit) = match i % 4 {
+            0 => (1.0 + (i % 7) as f64, "gb"),
+            1 => (256.0 * (i % 5) as f64, "mb"),
+            2 => (2.5, "GB"),
+            _ => (40.0, "widgets"),
+        };
+        let shard = &mut shards[(i / 150) as usize];
+        shard.push_str(&record(t, "a-1", "mem", v, unit));
+        shard.push_str(&record(t, "a-1", "steady", 1.0, "ms"));
+    }
+    for (n, text) in shards.iter().enumerate() {
+        dir.write(&format!("cfn-metrics-{n}.jsonl"), text);
+    }
+    let server = start(&dir, &[]);
+    let now = end;
+    let (since, until) = (now - 3_600_000, now + 1);
+    let served = get_json(
+        server.port,
+        &format!("/api/summary?window=1h&exact=1&now={}", format_ms(now)),
+    );
+    let expected = agg_of_range(&dir, since, until, &[]);
+    let units: Vec<(&str, &str)> = expected
+        .iter()
+        .map(|e| (e["metric"].as_str().unwrap(), e["unit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(units, [("mem", "gb"), ("mem", "widgets"), ("steady", "ms")]);
+    let served = served.as_array().unwrap();
+    assert_eq!(served.len(), expected.len(), "{served:?}");
+    for (s, e) in served.iter().zip(&expected) {
+        assert_totals_equal(s, e, "mixed units");
+    }
+    // The histograms count what is appended from now on, in the metric's first unit.
+    let t = now_ms();
+    let appended = [
+        record(t, "a-1", "heap", 1.0, "gb"),
+        record(t, "a-1", "heap", 512.0, "mb"),
+        record(t, "a-1", "heap", 3.0, "widgets"),
+    ]
+    .concat();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("cfn-metrics-0.jsonl"))
+        .unwrap();
+    f.write_all(appended.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (status, metrics) = get(server.port, "/metrics");
+        assert_eq!(status, 200);
+        if metrics.contains("cfn_heap_hist_bytes_count") || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metrics.contains("cfn_heap_hist_bytes_count 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cfn_heap_hist_bytes_sum 1610612736\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cfn_serve_unit_mismatch_dropped_records_total 1\n"),
+        "{metrics}"
+    );
+}
