@@ -44,14 +44,14 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l rebuild
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -s h -l help -d 'Print help'
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l hot -d 'Keep this much hot' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l hot -d 'Keep the records of this last span in the hot shards (older ones go once they are archived)' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -s h -l help -d 'Print help'
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l upload -d 'Cold storage at s3://BUCKET/PREFIX/HOST/ (HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead). prune uploads each file it is about to delete (as .jsonl.gz), verifies and records the copy, and only then deletes the file; rotate uploads only with --upload-on-rotate. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
@@ -66,8 +66,8 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l uploa
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand rotate" -s h -l help -d 'Print help'
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l keep -d 'Retention' -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l keep -d 'Keep archive files of days younger than this; older ones are deleted (uploaded first with --upload or --exec)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload -d 'Cold storage at s3://BUCKET/PREFIX/HOST/ (HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead). prune uploads each file it is about to delete (as .jsonl.gz), verifies and records the copy, and only then deletes the file; rotate uploads only with --upload-on-rotate. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r
@@ -82,9 +82,9 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l upload
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dry-run -d 'Say what would be done; change nothing'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -s h -l help -d 'Print help'
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -r
-complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload -d 'Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it, record it, and only then delete it. Credentials and region as the AWS CLI reads them' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -d 'As trim\'s --hot: the span kept in the hot shards' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -d 'As prune\'s --keep: the retention of the archive on disk' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload -d 'Cold storage at s3://BUCKET/PREFIX/HOST/ (HOST is $CFN_HOST, else the host name; a {host} in the URL puts it there instead). prune uploads each file it is about to delete (as .jsonl.gz), verifies and records the copy, and only then deletes the file; rotate uploads only with --upload-on-rotate. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l exec -d 'Instead of S3: run PROGRAM [ARG]... with the file\'s path as the last argument (no shell); exit 0 means it is safe to delete. End the arguments with \';\'' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l endpoint -d 'The S3 endpoint for this run (MinIO, Ceph, R2, Garage; path-style addressing), instead of $AWS_ENDPOINT_URL' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l multipart-threshold -d 'Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB)' -r

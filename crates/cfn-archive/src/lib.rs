@@ -96,7 +96,8 @@ pub enum Command {
     },
     /// Remove from the hot shards records older than --hot that are already archived.
     Trim {
-        /// Keep this much hot.
+        /// Keep the records of this last span in the hot shards (older ones go once they
+        /// are archived).
         #[arg(long, value_name = "DURATION", default_value = "24h")]
         hot: String,
     },
@@ -108,7 +109,8 @@ pub enum Command {
     /// Delete archive files whose day is older than --keep (after uploading them, with
     /// --upload or --exec).
     Prune {
-        /// Retention.
+        /// Keep archive files of days younger than this; older ones are deleted (uploaded
+        /// first with --upload or --exec).
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         keep: String,
         #[command(flatten)]
@@ -116,8 +118,10 @@ pub enum Command {
     },
     /// sync, trim, rotate and prune, in that order (one timer entry).
     Run {
+        /// As trim's --hot: the span kept in the hot shards.
         #[arg(long, value_name = "DURATION", default_value = "24h")]
         hot: String,
+        /// As prune's --keep: the retention of the archive on disk.
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         keep: String,
         #[command(flatten)]
@@ -125,12 +129,15 @@ pub enum Command {
     },
 }
 
-/// Cold storage for the files prune deletes.
+/// Cold storage for the files prune deletes (and, with --upload-on-rotate, the days rotate
+/// gzips).
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ColdArgs {
-    /// Upload each file due for deletion to s3://BUCKET/PREFIX/HOST/ (as .jsonl.gz; HOST is
-    /// $CFN_HOST, else the host name; a {host} in the URL puts it there instead), verify it,
-    /// record it, and only then delete it. Credentials and region as the AWS CLI reads them.
+    /// Cold storage at s3://BUCKET/PREFIX/HOST/ (HOST is $CFN_HOST, else the host name; a
+    /// {host} in the URL puts it there instead). prune uploads each file it is about to
+    /// delete (as .jsonl.gz), verifies and records the copy, and only then deletes the file;
+    /// rotate uploads only with --upload-on-rotate. Credentials and region as the AWS CLI
+    /// reads them.
     #[arg(long, value_name = "S3_URL")]
     pub upload: Option<String>,
 

@@ -12,6 +12,8 @@ use cfn_testkit::gendata;
 mod accuracy;
 mod bench;
 mod chaos;
+mod design_check;
+mod man;
 
 fn commands() -> Vec<clap::Command> {
     vec![
@@ -30,9 +32,9 @@ fn commands() -> Vec<clap::Command> {
 fn render(cmd: &clap::Command) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     let name = cmd.get_name().to_string();
     let mut out = Vec::new();
-    let mut man = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut man)?;
-    out.push((PathBuf::from(format!("man/{name}.1")), man));
+    for (file, page) in man::pages(cmd)? {
+        out.push((PathBuf::from(format!("man/{file}")), page));
+    }
     for (shell, file) in [
         (Shell::Bash, format!("completions/{name}.bash")),
         (Shell::Zsh, format!("completions/_{name}")),

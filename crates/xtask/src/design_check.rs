@@ -1,0 +1,93 @@
+//! DESIGN.md's tables of crates and modules against the workspace: every crate and module
+//! named, nothing named that is not there.
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Modules of a crate: its `src/*.rs` and `src/*/mod.rs`, `lib.rs` and `main.rs` aside.
+    fn modules(src: &Path) -> BTreeSet<String> {
+        std::fs::read_dir(src)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name()?.to_str()?.to_string();
+                if p.is_dir() {
+                    return p.join("mod.rs").exists().then_some(name);
+                }
+                let m = name.strip_suffix(".rs")?;
+                (m != "lib" && m != "main").then(|| m.to_string())
+            })
+            .collect()
+    }
+
+    /// The backquoted names in the first cell of each row of the table after `marker`, and the
+    /// row's plain first cell.
+    fn table_rows<'a>(design: &'a str, marker: &str) -> Vec<Vec<&'a str>> {
+        let at = design
+            .find(marker)
+            .unwrap_or_else(|| panic!("DESIGN.md lacks {marker:?}"));
+        design[at..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .map(|l| l.split('|').map(str::trim).skip(1).collect())
+            .collect()
+    }
+
+    fn ticked(cell: &str) -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn design_md_names_every_crate_and_module_and_nothing_else() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let design = std::fs::read_to_string(root.join("docs/DESIGN.md")).unwrap();
+        let crates: BTreeSet<String> = std::fs::read_dir(root.join("crates"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let block = &design[design.find("```\ncrates/").unwrap()..];
+        let block = &block[..block[3..].find("```").unwrap()];
+        let listed: BTreeSet<String> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("crates/"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+        assert_eq!(listed, crates, "DESIGN.md's crate list");
+
+        let core: BTreeSet<String> = table_rows(&design, "cfn-core holds everything")
+            .iter()
+            .flat_map(|row| ticked(row[0]))
+            .collect();
+        assert_eq!(
+            core,
+            modules(&root.join("crates/cfn-core/src")),
+            "cfn-core's table"
+        );
+
+        let rows = table_rows(&design, "The modules of the other crates");
+        for krate in crates.iter().filter(|c| *c != "cfn-core") {
+            let named: BTreeSet<String> = rows
+                .iter()
+                .filter(|r| r[0] == krate)
+                .flat_map(|r| ticked(r[1]))
+                .collect();
+            let there = modules(&root.join("crates").join(krate).join("src"));
+            assert_eq!(named, there, "DESIGN.md's modules of {krate}");
+        }
+        for r in &rows {
+            assert!(
+                crates.contains(r[0]),
+                "DESIGN.md names a crate {:?} that is not there",
+                r[0]
+            );
+        }
+    }
+}
