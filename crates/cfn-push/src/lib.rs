@@ -64,11 +64,12 @@ pub enum Region {
     Eu,
 }
 
-/// Send aggregates to Datadog or New Relic.
+/// Send aggregates to Datadog, New Relic or an OTLP receiver.
 ///
-/// Reads aggregate lines (from cfn-agg) on stdin and posts them in the vendor's current
-/// metric API format. Exit 0 when everything was accepted, 75 when a batch could not be
-/// delivered after retries, 78 for a missing key.
+/// Reads aggregate lines (from cfn-agg) on stdin and posts them in the destination's current
+/// metric API format (OTLP/HTTP: exponential histograms from `--with-digest` states, or
+/// summaries). Exit 0 when everything was accepted, 75 when a batch could not be delivered
+/// after retries, 65 for data a receiver refused, 78 for a missing key or a redirect.
 #[derive(Parser, Debug)]
 #[command(
     name = "cfn-push",
