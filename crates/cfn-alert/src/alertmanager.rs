@@ -183,7 +183,7 @@ impl Alertmanagers {
             let failed = match post_with_retries(&req, policy) {
                 Delivery::Accepted { .. } => continue,
                 Delivery::Rejected { status, body, .. } => (
-                    Exit::DataErr,
+                    Exit::for_http_status(status),
                     format!(
                         "Alertmanager {} rejected {} alerts with HTTP {status}: {}",
                         redact_url(url),

@@ -32,6 +32,18 @@ impl Exit {
         self as u8
     }
 
+    /// The one mapping of an HTTP status to an exit status (contract section 6): success
+    /// 0; a redirect (never followed), 401 and 403 are configuration (78); 408, 429 and 5xx
+    /// are temporary (75, after the retries); any other 4xx is data the peer refused (65).
+    pub fn for_http_status(status: u16) -> Exit {
+        match status {
+            200..=299 => Exit::Ok,
+            300..=399 | 401 | 403 => Exit::Config,
+            408 | 429 | 500.. => Exit::TempFail,
+            _ => Exit::DataErr,
+        }
+    }
+
     /// The man-page table of exit codes, shared by every tool's `--help`.
     pub const HELP_TABLE: &'static str = "\
 EXIT STATUS:
@@ -115,6 +127,27 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    #[test]
+    fn http_statuses_map_to_one_set_of_exits() {
+        for (status, exit) in [
+            (200, Exit::Ok),
+            (204, Exit::Ok),
+            (301, Exit::Config),
+            (307, Exit::Config),
+            (400, Exit::DataErr),
+            (401, Exit::Config),
+            (403, Exit::Config),
+            (404, Exit::DataErr),
+            (408, Exit::TempFail),
+            (413, Exit::DataErr),
+            (429, Exit::TempFail),
+            (500, Exit::TempFail),
+            (503, Exit::TempFail),
+        ] {
+            assert_eq!(Exit::for_http_status(status), exit, "{status}");
+        }
+    }
 
     #[test]
     fn exit_error_deep_in_chain_decides_status() {

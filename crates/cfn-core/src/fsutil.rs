@@ -365,6 +365,20 @@ impl LockFile {
     }
 }
 
+/// True when nobody holds the lock of the file at `path` now (probed with a lock taken and
+/// let go at once): the one lock probe, for cleaning up after a writer that was killed.
+///
+/// # Errors
+/// Open errors as [`open_safe`] (a missing file is exit 66), other lock errors.
+pub fn lock_is_free(path: &Path) -> anyhow::Result<bool> {
+    let file = open_safe(path, Access::Read)?;
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 /// Opens `path` for appending, creating it with `mode`, and holds its exclusive lock.
 ///
 /// After locking, checks that the locked file is still the one at the path (same device and

@@ -141,6 +141,60 @@ fn location_host(location: &str) -> String {
     }
 }
 
+/// What one attempt of a request came to.
+pub enum Attempt<T> {
+    /// An answer to keep (a success, or a failure retrying would not fix).
+    Done(T),
+    /// Worth another try: why it failed (already safe to print), and the server's
+    /// `Retry-After` in seconds.
+    Retry {
+        why: String,
+        retry_after: Option<u64>,
+    },
+}
+
+/// True for the statuses worth retrying: 408, 429 and 5xx.
+pub fn is_retryable(status: u16) -> bool {
+    status == 408 || status == 429 || status >= 500
+}
+
+/// The `Retry-After` of a response, in whole seconds.
+pub fn retry_after<B>(resp: &ureq::http::Response<B>) -> Option<u64> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// The one retry loop (delivery here, S3 in [`crate::s3`]): runs `attempt` until it is done
+/// or the policy's attempts are spent, waiting between tries with a doubling backoff (or the
+/// server's `Retry-After`), both capped at `max_backoff`. The last failure's reason when it
+/// gives up.
+///
+/// # Errors
+/// The last attempt's reason, once every attempt asked for a retry.
+pub fn with_retries<T>(
+    policy: &RetryPolicy,
+    mut attempt: impl FnMut() -> Attempt<T>,
+) -> Result<T, String> {
+    let mut backoff = policy.base_backoff;
+    let mut last = String::new();
+    for n in 1..=policy.attempts.max(1) {
+        match attempt() {
+            Attempt::Done(t) => return Ok(t),
+            Attempt::Retry { why, retry_after } => {
+                last = why;
+                if n < policy.attempts {
+                    let wait = retry_after.map_or(backoff, Duration::from_secs);
+                    std::thread::sleep(wait.min(policy.max_backoff));
+                    backoff = (backoff * 2).min(policy.max_backoff);
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
 /// POSTs `req`, retrying as the policy says.
 ///
 /// Redirects are never followed: a client that follows one re-sends the request (and its
@@ -153,68 +207,61 @@ pub fn post_with_retries(req: &Request<'_>, policy: &RetryPolicy) -> Delivery {
         .max_redirects(0)
         .build()
         .into();
-    let mut last = String::new();
-    let mut backoff = policy.base_backoff;
-    for attempt in 1..=policy.attempts.max(1) {
+    let outcome = with_retries(policy, || {
         let mut r = agent.post(req.url);
         for (k, v) in &req.headers {
             r = r.header(*k, v);
         }
-        let mut wait = backoff;
         match r.send(req.body) {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                if (200..300).contains(&status) {
-                    let body = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(64 * 1024)
-                        .read_to_vec()
-                        .unwrap_or_default();
-                    return Delivery::Accepted { status, body };
-                }
-                if (300..400).contains(&status) {
-                    let to = resp
-                        .headers()
-                        .get("location")
-                        .and_then(|v| v.to_str().ok())
-                        .map_or_else(|| "nowhere (no Location)".into(), location_host);
-                    return Delivery::Rejected {
-                        status,
-                        body: format!("redirect to {to} not followed (check the endpoint URL)"),
-                        raw: Vec::new(),
-                    };
-                }
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                let raw = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(64 * 1024)
-                    .read_to_vec()
-                    .unwrap_or_default();
-                let body = redact_text(&String::from_utf8_lossy(&raw), req);
-                if !(status == 408 || status == 429 || status >= 500) {
-                    return Delivery::Rejected { status, body, raw };
-                }
-                last = format!("HTTP {status} {body}");
-                if let Some(secs) = retry_after {
-                    wait = Duration::from_secs(secs);
-                }
-            }
-            Err(e) => last = redact_text(&e.to_string(), req),
+            Ok(resp) => judge(resp, req),
+            Err(e) => Attempt::Retry {
+                why: redact_text(&e.to_string(), req),
+                retry_after: None,
+            },
         }
-        if attempt < policy.attempts {
-            std::thread::sleep(wait.min(policy.max_backoff));
-            backoff = (backoff * 2).min(policy.max_backoff);
-        }
-    }
-    Delivery::GaveUp {
+    });
+    outcome.unwrap_or_else(|last| Delivery::GaveUp {
         attempts: policy.attempts.max(1),
         last,
+    })
+}
+
+/// One reply to a delivery: accepted, rejected for good (a redirect, a 4xx) or worth
+/// another try.
+fn judge(mut resp: ureq::http::Response<ureq::Body>, req: &Request<'_>) -> Attempt<Delivery> {
+    let status = resp.status().as_u16();
+    let read = |resp: &mut ureq::http::Response<ureq::Body>| {
+        resp.body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
+            .unwrap_or_default()
+    };
+    if (200..300).contains(&status) {
+        let body = read(&mut resp);
+        return Attempt::Done(Delivery::Accepted { status, body });
+    }
+    if (300..400).contains(&status) {
+        let to = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| "nowhere (no Location)".into(), location_host);
+        return Attempt::Done(Delivery::Rejected {
+            status,
+            body: format!("redirect to {to} not followed (check the endpoint URL)"),
+            raw: Vec::new(),
+        });
+    }
+    let wait = retry_after(&resp);
+    let raw = read(&mut resp);
+    let body = redact_text(&String::from_utf8_lossy(&raw), req);
+    if !is_retryable(status) {
+        return Attempt::Done(Delivery::Rejected { status, body, raw });
+    }
+    Attempt::Retry {
+        why: format!("HTTP {status} {body}"),
+        retry_after: wait,
     }
 }
 

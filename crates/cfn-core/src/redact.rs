@@ -147,23 +147,40 @@ fn longest_run_at(text: &[u8], secret: &[u8]) -> usize {
 /// `%XX` sequences decoded, `+` kept (as a header value would be); invalid ones kept as
 /// they are.
 pub fn percent_decoded(s: &str) -> String {
+    let bytes = percent_decode(s, false, false).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The one percent-decoder (header values here, query strings in cfn-serve): `%XX` decoded,
+/// `+` as a space when `plus_as_space` (a query string); an invalid escape is an error when
+/// `strict`, else kept as it is.
+///
+/// # Errors
+/// "bad percent-encoding" for an invalid escape when `strict`.
+pub fn percent_decode(s: &str, plus_as_space: bool, strict: bool) -> Result<Vec<u8>, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s
+        match b[i] {
+            b'%' => match s
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+            {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                None if strict => return Err("bad percent-encoding".into()),
+                None => out.push(b'%'),
+            },
+            b'+' if plus_as_space => out.push(b' '),
+            c => out.push(c),
         }
+        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(out)
 }
 
 #[cfg(test)]

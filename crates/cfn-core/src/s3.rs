@@ -4,7 +4,7 @@
 //! calls the archiver and `cfn-cat` need. Secrets never appear in messages.
 
 use crate::exit::{Exit, fail};
-use crate::http::RetryPolicy;
+use crate::http::{Attempt, RetryPolicy};
 use base64::Engine as _;
 use md5::Digest as _;
 use std::io::Read;
@@ -530,10 +530,11 @@ impl S3Client {
         mut done: impl FnMut(u16, ureq::http::Response<ureq::Body>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let policy = &self.cfg.policy;
-        let mut backoff = policy.base_backoff;
-        let mut last = String::new();
-        for attempt in 1..=policy.attempts.max(1) {
-            let signed = self.sign(method, url, headers, body)?;
+        let outcome = crate::http::with_retries(policy, || {
+            let signed = match self.sign(method, url, headers, body) {
+                Ok(s) => s,
+                Err(e) => return Attempt::Done(Err(e)),
+            };
             let mut req = http_request(method, url);
             for (k, v) in headers {
                 req = req.header(*k, v);
@@ -542,44 +543,39 @@ impl S3Client {
                 req = req.header(k.as_str(), v);
             }
             let result = if matches!(method, "PUT" | "POST") {
-                self.agent.run(req.body(body.to_vec())?)
+                req.body(body.to_vec()).map(|r| self.agent.run(r))
             } else {
-                self.agent.run(req.body(())?)
+                req.body(()).map(|r| self.agent.run(r))
             };
-            let mut wait = backoff;
             match result {
-                Ok(resp) => {
+                Err(e) => Attempt::Done(Err(e.into())),
+                Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
-                    if !(status >= 500 || status == 408 || status == 429) {
-                        return done(status, resp);
+                    if !crate::http::is_retryable(status) {
+                        return Attempt::Done(done(status, resp));
                     }
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok());
-                    last = match S3Reply::read(method, what, status, resp) {
+                    let retry_after = crate::http::retry_after(&resp);
+                    let why = match S3Reply::read(method, what, status, resp) {
                         Ok(reply) => format!("HTTP {status} {}", self.redact(&reply.error())),
                         Err(_) => format!("HTTP {status}"),
                     };
-                    if let Some(secs) = retry_after {
-                        wait = Duration::from_secs(secs);
-                    }
+                    Attempt::Retry { why, retry_after }
                 }
-                Err(e) => last = self.redact(&e.to_string()),
+                Ok(Err(e)) => Attempt::Retry {
+                    why: self.redact(&e.to_string()),
+                    retry_after: None,
+                },
             }
-            if attempt < policy.attempts {
-                std::thread::sleep(wait.min(policy.max_backoff));
-                backoff = (backoff * 2).min(policy.max_backoff);
-            }
-        }
-        Err(fail(
-            Exit::TempFail,
-            format!(
-                "{what} failed after {} attempts: {last}",
-                policy.attempts.max(1)
-            ),
-        ))
+        });
+        outcome.unwrap_or_else(|last| {
+            Err(fail(
+                Exit::TempFail,
+                format!(
+                    "{what} failed after {} attempts: {last}",
+                    policy.attempts.max(1)
+                ),
+            ))
+        })
     }
 
     /// Sends one request (retried as [`S3Client::exchange`] says) and reads the reply.
@@ -615,10 +611,8 @@ impl S3Client {
             detail = "access denied: wrong credentials, a signature that does not match, or no permission (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or the profile)".into();
         }
         let exit = match reply.status {
-            401 | 403 => Exit::Config,
             404 if detail.starts_with("NoSuchBucket") => Exit::Config,
-            301 | 307 => Exit::Config,
-            _ => Exit::DataErr,
+            status => Exit::for_http_status(status),
         };
         fail(exit, format!("{what}: HTTP {}: {detail}", reply.status))
     }

@@ -577,11 +577,7 @@ fn send_payloads(
                     ),
                 );
                 // A redirect means the endpoint is configured wrong: it is never followed.
-                let exit = if status == 401 || status == 403 || (300..400).contains(&status) {
-                    Exit::Config
-                } else {
-                    Exit::DataErr
-                };
+                let exit = Exit::for_http_status(status);
                 if worst == Exit::Ok {
                     worst = exit;
                 }

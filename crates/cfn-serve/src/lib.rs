@@ -235,27 +235,8 @@ fn query_map(query: &str) -> Result<HashMap<String, String>, String> {
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).ok_or("bad percent-encoding")?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| "bad percent-encoding")?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| "parameters must be UTF-8".to_string())
+    let bytes = cfn_core::redact::percent_decode(s, true, true)?;
+    String::from_utf8(bytes).map_err(|_| "parameters must be UTF-8".to_string())
 }
 
 const MAX_BUCKETS: i64 = 2000;

@@ -129,8 +129,8 @@ pub fn clean_stale_temp_files(ctx: &Ctx) {
             continue;
         }
         let shard = cfn_core::paths::shard_path(&ctx.metrics_dir, n);
-        let idle = match open_safe(&shard, Access::Read) {
-            Ok(f) => f.try_lock().is_ok(),
+        let idle = match cfn_core::fsutil::lock_is_free(&shard) {
+            Ok(free) => free,
             Err(e) => cfn_core::exit::exit_for(&e) == Exit::NoInput,
         };
         if idle && std::fs::remove_file(entry.path()).is_ok() {
