@@ -181,13 +181,17 @@ fn generate(check: bool) -> anyhow::Result<()> {
 fn demo() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Cargo's own progress shows: on a fresh clone this build takes minutes, and a silent
+    // terminal looks hung.
+    eprintln!("demo: building the tools in release mode (a few minutes on a fresh clone)...");
     let status = std::process::Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--workspace", "--bins", "--quiet"])
+        .args(["build", "--release", "--workspace", "--bins"])
         .status()?;
     if !status.success() {
         bail!("cargo build failed");
     }
+    eprintln!("demo: built; running contrib/demo.sh on a temp dir");
     let bin = root.join("target/release").canonicalize()?;
     let path = format!(
         "{}:{}",
