@@ -38,7 +38,7 @@ _cfn__push() {
                     return 0
                     ;;
                 --otlp-protocol)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "http/protobuf http/json" -- "${cur}"))
                     return 0
                     ;;
                 --service-name)

@@ -1,6 +1,7 @@
 complete -c cfn-push -l api-key-file -d 'Read the API key from FILE (else DD_API_KEY / NEW_RELIC_API_KEY)' -r -F
 complete -c cfn-push -l endpoint -d 'Replace the API\'s scheme, host and port (the path stays), e.g. http://127.0.0.1:8080; for otlp the base URL that /v1/metrics is appended to' -r
-complete -c cfn-push -l otlp-protocol -d 'OTLP encoding: http/protobuf (default) or http/json (else $OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL)' -r
+complete -c cfn-push -l otlp-protocol -d 'OTLP encoding: http/protobuf (default) or http/json (else $OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL)' -r -f -a "http/protobuf\t''
+http/json\t''"
 complete -c cfn-push -l service-name -d 'OTLP resource attribute service.name (default $OTEL_SERVICE_NAME, else cfn-metrics)' -r
 complete -c cfn-push -l otlp-points -d 'OTLP point types: exponential histograms (which a backend adds up across hosts; built from cfn-agg --with-digest states), summaries, or both (the summaries then named METRIC.summary). Aggregates without a state are sent as summaries' -r -f -a "histogram\t''
 summary\t''

@@ -12,7 +12,7 @@ use cfn_core::filter::RecordFilter;
 use cfn_core::input::{Input, expand_inputs_reporting};
 use cfn_core::paths::Config;
 use cfn_core::reader::{MalformedLog, RecordReader, RecordRef};
-use cfn_core::time::{EpochMs, format_ms, parse_duration};
+use cfn_core::time::{EpochMs, format_ms};
 use cfn_core::units::{Dimension, UnitKind, conversion, unit_kind};
 use clap::{Parser, ValueEnum};
 use rustc_hash::FxHashMap;
@@ -93,16 +93,16 @@ pub struct Cli {
     pub exact_limit: usize,
 
     /// Only records within this duration before --now.
-    #[arg(long, value_name = "DURATION")]
-    pub window: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = cfn_core::cli::duration_arg)]
+    pub window: Option<std::time::Duration>,
 
     /// The end of --window.
     #[command(flatten)]
     pub now: cfn_core::cli::NowFlag,
 
     /// One aggregate per group per time bucket of this size, with bucket_start.
-    #[arg(long, value_name = "DURATION")]
-    pub bucket: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = cfn_core::cli::duration_arg)]
+    pub bucket: Option<std::time::Duration>,
 
     /// Only these metrics (exact or glob); repeatable.
     #[arg(long, value_name = "NAME")]
@@ -814,17 +814,17 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         ..Default::default()
     };
     if let Some(w) = &cli.window {
-        let w = parse_duration(w)?.as_millis() as i64;
+        let w = w.as_millis() as i64;
         filter.since = Some(now - w);
         filter.until = Some(now + 1);
     }
     let bucket_ms = match &cli.bucket {
         Some(b) => {
-            let ms = parse_duration(b)?.as_millis() as i64;
+            let ms = b.as_millis() as i64;
             if ms <= 0 {
                 return Err(fail(
                     Exit::Usage,
-                    format!("--bucket {b:?} must be positive"),
+                    format!("--bucket must be positive, not {b:?}"),
                 ));
             }
             Some(ms)

@@ -7,7 +7,7 @@ use cfn_core::exit::{Exit, fail};
 use cfn_core::http::{RetryPolicy, read_secret};
 use cfn_core::reader::MalformedLog;
 use cfn_core::record::number_text;
-use cfn_core::time::{EpochMs, format_ms, parse_duration};
+use cfn_core::time::{EpochMs, format_ms};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -97,8 +97,8 @@ pub struct Cli {
     pub state: Option<PathBuf>,
 
     /// While an alert keeps firing, notify again this often.
-    #[arg(long, value_name = "DURATION", default_value = "4h")]
-    pub repeat: String,
+    #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = cfn_core::cli::duration_arg)]
+    pub repeat: std::time::Duration,
 
     /// Do not send resolved notices.
     #[arg(long)]
@@ -144,8 +144,8 @@ pub struct Cli {
 
     /// How long a firing alert sent to Alertmanager stays firing without being sent again
     /// (its endsAt); keep it above the run interval.
-    #[arg(long, value_name = "DURATION", default_value = "2m")]
-    pub alert_valid_for: String,
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = cfn_core::cli::duration_arg)]
+    pub alert_valid_for: std::time::Duration,
 
     /// The link Alertmanager shows with each alert (the cfn-serve page, say).
     #[arg(long, value_name = "URL")]
@@ -561,8 +561,8 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     }
     let config = cfn_core::paths::Config::from_env()?;
     let now = cli.now.resolve()?;
-    let repeat = parse_duration(&cli.repeat)?;
-    let timeout = parse_duration(cli.http.http_timeout.as_deref().unwrap_or("10s"))?;
+    let repeat = cli.repeat;
+    let timeout = cli.http.timeout_or(std::time::Duration::from_secs(10));
     let policy = RetryPolicy::with(timeout, cli.http.retries);
     let chans = if cli.dry_run {
         Vec::new()
@@ -575,7 +575,7 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
         Some(alertmanager::Alertmanagers::new(
             &cli.alertmanager,
             &cli.header,
-            parse_duration(&cli.alert_valid_for)?.as_millis() as i64,
+            cli.alert_valid_for.as_millis() as i64,
             cli.generator_url.clone(),
             cfn_core::paths::host_identity()?,
         )?)

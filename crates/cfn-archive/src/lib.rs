@@ -6,12 +6,13 @@
 //! what the state records, so a crash at any point followed by another run yields every
 //! record exactly once. Reading records, paths and locking are `cfn-core`'s.
 
+use cfn_core::cli::{duration_arg, size_arg};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::paths::Config;
-use cfn_core::time::parse_duration;
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub mod hooks;
 pub mod ops;
@@ -98,8 +99,8 @@ pub enum Command {
     Trim {
         /// Keep the records of this last span in the hot shards (older ones go once they
         /// are archived).
-        #[arg(long, value_name = "DURATION", default_value = "24h")]
-        hot: String,
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration_arg)]
+        hot: Duration,
     },
     /// Gzip the archive files of finished UTC days.
     Rotate {
@@ -111,19 +112,19 @@ pub enum Command {
     Prune {
         /// Keep archive files of days younger than this; older ones are deleted (uploaded
         /// first with --upload or --exec).
-        #[arg(long, value_name = "DURATION", default_value = "30d")]
-        keep: String,
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration_arg)]
+        keep: Duration,
         #[command(flatten)]
         cold: ColdArgs,
     },
     /// sync, trim, rotate and prune, in that order (one timer entry).
     Run {
         /// As trim's --hot: the span kept in the hot shards.
-        #[arg(long, value_name = "DURATION", default_value = "24h")]
-        hot: String,
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration_arg)]
+        hot: Duration,
         /// As prune's --keep: the retention of the archive on disk.
-        #[arg(long, value_name = "DURATION", default_value = "30d")]
-        keep: String,
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration_arg)]
+        keep: Duration,
         #[command(flatten)]
         cold: ColdArgs,
     },
@@ -163,12 +164,12 @@ pub struct ColdArgs {
     pub endpoint: Option<String>,
 
     /// Files larger than this are uploaded in parts (bytes; K, M, G, KiB, MiB, GiB).
-    #[arg(long, value_name = "SIZE", default_value = "64MiB")]
-    pub multipart_threshold: String,
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = size_arg)]
+    pub multipart_threshold: u64,
 
     /// Size of each part of a multipart upload (at least 5MiB, as S3 requires).
-    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
-    pub part_size: String,
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = size_arg)]
+    pub part_size: u64,
 
     /// Parts of a multipart upload in flight at once (memory: about two parts more than
     /// this). 0: as many as a sixteenth of the available memory holds, from 2 to 8.
@@ -213,17 +214,17 @@ impl ColdArgs {
             return Ok(None);
         };
         let (location, flat) = cold_location(url, &cfn_core::paths::host_identity()?)?;
-        let part_size = cfn_core::cli::parse_size(&self.part_size)?;
+        let part_size = self.part_size;
         if part_size < 5 << 20 {
             return Err(fail(
                 Exit::Usage,
                 format!(
-                    "--part-size {}: S3 takes parts of at least 5MiB",
+                    "--part-size of {} bytes: S3 takes parts of at least 5MiB (5242880 bytes)",
                     self.part_size
                 ),
             ));
         }
-        let timeout = parse_duration(self.http.http_timeout.as_deref().unwrap_or("60s"))?;
+        let timeout = self.http.timeout_or(std::time::Duration::from_secs(60));
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let config = cfn_core::s3::S3Config::resolve(
             self.endpoint.as_deref(),
@@ -234,7 +235,7 @@ impl ColdArgs {
             client: Box::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-archive")),
             location,
             flat,
-            threshold: cfn_core::cli::parse_size(&self.multipart_threshold)?,
+            threshold: self.multipart_threshold,
             part_size,
             threads: match self.upload_threads {
                 0 => ops::cold::default_upload_threads(part_size),
@@ -356,7 +357,7 @@ fn execute(
             &["sync"]
         }
         Command::Trim { hot } => {
-            ops::trim(ctx, st, parse_duration(hot)?, summary)?;
+            ops::trim(ctx, st, *hot, summary)?;
             &["trim"]
         }
         Command::Rotate { cold } => {
@@ -367,11 +368,11 @@ fn execute(
         }
         Command::Prune { keep, cold } => {
             let target = cold.target()?;
-            ops::prune(ctx, st, parse_duration(keep)?, target.as_ref(), summary)?;
+            ops::prune(ctx, st, *keep, target.as_ref(), summary)?;
             &["prune", "upload"]
         }
         Command::Run { hot, keep, cold } => {
-            let (hot, keep) = (parse_duration(hot)?, parse_duration(keep)?);
+            let (hot, keep) = (*hot, *keep);
             let target = cold.target()?;
             let on_rotate = target.as_ref().filter(|_| cold.upload_on_rotate);
             ops::sync(ctx, st, summary)?;

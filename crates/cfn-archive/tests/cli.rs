@@ -855,3 +855,22 @@ fn a_planted_or_foreign_day_file_is_skipped_and_every_other_day_still_rotates_an
         assert!(arch.join("cfn-metrics-20200103-0.jsonl.gz").exists());
     }
 }
+
+/// Durations and sizes are parsed by clap: a bad one is a usage error (2) naming the flag
+/// and the text, before anything is touched.
+#[test]
+fn a_bad_duration_or_size_is_a_usage_error_naming_the_flag() {
+    let dir = TestDir::new();
+    for (args, flag, text) in [
+        (vec!["trim", "--hot", "5x"], "--hot", "5x"),
+        (vec!["run", "--keep", "soon"], "--keep", "soon"),
+        (vec!["prune", "--part-size", "lots"], "--part-size", "lots"),
+        (vec!["prune", "--http-timeout", "1 fortnight"], "--http-timeout", "1 fortnight"),
+    ] {
+        let out = dir.cmd("cfn-archive").args(&args).run();
+        assert_eq!(out.code(), 2, "{args:?}: {out:?}");
+        let err = out.stderr();
+        assert!(err.contains(flag) && err.contains(text), "{args:?}: {err}");
+    }
+    assert!(!dir.join("archive").exists(), "nothing was created");
+}

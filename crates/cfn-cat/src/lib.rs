@@ -93,8 +93,8 @@ pub struct Cli {
     pub follow: bool,
 
     /// With --follow: how often to look for new records.
-    #[arg(long, value_name = "DURATION", default_value = "200ms")]
-    pub interval: String,
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = cfn_core::cli::duration_arg)]
+    pub interval: std::time::Duration,
 
     /// Also a hot shard that is refused (a symlink, FIFO, directory or another user's
     /// file) is an error under --strict, instead of a warning.
@@ -187,7 +187,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 ),
             ));
         }
-        let interval = cfn_core::time::parse_duration(&cli.interval)?;
+        let interval = cli.interval;
         follow::follow(
             &cli.paths, &config, &filter, &mut log, &mut out, interval, strict,
         )?;
@@ -321,7 +321,7 @@ fn cold_objects(
         cli.endpoint.as_deref(),
         &env,
         cfn_core::http::RetryPolicy::with(
-            cfn_core::time::parse_duration(cli.http.http_timeout.as_deref().unwrap_or("60s"))?,
+            cli.http.timeout_or(std::time::Duration::from_secs(60)),
             cli.http.retries,
         ),
     )?;

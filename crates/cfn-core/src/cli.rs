@@ -65,6 +65,13 @@ pub struct NowFlag {
     pub now: Option<String>,
 }
 
+impl HttpFlags {
+    /// The request timeout: `--http-timeout`, else this tool's default.
+    pub fn timeout_or(&self, default: std::time::Duration) -> std::time::Duration {
+        self.http_timeout.unwrap_or(default)
+    }
+}
+
 impl NowFlag {
     /// The time `--now` gives, or the current time.
     ///
@@ -75,6 +82,24 @@ impl NowFlag {
     }
 }
 
+/// clap's value parser for DURATION flags (`30s`, `24h`, `7d`, `2 hours`): the flag's value
+/// is a `Duration`, and a bad one is a usage error (exit 2) naming the flag and the text.
+///
+/// # Errors
+/// Why the text is not a duration, or is out of range.
+pub fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::time::parse_duration(text).map_err(|e| format!("{e:#}"))
+}
+
+/// clap's value parser for SIZE flags (bytes; `K`, `M`, `G` are powers of 1,000, `KiB`,
+/// `MiB`, `GiB` of 1,024).
+///
+/// # Errors
+/// Why the text is not a size.
+pub fn size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| format!("{e:#}"))
+}
+
 /// HTTP flags, for tools that talk to remote APIs (cfn-alert, cfn-push, and S3 for
 /// cfn-archive and cfn-cat).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -82,8 +107,8 @@ pub struct HttpFlags {
     /// Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for
     /// S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that
     /// keeps coming is never cut).
-    #[arg(long, value_name = "DURATION", alias = "timeout")]
-    pub http_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", alias = "timeout", value_parser = duration_arg)]
+    pub http_timeout: Option<std::time::Duration>,
 
     /// Retries after a 408, 429, 5xx or network error.
     #[arg(long, value_name = "N", default_value_t = 3)]

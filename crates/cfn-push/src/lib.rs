@@ -7,7 +7,7 @@ use cfn_core::aggregate::{Aggregate, quantile_key, read_aggregates};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
 use cfn_core::reader::MalformedLog;
-use cfn_core::time::{now_ms, parse_duration, parse_timestamp_str};
+use cfn_core::time::{now_ms, parse_timestamp_str};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -93,7 +93,7 @@ pub struct Cli {
     /// OTLP encoding: http/protobuf (default) or http/json (else
     /// $OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL).
     #[arg(long, value_name = "PROTOCOL")]
-    pub otlp_protocol: Option<String>,
+    pub otlp_protocol: Option<otlp::Protocol>,
 
     /// OTLP resource attribute service.name (default $OTEL_SERVICE_NAME, else cfn-metrics).
     #[arg(long, value_name = "NAME")]
@@ -137,9 +137,10 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "60s",
-        alias = "interval"
+        alias = "interval",
+        value_parser = cfn_core::cli::duration_arg
     )]
-    pub window: String,
+    pub window: std::time::Duration,
 
     /// Print the payloads that would be sent (without keys) instead of sending.
     #[arg(long)]
@@ -606,7 +607,7 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
     let api = VendorApi::of(cli.vendor, cli.region);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let otlp_protocol = match cli.vendor {
-        Vendor::Otlp => Some(otlp::Protocol::resolve(cli.otlp_protocol.as_deref(), &env)?),
+        Vendor::Otlp => Some(otlp::Protocol::resolve(cli.otlp_protocol, &env)?),
         _ => None,
     };
     let (url, headers) = match cli.vendor {
@@ -635,7 +636,7 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
     let shape = Shape {
         prefix: cli.prefix.clone(),
         tags,
-        interval: parse_duration(&cli.window)?,
+        interval: cli.window,
         host: cfn_core::paths::host_identity()?,
         now_ms: now_ms(),
     };
@@ -694,7 +695,7 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
         }
         return Ok(Exit::Ok);
     }
-    let timeout = parse_duration(cli.http.http_timeout.as_deref().unwrap_or("15s"))?;
+    let timeout = cli.http.timeout_or(std::time::Duration::from_secs(15));
     let policy = RetryPolicy::with(timeout, cli.http.retries);
     let target = Target::new(
         &url,

@@ -91,10 +91,12 @@ fn otlp_buckets(
     })
 }
 
-/// The OTLP/HTTP encodings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The OTLP/HTTP encodings (`--otlp-protocol`, parsed by clap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
+    #[value(name = "http/protobuf", alias = "protobuf")]
     Protobuf,
+    #[value(name = "http/json", alias = "json")]
     Json,
 }
 
@@ -105,11 +107,11 @@ impl Protocol {
     /// # Errors
     /// Exit 78 for gRPC or anything else unknown.
     pub fn resolve(
-        flag: Option<&str>,
+        flag: Option<Protocol>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
         let (text, from) = match flag {
-            Some(f) => (f.to_string(), "--otlp-protocol".to_string()),
+            Some(p) => return Ok(p),
             None => match [
                 "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -561,7 +563,7 @@ mod tests {
         let e = Protocol::resolve(None, &grpc).unwrap_err();
         assert_eq!(cfn_core::exit::exit_for(&e), Exit::Config);
         assert_eq!(
-            Protocol::resolve(Some("http/json"), &grpc).unwrap(),
+            Protocol::resolve(Some(Protocol::Json), &grpc).unwrap(),
             Protocol::Json
         );
     }

@@ -105,8 +105,8 @@ pub struct Cli {
     pub alerts_log: Option<PathBuf>,
 
     /// The window /metrics aggregates.
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub window: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = cfn_core::cli::duration_arg)]
+    pub window: Duration,
 
     /// Requests computed at once (others wait for a slot; reading requests never does).
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -117,8 +117,8 @@ pub struct Cli {
     pub max_connections: usize,
 
     /// How far back the rollup index reaches; older ranges are read from the records.
-    #[arg(long, value_name = "DURATION", default_value = "25h")]
-    pub index_span: String,
+    #[arg(long, value_name = "DURATION", default_value = "25h", value_parser = cfn_core::cli::duration_arg)]
+    pub index_span: Duration,
 
     /// Most metrics given rollups (a day of one metric's rollups takes up to about 200 KB);
     /// queries that touch the others read the records.
@@ -133,8 +133,8 @@ pub struct Cli {
     /// Memory the rollups by agent and by tag value may take (bytes; K, M, G, KiB, MiB,
     /// GiB); past it the agent rollups are dropped first, then the tags', and the queries
     /// they answered read the records. 0 turns them off.
-    #[arg(long, value_name = "SIZE", default_value = "36MiB")]
-    pub index_dims_budget: String,
+    #[arg(long, value_name = "SIZE", default_value = "36MiB", value_parser = cfn_core::cli::size_arg)]
+    pub index_dims_budget: u64,
 
     /// Histogram bounds for the metrics matching a glob, in the metric's unit
     /// (`coordination.*=10,50,100,500`); repeatable, the first match wins. Default bounds
@@ -936,9 +936,9 @@ pub fn run(
     };
     let app = Arc::new(App::new(
         src,
-        parse_duration(&cli.window)?,
+        cli.window,
         IndexConfig {
-            span: parse_duration(&cli.index_span)?,
+            span: cli.index_span,
             max_metrics: cli.index_max_metrics,
             tags: cli
                 .index_tags
@@ -946,10 +946,7 @@ pub fn run(
                 .filter(|t| !t.is_empty())
                 .cloned()
                 .collect(),
-            dims_budget: match cli.index_dims_budget.trim() {
-                "0" => 0,
-                text => cfn_core::cli::parse_size(text)? as usize,
-            },
+            dims_budget: usize::try_from(cli.index_dims_budget).unwrap_or(usize::MAX),
         },
         histogram::HistogramConfig::parse(
             &cli.buckets,
