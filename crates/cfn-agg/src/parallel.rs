@@ -21,9 +21,10 @@
 //! block holding a lone `{` line (or a line longer than a block) to the sequential reader;
 //! a block handed to a worker is never needed again, and its bytes are freed once parsed.
 
-use crate::{Aggregator, GroupPart, Options, RecordParts, add_all};
+use crate::add_all;
 use cfn_core::filter::RecordFilter;
 use cfn_core::reader::{MAX_LINE_BYTES, MalformedLog, Position, RecordReader, parse_record};
+use cfn_stats::group::{Aggregator, GroupPart, Options, RecordParts};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::mpsc;
@@ -287,7 +288,7 @@ pub fn aggregate_sources<'a>(
         let mut workers = Workers::Inline(BTreeMap::new());
         return Pipeline::new(agg, filter, log, threads).run(sources, &mut workers);
     }
-    let opts = agg.opts.clone();
+    let opts = agg.options().clone();
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(threads + 1);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = mpsc::channel::<(u64, Block)>();
@@ -437,7 +438,7 @@ impl<'p, 'a> Pipeline<'p, 'a> {
             }
             Some((bytes, last)) => {
                 self.file_of.push_back(file);
-                workers.submit(self.sent, bytes, last, self.filter, &self.agg.opts);
+                workers.submit(self.sent, bytes, last, self.filter, self.agg.options());
                 self.sent += 1;
                 if last {
                     self.reading = None;

@@ -2,7 +2,7 @@
 //! several sizes, merged parts, discrete data past every limit, merge associativity, and the
 //! realistic generator's metrics end to end through the cfn-agg binary.
 
-use cfn_core::stats::{PartialState, Stats, StatsArena, nearest_rank};
+use cfn_stats::stats::{PartialState, Stats, StatsArena, nearest_rank};
 use cfn_testkit::accuracy::{Dist, QUANTILES, measure, rank_error};
 use cfn_testkit::{TestDir, gendata::Rng};
 use std::collections::BTreeMap;

@@ -10,9 +10,9 @@
 
 use crate::state::{Entry, Phase, Resolved, State};
 use cfn_core::exit::{Exit, fail};
-use cfn_core::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
-use cfn_core::redact::Secrets;
 use cfn_core::time::{EpochMs, format_ms};
+use cfn_net::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
+use cfn_net::redact::Secrets;
 use serde_json::{Map, Value, json};
 
 /// How long a resolved alert is sent again after it resolved.
@@ -96,7 +96,7 @@ impl Alertmanagers {
         let mut secrets = Secrets::new();
         for (k, v) in &headers {
             secrets.add(v);
-            if v.len() < cfn_core::redact::MIN_RUN {
+            if v.len() < cfn_net::redact::MIN_RUN {
                 secrets.add(&format!("{k}: {v}"));
             }
         }
@@ -115,7 +115,7 @@ impl Alertmanagers {
         let mut labels = Map::new();
         // Group keys (agent, tags) first, so the fixed labels win a clash of names.
         for (k, v) in &entry.labels {
-            labels.insert(cfn_core::prom::sanitize_label(k), json!(v));
+            labels.insert(cfn_prom::names::sanitize_label(k), json!(v));
         }
         labels.insert("alertname".into(), json!(entry.alert));
         labels.insert("severity".into(), json!(entry.severity));

@@ -4,10 +4,10 @@
 
 use cfn_core::aggregate::{Aggregate, read_aggregates};
 use cfn_core::exit::{Exit, fail};
-use cfn_core::http::{RetryPolicy, read_secret};
 use cfn_core::reader::MalformedLog;
 use cfn_core::record::number_text;
 use cfn_core::time::{EpochMs, format_ms};
+use cfn_net::http::{RetryPolicy, read_secret};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -528,14 +528,14 @@ pub fn firing_exposition(state: &State) -> String {
                 ("metric".to_string(), e.metric.clone()),
             ];
             for (k, v) in &e.labels {
-                let name = cfn_core::prom::sanitize_label(k);
+                let name = cfn_prom::names::sanitize_label(k);
                 if !labels.iter().any(|(n, _)| *n == name) {
                     labels.push((name, v.clone()));
                 }
             }
             let body: Vec<String> = labels
                 .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", cfn_core::prom::escape_label_value(v)))
+                .map(|(k, v)| format!("{k}=\"{}\"", cfn_prom::names::escape_label_value(v)))
                 .collect();
             format!("cfn_alert_firing{{{}}} 1\n", body.join(","))
         })

@@ -3,7 +3,7 @@
 //! appear in no message.
 
 use crate::{AlertState, Event};
-use cfn_core::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
+use cfn_net::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
 use serde_json::json;
 
 /// Where notifications go.
@@ -113,7 +113,7 @@ impl Channel {
             url: self.url(),
             headers: vec![("Content-Type", "application/json".to_string())],
             body: &body,
-            secrets: &cfn_core::redact::url_secrets_of(self.url(), true),
+            secrets: &cfn_net::redact::url_secrets_of(self.url(), true),
         };
         match post_with_retries(&req, policy) {
             Delivery::Accepted { .. } => Ok(()),

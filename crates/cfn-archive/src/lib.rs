@@ -186,16 +186,16 @@ pub struct ColdArgs {
 fn cold_location(
     url: &str,
     host: &str,
-) -> anyhow::Result<(cfn_core::s3::S3Location, cfn_core::s3::S3Location)> {
+) -> anyhow::Result<(cfn_net::s3::S3Location, cfn_net::s3::S3Location)> {
     if url.contains("{host}") {
         let flat =
-            cfn_core::s3::S3Location::parse(&url.replace("{host}/", "").replace("{host}", ""))?;
+            cfn_net::s3::S3Location::parse(&url.replace("{host}/", "").replace("{host}", ""))?;
         return Ok((
-            cfn_core::s3::S3Location::parse(&url.replace("{host}", host))?,
+            cfn_net::s3::S3Location::parse(&url.replace("{host}", host))?,
             flat,
         ));
     }
-    let flat = cfn_core::s3::S3Location::parse(url)?;
+    let flat = cfn_net::s3::S3Location::parse(url)?;
     let mut by_host = flat.clone();
     by_host.prefix = format!("{}{host}/", flat.prefix);
     Ok((by_host, flat))
@@ -226,13 +226,13 @@ impl ColdArgs {
         }
         let timeout = self.http.timeout_or(std::time::Duration::from_secs(60));
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let config = cfn_core::s3::S3Config::resolve(
+        let config = cfn_net::s3::S3Config::resolve(
             self.endpoint.as_deref(),
             &env,
-            cfn_core::http::RetryPolicy::with(timeout, self.http.retries),
+            cfn_net::http::RetryPolicy::with(timeout, self.http.retries),
         )?;
         Ok(Some(ops::cold::ColdTarget::S3 {
-            client: Box::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-archive")),
+            client: Box::new(cfn_net::s3::S3Client::new(config).for_tool("cfn-archive")),
             location,
             flat,
             threshold: self.multipart_threshold,

@@ -865,7 +865,11 @@ fn a_bad_duration_or_size_is_a_usage_error_naming_the_flag() {
         (vec!["trim", "--hot", "5x"], "--hot", "5x"),
         (vec!["run", "--keep", "soon"], "--keep", "soon"),
         (vec!["prune", "--part-size", "lots"], "--part-size", "lots"),
-        (vec!["prune", "--http-timeout", "1 fortnight"], "--http-timeout", "1 fortnight"),
+        (
+            vec!["prune", "--http-timeout", "1 fortnight"],
+            "--http-timeout",
+            "1 fortnight",
+        ),
     ] {
         let out = dir.cmd("cfn-archive").args(&args).run();
         assert_eq!(out.code(), 2, "{args:?}: {out:?}");

@@ -279,7 +279,7 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
 
 /// One archive file in cold storage.
 struct ColdObject {
-    client: std::sync::Arc<cfn_core::s3::S3Client>,
+    client: std::sync::Arc<cfn_net::s3::S3Client>,
     bucket: String,
     key: String,
     /// The start of the UTC day an archive day file holds (None for other objects).
@@ -317,19 +317,19 @@ fn cold_objects(
         return Ok(Vec::new());
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let config = cfn_core::s3::S3Config::resolve(
+    let config = cfn_net::s3::S3Config::resolve(
         cli.endpoint.as_deref(),
         &env,
-        cfn_core::http::RetryPolicy::with(
+        cfn_net::http::RetryPolicy::with(
             cli.http.timeout_or(std::time::Duration::from_secs(60)),
             cli.http.retries,
         ),
     )?;
-    let client = std::sync::Arc::new(cfn_core::s3::S3Client::new(config).for_tool("cfn-cat"));
+    let client = std::sync::Arc::new(cfn_net::s3::S3Client::new(config).for_tool("cfn-cat"));
     const DAY_MS: i64 = 86_400_000;
     let mut out = Vec::new();
     for url in urls {
-        let loc = cfn_core::s3::S3Location::parse(&url.to_string_lossy())?;
+        let loc = cfn_net::s3::S3Location::parse(&url.to_string_lossy())?;
         for (key, _) in client.list(&loc.bucket, &loc.prefix)? {
             let name = key.rsplit('/').next().unwrap_or(&key);
             if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {

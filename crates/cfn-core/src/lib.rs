@@ -12,25 +12,17 @@ pub mod alert_event;
 pub mod cli;
 pub mod cursor;
 pub mod exit;
-pub mod exponential;
 pub mod fastpath;
 pub mod filter;
 pub mod follow;
 pub mod fsutil;
-#[cfg(feature = "http")]
-pub mod http;
 pub mod input;
 pub mod paths;
 pub mod pattern;
-pub mod prom;
+
 pub mod reader;
 pub mod record;
-pub mod redact;
-#[cfg(feature = "s3")]
-pub mod s3;
 pub mod state_file;
-#[cfg(feature = "stats")]
-pub mod stats;
 pub mod time;
 pub mod units;
 

@@ -5,9 +5,9 @@
 
 use cfn_core::aggregate::{Aggregate, quantile_key, read_aggregates};
 use cfn_core::exit::{Exit, fail};
-use cfn_core::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
 use cfn_core::reader::MalformedLog;
 use cfn_core::time::{now_ms, parse_timestamp_str};
+use cfn_net::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -367,7 +367,7 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn read_key(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<String> {
-    cfn_core::http::read_secret(file, env, "API key")?.ok_or_else(|| {
+    cfn_net::http::read_secret(file, env, "API key")?.ok_or_else(|| {
         fail(
             Exit::Config,
             format!("no API key: set {env} or use --api-key-file FILE"),
@@ -484,7 +484,7 @@ struct Target<'a> {
     otlp: Option<otlp::Protocol>,
     /// Every header value (and a short one with its name, as a receiver may echo it), kept
     /// out of messages.
-    secrets: cfn_core::redact::Secrets,
+    secrets: cfn_net::redact::Secrets,
 }
 
 impl<'a> Target<'a> {
@@ -494,12 +494,12 @@ impl<'a> Target<'a> {
         content_type: &'static str,
         otlp: Option<otlp::Protocol>,
     ) -> Self {
-        let mut secrets = cfn_core::redact::url_secrets_of(url, false);
+        let mut secrets = cfn_net::redact::url_secrets_of(url, false);
         for (k, v) in &headers {
             secrets.add(v);
             // A value too short to be hidden alone is hidden with its name, as given in
             // OTEL_EXPORTER_OTLP_HEADERS or as sent.
-            if v.len() < cfn_core::redact::MIN_RUN {
+            if v.len() < cfn_net::redact::MIN_RUN {
                 secrets.add(&format!("{k}={v}"));
                 secrets.add(&format!("{k}: {v}"));
                 secrets.add(&format!("{k}:{v}"));

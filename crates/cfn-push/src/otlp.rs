@@ -43,7 +43,7 @@ impl PointOptions {
     /// # Errors
     /// Exit 2 naming a scale outside -4..=8 or a bucket limit of 0.
     pub fn new(points: Points, scale: i32, max_buckets: usize) -> anyhow::Result<Self> {
-        cfn_core::exponential::check_limits(
+        cfn_stats::exponential::check_limits(
             ("--otlp-scale", scale),
             ("--otlp-max-buckets", max_buckets),
         )?;
@@ -61,13 +61,13 @@ impl PointOptions {
 pub fn exponential_of(
     a: &Aggregate,
     opts: &PointOptions,
-) -> Option<cfn_core::exponential::ExpHistogram> {
-    let (state, _) = cfn_core::stats::MergeState::parse(a.state.as_ref()?).ok()?;
-    let mut h = cfn_core::exponential::ExpHistogram::new(opts.scale, opts.max_buckets);
+) -> Option<cfn_stats::exponential::ExpHistogram> {
+    let (state, _) = cfn_stats::stats::MergeState::parse(a.state.as_ref()?).ok()?;
+    let mut h = cfn_stats::exponential::ExpHistogram::new(opts.scale, opts.max_buckets);
     match state {
-        cfn_core::stats::MergeState::Values(vs) => vs.iter().for_each(|v| h.record(*v)),
-        cfn_core::stats::MergeState::Table(t) => t.iter().for_each(|(v, c)| h.record_n(*v, *c)),
-        cfn_core::stats::MergeState::Centroids(cs) => {
+        cfn_stats::stats::MergeState::Values(vs) => vs.iter().for_each(|v| h.record(*v)),
+        cfn_stats::stats::MergeState::Table(t) => t.iter().for_each(|(v, c)| h.record_n(*v, *c)),
+        cfn_stats::stats::MergeState::Centroids(cs) => {
             let mut weight = 0.0;
             let mut counted = 0u64;
             for [mean, w] in cs {
@@ -82,7 +82,7 @@ pub fn exponential_of(
 }
 
 fn otlp_buckets(
-    b: &cfn_core::exponential::Buckets,
+    b: &cfn_stats::exponential::Buckets,
 ) -> Option<exponential_histogram_data_point::Buckets> {
     // OTLP numbers the bucket (base^i, base^(i+1)] as i; Prometheus (and ExpHistogram) as i+1.
     (!b.counts.is_empty()).then(|| exponential_histogram_data_point::Buckets {
@@ -183,8 +183,8 @@ pub fn headers(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Vec<(Stri
                     ),
                 )
             })?;
-            let k = cfn_core::redact::percent_decoded(k.trim());
-            let v = cfn_core::redact::percent_decoded(v.trim());
+            let k = cfn_net::redact::percent_decoded(k.trim());
+            let v = cfn_net::redact::percent_decoded(v.trim());
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
                 return Err(fail(
                     Exit::Config,
@@ -252,7 +252,7 @@ fn summary_point(
 
 fn histogram_point(
     a: &Aggregate,
-    h: &cfn_core::exponential::ExpHistogram,
+    h: &cfn_stats::exponential::ExpHistogram,
     attributes: Vec<KeyValue>,
     start: u64,
     time: u64,

@@ -2,13 +2,13 @@
 //! scanning whole shards) and the archive, shard health kept up to date incrementally, and
 //! the alerts `cfn-alert` wrote.
 
-use cfn_agg::{Aggregator, Options};
 use cfn_core::aggregate::Aggregate;
 use cfn_core::filter::RecordFilter;
 use cfn_core::input::{seek_offset_for_time, wrap_reader};
 use cfn_core::paths::parse_archive_name;
 use cfn_core::reader::{MalformedLog, RecordReader};
 use cfn_core::time::{EpochMs, parse_utc_day, utc_day};
+use cfn_stats::group::{Aggregator, Options};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Seek, SeekFrom};

@@ -15,10 +15,10 @@
 //! dropped first, then the tag rollups, with a warning, and the queries they served read the
 //! records again. A tag key with more than [`MAX_TAG_VALUES`] values is dropped the same way.
 
-use cfn_agg::{Aggregator, RecordParts};
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::RecordRef;
 use cfn_core::time::EpochMs;
+use cfn_stats::group::{Aggregator, RecordParts};
 use rustc_hash::FxHashMap;
 
 /// A quarter hour: the resolution of these rollups.

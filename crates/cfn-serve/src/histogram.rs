@@ -117,7 +117,7 @@ impl HistogramConfig {
                 "--histogram-max-series 0: must be at least 1",
             ));
         }
-        cfn_core::exponential::check_limits(
+        cfn_stats::exponential::check_limits(
             ("--native-schema", native_schema),
             ("--native-max-buckets", native_max_buckets),
         )?;
@@ -193,7 +193,7 @@ struct Series {
     counts: Vec<u64>,
     sum: f64,
     /// The same values in native buckets, in the base unit.
-    native: cfn_core::exponential::ExpHistogram,
+    native: cfn_stats::exponential::ExpHistogram,
 }
 
 /// One metric's histograms: its bounds and unit, fixed at its first record, and a series
@@ -334,7 +334,7 @@ impl Histograms {
                 labels: names.zip(values.iter().cloned()).collect(),
                 counts: vec![0; n],
                 sum: 0.0,
-                native: cfn_core::exponential::ExpHistogram::new(
+                native: cfn_stats::exponential::ExpHistogram::new(
                     cfg.native_schema,
                     cfg.native_max_buckets,
                 ),
@@ -346,7 +346,7 @@ impl Histograms {
         let before = series.native.bucket_count();
         series
             .native
-            .record(cfn_promtext::base_value(metric.unit.as_deref(), value));
+            .record(cfn_prom::base_value(metric.unit.as_deref(), value));
         self.native_buckets = self.native_buckets + series.native.bucket_count() - before;
         if self.native_buckets > NATIVE_BUDGET {
             let before = series.native.bucket_count();
@@ -356,21 +356,19 @@ impl Histograms {
     }
 
     /// Every series, for the exposition.
-    pub fn snapshot(&self) -> Vec<cfn_promtext::HistogramSeries> {
+    pub fn snapshot(&self) -> Vec<cfn_prom::HistogramSeries> {
         self.metrics
             .iter()
             .flat_map(|(metric, m)| {
-                m.series
-                    .values()
-                    .map(move |s| cfn_promtext::HistogramSeries {
-                        metric: metric.clone(),
-                        unit: m.unit.clone(),
-                        labels: s.labels.clone(),
-                        bounds: m.bounds.to_vec(),
-                        counts: s.counts.clone(),
-                        sum: s.sum,
-                        native: Some(s.native.clone()),
-                    })
+                m.series.values().map(move |s| cfn_prom::HistogramSeries {
+                    metric: metric.clone(),
+                    unit: m.unit.clone(),
+                    labels: s.labels.clone(),
+                    bounds: m.bounds.to_vec(),
+                    counts: s.counts.clone(),
+                    sum: s.sum,
+                    native: Some(s.native.clone()),
+                })
             })
             .collect()
     }

@@ -18,15 +18,15 @@
 use crate::data::{HotShards, Sources, for_each_archived, for_each_record};
 use crate::dims::{DimQuery, Dims, QUARTER_MS};
 use crate::histogram::Histograms;
-use cfn_agg::{Aggregator, Options, RecordParts, aggregate_line};
 use cfn_core::aggregate::Aggregate;
 use cfn_core::cursor::{Change, FileId, ShardCursor};
 use cfn_core::filter::RecordFilter;
 use cfn_core::fsutil::{Access, is_refused, open_safe};
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::{Item, Position, RecordReader, RecordRef};
-use cfn_core::stats::{Stats, StatsArena, relieve_budget};
 use cfn_core::time::{EpochMs, format_ms};
+use cfn_stats::group::{Aggregator, Options, RecordParts, aggregate_line};
+use cfn_stats::stats::{Stats, StatsArena, relieve_budget};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -190,7 +190,7 @@ pub struct RangeQuery {
     pub bucket_ms: Option<i64>,
     pub metrics: Vec<NamePattern>,
     pub quantiles: Vec<f64>,
-    /// Most aggregates answered (see [`cfn_agg::Options::max_groups`]).
+    /// Most aggregates answered (see [`cfn_stats::group::Options::max_groups`]).
     pub max_groups: usize,
 }
 
@@ -924,7 +924,7 @@ impl Index {
         shards: Option<&BTreeSet<u32>>,
     ) -> anyhow::Result<(Vec<Aggregate>, u64)> {
         let opts = Options {
-            by: cfn_agg::GroupBy {
+            by: cfn_stats::group::GroupBy {
                 agent: dq.by_agent,
                 tags: Vec::new(),
             },
@@ -961,7 +961,7 @@ impl Index {
             })?;
         }
         let mut dropped = edge.dropped();
-        let mut edge_parts: HashMap<String, Vec<cfn_agg::GroupPart>> = HashMap::new();
+        let mut edge_parts: HashMap<String, Vec<cfn_stats::group::GroupPart>> = HashMap::new();
         for p in edge.into_parts() {
             edge_parts
                 .entry(p.metric().to_string())

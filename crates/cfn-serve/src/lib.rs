@@ -6,12 +6,12 @@
 //! server never disagrees with the command line. Each request reads only its time range
 //! (binary search from the end of each shard) and results are cached for a second.
 
-use cfn_agg::{GroupBy, Options};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
 use cfn_core::paths::Config;
 use cfn_core::pattern::NamePattern;
 use cfn_core::time::{EpochMs, now_ms, parse_duration, parse_time_arg};
+use cfn_stats::group::{GroupBy, Options};
 use clap::Parser;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -235,7 +235,7 @@ fn query_map(query: &str) -> Result<HashMap<String, String>, String> {
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = cfn_core::redact::percent_decode(s, true, true)?;
+    let bytes = cfn_net::redact::percent_decode(s, true, true)?;
     String::from_utf8(bytes).map_err(|_| "parameters must be UTF-8".to_string())
 }
 
@@ -386,7 +386,7 @@ impl App {
         if !(path.starts_with("/api/") || path == "/metrics") {
             return self.compute(path_and_query);
         }
-        let protobuf = path == "/metrics" && cfn_promtext::protobuf::wanted(accept);
+        let protobuf = path == "/metrics" && cfn_prom::protobuf::wanted(accept);
         if protobuf {
             // Not cached: Prometheus scrapes it once per interval, and the key would differ.
             if let Err(e) = self.fresh_index() {
@@ -822,18 +822,15 @@ impl App {
                         dims,
                     )
                 };
-                let mut e = cfn_promtext::render_exposition(
-                    &aggs,
-                    &hists,
-                    &cfn_promtext::Options::default(),
-                );
+                let mut e =
+                    cfn_prom::render_exposition(&aggs, &hists, &cfn_prom::Options::default());
                 e.text.push_str(&dropped_families(dropped, hist_dropped));
                 e.text.push_str(&filtered_rollup_families(dims.0, dims.1));
                 if protobuf {
                     return Response {
                         status: 200,
-                        content_type: cfn_promtext::protobuf::CONTENT_TYPE,
-                        body: cfn_promtext::protobuf::encode(&e),
+                        content_type: cfn_prom::protobuf::CONTENT_TYPE,
+                        body: cfn_prom::protobuf::encode(&e),
                     };
                 }
                 Response {

@@ -839,7 +839,7 @@ fn get_accepting(port: u16, path: &str, accept: &str) -> (u16, String, Vec<u8>) 
 
 #[test]
 fn metrics_speak_protobuf_with_native_buckets_to_a_scraper_that_asks_and_text_to_others() {
-    use cfn_promtext::protobuf::{MetricFamily, MetricType};
+    use cfn_prom::protobuf::{MetricFamily, MetricType};
     use prost::Message;
     let dir = TestDir::new();
     dir.write("cfn-metrics-1.jsonl", "");

@@ -3,7 +3,7 @@
 //! Shared by the accuracy tests and `xtask accuracy`, which prints the README's table.
 
 use crate::gendata::Rng;
-use cfn_core::stats::{Stats, StatsArena};
+use cfn_stats::stats::{Stats, StatsArena};
 
 /// The quantiles every measurement checks.
 pub const QUANTILES: [f64; 10] = [0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
@@ -163,7 +163,7 @@ pub fn measure(values: &[f64], parts: usize, exact_limit: usize) -> Measured {
             m.worst_q = q;
         }
         m.inside &= (min..=max).contains(&est);
-        m.exact &= est == cfn_core::stats::nearest_rank(&sorted, q);
+        m.exact &= est == cfn_stats::stats::nearest_rank(&sorted, q);
     }
     m
 }

@@ -4,8 +4,8 @@
 
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::RecordRef;
-use cfn_core::stats::nearest_rank;
 use cfn_core::time::EpochMs;
+use cfn_stats::stats::nearest_rank;
 use std::collections::{BTreeMap, HashMap};
 
 /// Most values kept over all metrics (24 bytes each: about 24 MB). Past it, new records are

@@ -62,7 +62,7 @@ mod tests {
             .collect();
         assert_eq!(listed, crates, "DESIGN.md's crate list");
 
-        let core: BTreeSet<String> = table_rows(&design, "cfn-core holds everything")
+        let core: BTreeSet<String> = table_rows(&design, "cfn-core holds the contract")
             .iter()
             .flat_map(|row| ticked(row[0]))
             .collect();
@@ -88,6 +88,38 @@ mod tests {
                 "DESIGN.md names a crate {:?} that is not there",
                 r[0]
             );
+        }
+    }
+
+    /// The layering DESIGN.md draws: a tool (a crate with a binary) never depends on another
+    /// tool; they share code through the library crates.
+    #[test]
+    fn no_tool_crate_depends_on_another_tool_crate() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tools: BTreeSet<String> = std::fs::read_dir(&crates)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("src/main.rs").exists() && !p.ends_with("xtask"))
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            tools.contains("cfn-serve") && tools.contains("cfn-agg"),
+            "{tools:?}"
+        );
+        for tool in &tools {
+            let manifest = std::fs::read_to_string(crates.join(tool).join("Cargo.toml")).unwrap();
+            let deps = manifest
+                .split("[dependencies]")
+                .nth(1)
+                .and_then(|d| d.split("\n[").next())
+                .unwrap_or("");
+            for line in deps.lines() {
+                let name = line.split(['=', '.', ' ']).next().unwrap_or("");
+                assert!(
+                    !tools.contains(name) || name == tool,
+                    "{tool} depends on the tool crate {name}"
+                );
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use super::*;
 use crate::state::{ColdCopy, UploadInFlight};
-use cfn_core::s3::{S3Client, S3Location, hex, md5_of, multipart_etag};
+use cfn_net::s3::{S3Client, S3Location, hex, md5_of, multipart_etag};
 
 /// Where expired files go.
 pub enum ColdTarget {

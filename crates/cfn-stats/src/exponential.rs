@@ -20,7 +20,7 @@ pub const SCHEMAS: std::ops::RangeInclusive<i32> = -4..=8;
 /// # Errors
 /// Exit 2 naming the flag and its value.
 pub fn check_limits(schema: (&str, i32), max_buckets: (&str, usize)) -> anyhow::Result<()> {
-    use crate::exit::{Exit, fail};
+    use cfn_core::exit::{Exit, fail};
     if !SCHEMAS.contains(&schema.1) {
         return Err(fail(
             Exit::Usage,

@@ -3,9 +3,9 @@
 //! (`aws-sigv4`, sans-IO) over the `ureq` client the other exporters use, and the handful of
 //! calls the archiver and `cfn-cat` need. Secrets never appear in messages.
 
-use crate::exit::{Exit, fail};
 use crate::http::{Attempt, RetryPolicy};
 use base64::Engine as _;
+use cfn_core::exit::{Exit, fail};
 use md5::Digest as _;
 use std::io::Read;
 use std::path::PathBuf;
@@ -867,7 +867,7 @@ impl S3Client {
             }
         }
         if foreign > 0 {
-            crate::cli::warn(
+            cfn_core::cli::warn(
                 self.tool,
                 format!("{what}: left out {foreign} listed keys outside the prefix"),
             );
@@ -1017,7 +1017,7 @@ mod tests {
         );
         assert_eq!(c.endpoint, "http://minio:9000");
         let e = S3Config::resolve(None, &env_of(&[]), p).unwrap_err();
-        assert_eq!(crate::exit::exit_for(&e), Exit::Config);
+        assert_eq!(cfn_core::exit::exit_for(&e), Exit::Config);
     }
 
     #[test]

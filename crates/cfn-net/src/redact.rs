@@ -64,7 +64,7 @@ impl Secrets {
     ///
     /// # Example
     /// ```
-    /// let mut s = cfn_core::redact::Secrets::new();
+    /// let mut s = cfn_net::redact::Secrets::new();
     /// s.add("Bearer sk-live-123456");
     /// assert_eq!(s.redact("token=sk-live-12 (Bearer)"), "token=*** (***)");
     /// ```

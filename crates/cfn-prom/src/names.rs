@@ -58,6 +58,6 @@ pub fn format_value(v: f64) -> String {
     } else if v == f64::NEG_INFINITY {
         "-Inf".into()
     } else {
-        crate::record::number_text(v)
+        cfn_core::record::number_text(v)
     }
 }

@@ -8,7 +8,7 @@
 //! metrics.proto, declared here with prost (no code generation step).
 
 use crate::Exposition;
-use cfn_core::exponential::ExpHistogram;
+use cfn_stats::exponential::ExpHistogram;
 use prost::Message;
 use std::collections::BTreeMap;
 
@@ -204,7 +204,7 @@ fn unescape_help(s: &str) -> String {
 fn label_key(labels: &[(String, String)]) -> String {
     labels
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", cfn_core::prom::escape_label_value(v)))
+        .map(|(k, v)| format!("{k}=\"{}\"", crate::names::escape_label_value(v)))
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -57,7 +57,7 @@ pub fn read_secret(
     env: &str,
     what: &str,
 ) -> anyhow::Result<Option<String>> {
-    use crate::exit::{Exit, fail};
+    use cfn_core::exit::{Exit, fail};
     if let Some(f) = file {
         let s = std::fs::read_to_string(f).map_err(|e| {
             fail(

@@ -1,0 +1,536 @@
+//! The Prometheus exposition of aggregates and histograms, text and protobuf: what
+//! cfn-promtext writes and cfn-serve's /metrics answers, with the contract's names, units
+//! (`--base-units` from `cfn_core::units`) and collision rules. Naming and escaping are in
+//! `names`; the protobuf form (native histograms included) in `protobuf`.
+
+use cfn_core::aggregate::Aggregate;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+pub mod names;
+pub mod protobuf;
+
+/// Rendering settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub prefix: String,
+    pub base_units: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            prefix: "cfn_".into(),
+            base_units: false,
+        }
+    }
+}
+
+pub use crate::names::{
+    escape_help, escape_label_value, format_value, sanitize_label, sanitize_name,
+};
+
+/// How a value is converted to the base unit. Division is its own case so that 410 ms is
+/// exactly 0.41 s (multiplying by 0.001 is not).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scale {
+    Identity,
+    Multiply(f64),
+    Divide(f64),
+}
+
+impl Scale {
+    fn apply(self, v: f64) -> f64 {
+        match self {
+            Scale::Identity => v,
+            Scale::Multiply(f) => v * f,
+            Scale::Divide(d) => v / d,
+        }
+    }
+}
+
+/// The `--base-units` conversion of one unit.
+struct BaseUnit {
+    scale: Scale,
+    /// Appended to the family name (`_seconds`).
+    suffix: String,
+    /// The unit shown in HELP.
+    name: &'static str,
+    /// Name endings replaced by `suffix` (`coordination_time_ms` -> `coordination_time_seconds`).
+    replaces: Vec<String>,
+}
+
+/// The conversion of a unit of time or bytes in the contract's vocabulary
+/// (`cfn_core::units`) to seconds or bytes.
+fn base_unit(unit: Option<&str>) -> Option<BaseUnit> {
+    let u = cfn_core::units::parse_unit(unit?)?;
+    let name = u.dimension.prometheus_base()?;
+    let scale = if u.to_base == 1.0 {
+        Scale::Identity
+    } else if u.to_base < 1.0 {
+        // 1e-3 is not exact in binary; its inverse rounds to the exact 1,000.
+        Scale::Divide((1.0 / u.to_base).round())
+    } else {
+        Scale::Multiply(u.to_base)
+    };
+    let mut replaces: Vec<String> = u.spellings.iter().map(|s| format!("_{s}")).collect();
+    replaces.push(format!("_{name}"));
+    // Longest first: `_milliseconds` before `_s`.
+    replaces.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    Some(BaseUnit {
+        scale,
+        suffix: format!("_{name}"),
+        name,
+        replaces,
+    })
+}
+
+/// A warning about the input (name collisions, duplicate series).
+pub type Warning = String;
+
+/// One metric's families (summary, _min, _max) to write.
+struct Family<'a> {
+    source: String,
+    unit: Option<String>,
+    scale: Scale,
+    /// The newest aggregate of each label set, by rendered label text.
+    series: BTreeMap<String, &'a Aggregate>,
+}
+
+/// Renders aggregates as text exposition; returns the text and any warnings.
+pub fn render(aggs: &[Aggregate], opts: &Options) -> (String, Vec<Warning>) {
+    render_with_histograms(aggs, &[], opts)
+}
+
+/// One cumulative histogram series: how many values fell at or under each bound, counted by
+/// whoever feeds it (cfn-serve, since it started).
+#[derive(Clone, Debug)]
+pub struct HistogramSeries {
+    pub metric: String,
+    pub unit: Option<String>,
+    /// Group keys (agent, tag names) and their values; sanitized here.
+    pub labels: Vec<(String, String)>,
+    /// Upper bounds in the metric's own unit, increasing.
+    pub bounds: Vec<f64>,
+    /// Values per bucket (not cumulative): `counts[i]` fell in `(bounds[i-1], bounds[i]]`;
+    /// one more at the end for values above every bound.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    /// The same values as native (exponential) buckets, in the base unit (seconds, bytes):
+    /// what the protobuf exposition carries beside the classic buckets.
+    pub native: Option<cfn_stats::exponential::ExpHistogram>,
+}
+
+/// `v` in the metric's base unit (seconds for ms, bytes for kb and mb), as the histogram
+/// families are exposed; unchanged for other units.
+pub fn base_value(unit: Option<&str>, v: f64) -> f64 {
+    base_unit(unit).map_or(v, |b| b.scale.apply(v))
+}
+
+/// An exposition: the text, what was renamed or left out (warnings), and each histogram
+/// series' native buckets by family name and label text (`agent="a1"`, without `le`), for
+/// the protobuf form.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub text: String,
+    pub warnings: Vec<Warning>,
+    pub natives: BTreeMap<(String, String), cfn_stats::exponential::ExpHistogram>,
+}
+
+/// Renders aggregates as summaries and `hists` as histogram families
+/// (`<prefix><metric>_hist[_seconds|_bytes]`, always in base units, named after the summaries
+/// so a histogram never takes a summary's name). Returns the text and any warnings.
+pub fn render_with_histograms(
+    aggs: &[Aggregate],
+    hists: &[HistogramSeries],
+    opts: &Options,
+) -> (String, Vec<Warning>) {
+    let e = render_exposition(aggs, hists, opts);
+    (e.text, e.warnings)
+}
+
+/// [`render_with_histograms`], also keeping each histogram series' native buckets for
+/// [`protobuf::encode`].
+pub fn render_exposition(
+    aggs: &[Aggregate],
+    hists: &[HistogramSeries],
+    opts: &Options,
+) -> Exposition {
+    let mut warnings = Vec::new();
+    let mut natives = BTreeMap::new();
+    let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
+    for a in aggs {
+        by_metric.entry(&a.metric).or_default().push(a);
+    }
+    // Assign names: metrics whose sanitized name needs no change go first, so a clean name
+    // keeps its name whatever else appears; later colliders get a stable hash suffix.
+    let mut order: Vec<&str> = by_metric.keys().copied().collect();
+    order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
+    let mut used: BTreeMap<String, String> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family<'_>> = BTreeMap::new();
+    for metric in order {
+        let list = &by_metric[metric];
+        let unit = list.iter().find_map(|a| a.unit.clone());
+        let (base, scale, shown_unit) =
+            family_name(metric, unit.as_deref(), opts, &mut used, &mut warnings);
+        let series = newest_series(metric, list, &mut warnings);
+        families.insert(
+            base,
+            Family {
+                source: metric.to_string(),
+                unit: shown_unit.or(unit),
+                scale,
+                series,
+            },
+        );
+    }
+    // Every family in one contiguous block, all blocks sorted by name.
+    let mut blocks: BTreeMap<String, String> = BTreeMap::new();
+    for (base, fam) in &families {
+        write_family(base, fam, &mut blocks);
+    }
+    let mut hist_by_metric: BTreeMap<&str, Vec<&HistogramSeries>> = BTreeMap::new();
+    for h in hists {
+        hist_by_metric.entry(&h.metric).or_default().push(h);
+    }
+    let mut order: Vec<&str> = hist_by_metric.keys().copied().collect();
+    order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
+    for metric in order {
+        let list = &hist_by_metric[metric];
+        let unit = list.iter().find_map(|h| h.unit.clone());
+        let base_unit = base_unit(unit.as_deref());
+        let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
+        if let Some(b) = &base_unit
+            && let Some(stripped) = b
+                .replaces
+                .iter()
+                .find_map(|s| base.strip_suffix(s.as_str()))
+        {
+            base = stripped.to_string();
+        }
+        base.push_str("_hist");
+        if let Some(b) = &base_unit {
+            base.push_str(&b.suffix);
+        }
+        let base = unique_name(
+            base,
+            metric,
+            &["_bucket", "_sum", "_count"],
+            &mut used,
+            &mut warnings,
+        );
+        let shown = base_unit.as_ref().map(|b| b.name.to_string()).or(unit);
+        let scale = base_unit.map_or(Scale::Identity, |b| b.scale);
+        let block = histogram_block(&base, metric, shown.as_deref(), scale, list, &mut warnings);
+        for (key, h) in block.1 {
+            if let Some(n) = &h.native {
+                natives.insert((base.clone(), key), n.clone());
+            }
+        }
+        blocks.insert(base.clone(), block.0);
+    }
+    Exposition {
+        text: blocks.into_values().collect(),
+        warnings,
+        natives,
+    }
+}
+
+/// The text of one histogram family, and its series by label text.
+fn histogram_block<'h>(
+    base: &str,
+    metric: &str,
+    unit: Option<&str>,
+    scale: Scale,
+    list: &[&'h HistogramSeries],
+    warnings: &mut Vec<Warning>,
+) -> (String, BTreeMap<String, &'h HistogramSeries>) {
+    let unit_note = unit.map(|u| format!(" (unit: {u})")).unwrap_or_default();
+    let mut out = format!(
+        "# HELP {base} {}\n# TYPE {base} histogram\n",
+        escape_help(&format!(
+            "Values of {metric}{unit_note} appended to the hot shards since cfn-serve started"
+        ))
+    );
+    let mut series: BTreeMap<String, &'h HistogramSeries> = BTreeMap::new();
+    for h in list {
+        let mut labels: Vec<(String, String)> = Vec::new();
+        for (k, v) in &h.labels {
+            let mut name = sanitize_label(k);
+            if name == "le" || labels.iter().any(|(n, _)| *n == name) {
+                let renamed = hash_suffixed(&name, k);
+                warnings.push(format!(
+                    "label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"
+                ));
+                name = renamed;
+            }
+            labels.push((name, v.clone()));
+        }
+        labels.sort();
+        let key = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        series.insert(key, h);
+    }
+    for (key, h) in &series {
+        let sep = if key.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, bound) in h.bounds.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{base}_bucket{{{key}{sep}le=\"{}\"}} {cumulative}",
+                format_value(scale.apply(*bound))
+            );
+        }
+        let count: u64 = h.counts.iter().sum();
+        let _ = writeln!(out, "{base}_bucket{{{key}{sep}le=\"+Inf\"}} {count}");
+        let braces = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{{{key}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{base}_sum{braces} {}",
+            format_value(scale.apply(h.sum))
+        );
+        let _ = writeln!(out, "{base}_count{braces} {count}");
+    }
+    (out, series)
+}
+
+/// The family name of `metric` (prefixed, sanitized, converted to the base unit, and made
+/// unique with a hash suffix when it collides with a name already used), its scale, and the
+/// unit to show when converted.
+fn family_name(
+    metric: &str,
+    unit: Option<&str>,
+    opts: &Options,
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> (String, Scale, Option<String>) {
+    let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
+    let mut scale = Scale::Identity;
+    let mut shown = None;
+    if opts.base_units
+        && let Some(b) = base_unit(unit)
+    {
+        scale = b.scale;
+        shown = Some(b.name.to_string());
+        if let Some(stripped) = b
+            .replaces
+            .iter()
+            .find_map(|s| base.strip_suffix(s.as_str()))
+        {
+            base = stripped.to_string();
+        }
+        base.push_str(&b.suffix);
+    }
+    let base = unique_name(
+        base,
+        metric,
+        &["_sum", "_count", "_min", "_max"],
+        used,
+        warnings,
+    );
+    (base, scale, shown)
+}
+
+/// `base`, or `base` with a stable hash suffix when it or any of its series names (`base`
+/// plus each of `suffixes`) is already taken; marks them all taken by `metric`.
+fn unique_name(
+    mut base: String,
+    metric: &str,
+    suffixes: &[&str],
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> String {
+    let derived = |b: &str| {
+        std::iter::once(b.to_string())
+            .chain(suffixes.iter().map(|s| format!("{b}{s}")))
+            .collect::<Vec<_>>()
+    };
+    if let Some(other) = derived(&base).iter().find_map(|n| used.get(n)) {
+        let renamed = hash_suffixed(&base, metric);
+        warnings.push(format!(
+            "metrics {other:?} and {metric:?} both map to {base}; writing {metric:?} as {renamed}"
+        ));
+        base = renamed;
+    }
+    for n in derived(&base) {
+        used.insert(n, metric.to_string());
+    }
+    base
+}
+
+/// `name` made unique by a stable hash of what it was made from (`cfn_x_1a2b3c4d`).
+fn hash_suffixed(name: &str, source: &str) -> String {
+    format!(
+        "{name}_{:08x}",
+        cfn_core::paths::fnv1a64(source.as_bytes()) as u32
+    )
+}
+
+/// The rendered label text of `a`'s group keys: sanitized, de-collided, sorted, escaped.
+fn label_text(metric: &str, a: &Aggregate, warnings: &mut Vec<Warning>) -> String {
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for (k, v) in a.labels() {
+        let mut name = sanitize_label(&k);
+        if labels.iter().any(|(n, _)| *n == name) {
+            let renamed = hash_suffixed(&name, &k);
+            warnings.push(format!(
+                "label {k:?} of {metric:?} collides with another as {name}; writing it as {renamed}"
+            ));
+            name = renamed;
+        }
+        labels.push((name, v));
+    }
+    labels.sort();
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One aggregate per label set: in bucketed input, the newest bucket.
+fn newest_series<'a>(
+    metric: &str,
+    list: &[&'a Aggregate],
+    warnings: &mut Vec<Warning>,
+) -> BTreeMap<String, &'a Aggregate> {
+    let mut series: BTreeMap<String, &'a Aggregate> = BTreeMap::new();
+    for a in list {
+        let key = label_text(metric, a, warnings);
+        match series.get(&key) {
+            Some(prev) if prev.bucket_start >= a.bucket_start => {
+                if prev.bucket_start == a.bucket_start {
+                    warnings.push(format!(
+                        "duplicate series {metric}{{{key}}}; keeping the first"
+                    ));
+                }
+            }
+            _ => {
+                series.insert(key, a);
+            }
+        }
+    }
+    series
+}
+
+/// Writes the summary, `_min` and `_max` blocks of one family into `blocks`.
+fn write_family(base: &str, fam: &Family<'_>, blocks: &mut BTreeMap<String, String>) {
+    let unit_note = fam
+        .unit
+        .as_deref()
+        .map(|u| format!(" (unit: {u})"))
+        .unwrap_or_default();
+    let head = |name: &str, kind: &str, what: &str| {
+        let help = escape_help(&format!(
+            "{what} of {}{unit_note}, from cfn-agg",
+            fam.source
+        ));
+        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")
+    };
+    let mut summary = head(base, "summary", "Distribution");
+    let mut min = head(&format!("{base}_min"), "gauge", "Minimum");
+    let mut max = head(&format!("{base}_max"), "gauge", "Maximum");
+    let conv = |v: f64| format_value(fam.scale.apply(v));
+    for (key, a) in &fam.series {
+        let with = |extra: &str| -> String {
+            match (key.is_empty(), extra.is_empty()) {
+                (true, true) => String::new(),
+                (true, false) => format!("{{{extra}}}"),
+                (false, true) => format!("{{{key}}}"),
+                (false, false) => format!("{{{key},{extra}}}"),
+            }
+        };
+        for (q, v) in &a.quantiles {
+            let quantile = format!("quantile=\"{}\"", cfn_core::record::number_text(*q));
+            let _ = writeln!(summary, "{base}{} {}", with(&quantile), conv(*v));
+        }
+        let _ = writeln!(summary, "{base}_sum{} {}", with(""), conv(a.sum));
+        let _ = writeln!(summary, "{base}_count{} {}", with(""), a.count);
+        let _ = writeln!(min, "{base}_min{} {}", with(""), conv(a.min));
+        let _ = writeln!(max, "{base}_max{} {}", with(""), conv(a.max));
+    }
+    blocks.insert(base.to_string(), summary);
+    blocks.insert(format!("{base}_min"), min);
+    blocks.insert(format!("{base}_max"), max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_valid() {
+        assert_eq!(sanitize_name("9lives.p-99 ms"), "_9lives_p_99_ms");
+        assert_eq!(sanitize_name("coordination.time"), "coordination_time");
+        assert_eq!(sanitize_label("__name__"), "tag__name__");
+        assert_eq!(sanitize_label("quantile"), "tagquantile");
+    }
+
+    #[test]
+    fn special_values_are_spelled_as_prometheus_expects() {
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(3.0), "3");
+    }
+
+    #[test]
+    fn colliding_names_are_kept_apart_and_reported() {
+        let a = Aggregate {
+            metric: "coordination.time".into(),
+            count: 1,
+            quantiles: vec![(0.5, 1.0)],
+            ..Default::default()
+        };
+        let b = Aggregate {
+            metric: "coordination_time".into(),
+            count: 2,
+            quantiles: vec![(0.5, 2.0)],
+            ..Default::default()
+        };
+        let (text, warnings) = render(&[a, b], &Options::default());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(text.contains("cfn_coordination_time_count 2\n"), "{text}");
+        let renamed = format!(
+            "cfn_coordination_time_{:08x}_count 1\n",
+            cfn_core::paths::fnv1a64(b"coordination.time") as u32
+        );
+        assert!(text.contains(&renamed), "{text}");
+    }
+
+    /// Every unit of time and bytes in the contract's vocabulary goes to seconds or bytes
+    /// with the factor OTLP's UCUM code and the views use: `mb` is 1,048,576 bytes here and
+    /// `MiBy` there.
+    #[test]
+    fn base_units_come_from_the_contracts_vocabulary() {
+        assert_eq!(base_value(Some("ms"), 410.0), 0.41);
+        assert_eq!(base_value(Some("us"), 1500.0), 0.0015);
+        assert_eq!(base_value(Some("min"), 2.0), 120.0);
+        assert_eq!(base_value(Some("mb"), 1.0), 1_048_576.0);
+        assert_eq!(base_value(Some("GB"), 2.0), 2_147_483_648.0);
+        assert_eq!(base_value(Some("percent"), 12.0), 12.0);
+        assert_eq!(cfn_core::units::ucum("mb"), "MiBy");
+        let a = Aggregate {
+            metric: "heap_gb".into(),
+            unit: Some("gb".into()),
+            count: 1,
+            sum: 2.0,
+            quantiles: vec![(0.5, 2.0)],
+            ..Default::default()
+        };
+        let opts = Options {
+            base_units: true,
+            ..Options::default()
+        };
+        let (text, _) = render(&[a], &opts);
+        assert!(text.contains("cfn_heap_bytes_sum 2147483648\n"), "{text}");
+    }
+}
