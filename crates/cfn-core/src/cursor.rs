@@ -9,26 +9,9 @@ use crate::time::EpochMs;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, Metadata};
 use std::io::{BufReader, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// A file's identity: device and inode. A trim renames a new file into place, so the path
-/// stays while the identity changes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    /// The identity of the file `meta` describes.
-    pub fn of(meta: &Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
-    }
-}
+pub use crate::fsutil::FileId;
 
 /// What became of a shard since a cursor was last moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

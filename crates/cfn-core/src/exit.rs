@@ -93,7 +93,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<ExitError>() {
             return e.exit;
         }
-        if let Some(e) = cause.downcast_ref::<crate::fsutil::Refused>() {
+        if let Some(e) = cause.downcast_ref::<Refused>() {
             return e.0.exit;
         }
     }
@@ -122,6 +122,20 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
 }
+
+/// A file in a shared directory that was refused (a symlink, not a regular file, owned by
+/// another user). Readers of many files skip it with a warning (`fsutil::skip_refused`) and go on;
+/// a writer fails. Its exit code is that of the [`ExitError`](crate::exit::ExitError) inside.
+#[derive(Debug)]
+pub struct Refused(pub ExitError);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 #[cfg(test)]
 mod tests {

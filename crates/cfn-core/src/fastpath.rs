@@ -11,7 +11,7 @@
 //! time range, UTF-8), and the tags object is validated by serde_json itself. The fuzz test
 //! below checks that the two agree on valid and mangled records.
 
-use crate::reader::RecordRef;
+use crate::record::RecordRef;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 

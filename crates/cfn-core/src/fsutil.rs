@@ -62,19 +62,25 @@ fn group_shared_parent(path: &Path) -> Option<std::fs::Metadata> {
         .filter(is_group_shared_dir)
 }
 
-/// A file in a shared directory that was refused (a symlink, not a regular file, owned by
-/// another user). Readers of many files skip it with a warning ([`skip_refused`]) and go on;
-/// a writer fails. Its exit code is that of the [`ExitError`](crate::exit::ExitError) inside.
-#[derive(Debug)]
-pub struct Refused(pub crate::exit::ExitError);
+/// A file's identity: device and inode. A trim renames a new file into place, so the path
+/// stays while the identity changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
 
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+impl FileId {
+    /// The identity of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
     }
 }
 
-impl std::error::Error for Refused {}
+pub use crate::exit::Refused;
 
 fn refuse(exit: Exit, message: String) -> anyhow::Error {
     anyhow::Error::new(Refused(crate::exit::ExitError { exit, message }))
@@ -405,7 +411,7 @@ pub fn open_locked_append(path: &Path, mode: u32, timeout: Duration) -> anyhow::
 pub struct AppendHandle {
     path: std::path::PathBuf,
     mode: u32,
-    open: Option<(File, crate::cursor::FileId)>,
+    open: Option<(File, FileId)>,
 }
 
 impl AppendHandle {
@@ -460,7 +466,7 @@ impl AppendHandle {
                         mode: self.mode,
                     },
                 )?;
-                self.open = Some((file, crate::cursor::FileId::of(&meta)));
+                self.open = Some((file, FileId::of(&meta)));
             }
             let Some((file, id)) = &self.open else {
                 unreachable!("opened above")
@@ -470,7 +476,7 @@ impl AppendHandle {
                 return Err(lock_timeout(&self.path, timeout));
             }
             let current = match std::fs::symlink_metadata(&self.path) {
-                Ok(m) => Some(crate::cursor::FileId::of(&m)),
+                Ok(m) => Some(FileId::of(&m)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e.into()),
             };
@@ -582,7 +588,7 @@ pub fn read_tail(path: &Path, max: u64) -> anyhow::Result<(Vec<u8>, bool)> {
 /// ends with all of it or none of it: a write cut short (a full disk) is cut back off, and
 /// a partial line left at the end by a writer killed mid-write (never acknowledged) is cut
 /// off first, so the next record is not glued to it and lost with it. A partial tail longer
-/// than a record may be ([`crate::reader::MAX_LINE_BYTES`]) is ended with a newline instead
+/// than a record may be ([`crate::record::MAX_LINE_BYTES`]) is ended with a newline instead
 /// (a malformed line, reported by readers) rather than cut.
 ///
 /// # Errors
@@ -593,7 +599,7 @@ pub fn append_whole(file: &File, buf: &[u8]) -> io::Result<()> {
     let mut start = len;
     let mut last = [0u8];
     if len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
-        let back = len.min(crate::reader::MAX_LINE_BYTES as u64 + 1);
+        let back = len.min(crate::record::MAX_LINE_BYTES as u64 + 1);
         let mut tail = vec![0u8; back as usize];
         file.read_exact_at(&mut tail, len - back)?;
         match memchr::memrchr(b'\n', &tail) {

@@ -11,10 +11,7 @@ use std::io::BufRead;
 /// A legacy pretty-printed record longer than this many lines is treated as malformed.
 const MAX_MULTILINE_LINES: usize = 10_000;
 
-/// The longest line any reader keeps in memory. A record is a few hundred bytes; a longer
-/// line (a file of zeros, a stream with no newline at all) is malformed, and only its first
-/// bytes are held while the rest is skipped, so memory stays bounded whatever the input.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+pub use crate::record::MAX_LINE_BYTES;
 
 /// What [`read_line_bounded`] read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,84 +67,7 @@ pub fn read_line_bounded<R: BufRead + ?Sized>(
     }
 }
 
-/// One parsed record, borrowing from the reader's buffer.
-#[derive(Debug)]
-pub struct RecordRef<'a> {
-    /// The record's compact bytes without the newline: the line itself for JSONL, a
-    /// whitespace-stripped copy for a legacy multi-line record.
-    pub raw: &'a [u8],
-    /// The line the record starts on (1-based).
-    pub line: u64,
-    pub ts_ms: EpochMs,
-    pub metric: Cow<'a, str>,
-    pub value: f64,
-    pub agent: Option<Cow<'a, str>>,
-    pub unit: Option<Cow<'a, str>>,
-    pub tags: Option<&'a RawValue>,
-}
-
-impl RecordRef<'_> {
-    /// The value of tag `name` as text (strings unquoted, numbers and booleans as written).
-    pub fn tag(&self, name: &str) -> Option<String> {
-        let tags = self.tags?;
-        match plain_tag(tags.get(), name) {
-            PlainTag::Absent => return None,
-            PlainTag::Found(v) => return Some(v.to_string()),
-            PlainTag::Unsure => {}
-        }
-        let map: std::collections::HashMap<Cow<'_, str>, &RawValue> =
-            serde_json::from_str(tags.get()).ok()?;
-        map.get(name).map(|v| raw_to_text(v))
-    }
-}
-
-/// What a look at a tags object's text, without parsing it, tells of one tag.
-#[derive(Debug, PartialEq, Eq)]
-enum PlainTag<'a> {
-    Absent,
-    Found(&'a str),
-    /// Escapes, or a value that is not a plain string: parse it.
-    Unsure,
-}
-
-/// Tag `name` in the text of a (valid) tags object, for the common case of no escapes:
-/// without a backslash, a quote only ever opens or closes a string, so `"name"` followed by
-/// a colon is the key (a later duplicate wins, as in a parse), and its value runs to the
-/// next quote.
-fn plain_tag<'a>(raw: &'a str, name: &str) -> PlainTag<'a> {
-    if raw.contains('\\') || name.is_empty() || name.contains('"') {
-        return PlainTag::Unsure;
-    }
-    let mut found = PlainTag::Absent;
-    for (at, _) in raw.match_indices(name) {
-        let (before, after) = (&raw[..at], &raw[at + name.len()..]);
-        let Some(rest) = after.strip_prefix('"').filter(|_| before.ends_with('"')) else {
-            continue;
-        };
-        let Some(value) = rest.trim_start().strip_prefix(':') else {
-            continue;
-        };
-        let value = value.trim_start();
-        found = match value
-            .strip_prefix('"')
-            .and_then(|v| v.find('"').map(|end| &v[..end]))
-        {
-            Some(v) => PlainTag::Found(v),
-            None => return PlainTag::Unsure,
-        };
-    }
-    found
-}
-
-/// A raw JSON scalar as text: strings unquoted, anything else as written.
-pub fn raw_to_text(v: &RawValue) -> String {
-    let s = v.get();
-    if s.starts_with('"') {
-        serde_json::from_str::<String>(s).unwrap_or_else(|_| s.to_string())
-    } else {
-        s.to_string()
-    }
-}
+pub use crate::record::{RecordRef, raw_to_text};
 
 #[derive(Deserialize)]
 struct Wire<'a> {
@@ -716,38 +636,6 @@ pub fn resume_position<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_plain_tag_is_found_as_a_parse_finds_it() {
-        let full = |raw: &str, name: &str| -> Option<String> {
-            let map: std::collections::HashMap<String, &RawValue> =
-                serde_json::from_str(raw).unwrap();
-            map.get(name).map(|v| raw_to_text(v))
-        };
-        for raw in [
-            r#"{"phase":"consensus","host":"web7"}"#,
-            r#"{ "host" : "phase", "phase" : "x y" }"#,
-            r#"{"a":"phase","b":1}"#,
-            r#"{"phase":"one","phase":"two"}"#,
-            r#"{"phase":3}"#,
-            r#"{"phase":"\u0041"}"#,
-            r#"{"\u0070hase":"hidden"}"#,
-            r#"{}"#,
-        ] {
-            let want = full(raw, "phase");
-            match plain_tag(raw, "phase") {
-                PlainTag::Found(v) => assert_eq!(Some(v.to_string()), want, "{raw}"),
-                PlainTag::Absent => assert_eq!(None, want, "{raw}"),
-                PlainTag::Unsure => {}
-            }
-        }
-        assert_eq!(plain_tag(r#"{"phase":"a"}"#, "phase"), PlainTag::Found("a"));
-        assert_eq!(plain_tag(r#"{"host":"phase"}"#, "phase"), PlainTag::Absent);
-        assert_eq!(
-            plain_tag(r#"{"\u0070hase":"x"}"#, "phase"),
-            PlainTag::Unsure
-        );
-    }
 
     fn collect(input: &str, strict: bool) -> (Vec<(u64, String, f64)>, MalformedLog) {
         let mut r = RecordReader::new(input.as_bytes(), "t.jsonl");

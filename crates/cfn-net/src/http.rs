@@ -166,7 +166,7 @@ pub fn retry_after<B>(resp: &ureq::http::Response<B>) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
-/// The one retry loop (delivery here, S3 in [`crate::s3`]): runs `attempt` until it is done
+/// The one retry loop (delivery here, and S3): runs `attempt` until it is done
 /// or the policy's attempts are spent, waiting between tries with a doubling backoff (or the
 /// server's `Retry-After`), both capped at `max_backoff`. The last failure's reason when it
 /// gives up.

@@ -122,4 +122,55 @@ mod tests {
             }
         }
     }
+
+    /// The modules a module's code (its tests aside) names as `crate::m` or `super::m`.
+    fn module_uses(src: &Path, module: &str, all: &BTreeSet<String>) -> BTreeSet<String> {
+        let path = if src.join(module).join("mod.rs").exists() {
+            src.join(module).join("mod.rs")
+        } else {
+            src.join(format!("{module}.rs"))
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        all.iter()
+            .filter(|m| *m != module)
+            .filter(|m| {
+                ["crate::", "super::"].iter().any(|p| {
+                    code.match_indices(&format!("{p}{m}")).any(|(at, hit)| {
+                        let next = code[at + hit.len()..].chars().next();
+                        !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    })
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// A module uses only modules below it: no crate has a cycle among its modules (the
+    /// layers DESIGN.md draws for cfn-core).
+    #[test]
+    fn no_crate_has_a_cycle_among_its_modules() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for entry in std::fs::read_dir(&crates).unwrap() {
+            let src = entry.unwrap().path().join("src");
+            if !src.is_dir() {
+                continue;
+            }
+            let all = modules(&src);
+            let uses: std::collections::BTreeMap<String, BTreeSet<String>> = all
+                .iter()
+                .map(|m| (m.clone(), module_uses(&src, m, &all)))
+                .collect();
+            // Peel off modules that use nothing left; what remains holds a cycle.
+            let mut left = all.clone();
+            while let Some(m) = left
+                .iter()
+                .find(|m| uses[*m].iter().all(|u| !left.contains(u)))
+                .cloned()
+            {
+                left.remove(&m);
+            }
+            assert!(left.is_empty(), "{}: a cycle among {left:?}", src.display());
+        }
+    }
 }
