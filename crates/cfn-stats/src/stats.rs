@@ -657,62 +657,75 @@ impl Stats {
         self.first_ms = self.first_ms.min(other.first_ms);
         self.last_ms = self.last_ms.max(other.last_ms);
         self.decimals = self.decimals.max(other.decimals);
+        let other_digest_meta = DigestMeta {
+            sum: other.sum,
+            count: other.count,
+            min: other.min,
+            max: other.max,
+        };
         match other.state {
             MergeState::Values(vs) => {
                 for v in vs {
                     self.ingest(v, exact_limit, arena);
                 }
             }
-            MergeState::Table(entries) => {
-                if let Repr::Values(_) = self.repr {
-                    self.leave_values(arena);
-                }
-                let mut overflow = Vec::new();
-                for (v, c) in entries {
-                    if let Repr::Table(t) = &mut self.repr {
-                        match t.add(v, c) {
-                            Ok(new) => {
-                                arena.table_bytes += usize::from(new) * TABLE_ENTRY_BYTES;
-                                continue;
-                            }
-                            Err(()) => self.become_digest(arena),
-                        }
-                    }
-                    overflow.push((v, c));
-                }
-                if !overflow.is_empty() {
-                    overflow.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                    let Repr::Digest { digest, .. } = &mut self.repr else {
-                        unreachable!("only a digest leaves entries over")
-                    };
-                    **digest = TDigest::merge_digests(vec![
-                        std::mem::take(&mut **digest),
-                        digest_from_weighted(&overflow, DIGEST_SIZE),
-                    ]);
-                }
-            }
-            MergeState::Centroids(cs) => {
-                let incoming = TDigest::new(
-                    cs.iter().map(|&[m, w]| Centroid::new(m, w)).collect(),
-                    other.sum,
-                    other.count as f64,
-                    Some(other.max),
-                    Some(other.min),
-                    DIGEST_SIZE,
-                );
-                self.become_digest(arena);
-                let Repr::Digest { digest, .. } = &mut self.repr else {
-                    unreachable!("become_digest leaves a digest")
-                };
-                let mine = std::mem::take(&mut **digest);
-                **digest = if mine.is_empty() {
-                    incoming
-                } else {
-                    TDigest::merge_digests(vec![mine, incoming])
-                };
-            }
+            MergeState::Table(entries) => self.merge_table(entries, arena),
+            MergeState::Centroids(cs) => self.merge_centroids(&cs, &other_digest_meta, arena),
         }
         Ok(())
+    }
+
+    /// Folds in a part's table of (value, count): into this table while it has room, the
+    /// rest into a digest.
+    fn merge_table(&mut self, entries: Vec<(f64, u64)>, arena: &mut StatsArena) {
+        if let Repr::Values(_) = self.repr {
+            self.leave_values(arena);
+        }
+        let mut overflow = Vec::new();
+        for (v, c) in entries {
+            if let Repr::Table(t) = &mut self.repr {
+                match t.add(v, c) {
+                    Ok(new) => {
+                        arena.table_bytes += usize::from(new) * TABLE_ENTRY_BYTES;
+                        continue;
+                    }
+                    Err(()) => self.become_digest(arena),
+                }
+            }
+            overflow.push((v, c));
+        }
+        if !overflow.is_empty() {
+            overflow.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let Repr::Digest { digest, .. } = &mut self.repr else {
+                unreachable!("only a digest leaves entries over")
+            };
+            **digest = TDigest::merge_digests(vec![
+                std::mem::take(&mut **digest),
+                digest_from_weighted(&overflow, DIGEST_SIZE),
+            ]);
+        }
+    }
+
+    /// Folds in a part's digest centroids (with its sum, count, min and max).
+    fn merge_centroids(&mut self, cs: &[[f64; 2]], meta: &DigestMeta, arena: &mut StatsArena) {
+        let incoming = TDigest::new(
+            cs.iter().map(|&[m, w]| Centroid::new(m, w)).collect(),
+            meta.sum,
+            meta.count as f64,
+            Some(meta.max),
+            Some(meta.min),
+            DIGEST_SIZE,
+        );
+        self.become_digest(arena);
+        let Repr::Digest { digest, .. } = &mut self.repr else {
+            unreachable!("become_digest leaves a digest")
+        };
+        let mine = std::mem::take(&mut **digest);
+        **digest = if mine.is_empty() {
+            incoming
+        } else {
+            TDigest::merge_digests(vec![mine, incoming])
+        };
     }
 }
 
@@ -742,6 +755,14 @@ pub fn relieve_budget<T>(
     }
     // Still over: nothing more shrinks now. Try again once another eighth has arrived.
     arena.retry_at = arena.exact_bytes() + arena.budget / 8;
+}
+
+/// What a merged digest needs of its part besides the centroids.
+struct DigestMeta {
+    sum: f64,
+    count: u64,
+    min: f64,
+    max: f64,
 }
 
 /// The parts of an aggregate line that `--merge` folds in.

@@ -45,6 +45,47 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(total)
 }
 
+/// The `.gz` as it will be: its current bytes, then the plain file as one more gzip member,
+/// in a temp file beside it, synced, verified against the plain file byte for byte, and
+/// private; with its length.
+///
+/// # Errors
+/// Exit 74 on write or verification errors.
+fn gzipped_copy(
+    ctx: &Ctx,
+    name: &str,
+    plain_file: &std::fs::File,
+    gz_path: &std::path::Path,
+    gz_before: u64,
+) -> anyhow::Result<(tempfile::NamedTempFile, u64)> {
+    let plain = ctx.archive_dir.join(name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.gz."))
+        .tempfile_in(&ctx.archive_dir)
+        .map_err(|e| io_fail("cannot create a temp file in", &ctx.archive_dir, &e))?;
+    if gz_before > 0 {
+        std::io::copy(&mut open_safe(gz_path, Access::Read)?, tmp.as_file_mut())?;
+    }
+    {
+        // Streamed: a day file can be larger than memory.
+        let mut enc =
+            flate2::write::GzEncoder::new(tmp.as_file_mut(), flate2::Compression::default());
+        std::io::copy(&mut &*plain_file, &mut enc)
+            .map_err(|e| io_fail("cannot write", gz_path, &e))?;
+        enc.finish()
+            .map_err(|e| io_fail("cannot write", gz_path, &e))?;
+    }
+    tmp.as_file().sync_all()?;
+    // Byte for byte against the plain file: nothing else needs checking.
+    verify_member(tmp.as_file_mut(), gz_before, &plain)?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let gz_after = tmp.as_file().metadata()?.len();
+    Ok((tmp, gz_after))
+}
+
 /// Gzips every archive file of a finished UTC day into `….jsonl.gz` (appending a gzip
 /// member when the `.gz` exists), verifies it, then removes the plain file. Today's files are
 /// never rotated.
@@ -90,30 +131,7 @@ pub fn rotate(
         }
         state.rotating.insert(name.clone(), gz_before);
         save(&ctx.archive_dir, state)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.gz."))
-            .tempfile_in(&ctx.archive_dir)
-            .map_err(|e| io_fail("cannot create a temp file in", &ctx.archive_dir, &e))?;
-        if gz_before > 0 {
-            std::io::copy(&mut open_safe(&gz_path, Access::Read)?, tmp.as_file_mut())?;
-        }
-        {
-            // Streamed: a day file can be larger than memory.
-            let mut enc =
-                flate2::write::GzEncoder::new(tmp.as_file_mut(), flate2::Compression::default());
-            std::io::copy(&mut &plain_file, &mut enc)
-                .map_err(|e| io_fail("cannot write", &gz_path, &e))?;
-            enc.finish()
-                .map_err(|e| io_fail("cannot write", &gz_path, &e))?;
-        }
-        tmp.as_file().sync_all()?;
-        // Byte for byte against the plain file: nothing else needs checking.
-        verify_member(tmp.as_file_mut(), gz_before, &plain)?;
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )?;
-        let gz_after = tmp.as_file().metadata()?.len();
+        let (tmp, gz_after) = gzipped_copy(ctx, name, &plain_file, &gz_path, gz_before)?;
         crash_point("before_gz_rename");
         tmp.persist(&gz_path)
             .map_err(|e| io_fail("cannot rename into", &gz_path, &e.error))?;
