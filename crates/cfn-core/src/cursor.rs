@@ -221,6 +221,55 @@ pub fn archived_splits(archive_dir: &Path) -> std::collections::HashMap<String, 
         .collect()
 }
 
+/// The rotations in flight the archive state in `archive_dir` records: a day file's name
+/// and the length its `.gz` had before the rotation appended it as a member (empty when the
+/// state cannot be read).
+fn rotating(archive_dir: &Path) -> std::collections::HashMap<String, u64> {
+    #[derive(serde::Deserialize)]
+    struct RotatingState {
+        #[serde(default)]
+        rotating: std::collections::HashMap<String, u64>,
+    }
+    let path = archive_dir.join(ARCHIVE_STATE_FILE);
+    let Ok(file) = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read) else {
+        return Default::default();
+    };
+    let mut bytes = Vec::new();
+    let read = std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
+        &mut bytes,
+    );
+    read.ok()
+        .and_then(|_| serde_json::from_slice::<RotatingState>(&bytes).ok())
+        .map(|s| s.rotating)
+        .unwrap_or_default()
+}
+
+/// True when the day file `plain` (open, named `name` in `archive_dir`) is already inside its
+/// `.gz`, open as `gz`: a rotation appended it as the `.gz`'s last member and then removed it
+/// (the open file is unlinked), or was killed in between (the state records the `.gz`'s
+/// length before the rotation, and `gz` is longer). A reader of both then reads only the
+/// `.gz`, so a rotation between its two opens never counts a record twice. Open the plain
+/// file first, then the `.gz`, then ask.
+pub fn plain_is_in_gz(
+    archive_dir: &Path,
+    name: &str,
+    plain: &std::fs::File,
+    gz: Option<&std::fs::File>,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(gz) = gz else {
+        return false;
+    };
+    if plain.metadata().is_ok_and(|m| m.nlink() == 0) {
+        return true;
+    }
+    let gz_len = gz.metadata().map_or(0, |m| m.len());
+    rotating(archive_dir)
+        .get(name)
+        .is_some_and(|&before| gz_len > before)
+}
+
 /// Most trims of each shard the archive state keeps (the oldest go first).
 pub const TRIMS_KEPT: usize = 16;
 

@@ -167,45 +167,75 @@ pub fn for_each_archived(
         return Ok(());
     };
     let first_day = utc_day(since.max(0));
-    let mut files: Vec<(PathBuf, u32, EpochMs)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (day, n, _) = parse_archive_name(&name)?;
-            if shards.is_some_and(|s| !s.contains(&n)) {
-                return None;
+    // Each day of a shard as its plain file and its .gz, by the plain file's name.
+    let mut days: BTreeMap<String, (u32, EpochMs, bool, bool)> = BTreeMap::new();
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((day, n, gz)) = parse_archive_name(&name) else {
+            continue;
+        };
+        if shards.is_some_and(|s| !s.contains(&n)) {
+            continue;
+        }
+        let hot_from = oldest_hot.get(&n).copied().unwrap_or(i64::MAX);
+        let Some(day_start) = parse_utc_day(&day) else {
+            continue;
+        };
+        // Only days that start before the shard's oldest hot record and end after `since`.
+        if day >= first_day && day_start < hot_from && hot_from > since {
+            let plain = name.strip_suffix(".gz").unwrap_or(&name).to_string();
+            let entry = days.entry(plain).or_insert((n, hot_from, false, false));
+            if gz {
+                entry.3 = true;
+            } else {
+                entry.2 = true;
             }
-            let hot_from = oldest_hot.get(&n).copied().unwrap_or(i64::MAX);
-            let day_start = parse_utc_day(&day)?;
-            // Only days that start before the shard's oldest hot record and end after `since`.
-            (day >= first_day && day_start < hot_from && hot_from > since)
-                .then(|| (e.path(), n, hot_from))
-        })
-        .collect();
-    files.sort();
+        }
+    }
     let mut log = MalformedLog::quiet();
-    for (path, n, hot_from) in files {
+    for (plain_name, (n, hot_from, has_plain, has_gz)) in days {
         // Only what is older than the shard's hot records comes from the archive, so nothing
         // counts twice.
         let older = RecordFilter {
             until: Some(filter.until.map_or(hot_from, |u| u.min(hot_from))),
             ..filter.clone()
         };
-        let Ok(file) = cfn_core::fsutil::open_safe(&path, cfn_core::fsutil::Access::Read) else {
-            continue;
+        let open = |path: &std::path::Path| {
+            cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read).ok()
         };
-        let mut reader = RecordReader::new(
-            wrap_reader(file, cfn_core::input::is_gzip_name(&path)),
-            path.display().to_string(),
-        );
-        while reader
-            .next_with(&mut log, |rec| {
-                if older.matches(&rec) {
-                    f(n, &rec)
-                }
-            })?
-            .is_some()
-        {}
+        // The plain file first, then the .gz: a rotation between the two opens leaves the
+        // plain file's records in the .gz, and then they are read from there only.
+        let plain = has_plain
+            .then(|| open(&archive.join(&plain_name)))
+            .flatten();
+        let gz_path = archive.join(format!("{plain_name}.gz"));
+        let gz = (has_gz || plain.is_some())
+            .then(|| open(&gz_path))
+            .flatten();
+        let plain = plain
+            .filter(|p| !cfn_core::cursor::plain_is_in_gz(archive, &plain_name, p, gz.as_ref()));
+        let gz = gz.filter(|_| has_gz || plain.is_none());
+        let parts = [(plain, false), (gz, true)];
+        for (file, is_gz) in parts {
+            let Some(file) = file else {
+                continue;
+            };
+            let name = if is_gz {
+                &gz_path
+            } else {
+                &archive.join(&plain_name)
+            };
+            let mut reader =
+                RecordReader::new(wrap_reader(file, is_gz), name.display().to_string());
+            while reader
+                .next_with(&mut log, |rec| {
+                    if older.matches(&rec) {
+                        f(n, &rec)
+                    }
+                })?
+                .is_some()
+            {}
+        }
     }
     Ok(())
 }

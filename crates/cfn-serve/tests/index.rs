@@ -887,3 +887,62 @@ fn a_metric_in_several_units_gets_cfn_aggs_groups() {
         "{metrics}"
     );
 }
+
+fn gzip_member(text: &str) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The chaos soak's find: a rotation appends a day file to its .gz as one more member, then
+/// removes the day file. Killed in between (or caught between a reader's two opens), both
+/// hold the day's newest records; the archive state records the .gz's length before. The
+/// index counts those records once, as cfn-cat | cfn-agg does once the archiver has
+/// recovered.
+#[test]
+fn a_day_file_already_appended_to_its_gz_is_counted_once() {
+    let dir = TestDir::new();
+    let day_ms = (now_ms() - 40 * 3_600_000) / 86_400_000 * 86_400_000;
+    let day = format_ms(day_ms)[..10].replace('-', "");
+    let recs = |from: i64, to: i64| -> String {
+        (from..to)
+            .map(|i| record(day_ms + 3_600_000 + i * 1000, "a-3", "rot", i as f64, "ms"))
+            .collect()
+    };
+    let older = gzip_member(&recs(0, 5));
+    let newest = recs(5, 8);
+    let plain = format!("cfn-metrics-{day}-3.jsonl");
+    dir.write(&format!("archive/{plain}"), &newest);
+    let mut gz = older.clone();
+    gz.extend(gzip_member(&newest));
+    std::fs::write(dir.join(&format!("archive/{plain}.gz")), &gz).unwrap();
+    dir.write(
+        "archive/.cfn-archive-state.json",
+        format!(
+            "{{\"version\":1,\"rotating\":{{\"{plain}\":{}}}}}",
+            older.len()
+        ),
+    );
+    dir.write("cfn-metrics-3.jsonl", "");
+    let server = start(&dir, &["--index-span", "3d"]);
+    let served = get_json(
+        server.port,
+        &format!(
+            "/api/summary?window=3d&exact=1&metric=rot&now={}",
+            format_ms(now_ms())
+        ),
+    );
+    assert_eq!(served[0]["count"], 8, "{served}");
+    assert_eq!(served[0]["sum"], 28.0, "{served}");
+    // Before the rotation (the .gz as it was): both files are read.
+    std::fs::write(dir.join(&format!("archive/{plain}.gz")), &older).unwrap();
+    let fresh = start(&dir, &["--index-span", "3d"]);
+    let served = get_json(
+        fresh.port,
+        &format!(
+            "/api/summary?window=3d&exact=1&metric=rot&now={}",
+            format_ms(now_ms())
+        ),
+    );
+    assert_eq!(served[0]["count"], 8, "{served}");
+}
