@@ -199,26 +199,7 @@ pub fn render_exposition(
         let list = &hist_by_metric[metric];
         let unit = list.iter().find_map(|h| h.unit.clone());
         let base_unit = base_unit(unit.as_deref());
-        let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
-        if let Some(b) = &base_unit
-            && let Some(stripped) = b
-                .replaces
-                .iter()
-                .find_map(|s| base.strip_suffix(s.as_str()))
-        {
-            base = stripped.to_string();
-        }
-        base.push_str("_hist");
-        if let Some(b) = &base_unit {
-            base.push_str(&b.suffix);
-        }
-        let base = unique_name(
-            base,
-            metric,
-            &["_bucket", "_sum", "_count"],
-            &mut used,
-            &mut warnings,
-        );
+        let base = histogram_name(metric, base_unit.as_ref(), opts, &mut used, &mut warnings);
         let shown = base_unit.as_ref().map(|b| b.name.to_string()).or(unit);
         let scale = base_unit.map_or(Scale::Identity, |b| b.scale);
         let block = histogram_block(&base, metric, shown.as_deref(), scale, list, &mut warnings);
@@ -234,6 +215,31 @@ pub fn render_exposition(
         warnings,
         natives,
     }
+}
+
+/// The name of a metric's histogram family: `<prefix><metric>_hist`, with its base unit's
+/// suffix in place of a unit ending (`_hist_seconds`), made unique among `used`.
+fn histogram_name(
+    metric: &str,
+    base_unit: Option<&BaseUnit>,
+    opts: &Options,
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> String {
+    let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
+    if let Some(b) = base_unit
+        && let Some(stripped) = b
+            .replaces
+            .iter()
+            .find_map(|s| base.strip_suffix(s.as_str()))
+    {
+        base = stripped.to_string();
+    }
+    base.push_str("_hist");
+    if let Some(b) = base_unit {
+        base.push_str(&b.suffix);
+    }
+    unique_name(base, metric, &["_bucket", "_sum", "_count"], used, warnings)
 }
 
 /// The text of one histogram family, and its series by label text.

@@ -146,29 +146,19 @@ fn read_split(
     Ok(())
 }
 
-/// Calls `f` with the archived records of `filter`'s range that are older than the oldest
-/// hot record of their shard (`oldest_hot`; a shard missing there has no hot records), so a
-/// record is read from the archive or the hot shard, never both.
-///
-/// # Errors
-/// I/O errors reading an archive file.
-pub fn for_each_archived(
-    src: &Sources,
-    filter: &RecordFilter,
+/// The archive's days that `for_each_archived` reads: by plain file name, the shard, where
+/// its hot records start, and whether the plain file and the .gz were listed.
+fn archive_days(
+    archive: &std::path::Path,
+    since: EpochMs,
     shards: Option<&BTreeSet<u32>>,
     oldest_hot: &BTreeMap<u32, EpochMs>,
-    mut f: impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
-) -> anyhow::Result<()> {
-    let since = filter.since.unwrap_or(i64::MIN);
-    let Some(archive) = &src.archive_dir else {
-        return Ok(());
-    };
+) -> BTreeMap<String, (u32, EpochMs, bool, bool)> {
+    let mut days: BTreeMap<String, (u32, EpochMs, bool, bool)> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(archive) else {
-        return Ok(());
+        return days;
     };
     let first_day = utc_day(since.max(0));
-    // Each day of a shard as its plain file and its .gz, by the plain file's name.
-    let mut days: BTreeMap<String, (u32, EpochMs, bool, bool)> = BTreeMap::new();
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some((day, n, gz)) = parse_archive_name(&name) else {
@@ -192,6 +182,27 @@ pub fn for_each_archived(
             }
         }
     }
+    days
+}
+
+/// Calls `f` with the archived records of `filter`'s range that are older than the oldest
+/// hot record of their shard (`oldest_hot`; a shard missing there has no hot records), so a
+/// record is read from the archive or the hot shard, never both.
+///
+/// # Errors
+/// I/O errors reading an archive file.
+pub fn for_each_archived(
+    src: &Sources,
+    filter: &RecordFilter,
+    shards: Option<&BTreeSet<u32>>,
+    oldest_hot: &BTreeMap<u32, EpochMs>,
+    mut f: impl FnMut(u32, &cfn_core::reader::RecordRef<'_>),
+) -> anyhow::Result<()> {
+    let since = filter.since.unwrap_or(i64::MIN);
+    let Some(archive) = &src.archive_dir else {
+        return Ok(());
+    };
+    let days = archive_days(archive, since, shards, oldest_hot);
     let mut log = MalformedLog::quiet();
     for (plain_name, (n, hot_from, has_plain, has_gz)) in days {
         // Only what is older than the shard's hot records comes from the archive, so nothing

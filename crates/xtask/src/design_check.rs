@@ -258,7 +258,6 @@ mod tests {
             "cfn-cat/src/lib.rs: run",
             "cfn-core/src/reader.rs: parse_fields",
             "cfn-net/src/s3.rs: resolve",
-            "cfn-prom/src/lib.rs: render_exposition",
             "cfn-prom/src/protobuf.rs: families",
             "cfn-push/src/lib.rs: run",
             "cfn-push/src/otlp.rs: metrics",
