@@ -128,8 +128,6 @@ pub struct Aggregator {
     store: StatsArena,
     /// Records (or parts) left out because `max_groups` was reached.
     dropped: u64,
-    /// The last unit spelling seen and its kind: most inputs have a few units, in runs.
-    last_unit: Option<(String, UnitKind)>,
 }
 
 const SEP: u8 = 0xff; // never in UTF-8
@@ -166,7 +164,6 @@ impl Aggregator {
             tag_values: Vec::new(),
             store: StatsArena::default(),
             dropped: 0,
-            last_unit: None,
         }
     }
 
@@ -345,7 +342,6 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        push_unit_kind(&mut self.key, &mut self.last_unit, rec.unit);
         let limit = self.opts.max_groups;
         let idx = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
             Group {
@@ -367,7 +363,42 @@ impl Aggregator {
                 stats: Stats::default(),
             }
         })?;
-        Some((idx, unit_factor(&mut self.groups[idx], rec.unit)))
+        self.group_for_unit(idx, rec.unit)
+    }
+
+    /// The group of `unit` among those sharing the key of the group at `idx` (its metric,
+    /// `--by` keys and bucket), and the factor into its unit. The first group of a key takes
+    /// its first value's unit; a value in a unit that converts into it is converted; one
+    /// that does not goes to a group of its own, keyed by its unit's kind too. So the common
+    /// case costs one comparison of two spellings.
+    #[inline]
+    fn group_for_unit(&mut self, idx: usize, unit: Option<&str>) -> Option<(usize, f64)> {
+        let g = &mut self.groups[idx];
+        if g.unit.as_deref() == unit {
+            return Some((idx, 1.0));
+        }
+        if let Some(factor) = conversion(unit, g.unit.as_deref()) {
+            if let Some(u) = unit {
+                note_converted(g, u);
+            }
+            return Some((idx, factor));
+        }
+        push_unit_kind(&mut self.key, unit);
+        let (metric, agent, tags, bucket) =
+            (g.metric.clone(), g.agent.clone(), g.tags.clone(), g.bucket);
+        let limit = self.opts.max_groups;
+        let apart = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
+            Group {
+                metric,
+                unit: unit.map(str::to_string),
+                converted: Vec::new(),
+                agent,
+                tags,
+                bucket,
+                stats: Stats::default(),
+            }
+        })?;
+        Some((apart, unit_factor(&mut self.groups[apart], unit)))
     }
 
     /// Folds in one aggregate line written with `--with-digest`.
@@ -402,7 +433,6 @@ impl Aggregator {
             self.key.push(SEP);
             self.key.extend_from_slice(&b.to_le_bytes());
         }
-        push_unit_kind(&mut self.key, &mut self.last_unit, a.unit.as_deref());
         let limit = self.opts.max_groups;
         let Some(idx) = group_index(&mut self.index, &mut self.groups, &self.key, limit, || {
             Group {
@@ -430,7 +460,10 @@ impl Aggregator {
             decimals,
             state,
         };
-        let factor = unit_factor(&mut self.groups[idx], a.unit.as_deref());
+        let Some((idx, factor)) = self.group_for_unit(idx, a.unit.as_deref()) else {
+            self.dropped += 1;
+            return Ok(());
+        };
         let partial = if factor == 1.0 {
             partial
         } else {
@@ -515,19 +548,11 @@ pub const MAX_UNIT_WARNINGS: usize = 10;
 /// At most this many units are remembered as converted into one group.
 const MAX_CONVERTED: usize = 4;
 
-/// Appends what keeps apart values whose units do not convert into each other.
-#[inline]
-fn push_unit_kind(key: &mut Vec<u8>, last: &mut Option<(String, UnitKind)>, unit: Option<&str>) {
+/// Appends what keeps apart values whose units do not convert into each other: the kind of
+/// `unit` (its dimension, else its spelling, else none).
+fn push_unit_kind(key: &mut Vec<u8>, unit: Option<&str>) {
     key.push(SEP);
-    let Some(u) = unit else {
-        key.push(b'-');
-        return;
-    };
-    let kind = match last {
-        Some((spelling, kind)) if spelling == u => kind,
-        _ => &mut last.insert((u.to_string(), unit_kind(Some(u)))).1,
-    };
-    match kind {
+    match unit_kind(unit) {
         UnitKind::None => key.push(b'-'),
         UnitKind::Known(d) => key.extend_from_slice(match d {
             Dimension::Time => b"kt",
