@@ -184,19 +184,7 @@ struct SplitState {
 /// The split of every hot shard the archive state in `archive_dir` knows and has trimmed
 /// with a recorded threshold, by shard file name (empty when the state cannot be read).
 pub fn archived_splits(archive_dir: &Path) -> std::collections::HashMap<String, ArchivedSplit> {
-    let path = archive_dir.join(ARCHIVE_STATE_FILE);
-    let Ok(file) = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read) else {
-        return Default::default();
-    };
-    let mut bytes = Vec::new();
-    let read = std::io::Read::read_to_end(
-        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
-        &mut bytes,
-    );
-    let Ok(state) = read
-        .map_err(|_| ())
-        .and_then(|_| serde_json::from_slice::<SplitState>(&bytes).map_err(|_| ()))
-    else {
+    let Some(state) = read_archive_state::<SplitState>(archive_dir) else {
         return Default::default();
     };
     state
@@ -230,19 +218,23 @@ fn rotating(archive_dir: &Path) -> std::collections::HashMap<String, u64> {
         #[serde(default)]
         rotating: std::collections::HashMap<String, u64>,
     }
-    let path = archive_dir.join(ARCHIVE_STATE_FILE);
-    let Ok(file) = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read) else {
-        return Default::default();
-    };
-    let mut bytes = Vec::new();
-    let read = std::io::Read::read_to_end(
-        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
-        &mut bytes,
-    );
-    read.ok()
-        .and_then(|_| serde_json::from_slice::<RotatingState>(&bytes).ok())
+    read_archive_state::<RotatingState>(archive_dir)
         .map(|s| s.rotating)
         .unwrap_or_default()
+}
+
+/// The parts of the archive state in `archive_dir` that `T` takes, read by a follower or a
+/// reader that does not hold the archive's lock; `None` when it cannot be read or parsed.
+fn read_archive_state<T: serde::de::DeserializeOwned>(archive_dir: &Path) -> Option<T> {
+    let path = archive_dir.join(ARCHIVE_STATE_FILE);
+    let file = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read).ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
+        &mut bytes,
+    )
+    .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// True when the day file `plain` (open, named `name` in `archive_dir`) is already inside its
@@ -286,21 +278,8 @@ struct TrimHistory {
 /// The trims the archiver recorded for shard file `shard_name` in `archive_dir` (empty when
 /// the state cannot be read: then readers fall back to finding the last record read).
 pub fn recorded_trims(archive_dir: &Path, shard_name: &str) -> Vec<Trim> {
-    let path = archive_dir.join(ARCHIVE_STATE_FILE);
-    let Ok(file) = crate::fsutil::open_safe(&path, crate::fsutil::Access::Read) else {
-        return Vec::new();
-    };
-    let mut bytes = Vec::new();
-    if std::io::Read::read_to_end(
-        &mut std::io::Read::take(&file, crate::state_file::MAX_STATE_BYTES),
-        &mut bytes,
-    )
-    .is_err()
-    {
-        return Vec::new();
-    }
-    serde_json::from_slice::<TrimHistory>(&bytes)
-        .map(|h| h.trims.get(shard_name).cloned().unwrap_or_default())
+    read_archive_state::<TrimHistory>(archive_dir)
+        .and_then(|h| h.trims.get(shard_name).cloned())
         .unwrap_or_default()
 }
 

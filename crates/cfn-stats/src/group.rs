@@ -302,6 +302,11 @@ impl Aggregator {
             self.dropped += part.count;
             return Ok(());
         };
+        self.merge_into(idx, factor, part)
+    }
+
+    /// Folds `part`, its values times `factor` (into the group's unit), into group `idx`.
+    fn merge_into(&mut self, idx: usize, factor: f64, part: PartialState) -> Result<(), String> {
         let part = if factor == 1.0 {
             part
         } else {
@@ -464,18 +469,7 @@ impl Aggregator {
             self.dropped += 1;
             return Ok(());
         };
-        let partial = if factor == 1.0 {
-            partial
-        } else {
-            partial.scaled(factor)
-        };
-        self.groups[idx]
-            .stats
-            .merge(partial, self.opts.exact_limit, &mut self.store)?;
-        if self.store.over_budget() {
-            relieve_budget(&mut self.store, &mut self.groups, |g| &mut g.stats);
-        }
-        Ok(())
+        self.merge_into(idx, factor, partial)
     }
 
     /// What the units of the input made of its groups, a line per metric (at most
