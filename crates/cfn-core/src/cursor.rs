@@ -289,14 +289,16 @@ pub fn recorded_trims(archive_dir: &Path, shard_name: &str) -> Vec<Trim> {
 pub fn offset_after_trims(trims: &[Trim], from: FileId, offset: u64, to: FileId) -> Option<u64> {
     let (mut at, mut offset) = (from, offset);
     // Each file is trimmed into a new one at most once, so the chain has no cycle; the
-    // bound keeps a corrupt history from looping.
+    // bound keeps a corrupt history from looping. A trim killed before its rename is
+    // recorded too (the record comes first) and never happened; the one that did is the
+    // last recorded from the same file.
     for _ in 0..=trims.len() {
         if at == to {
             return Some(offset);
         }
         let t = trims
             .iter()
-            .find(|t| t.from_dev == at.dev && t.from_ino == at.ino)?;
+            .rfind(|t| t.from_dev == at.dev && t.from_ino == at.ino)?;
         offset = offset.checked_sub(t.cut)?;
         at = FileId {
             dev: t.to_dev,
@@ -564,6 +566,11 @@ mod tests {
         assert_eq!(offset_after_trims(&trims, id(10), 120, id(12)), None);
         assert_eq!(offset_after_trims(&trims, id(10), 250, id(13)), None);
         assert_eq!(offset_after_trims(&trims, id(12), 5, id(10)), None);
+        // A trim of 10 killed before its rename (into 20, which never took the path), then
+        // the one that happened: the reader follows the second.
+        let retried = [trim(10, 20, 70), trim(10, 11, 100), trim(11, 12, 40)];
+        assert_eq!(offset_after_trims(&retried, id(10), 250, id(11)), Some(150));
+        assert_eq!(offset_after_trims(&retried, id(10), 250, id(12)), Some(110));
         let cycle = [trim(1, 2, 0), trim(2, 1, 0)];
         assert_eq!(offset_after_trims(&cycle, id(1), 5, id(3)), None);
     }
