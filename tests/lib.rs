@@ -1,1 +1,1 @@
-//! Cross-tool pipeline tests live in `pipelines.rs`; this library is empty.
+//! Cross-tool pipeline tests live in `it/` (one test binary); this library is empty.

@@ -9,8 +9,7 @@ use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
 
-mod common;
-use common::{get, now_ms, start};
+use crate::common::{get, now_ms, start};
 
 fn record(ts: i64, agent: &str, metric: &str, value: f64, unit: &str) -> String {
     format!(

@@ -8,8 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{get, now_ms, request, start, ts};
+use crate::common::{get, now_ms, request, start, ts};
 
 /// Known data: 3 metrics, 4 agents, one record every 7 s over the last 40 minutes, in 4 shards.
 fn seed(dir: &TestDir, end_ms: i64) -> Vec<String> {

@@ -1,5 +1,4 @@
 //! What the cfn-serve tests share (the server helpers live in cfn-testkit).
-#![allow(dead_code, unused_imports)]
 
 pub use cfn_testkit::serve::{get, request, start};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -6,8 +6,7 @@
 use cfn_testkit::TestDir;
 use std::io::Write;
 
-mod common;
-use common::{get, now_ms, start, ts};
+use crate::common::{get, now_ms, start, ts};
 
 /// The bound the README states for cfn-serve's peak resident memory.
 const PEAK_RSS_LIMIT: u64 = 160 << 20;

@@ -1,0 +1,4 @@
+//! All of this crate's integration tests in one binary: one link instead of one per file.
+
+mod cli;
+mod otlp;

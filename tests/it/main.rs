@@ -1,0 +1,6 @@
+//! The cross-tool tests in one binary: one link instead of one per file.
+
+mod fleet;
+mod hardening;
+mod ops;
+mod pipelines;
