@@ -4,10 +4,11 @@
 //!
 //! Built once at start-up from the hot shards (all of them, for shard health) and the
 //! archive days the index span reaches; kept current by reading only what was appended since,
-//! with a [`ShardCursor`] per shard: an append is read from the offset, a trim (a new file
-//! renamed into place) resumes after the last record read, a truncation starts over, and two
-//! trims between two looks read the records in between back from the archive. So each
-//! record is counted once.
+//! with a [`ShardCursor`] per shard and the shard's file held open: an append is read from
+//! the offset; a trim (a new file renamed into place) first reads what was appended to the
+//! old file, then resumes in the new one through the trims the archive state records; a
+//! truncation starts over; and two trims between two looks read the records in between back
+//! from the archive. So each record is counted once.
 //!
 //! Ranges rarely start or end on a minute: the partial minutes at the edges are read from
 //! the records (a seek and at most a minute per shard), the whole minutes in between come
@@ -52,6 +53,11 @@ pub const FUTURE_SLACK_MS: i64 = 60 * MINUTE_MS;
 /// Most shards listed in the health table (the fullest first): thousands of stray empty
 /// files must not make every page megabytes long.
 pub const MAX_SHARDS_SHOWN: usize = 256;
+/// Most shard files held open between looks (the ones read first; a directory flooded with
+/// shard-named files must not take every descriptor). A shard past it is opened at each
+/// look, and a record appended and trimmed away between two looks is then read back from
+/// the archive, as `cfn-cat --follow` does past its own bound.
+pub const MAX_HELD_FILES: usize = 512;
 
 /// One rollup: the statistic, and its quantiles as last computed (with the count they were
 /// computed at: a closed minute is computed once, not on every refresh).
@@ -94,6 +100,68 @@ impl Seen {
     }
 }
 
+/// How a pass over a hot shard's records feeds the rollups.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Every record.
+    All,
+    /// At the build, the part the archive state says is archived: records before byte
+    /// `end` stamped before `below` are only counted in the health (the archive pass adds
+    /// them).
+    Archived { end: u64, below: EpochMs },
+    /// At the build, past what the state says is archived: every record, and those
+    /// stamped before `below` (replays, which the archive pass reads too) are remembered,
+    /// in case the archiver syncs them before the archive pass reads their day file.
+    PastSync { below: EpochMs },
+}
+
+/// Replays read from a hot shard at the build past the archived offset (see
+/// [`Phase::PastSync`]): each copy the archive pass meets is skipped once. At most
+/// [`MAX_SYNCED_DURING_BUILD`] are remembered; past that a replay synced during the build
+/// may count twice, and the build says so.
+#[derive(Debug, Default)]
+struct SyncedDuringBuild {
+    copies: HashMap<(u32, u64), u32>,
+    remembered: usize,
+    overflow: bool,
+}
+
+/// Most replays [`SyncedDuringBuild`] remembers (16 bytes and a hash slot each).
+pub const MAX_SYNCED_DURING_BUILD: usize = 1 << 20;
+
+impl SyncedDuringBuild {
+    fn remember(&mut self, shard: u32, raw: &[u8]) {
+        if self.remembered >= MAX_SYNCED_DURING_BUILD {
+            self.overflow = true;
+            return;
+        }
+        self.remembered += 1;
+        *self
+            .copies
+            .entry((shard, cfn_core::paths::fnv1a64(raw)))
+            .or_default() += 1;
+    }
+
+    /// True when `raw`, met in the archive, is a copy already read from shard `shard`.
+    fn take(&mut self, shard: u32, raw: &[u8]) -> bool {
+        if self.copies.is_empty() {
+            return false;
+        }
+        let key = (shard, cfn_core::paths::fnv1a64(raw));
+        match self.copies.get_mut(&key) {
+            Some(c) if *c > 1 => {
+                *c -= 1;
+                true
+            }
+            Some(_) => {
+                self.copies.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// One hot shard's health, as `/api/shards` and the dashboard show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardHealth {
@@ -121,6 +189,9 @@ struct ShardState {
     oldest_ms: Option<EpochMs>,
     /// At the build: the file the archive state's split was applied to.
     split_used: Option<FileId>,
+    /// The file last read, held open (up to [`MAX_HELD_FILES`] shards): when a trim renames
+    /// another file into place, what was appended to this one since is read from it.
+    held: Option<File>,
 }
 
 impl ShardState {
@@ -136,6 +207,7 @@ impl ShardState {
             newest_ms: None,
             oldest_ms: None,
             split_used: None,
+            held: None,
         }
     }
 
@@ -242,6 +314,10 @@ pub struct Index {
     /// Queries answered from `dims`.
     pub dims_answers: u64,
     building: bool,
+    /// Shard files held open (at most [`MAX_HELD_FILES`]).
+    held_files: usize,
+    /// While building: replays read from the hot shards past the archived offset.
+    synced_during_build: SyncedDuringBuild,
     /// While building: the archive state's split of each hot shard (records before the
     /// watermark and the offset are read from the archive, not again from the shard).
     build_splits: HashMap<String, cfn_core::cursor::ArchivedSplit>,
@@ -316,6 +392,8 @@ impl Index {
             dims,
             dims_answers: 0,
             building: true,
+            held_files: 0,
+            synced_during_build: SyncedDuringBuild::default(),
             build_splits: HashMap::new(),
         };
         if let Some(dir) = &index.src.archive_dir {
@@ -359,8 +437,19 @@ impl Index {
         };
         let src = index.src.clone();
         for_each_archived(&src, &filter, None, &oldest_hot, |n, rec| {
-            index.add(n, rec);
+            if !index.synced_during_build.take(n, rec.raw) {
+                index.add(n, rec);
+            }
         })?;
+        if index.synced_during_build.overflow {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "more than {MAX_SYNCED_DURING_BUILD} replayed records past the archived offsets of the hot shards; one the archiver synced during the build may be counted twice"
+                ),
+            );
+        }
+        index.synced_during_build = SyncedDuringBuild::default();
         index.building = false;
         if started.elapsed().as_secs() >= 1 {
             eprintln!(
@@ -503,8 +592,15 @@ impl Index {
                 .iter()
                 .map(|(_, name)| name.as_os_str())
                 .collect();
-            self.shards
-                .retain(|name, _| present.contains(name.as_os_str()));
+            let mut held = self.held_files;
+            self.shards.retain(|name, st| {
+                let keep = present.contains(name.as_os_str());
+                if !keep && st.held.is_some() {
+                    held -= 1;
+                }
+                keep
+            });
+            self.held_files = held;
             self.refused
                 .retain(|name, _| present.contains(name.as_os_str()));
         }
@@ -575,29 +671,15 @@ impl Index {
         {
             return Ok(());
         }
-        self.files_opened += 1;
-        let path = self.src.metrics_dir.join(file_name);
-        let file = match open_safe(&path, Access::Read) {
-            Ok(f) => f,
-            Err(e) if is_refused(&e) => {
-                self.shards.remove(file_name);
-                self.refused.insert(file_name.to_os_string(), seen);
-                self.warn_refused(file_name, &e);
-                return Ok(());
-            }
-            // Gone between the listing and the open: the next look sees it.
-            Err(_) => return Ok(()),
+        let Some(file) = self.open_shard(file_name, seen) else {
+            return Ok(());
         };
-        self.refused.remove(file_name);
         let meta = file.metadata()?;
-        let name = path.display().to_string();
+        let name = self.src.metrics_dir.join(file_name).display().to_string();
         let mut st = match self.shards.remove(file_name) {
             None => ShardState::new(n, FileId::of(&meta)),
             Some(mut st) => {
-                let change = st.cursor.change_in(&file, &meta)?;
-                if change != Change::Same {
-                    self.follow_rewrite(&mut st, change, &file, &name)?;
-                }
+                self.follow_change(&mut st, &file, &meta, &name)?;
                 st
             }
         };
@@ -609,65 +691,145 @@ impl Index {
             .get(&*file_name.to_string_lossy())
             .copied()
             .filter(|sp| {
-                self.building && sp.id == FileId::of(&meta) && sp.offset > st.cursor.offset
+                self.building && sp.id == FileId::of(&meta) && sp.offset >= st.cursor.offset
             });
         st.split_used = split.map(|sp| sp.id);
         let mut progress = progress;
-        let phases = match split {
-            Some(sp) => vec![(sp.offset, Some(sp.watermark)), (u64::MAX, None)],
-            None => vec![(u64::MAX, None)],
-        };
-        for (end, archived_below) in phases {
-            let from = st.cursor.offset;
-            let mut reader = RecordReader::new(
-                BufReader::with_capacity(
-                    256 * 1024,
-                    ReadAt::new(&file, from)?.take(end.saturating_sub(from)),
-                ),
-                name.clone(),
-            )
-            .with_position(Position {
-                offset: from,
-                line: st.line,
-            });
-            reader.leave_partial_tail = true;
-            let mut seen = 0u64;
-            loop {
-                let more = reader.next_item_with(|item| match item {
-                    Item::Record(rec) => {
-                        st.count(Some(rec.ts_ms));
-                        st.cursor.note_record(rec.ts_ms, rec.raw);
-                        if archived_below.is_none_or(|w| rec.ts_ms >= w) {
-                            self.add(n, &rec);
-                        }
-                    }
-                    Item::Malformed { .. } => st.count(None),
-                })?;
-                if more.is_none() {
-                    break;
-                }
-                seen += 1;
-                if seen.is_multiple_of(65_536)
-                    && let Some((p, done)) = progress.as_mut()
-                {
-                    p.tick(*done + reader.position().offset);
-                }
-            }
-            let pos = reader.position();
-            st.cursor.offset = pos.offset;
-            st.line = pos.line;
+        let mut rest = Phase::All;
+        if let Some(sp) = split {
+            let p = progress.as_mut().map(|(p, done)| (&mut **p, *done));
+            let archived = Phase::Archived {
+                end: sp.offset,
+                below: sp.watermark,
+            };
+            self.read_records(&mut st, &file, &name, archived, p)?;
+            rest = Phase::PastSync {
+                below: sp.watermark,
+            };
         }
-        let pos = Position {
-            offset: st.cursor.offset,
-            line: st.line,
-        };
+        let p = progress.as_mut().map(|(p, done)| (&mut **p, *done));
+        self.read_records(&mut st, &file, &name, rest, p)?;
         // Unchanged from here on only if nothing came after what was read.
-        st.seen = if pos.offset == meta.len() {
+        st.seen = if st.cursor.offset == meta.len() {
             Seen::of(&meta)
         } else {
             Seen::default()
         };
+        if st.held.is_some() || self.held_files < MAX_HELD_FILES {
+            // A file held before is the one at the path, just read, or was taken (and
+            // counted off) by `follow_change`.
+            self.held_files += usize::from(st.held.is_none());
+            st.held = Some(file);
+        }
         self.shards.insert(file_name.to_os_string(), st);
+        Ok(())
+    }
+
+    /// Opens shard file `file_name` (`seen` as listed), or remembers and names it once when
+    /// it is refused; `None` when refused or gone.
+    fn open_shard(&mut self, file_name: &OsStr, seen: Seen) -> Option<File> {
+        self.files_opened += 1;
+        let path = self.src.metrics_dir.join(file_name);
+        match open_safe(&path, Access::Read) {
+            Ok(f) => {
+                self.refused.remove(file_name);
+                Some(f)
+            }
+            Err(e) if is_refused(&e) => {
+                let dropped = self.shards.remove(file_name);
+                if dropped.is_some_and(|st| st.held.is_some()) {
+                    self.held_files -= 1;
+                }
+                self.refused.insert(file_name.to_os_string(), seen);
+                self.warn_refused(file_name, &e);
+                None
+            }
+            // Gone between the listing and the open: the next look sees it.
+            Err(_) => None,
+        }
+    }
+
+    /// Brings `st` to where reading goes on in `file` (the shard at its path now, `meta`)
+    /// when it was rewritten, replaced or truncated since the last look.
+    fn follow_change(
+        &mut self,
+        st: &mut ShardState,
+        file: &File,
+        meta: &std::fs::Metadata,
+        name: &str,
+    ) -> anyhow::Result<()> {
+        let change = st.cursor.change_in(file, meta)?;
+        if change == Change::Replaced
+            && let Some(old) = st.held.take()
+        {
+            // What was appended to the old file before it was renamed away is read from the
+            // old file: a trim may have taken it from the path since, and looking for it in
+            // the archive's day files is not exact (they are by day, not in file order).
+            self.held_files -= 1;
+            self.read_records(st, &old, name, Phase::All, None)?;
+        }
+        if change != Change::Same {
+            self.follow_rewrite(st, change, file, name)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the records of `file` from the cursor on into the rollups, as `phase` says.
+    fn read_records(
+        &mut self,
+        st: &mut ShardState,
+        file: &File,
+        name: &str,
+        phase: Phase,
+        mut progress: Option<(&mut Progress, u64)>,
+    ) -> anyhow::Result<()> {
+        let end = match phase {
+            Phase::Archived { end, .. } => end,
+            _ => u64::MAX,
+        };
+        let from = st.cursor.offset;
+        let mut reader = RecordReader::new(
+            BufReader::with_capacity(
+                256 * 1024,
+                ReadAt::new(file, from)?.take(end.saturating_sub(from)),
+            ),
+            name.to_string(),
+        )
+        .with_position(Position {
+            offset: from,
+            line: st.line,
+        });
+        reader.leave_partial_tail = true;
+        let mut seen = 0u64;
+        loop {
+            let more = reader.next_item_with(|item| match item {
+                Item::Record(rec) => {
+                    st.count(Some(rec.ts_ms));
+                    st.cursor.note_record(rec.ts_ms, rec.raw);
+                    match phase {
+                        Phase::Archived { below, .. } if rec.ts_ms < below => {}
+                        Phase::PastSync { below } if rec.ts_ms < below => {
+                            self.synced_during_build.remember(st.n, rec.raw);
+                            self.add(st.n, &rec);
+                        }
+                        _ => self.add(st.n, &rec),
+                    }
+                }
+                Item::Malformed { .. } => st.count(None),
+            })?;
+            if more.is_none() {
+                break;
+            }
+            seen += 1;
+            if seen.is_multiple_of(65_536)
+                && let Some((p, done)) = progress.as_mut()
+            {
+                p.tick(*done + reader.position().offset);
+            }
+        }
+        let pos = reader.position();
+        st.cursor.offset = pos.offset;
+        st.line = pos.line;
         Ok(())
     }
 
@@ -768,6 +930,7 @@ impl Index {
             fresh.count(ts);
         }
         fresh.cursor = st.cursor.clone();
+        fresh.held = st.held.take();
         fresh
             .cursor
             .move_to(FileId::of(&file.metadata()?), pos.offset);

@@ -265,7 +265,6 @@ mod tests {
             "cfn-serve/src/index.rs: add",
             "cfn-serve/src/index.rs: aggregate",
             "cfn-serve/src/index.rs: build",
-            "cfn-serve/src/index.rs: refresh_shard",
             "cfn-serve/src/lib.rs: dashboard",
             "cfn-top/src/view.rs: draw_table",
         ];

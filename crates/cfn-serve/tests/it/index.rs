@@ -402,6 +402,112 @@ fn replayed_records_trimmed_away_do_not_make_the_index_count_twice() {
 }
 
 #[test]
+fn records_appended_then_trimmed_between_two_looks_are_counted_once() {
+    // The index read a shard to its end; then records came, were archived and trimmed away
+    // before it looked again. Stamps are not in file order (a writer stamps before it takes
+    // the lock): `a`, read first, is stamped after midnight, `b` before. The archive keeps
+    // day files, so looking for what followed `b` there finds `a` again in the next day's
+    // file; the records missed are in the old file, which the index must still hold.
+    let dir = TestDir::new();
+    let archive = dir.join("archive");
+    let now = now_ms();
+    let midnight = now - now.rem_euclid(86_400_000);
+    let rec = |ts, v| record(ts, "agent-3", "m", v, "count");
+    let shard = dir.write(
+        "cfn-metrics-3.jsonl",
+        rec(midnight + 500, 1.0) + &rec(midnight - 100, 2.0),
+    );
+    let server = start(&dir, &["--archive-dir", archive.to_str().unwrap()]);
+    let count = |salt: u32| -> u64 {
+        let v = get_json(
+            server.port,
+            &format!("/api/summary?window=1d&metric=m&exact=1&salt={salt}"),
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(count(1), 2);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap();
+    f.write_all((rec(midnight + 2000, 3.0) + &rec(now - 1000, 4.0)).as_bytes())
+        .unwrap();
+    drop(f);
+    let arch = ["--archive-dir", archive.to_str().unwrap()];
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .arg("sync")
+        .run()
+        .success();
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .args(["trim", "--hot", "1m"])
+        .run()
+        .success();
+    let left = std::fs::read_to_string(&shard).unwrap();
+    assert_eq!(
+        left,
+        rec(now - 1000, 4.0),
+        "the trim left only the newest record"
+    );
+    assert_eq!(count(2), 4);
+}
+
+#[test]
+fn a_replay_synced_while_the_index_is_built_is_counted_once() {
+    // The build reads the archive state, then the hot shards, then the archive. A replay
+    // (stamped before the last trim's threshold) past the state's offset is read from the
+    // shard; the archiver may sync it into its day file before the archive pass gets
+    // there. Here that sync's day-file write is made by hand, as a sync killed before it
+    // saved its state leaves it.
+    let dir = TestDir::new();
+    let archive = dir.join("archive");
+    let now = now_ms();
+    let rec = |ts, v| record(ts, "agent-4", "m", v, "count");
+    let shard = dir.write(
+        "cfn-metrics-4.jsonl",
+        rec(now - 1_800_000, 1.0) + &rec(now - 1_799_000, 2.0),
+    );
+    let arch = ["--archive-dir", archive.to_str().unwrap()];
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .arg("sync")
+        .run()
+        .success();
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .args(["trim", "--hot", "1m"])
+        .run()
+        .success();
+    assert_eq!(std::fs::metadata(&shard).unwrap().len(), 0);
+    let replay = rec(now - 3 * 3_600_000, 3.0);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&shard)
+        .unwrap();
+    f.write_all((replay.clone() + &rec(now - 10_000, 4.0)).as_bytes())
+        .unwrap();
+    drop(f);
+    let day = format_ms(now - 3 * 3_600_000)[..10].replace('-', "");
+    let day_file = archive.join(format!("cfn-metrics-{day}-4.jsonl"));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&day_file)
+        .unwrap();
+    f.write_all(replay.as_bytes()).unwrap();
+    drop(f);
+    let server = start(&dir, &["--archive-dir", archive.to_str().unwrap()]);
+    let v = get_json(server.port, "/api/summary?window=1d&metric=m&exact=1");
+    assert_eq!(v[0]["count"], 4, "{v}");
+    assert_eq!(v[0]["sum"], 10.0, "{v}");
+}
+
+#[test]
 fn replays_split_between_the_archive_and_the_shard_are_counted_once_at_build_and_per_query() {
     // Records stamped hours before their neighbours, on both sides of a trim and of the
     // archived offset: the time order the old split relied on does not hold.
