@@ -1,20 +1,28 @@
-//! `cfn-push`: aggregates (contract section 4) to Datadog's metrics API v2 or New Relic's
-//! Metric API, split under each API's size limit, gzip-compressed, with bounded retries.
+//! `cfn-push`: aggregates (contract section 4) to Datadog's metrics API v2, New Relic's
+//! Metric API or an OTLP/HTTP receiver, split under each receiver's size limit,
+//! gzip-compressed, with bounded retries.
 //!
-//! This crate owns the two payload formats and batching; HTTP retries are `cfn-core`'s.
+//! Each destination is a module behind one trait (`destination::Destination`: its target
+//! from the flags and environment, its payloads, reading its replies); `run` reads, sends
+//! and reports. HTTP delivery and retries are `cfn-net`'s.
 
-use cfn_core::aggregate::{Aggregate, quantile_key, read_aggregates};
+use cfn_core::aggregate::{Aggregate, read_aggregates};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::reader::MalformedLog;
 use cfn_core::time::{now_ms, parse_timestamp_str};
 use cfn_net::http::{Delivery, Request, RetryPolicy, post_with_retries, redact_url};
 use clap::{Parser, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod datadog;
+pub mod destination;
+pub mod newrelic;
 pub mod otlp;
+
+use destination::Destination;
 
 const EXAMPLES: &str = "\
 KEYS:
@@ -157,12 +165,6 @@ pub struct Cli {
     pub strict: cfn_core::cli::StrictFlag,
 }
 
-/// Payload limits before compression.
-pub const DATADOG_MAX: usize = 500 * 1000;
-pub const NEWRELIC_MAX: usize = 1000 * 1000;
-/// OTLP receivers take 4 MiB by default (the Collector's HTTP receiver); stay well under.
-pub const OTLP_MAX: usize = 1000 * 1000;
-
 /// Settings for building payloads.
 #[derive(Clone, Debug)]
 pub struct Shape {
@@ -181,51 +183,25 @@ pub struct Skipped {
     pub no_state: u64,
 }
 
-/// A Datadog metric name: ASCII alphanumerics, `_` and `.`, starting with a letter, at most
-/// 200 characters.
-pub fn datadog_name(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        out.insert_str(0, "m_");
+impl Skipped {
+    /// Says on stderr what was not sent as is.
+    fn warn(&self) {
+        if self.no_state > 0 {
+            cfn_core::cli::warn(
+                "cfn-push",
+                format!(
+                    "{} aggregates carry no state (run cfn-agg --with-digest): sent as summaries, which a backend cannot add up across hosts",
+                    self.no_state
+                ),
+            );
+        }
+        if self.non_finite > 0 {
+            cfn_core::cli::warn(
+                "cfn-push",
+                format!("left out {} non-finite values", self.non_finite),
+            );
+        }
     }
-    out.truncate(200);
-    out
-}
-
-/// A Datadog tag `key:value`, characters outside `[A-Za-z0-9_.:/-]` replaced by `_`.
-pub fn datadog_tag(k: &str, v: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "_-.:/".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    let mut t = format!("{}:{}", clean(k), clean(v));
-    t.truncate(200);
-    t
-}
-
-/// A New Relic name or attribute key: no control characters, at most 255 characters.
-pub fn newrelic_name(s: &str) -> String {
-    let mut out: String = s.chars().filter(|c| !c.is_control()).collect();
-    if out.len() > 255 {
-        out.truncate(out.floor_char_boundary(255));
-    }
-    out
 }
 
 pub(crate) fn agg_time_ms(a: &Aggregate, now: i64) -> i64 {
@@ -234,102 +210,6 @@ pub(crate) fn agg_time_ms(a: &Aggregate, now: i64) -> i64 {
         .or(a.last.as_deref())
         .and_then(parse_timestamp_str)
         .unwrap_or(now)
-}
-
-fn stats(a: &Aggregate) -> Vec<(String, f64)> {
-    let mut v = vec![
-        ("avg".to_string(), a.avg),
-        ("min".to_string(), a.min),
-        ("max".to_string(), a.max),
-        ("sum".to_string(), a.sum),
-    ];
-    v.extend(a.quantiles.iter().map(|(q, x)| (quantile_key(*q), *x)));
-    v
-}
-
-/// Datadog series for the aggregates.
-pub fn datadog_series(aggs: &[Aggregate], shape: &Shape, skipped: &mut Skipped) -> Vec<Value> {
-    let mut out = Vec::new();
-    for a in aggs {
-        let ts = agg_time_ms(a, shape.now_ms) / 1000;
-        let base = datadog_name(&format!("{}.{}", shape.prefix, a.metric));
-        let mut tags: Vec<String> = a.labels().iter().map(|(k, v)| datadog_tag(k, v)).collect();
-        tags.extend(shape.tags.iter().map(|(k, v)| datadog_tag(k, v)));
-        let resources = json!([{ "name": shape.host, "type": "host" }]);
-        let mut series = |name: String, kind: u8, value: f64, interval: Option<u64>| {
-            if !value.is_finite() {
-                skipped.non_finite += 1;
-                return;
-            }
-            let mut s = json!({
-                "metric": name,
-                "type": kind,
-                "points": [{ "timestamp": ts, "value": value }],
-                "tags": tags,
-                "resources": resources,
-            });
-            if let Some(i) = interval {
-                s["interval"] = json!(i);
-            }
-            if let Some(u) = &a.unit {
-                s["unit"] = json!(u);
-            }
-            out.push(s);
-        };
-        series(
-            format!("{base}.count"),
-            1,
-            a.count as f64,
-            Some(shape.interval.as_secs().max(1)),
-        );
-        for (stat, v) in stats(a) {
-            series(datadog_name(&format!("{base}.{stat}")), 3, v, None);
-        }
-    }
-    out
-}
-
-/// New Relic metrics for the aggregates.
-pub fn newrelic_metrics(aggs: &[Aggregate], shape: &Shape, skipped: &mut Skipped) -> Vec<Value> {
-    let mut out = Vec::new();
-    for a in aggs {
-        let ts = agg_time_ms(a, shape.now_ms);
-        let name = newrelic_name(&format!("{}.{}", shape.prefix, a.metric));
-        let mut attrs = serde_json::Map::new();
-        for (k, v) in a.labels() {
-            attrs.insert(newrelic_name(&k), json!(v));
-        }
-        if let Some(u) = &a.unit {
-            attrs.insert("unit".into(), json!(u));
-        }
-        let interval_ms = shape.interval.as_millis() as u64;
-        if [a.sum, a.min, a.max].iter().all(|v| v.is_finite()) {
-            out.push(json!({
-                "name": name,
-                "type": "summary",
-                "value": { "count": a.count, "sum": a.sum, "min": a.min, "max": a.max },
-                "timestamp": ts,
-                "interval.ms": interval_ms,
-                "attributes": attrs,
-            }));
-        } else {
-            skipped.non_finite += 1;
-        }
-        for (q, v) in &a.quantiles {
-            if !v.is_finite() {
-                skipped.non_finite += 1;
-                continue;
-            }
-            out.push(json!({
-                "name": newrelic_name(&format!("{name}.{}", quantile_key(*q))),
-                "type": "gauge",
-                "value": v,
-                "timestamp": ts,
-                "attributes": attrs,
-            }));
-        }
-    }
-    out
 }
 
 /// Splits items into payloads whose serialized size stays under `max` bytes; `wrap` builds a
@@ -366,234 +246,98 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     e.finish()
 }
 
-fn read_key(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<String> {
-    cfn_net::http::read_secret(file, env, "API key")?.ok_or_else(|| {
-        fail(
-            Exit::Config,
-            format!("no API key: set {env} or use --api-key-file FILE"),
-        )
+/// The destination `cli` names, with its target from the flags and `env`.
+///
+/// # Errors
+/// Exit 78 for a missing key or bad OTLP settings.
+pub fn for_cli(
+    cli: &Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Box<dyn Destination>> {
+    Ok(match cli.vendor {
+        Vendor::Datadog => Box::new(datadog::Datadog::new(cli, env)?),
+        Vendor::Newrelic => Box::new(newrelic::NewRelic::new(cli, env)?),
+        Vendor::Otlp => Box::new(otlp::Otlp::new(cli, env)?),
     })
 }
 
-/// Where and how a vendor's API is reached.
-#[derive(Clone, Debug)]
-pub struct VendorApi {
-    /// The environment variable holding the API key.
-    pub key_env: &'static str,
-    /// The header that carries the key.
-    pub key_header: &'static str,
-    /// Scheme, host and port (replaced by --endpoint).
-    pub base: String,
-    pub path: &'static str,
-    /// Largest payload before compression.
-    pub max_payload: usize,
-}
-
-impl VendorApi {
-    /// The API of `vendor`, with its region or site from the flags and environment.
-    pub fn of(vendor: Vendor, region: Option<Region>) -> Self {
-        match vendor {
-            Vendor::Datadog => {
-                let site = std::env::var("DD_SITE")
-                    .ok()
-                    .filter(|s| !s.trim().is_empty())
-                    .unwrap_or_else(|| "datadoghq.com".into());
-                Self {
-                    key_env: "DD_API_KEY",
-                    key_header: "DD-API-KEY",
-                    base: format!("https://api.{}", site.trim()),
-                    path: "/api/v2/series",
-                    max_payload: DATADOG_MAX,
-                }
-            }
-            Vendor::Otlp => Self {
-                key_env: "",
-                key_header: "",
-                base: String::new(),
-                path: "/v1/metrics",
-                max_payload: OTLP_MAX,
-            },
-            Vendor::Newrelic => {
-                let eu = region.map_or_else(
-                    || {
-                        std::env::var("NEW_RELIC_REGION")
-                            .is_ok_and(|r| r.eq_ignore_ascii_case("eu"))
-                    },
-                    |r| r == Region::Eu,
-                );
-                Self {
-                    key_env: "NEW_RELIC_API_KEY",
-                    key_header: "Api-Key",
-                    base: if eu {
-                        "https://metric-api.eu.newrelic.com".into()
-                    } else {
-                        "https://metric-api.newrelic.com".into()
-                    },
-                    path: "/metric/v1",
-                    max_payload: NEWRELIC_MAX,
-                }
-            }
+/// The secrets of a send: every header value (and a short one with its name, as a receiver
+/// may echo it) and the URL's credentials, kept out of messages.
+fn secrets_of(url: &str, headers: &[(String, String)]) -> cfn_net::redact::Secrets {
+    let mut secrets = cfn_net::redact::url_secrets_of(url, false);
+    for (k, v) in headers {
+        secrets.add(v);
+        // A value too short to be hidden alone is hidden with its name, as given in
+        // OTEL_EXPORTER_OTLP_HEADERS or as sent.
+        if v.len() < cfn_net::redact::MIN_RUN {
+            secrets.add(&format!("{k}={v}"));
+            secrets.add(&format!("{k}: {v}"));
+            secrets.add(&format!("{k}:{v}"));
         }
     }
+    secrets
 }
 
-/// The payloads for `vendor`, each at most `max` bytes before compression.
-fn build_payloads(
-    vendor: Vendor,
-    aggs: &[cfn_core::aggregate::Aggregate],
-    shape: &Shape,
-    max: usize,
-    skipped: &mut Skipped,
-) -> Vec<Vec<u8>> {
-    match vendor {
-        // Built by run(), which knows the protocol and service.
-        Vendor::Otlp => Vec::new(),
-        Vendor::Datadog => split_payloads(
-            datadog_series(aggs, shape, skipped),
-            max,
-            |b| json!({ "series": b }),
-        ),
-        Vendor::Newrelic => {
-            let mut attributes = serde_json::Map::new();
-            attributes.insert("host".into(), json!(shape.host));
-            attributes.insert("source".into(), json!("cfn-metrics"));
-            for (k, v) in &shape.tags {
-                attributes.insert(newrelic_name(k), json!(v));
-            }
-            let common = json!({
-                "interval.ms": shape.interval.as_millis() as u64,
-                "timestamp": shape.now_ms,
-                "attributes": attributes,
-            });
-            split_payloads(
-                newrelic_metrics(aggs, shape, skipped),
-                max,
-                |b| json!([{ "common": common, "metrics": b }]),
-            )
-        }
-    }
-}
-
-/// How payloads are sent: where, with which headers (they may hold secrets: their values
-/// never appear in messages), as what.
-struct Target<'a> {
-    url: &'a str,
-    headers: Vec<(String, String)>,
-    content_type: &'static str,
-    /// OTLP replies carry a partial success or a protobuf Status.
-    otlp: Option<otlp::Protocol>,
-    /// Every header value (and a short one with its name, as a receiver may echo it), kept
-    /// out of messages.
-    secrets: cfn_net::redact::Secrets,
-}
-
-impl<'a> Target<'a> {
-    fn new(
-        url: &'a str,
-        headers: Vec<(String, String)>,
-        content_type: &'static str,
-        otlp: Option<otlp::Protocol>,
-    ) -> Self {
-        let mut secrets = cfn_net::redact::url_secrets_of(url, false);
-        for (k, v) in &headers {
-            secrets.add(v);
-            // A value too short to be hidden alone is hidden with its name, as given in
-            // OTEL_EXPORTER_OTLP_HEADERS or as sent.
-            if v.len() < cfn_net::redact::MIN_RUN {
-                secrets.add(&format!("{k}={v}"));
-                secrets.add(&format!("{k}: {v}"));
-                secrets.add(&format!("{k}:{v}"));
-            }
-        }
-        Self {
-            url,
-            headers,
-            content_type,
-            otlp,
-            secrets,
-        }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        self.secrets.redact(text)
-    }
-}
-
-/// Sends each payload (gzipped) with retries; returns how many were accepted and the exit
-/// status the failures call for (the first rejection's, or 75 when one was not delivered).
+/// Sends each payload (gzipped) to `dest` with retries; returns how many were accepted and
+/// the exit status the failures call for (the first rejection's, or 75 when one was not
+/// delivered).
 fn send_payloads(
     payloads: &[Vec<u8>],
-    target: &Target<'_>,
+    dest: &dyn Destination,
     policy: &RetryPolicy,
 ) -> anyhow::Result<(usize, Exit)> {
     let mut worst = Exit::Ok;
     let mut sent = 0;
-    let url = target.url;
+    let url = dest.url();
+    let shown = redact_url(url);
+    let fixed = dest.headers();
+    let secrets = secrets_of(url, &fixed);
     for (i, p) in payloads.iter().enumerate() {
         let body = gzip(p)?;
-        let mut headers: Vec<(&str, String)> = target
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        headers.push(("Content-Type", target.content_type.into()));
+        let mut headers: Vec<(&str, String)> =
+            fixed.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        headers.push(("Content-Type", dest.content_type().into()));
         headers.push(("Content-Encoding", "gzip".into()));
         let req = Request {
             url,
             headers,
             body: &body,
-            secrets: &target.secrets,
+            secrets: &secrets,
         };
         let batch = format!("batch {} of {}", i + 1, payloads.len());
-        match post_with_retries(&req, policy) {
+        let (problem, exit) = match post_with_retries(&req, policy) {
             Delivery::Accepted { body, .. } => {
                 sent += 1;
-                if let Some(proto) = target.otlp
-                    && let Some((rejected, msg)) = otlp::partial_success(&body, proto)
-                {
-                    cfn_core::cli::warn(
-                        "cfn-push",
+                match dest.partial_rejection(&body) {
+                    Some((rejected, msg)) => (
                         format!(
-                            "{} took {batch} in part: {rejected} data points rejected: {}",
-                            redact_url(url),
-                            target.redact(&msg)
+                            "{shown} took {batch} in part: {rejected} data points rejected: {msg}"
                         ),
-                    );
-                    if rejected > 0 && worst == Exit::Ok {
-                        worst = Exit::DataErr;
-                    }
+                        if rejected > 0 {
+                            Exit::DataErr
+                        } else {
+                            Exit::Ok
+                        },
+                    ),
+                    None => continue,
                 }
             }
-            Delivery::Rejected { status, body, raw } => {
-                let msg = match target.otlp {
-                    Some(_) => otlp::rejection_message(&raw, &body),
-                    None => body.trim().to_string(),
-                };
-                cfn_core::cli::warn(
-                    "cfn-push",
-                    format!(
-                        "{} rejected {batch} with HTTP {status}: {}",
-                        redact_url(url),
-                        target.redact(&msg)
-                    ),
-                );
+            Delivery::Rejected { status, body, raw } => (
+                format!(
+                    "{shown} rejected {batch} with HTTP {status}: {}",
+                    dest.rejection_message(&raw, &body)
+                ),
                 // A redirect means the endpoint is configured wrong: it is never followed.
-                let exit = Exit::for_http_status(status);
-                if worst == Exit::Ok {
-                    worst = exit;
-                }
-            }
-            Delivery::GaveUp { attempts, last } => {
-                cfn_core::cli::warn(
-                    "cfn-push",
-                    format!(
-                        "{batch} was not delivered to {} after {attempts} attempts: {}",
-                        redact_url(url),
-                        target.redact(&last)
-                    ),
-                );
-                worst = Exit::TempFail;
-            }
+                Exit::for_http_status(status),
+            ),
+            Delivery::GaveUp { attempts, last } => (
+                format!("{batch} was not delivered to {shown} after {attempts} attempts: {last}"),
+                Exit::TempFail,
+            ),
+        };
+        cfn_core::cli::warn("cfn-push", secrets.redact(&problem));
+        if exit == Exit::TempFail || worst == Exit::Ok {
+            worst = exit;
         }
     }
     Ok((sent, worst))
@@ -604,30 +348,8 @@ fn send_payloads(
 /// # Errors
 /// As the contract's exit codes say.
 pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
-    let api = VendorApi::of(cli.vendor, cli.region);
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let otlp_protocol = match cli.vendor {
-        Vendor::Otlp => Some(otlp::Protocol::resolve(cli.otlp_protocol, &env)?),
-        _ => None,
-    };
-    let (url, headers) = match cli.vendor {
-        Vendor::Otlp => (
-            otlp::endpoint(cli.endpoint.as_deref(), &env),
-            otlp::headers(&env)?,
-        ),
-        _ => {
-            let base = cli.endpoint.clone().unwrap_or_else(|| api.base.clone());
-            let key = if cli.dry_run {
-                Vec::new()
-            } else {
-                vec![(
-                    api.key_header.to_string(),
-                    read_key(cli.api_key_file.as_deref(), api.key_env)?,
-                )]
-            };
-            (format!("{}{}", base.trim_end_matches('/'), api.path), key)
-        }
-    };
+    let dest = for_cli(&cli, &env)?;
     let tags = cli
         .tags
         .iter()
@@ -644,66 +366,24 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
     let aggs = read_aggregates(input, "<stdin>", &mut log)?;
     log.finish();
     let mut skipped = Skipped::default();
-    let max = cli.max_payload.unwrap_or(api.max_payload);
-    let payloads = match otlp_protocol {
-        Some(proto) => {
-            let service = cli
-                .service_name
-                .clone()
-                .or_else(|| env("OTEL_SERVICE_NAME"))
-                .unwrap_or_else(|| "cfn-metrics".into());
-            let points =
-                otlp::PointOptions::new(cli.otlp_points, cli.otlp_scale, cli.otlp_max_buckets)?;
-            otlp::payloads(&aggs, &shape, &service, &points, proto, max, &mut skipped)
-        }
-        None => build_payloads(cli.vendor, &aggs, &shape, max, &mut skipped),
-    };
-    if skipped.no_state > 0 {
-        cfn_core::cli::warn(
-            "cfn-push",
-            format!(
-                "{} aggregates carry no state (run cfn-agg --with-digest): sent as summaries, which a backend cannot add up across hosts",
-                skipped.no_state
-            ),
-        );
-    }
-    if skipped.non_finite > 0 {
-        cfn_core::cli::warn(
-            "cfn-push",
-            format!("left out {} non-finite values", skipped.non_finite),
-        );
-    }
+    let max = cli.max_payload.unwrap_or(dest.max_payload());
+    let payloads = dest.payloads(&aggs, &shape, max, &mut skipped);
+    skipped.warn();
     if cli.dry_run {
-        // An OTLP URL comes from the environment and may carry credentials; the vendors' do not.
-        let shown = match otlp_protocol {
-            Some(_) => redact_url(&url),
-            None => url.clone(),
-        };
         eprintln!(
-            "cfn-push: dry run: {} payload(s) for POST {shown}",
-            payloads.len()
+            "cfn-push: dry run: {} payload(s) for POST {}",
+            payloads.len(),
+            dest.shown_url()
         );
         for p in &payloads {
-            if otlp_protocol == Some(otlp::Protocol::Protobuf) {
-                // Binary: shown as the JSON form of the same request.
-                let req = <opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest as prost::Message>::decode(&p[..])?;
-                out.write_all(&serde_json::to_vec(&req)?)?;
-            } else {
-                out.write_all(p)?;
-            }
+            out.write_all(&dest.dry_run_line(p)?)?;
             out.write_all(b"\n")?;
         }
         return Ok(Exit::Ok);
     }
     let timeout = cli.http.timeout_or(std::time::Duration::from_secs(15));
     let policy = RetryPolicy::with(timeout, cli.http.retries);
-    let target = Target::new(
-        &url,
-        headers,
-        otlp_protocol.map_or("application/json", |p| p.content_type()),
-        otlp_protocol,
-    );
-    let (sent, worst) = send_payloads(&payloads, &target, &policy)?;
+    let (sent, worst) = send_payloads(&payloads, dest.as_ref(), &policy)?;
     let failed = payloads.len() - sent;
     eprintln!(
         "cfn-push: sent {sent} of {} payload(s) ({} aggregates){}",
@@ -722,18 +402,11 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, mut out: impl Write) -> anyho
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use serde_json::json;
 
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn names_and_tags_are_made_valid() {
-        assert_eq!(datadog_name("cfn.9lives.p-99 ms"), "cfn.9lives.p_99_ms");
-        assert_eq!(datadog_name("9x"), "m_9x");
-        assert_eq!(datadog_tag("phase name", "a b"), "phase_name:a_b");
-        assert_eq!(newrelic_name("a\nb"), "ab");
     }
 
     #[test]

@@ -143,6 +143,96 @@ impl Protocol {
     }
 }
 
+/// OTLP receivers take 4 MiB by default (the Collector's HTTP receiver); stay well under.
+pub const OTLP_MAX: usize = 1000 * 1000;
+
+/// An OTLP/HTTP receiver, configured as every OpenTelemetry exporter is.
+pub struct Otlp {
+    url: String,
+    headers: Vec<(String, String)>,
+    protocol: Protocol,
+    service: String,
+    points: PointOptions,
+}
+
+impl Otlp {
+    /// The receiver from `--endpoint` and the `OTEL_EXPORTER_OTLP_*` variables in `env`.
+    ///
+    /// # Errors
+    /// Exit 78 for a bad protocol, header list or point option.
+    pub fn new(cli: &crate::Cli, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            protocol: Protocol::resolve(cli.otlp_protocol, env)?,
+            url: endpoint(cli.endpoint.as_deref(), env),
+            headers: headers(env)?,
+            service: cli
+                .service_name
+                .clone()
+                .or_else(|| env("OTEL_SERVICE_NAME"))
+                .unwrap_or_else(|| "cfn-metrics".into()),
+            points: PointOptions::new(cli.otlp_points, cli.otlp_scale, cli.otlp_max_buckets)?,
+        })
+    }
+}
+
+impl crate::destination::Destination for Otlp {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn shown_url(&self) -> String {
+        cfn_net::http::redact_url(&self.url)
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+
+    fn content_type(&self) -> &'static str {
+        self.protocol.content_type()
+    }
+
+    fn max_payload(&self) -> usize {
+        OTLP_MAX
+    }
+
+    fn payloads(
+        &self,
+        aggs: &[Aggregate],
+        shape: &Shape,
+        max: usize,
+        skipped: &mut crate::Skipped,
+    ) -> Vec<Vec<u8>> {
+        payloads(
+            aggs,
+            shape,
+            &self.service,
+            &self.points,
+            self.protocol,
+            max,
+            skipped,
+        )
+    }
+
+    fn partial_rejection(&self, body: &[u8]) -> Option<(i64, String)> {
+        partial_success(body, self.protocol)
+    }
+
+    fn rejection_message(&self, raw: &[u8], text: &str) -> String {
+        rejection_message(raw, text)
+    }
+
+    fn dry_run_line(&self, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Ok(match self.protocol {
+            // Binary: shown as the JSON form of the same request.
+            Protocol::Protobuf => {
+                serde_json::to_vec(&ExportMetricsServiceRequest::decode(payload)?)?
+            }
+            Protocol::Json => payload.to_vec(),
+        })
+    }
+}
+
 /// Where to send: `--endpoint` (a base URL), else `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (the
 /// full URL), else `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL), else localhost:4318; base
 /// URLs get `/v1/metrics` appended to their path.
