@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 mod follow;
 mod merge;
+mod open;
 
 const EXAMPLES: &str = "\
 INPUTS:
@@ -205,19 +206,24 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         expand_inputs_reporting("cfn-cat", &local, &config)?
     };
     let mut stdin = Some(input);
+    let mut opener = open::Opener::new(&inputs, &filter, !cli.no_seek);
     // Hot shards found by listing a shared directory: a stray file there is skipped with a
     // warning (a hostile neighbour must not stop the analysis); named paths stay errors.
+    let open_one =
+        |opener: &mut open::Opener<'_>, input: &Input| -> anyhow::Result<Option<open::Reader>> {
+            match input {
+                Input::File { shared: true, .. } => {
+                    let opened = open_at_since(input, &filter, !cli.no_seek);
+                    skip_refused("cfn-cat", strict, opened)
+                }
+                _ => opener.open(input),
+            }
+        };
     let mut open = |input: &Input| -> anyhow::Result<Option<Box<dyn BufRead + '_>>> {
         if *input == Input::Stdin {
             return Ok(stdin.take().map(|s| Box::new(s) as Box<dyn BufRead>));
         }
-        let opened = open_at_since(input, &filter, !cli.no_seek);
-        match input {
-            Input::File { shared: true, .. } => {
-                Ok(skip_refused("cfn-cat", strict, opened)?.map(|r| r as Box<dyn BufRead>))
-            }
-            _ => opened.map(|r| Some(r as Box<dyn BufRead>)),
-        }
+        Ok(open_one(&mut opener, input)?.map(|r| r as Box<dyn BufRead>))
     };
     // Cold objects are merged lazily (a day's objects open at a time), on this thread.
     let parallel = cfn_core::cli::thread_count(cli.threads) > 1
@@ -228,13 +234,9 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         // Each input parsed on a thread of its own; the merge (and every report) is the
         // single-threaded one.
         let mut readers = Vec::with_capacity(inputs.len());
+        let mut opener = open::Opener::new(&inputs, &filter, !cli.no_seek);
         for input in &inputs {
-            let opened = open_at_since(input, &filter, !cli.no_seek);
-            let reader = match input {
-                Input::File { shared: true, .. } => skip_refused("cfn-cat", strict, opened)?,
-                _ => Some(opened?),
-            };
-            if let Some(r) = reader {
+            if let Some(r) = open_one(&mut opener, input)? {
                 readers.push(RecordReader::new(r, input.name()));
             }
         }

@@ -559,3 +559,53 @@ fn sorted_on_several_threads_is_the_single_threaded_merge() {
     assert_eq!(strict_one.stderr(), strict_many.stderr());
     assert_eq!(strict_one.stdout(), strict_many.stdout());
 }
+
+fn gzip_member(text: &str) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A rotation appends a day file to its .gz as one more member, then removes the day file.
+/// Caught between the two (killed, or between a reader's two opens), both hold the day's
+/// newest records, and the archive state records the .gz's length before the rotation.
+/// Reading the archive directory gives each record once.
+#[test]
+fn an_archive_directory_caught_mid_rotation_gives_each_record_once() {
+    let dir = TestDir::new();
+    let recs = |from: u64, to: u64| -> String {
+        (from..to)
+            .map(|i| rec(&format!("2026-11-01T10:00:{i:02}Z"), "rot", i))
+            .collect()
+    };
+    let plain = "cfn-metrics-20261101-3.jsonl";
+    let older = gzip_member(&recs(0, 5));
+    let newest = recs(5, 8);
+    dir.write(&format!("archive/{plain}"), &newest);
+    let mut gz = older.clone();
+    gz.extend(gzip_member(&newest));
+    std::fs::write(dir.join(&format!("archive/{plain}.gz")), &gz).unwrap();
+    dir.write(
+        "archive/.cfn-archive-state.json",
+        format!(
+            "{{\"version\":1,\"rotating\":{{\"{plain}\":{}}}}}",
+            older.len()
+        ),
+    );
+    let values = |out: &cfn_testkit::Outcome| -> Vec<u64> {
+        let mut v: Vec<u64> = out
+            .jsonl()
+            .iter()
+            .map(|r| r["value"].as_u64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let out = dir.cmd("cfn-cat").arg(dir.join("archive")).run();
+    out.success();
+    assert_eq!(values(&out), (0..8).collect::<Vec<_>>(), "{}", out.stdout());
+    // Before the rotation (the .gz as it was): both files are read.
+    std::fs::write(dir.join(&format!("archive/{plain}.gz")), &older).unwrap();
+    let out = dir.cmd("cfn-cat").arg(dir.join("archive")).run();
+    assert_eq!(values(&out), (0..8).collect::<Vec<_>>());
+}

@@ -262,6 +262,33 @@ pub fn plain_is_in_gz(
         .is_some_and(|&before| gz_len > before)
 }
 
+/// An archive day's two files, opened so that a rotation between the two opens neither
+/// loses nor repeats a record: `plain` is `None` when it was missing or is already the
+/// `.gz`'s last member (then everything is in `gz`).
+#[derive(Debug)]
+pub struct DayPair {
+    pub plain: Option<std::fs::File>,
+    pub gz: Option<std::fs::File>,
+}
+
+/// Opens day file `plain_name` of `archive_dir` and then its `.gz` with `open` (which gives
+/// `None` for a file that is not there), and leaves the plain file out when
+/// [`plain_is_in_gz`] says so. Hold `gz` to read it later: a rotation renames a new `.gz`
+/// into place, so the one held never gains the plain file's records.
+///
+/// # Errors
+/// `open`'s errors.
+pub fn open_day_pair(
+    archive_dir: &Path,
+    plain_name: &str,
+    open: impl Fn(&Path) -> std::io::Result<Option<std::fs::File>>,
+) -> std::io::Result<DayPair> {
+    let plain = open(&archive_dir.join(plain_name))?;
+    let gz = open(&archive_dir.join(format!("{plain_name}.gz")))?;
+    let plain = plain.filter(|p| !plain_is_in_gz(archive_dir, plain_name, p, gz.as_ref()));
+    Ok(DayPair { plain, gz })
+}
+
 /// Most trims of each shard the archive state keeps (the oldest go first).
 pub const TRIMS_KEPT: usize = 16;
 

@@ -211,21 +211,21 @@ pub fn for_each_archived(
             until: Some(filter.until.map_or(hot_from, |u| u.min(hot_from))),
             ..filter.clone()
         };
-        let open = |path: &std::path::Path| {
-            cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read).ok()
-        };
         // The plain file first, then the .gz: a rotation between the two opens leaves the
         // plain file's records in the .gz, and then they are read from there only.
-        let plain = has_plain
-            .then(|| open(&archive.join(&plain_name)))
-            .flatten();
+        let pair = cfn_core::cursor::open_day_pair(archive, &plain_name, |path| {
+            let listed = if path.extension().is_some_and(|e| e == "gz") {
+                has_gz || has_plain
+            } else {
+                has_plain
+            };
+            Ok(listed
+                .then(|| cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read).ok())
+                .flatten())
+        })?;
         let gz_path = archive.join(format!("{plain_name}.gz"));
-        let gz = (has_gz || plain.is_some())
-            .then(|| open(&gz_path))
-            .flatten();
-        let plain = plain
-            .filter(|p| !cfn_core::cursor::plain_is_in_gz(archive, &plain_name, p, gz.as_ref()));
-        let gz = gz.filter(|_| has_gz || plain.is_none());
+        let plain = pair.plain;
+        let gz = pair.gz.filter(|_| has_gz || plain.is_none());
         let parts = [(plain, false), (gz, true)];
         for (file, is_gz) in parts {
             let Some(file) = file else {
