@@ -5,8 +5,7 @@
 
 use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
-use cfn_core::fsutil::skip_refused;
-use cfn_core::input::{Input, expand_inputs_reporting};
+use cfn_core::input::Input;
 use cfn_core::paths::Config;
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::{MalformedLog, RecordReader};
@@ -18,6 +17,7 @@ use std::path::PathBuf;
 mod follow;
 mod merge;
 mod open;
+mod source;
 
 const EXAMPLES: &str = "\
 INPUTS:
@@ -194,179 +194,13 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
         )?;
         return Ok(Exit::Ok);
     }
-    let (s3_urls, local): (Vec<&PathBuf>, Vec<&PathBuf>) = cli
-        .paths
-        .iter()
-        .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
-    let local: Vec<PathBuf> = local.into_iter().cloned().collect();
-    let cold = cold_objects(&cli, &s3_urls, &filter)?;
-    let (inputs, missing) = if local.is_empty() && !s3_urls.is_empty() {
-        (Vec::new(), None)
-    } else {
-        expand_inputs_reporting("cfn-cat", &local, &config)?
-    };
-    let mut stdin = Some(input);
-    let mut opener = open::Opener::new(&inputs, &filter, !cli.no_seek);
-    // Hot shards found by listing a shared directory: a stray file there is skipped with a
-    // warning (a hostile neighbour must not stop the analysis); named paths stay errors.
-    let open_one =
-        |opener: &mut open::Opener<'_>, input: &Input| -> anyhow::Result<Option<open::Reader>> {
-            match input {
-                Input::File { shared: true, .. } => {
-                    let opened = open_at_since(input, &filter, !cli.no_seek);
-                    skip_refused("cfn-cat", strict, opened)
-                }
-                _ => opener.open(input),
-            }
-        };
-    let mut open = |input: &Input| -> anyhow::Result<Option<Box<dyn BufRead + '_>>> {
-        if *input == Input::Stdin {
-            return Ok(stdin.take().map(|s| Box::new(s) as Box<dyn BufRead>));
-        }
-        Ok(open_one(&mut opener, input)?.map(|r| r as Box<dyn BufRead>))
-    };
-    // Cold objects are merged lazily (a day's objects open at a time), on this thread.
-    let parallel = cfn_core::cli::thread_count(cli.threads) > 1
-        && inputs.len() > 1
-        && cold.is_empty()
-        && !inputs.contains(&Input::Stdin);
-    if cli.sorted && parallel {
-        // Each input parsed on a thread of its own; the merge (and every report) is the
-        // single-threaded one.
-        let mut readers = Vec::with_capacity(inputs.len());
-        let mut opener = open::Opener::new(&inputs, &filter, !cli.no_seek);
-        for input in &inputs {
-            if let Some(r) = open_one(&mut opener, input)? {
-                readers.push(RecordReader::new(r, input.name()));
-            }
-        }
-        merge::merge_sorted_parallel(readers, &filter, &mut log, &mut out)?;
-    } else if cli.sorted {
-        let mut readers = Vec::with_capacity(inputs.len());
-        for input in &inputs {
-            if let Some(r) = open(input)? {
-                readers.push(RecordReader::new(r, input.name()));
-            }
-        }
-        let mut later: Vec<merge::Later<'_, Box<dyn BufRead + '_>>> = cold
-            .iter()
-            .map(|c| merge::Later {
-                starts_at: c.day_start.unwrap_or(i64::MIN),
-                host: c.host_tag().map(str::to_string),
-                open: Box::new(move || {
-                    Ok(RecordReader::new(c.open()? as Box<dyn BufRead>, c.name()))
-                }),
-            })
-            .collect();
-        later.sort_by_key(|l| l.starts_at);
-        merge::merge_sorted(readers, later, &filter, &mut log, &mut out)?;
-    } else {
-        for input in &inputs {
-            if let Some(r) = open(input)? {
-                let mut reader = RecordReader::new(r, input.name());
-                copy_records(&mut reader, &filter, &mut log, &mut out, None)?;
-            }
-        }
-        for c in &cold {
-            let mut reader = RecordReader::new(c.open()?, c.name());
-            copy_records(&mut reader, &filter, &mut log, &mut out, c.host_tag())?;
-        }
-    }
+    let (sources, missing) = source::sources_of(&cli, &config, &filter)?;
+    source::read_sources(&cli, &sources, input, &filter, &mut log, &mut out)?;
     out.flush()?;
     log.finish();
     // Like grep: every path that exists was read; a missing one (already reported) still
     // fails the run.
     Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
-}
-
-/// One archive file in cold storage.
-struct ColdObject {
-    client: std::sync::Arc<cfn_net::s3::S3Client>,
-    bucket: String,
-    key: String,
-    /// The start of the UTC day an archive day file holds (None for other objects).
-    day_start: Option<i64>,
-    /// With --host-tag: the host segment of the key below the listed prefix.
-    host: Option<String>,
-}
-
-impl ColdObject {
-    fn name(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
-    }
-
-    fn host_tag(&self) -> Option<&str> {
-        self.host.as_deref()
-    }
-
-    fn open(&self) -> anyhow::Result<Box<dyn BufRead + Send>> {
-        let body = self.client.get(&self.bucket, &self.key)?;
-        Ok(cfn_core::input::wrap_reader(
-            body,
-            self.key.ends_with(".gz"),
-        ))
-    }
-}
-
-/// The archive files under each s3:// URL whose day can hold records of the filter's range
-/// (by their names; other `.jsonl[.gz]` objects are read whole), in key order.
-fn cold_objects(
-    cli: &Cli,
-    urls: &[&PathBuf],
-    filter: &RecordFilter,
-) -> anyhow::Result<Vec<ColdObject>> {
-    if urls.is_empty() {
-        return Ok(Vec::new());
-    }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let config = cfn_net::s3::S3Config::resolve(
-        cli.endpoint.as_deref(),
-        &env,
-        cfn_net::http::RetryPolicy::with(
-            cli.http.timeout_or(std::time::Duration::from_secs(60)),
-            cli.http.retries,
-        ),
-    )?;
-    let client = std::sync::Arc::new(cfn_net::s3::S3Client::new(config).for_tool("cfn-cat"));
-    const DAY_MS: i64 = 86_400_000;
-    let mut out = Vec::new();
-    for url in urls {
-        let loc = cfn_net::s3::S3Location::parse(&url.to_string_lossy())?;
-        for (key, _) in client.list(&loc.bucket, &loc.prefix)? {
-            let name = key.rsplit('/').next().unwrap_or(&key);
-            if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {
-                continue;
-            }
-            let day_start = cfn_core::paths::parse_cold_name(name)
-                .and_then(|(day, _, _)| cfn_core::time::parse_utc_day(&day));
-            if let Some(start) = day_start
-                && (filter.since.is_some_and(|s| start + DAY_MS <= s)
-                    || filter.until.is_some_and(|u| start >= u))
-            {
-                continue;
-            }
-            // PREFIX/…/HOST/NAME: the segment just above the file name, when there is one
-            // below the prefix.
-            let host = cli
-                .host_tag
-                .then(|| {
-                    key[loc.prefix.len()..]
-                        .rsplit('/')
-                        .nth(1)
-                        .map(str::to_string)
-                })
-                .flatten()
-                .filter(|h| !h.is_empty());
-            out.push(ColdObject {
-                client: client.clone(),
-                bucket: loc.bucket.clone(),
-                key,
-                day_start,
-                host,
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// Copies the selected records of one reader to `out`, byte for byte (with a `host` tag

@@ -255,7 +255,6 @@ mod tests {
             "cfn-agg/src/lib.rs: run",
             "cfn-alert/src/lib.rs: plan",
             "cfn-archive/src/ops/cold.rs: send",
-            "cfn-cat/src/lib.rs: run",
             "cfn-core/src/reader.rs: parse_fields",
             "cfn-net/src/s3.rs: resolve",
             "cfn-prom/src/protobuf.rs: families",
