@@ -366,7 +366,52 @@ impl Index {
         dims: Dims,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let mut index = Self {
+        let mut index = Self::empty(src, span_ms, now, max_metrics, histograms, dims);
+        if let Some(dir) = &index.src.archive_dir {
+            index.build_splits = cfn_core::cursor::archived_splits(dir);
+        }
+        let dir = index.src.metrics_dir.clone();
+        let shards: Vec<(u32, OsString, std::fs::Metadata)> = list_shard_names(&dir)
+            .into_iter()
+            .filter_map(|(n, name)| {
+                let meta = std::fs::symlink_metadata(dir.join(&name)).ok()?;
+                Some((n, name, meta))
+            })
+            .collect();
+        let total = shards.iter().map(|(_, _, m)| m.len()).sum();
+        let mut progress = Progress {
+            started,
+            last: started,
+            total,
+        };
+        let mut done = 0;
+        for (n, name, meta) in shards {
+            index.refresh_shard(n, &name, &meta, Some((&mut progress, done)))?;
+            done += index.shards.get(&name).map_or(0, |s| s.bytes);
+        }
+        index.add_archived()?;
+        index.building = false;
+        if started.elapsed().as_secs() >= 1 {
+            eprintln!(
+                "cfn-serve: indexed {} records in {} metrics in {:.1} s",
+                index.indexed_records(),
+                index.series.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(index)
+    }
+
+    /// An index holding nothing yet.
+    fn empty(
+        src: Sources,
+        span_ms: i64,
+        now: EpochMs,
+        max_metrics: usize,
+        histograms: Histograms,
+        dims: Dims,
+    ) -> Self {
+        Self {
             src,
             span_ms,
             horizon: floor_to(now.saturating_sub(span_ms), TIERS[2]),
@@ -395,53 +440,36 @@ impl Index {
             held_files: 0,
             synced_during_build: SyncedDuringBuild::default(),
             build_splits: HashMap::new(),
-        };
-        if let Some(dir) = &index.src.archive_dir {
-            index.build_splits = cfn_core::cursor::archived_splits(dir);
         }
-        let dir = index.src.metrics_dir.clone();
-        let shards: Vec<(u32, OsString, std::fs::Metadata)> = list_shard_names(&dir)
-            .into_iter()
-            .filter_map(|(n, name)| {
-                let meta = std::fs::symlink_metadata(dir.join(&name)).ok()?;
-                Some((n, name, meta))
-            })
-            .collect();
-        let total = shards.iter().map(|(_, _, m)| m.len()).sum();
-        let mut progress = Progress {
-            started,
-            last: started,
-            total,
-        };
-        let mut done = 0;
-        for (n, name, meta) in shards {
-            index.refresh_shard(n, &name, &meta, Some((&mut progress, done)))?;
-            done += index.shards.get(&name).map_or(0, |s| s.bytes);
-        }
-        // The part of the span older than each shard's oldest hot record is in the archive.
-        let oldest_hot: BTreeMap<u32, EpochMs> = index
+    }
+
+    /// At the build, after the hot shards: the part of the span older than each shard's
+    /// oldest hot record (or, where the archive state split the shard, stamped before the
+    /// split's watermark) from the archive, less the replays the hot pass already read.
+    fn add_archived(&mut self) -> anyhow::Result<()> {
+        let oldest_hot: BTreeMap<u32, EpochMs> = self
             .shards
             .iter()
             .map(|(name, s)| {
-                let split = index.build_splits.get(&*name.to_string_lossy());
+                let split = self.build_splits.get(&*name.to_string_lossy());
                 match split.filter(|sp| s.split_used == Some(sp.id)) {
                     Some(sp) => (s.n, sp.watermark),
                     None => (s.n, s.oldest_ms.unwrap_or(i64::MAX)),
                 }
             })
             .collect();
-        index.build_splits.clear();
+        self.build_splits.clear();
         let filter = RecordFilter {
-            since: Some(index.horizon),
+            since: Some(self.horizon),
             ..Default::default()
         };
-        let src = index.src.clone();
+        let src = self.src.clone();
         for_each_archived(&src, &filter, None, &oldest_hot, |n, rec| {
-            if !index.synced_during_build.take(n, rec.raw) {
-                index.add(n, rec);
+            if !self.synced_during_build.take(n, rec.raw) {
+                self.add(n, rec);
             }
         })?;
-        if index.synced_during_build.overflow {
+        if self.synced_during_build.overflow {
             cfn_core::cli::warn(
                 "cfn-serve",
                 format!(
@@ -449,17 +477,8 @@ impl Index {
                 ),
             );
         }
-        index.synced_during_build = SyncedDuringBuild::default();
-        index.building = false;
-        if started.elapsed().as_secs() >= 1 {
-            eprintln!(
-                "cfn-serve: indexed {} records in {} metrics in {:.1} s",
-                index.indexed_records(),
-                index.series.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        Ok(index)
+        self.synced_during_build = SyncedDuringBuild::default();
+        Ok(())
     }
 
     /// Records held in the rollups.

@@ -262,7 +262,6 @@ mod tests {
             "cfn-serve/src/http.rs: read_head",
             "cfn-serve/src/index.rs: add",
             "cfn-serve/src/index.rs: aggregate",
-            "cfn-serve/src/index.rs: build",
             "cfn-serve/src/lib.rs: dashboard",
             "cfn-top/src/view.rs: draw_table",
         ];
