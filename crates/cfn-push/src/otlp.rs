@@ -411,44 +411,50 @@ fn metrics(
                 .push(summary_point(a, attributes, start_ns, time_ns));
         }
     }
-    let mut out = Vec::new();
-    for (name, p) in by_name {
-        let unit = p
+    by_name
+        .into_iter()
+        .flat_map(|(name, p)| p.into_metrics(name))
+        .collect()
+}
+
+impl Pending {
+    /// The metric `name`'s histogram and summary metrics (the summaries named
+    /// `NAME.summary` when there are both: one name, one type).
+    fn into_metrics(self, name: String) -> Vec<Metric> {
+        let unit = self
             .unit
             .as_deref()
             .map(cfn_core::units::ucum)
             .unwrap_or_default();
-        let both = !p.histograms.is_empty() && !p.summaries.is_empty();
-        if !p.histograms.is_empty() {
-            out.push(Metric {
-                name: name.clone(),
-                description: String::new(),
-                unit: unit.clone(),
-                metadata: Vec::new(),
-                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-                    data_points: p.histograms,
+        let both = !self.histograms.is_empty() && !self.summaries.is_empty();
+        let metric = |name: String, data| Metric {
+            name,
+            description: String::new(),
+            unit: unit.clone(),
+            metadata: Vec::new(),
+            data: Some(data),
+        };
+        let mut out = Vec::new();
+        if !self.histograms.is_empty() {
+            out.push(metric(
+                name.clone(),
+                metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: self.histograms,
                     aggregation_temporality: AggregationTemporality::Delta as i32,
-                })),
-            });
+                }),
+            ));
         }
-        if !p.summaries.is_empty() {
-            out.push(Metric {
-                // One name, one type: the summaries of a metric sent both ways get their own.
-                name: if both {
-                    format!("{name}.summary")
-                } else {
-                    name
-                },
-                description: String::new(),
-                unit,
-                metadata: Vec::new(),
-                data: Some(metric::Data::Summary(Summary {
-                    data_points: p.summaries,
-                })),
-            });
+        if !self.summaries.is_empty() {
+            let name = if both { format!("{name}.summary") } else { name };
+            out.push(metric(
+                name,
+                metric::Data::Summary(Summary {
+                    data_points: self.summaries,
+                }),
+            ));
         }
+        out
     }
-    out
 }
 
 /// `m` as metrics of one data point each (so a request can be cut between any two).
