@@ -58,55 +58,7 @@ pub enum HeadError {
 /// # Errors
 /// [`HeadError`] with the status to answer (400, 408, 413, 431, 505).
 pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError> {
-    // The deadline is checked before every read, not per line: a client trickling one byte
-    // at a time inside a line must not hold its connection for hours.
-    let timed = Deadline {
-        inner: stream,
-        deadline,
-    };
-    let mut reader = BufReader::with_capacity(4096, timed.take(MAX_HEAD_BYTES as u64 + 1));
-    let mut total = 0usize;
-    let mut line = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    loop {
-        line.clear();
-        let n = match reader.read_until(b'\n', &mut line) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(HeadError::Status(408, "request head not received in time"));
-            }
-            Err(_) => return Err(HeadError::Gone),
-        };
-        total += n;
-        if total > MAX_HEAD_BYTES {
-            return Err(HeadError::Status(431, "request head too large"));
-        }
-        if Instant::now() > deadline {
-            return Err(HeadError::Status(408, "request head not received in time"));
-        }
-        if n == 0 || line.last() != Some(&b'\n') {
-            return Err(if lines.is_empty() && n == 0 {
-                HeadError::Gone
-            } else {
-                HeadError::Status(400, "incomplete request head")
-            });
-        }
-        let text = std::str::from_utf8(&line)
-            .map_err(|_| HeadError::Status(400, "request head is not UTF-8"))?
-            .trim_end_matches(['\r', '\n']);
-        if text.is_empty() {
-            if lines.is_empty() {
-                continue; // Stray CRLF before the request line is allowed.
-            }
-            break;
-        }
-        lines.push(text.to_string());
-    }
+    let lines = read_head_lines(stream, deadline)?;
     let mut parts = lines[0].split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -141,6 +93,60 @@ pub fn read_head(stream: impl Read, deadline: Instant) -> Result<Head, HeadError
         host,
         accept,
     })
+}
+
+/// The lines of one request head (at least the request line), without their line ends.
+fn read_head_lines(stream: impl Read, deadline: Instant) -> Result<Vec<String>, HeadError> {
+    const LATE: HeadError = HeadError::Status(408, "request head not received in time");
+    // The deadline is checked before every read, not per line: a client trickling one byte
+    // at a time inside a line must not hold its connection for hours.
+    let timed = Deadline {
+        inner: stream,
+        deadline,
+    };
+    let mut reader = BufReader::with_capacity(4096, timed.take(MAX_HEAD_BYTES as u64 + 1));
+    let mut total = 0usize;
+    let mut line = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        line.clear();
+        let n = match reader.read_until(b'\n', &mut line) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(LATE);
+            }
+            Err(_) => return Err(HeadError::Gone),
+        };
+        total += n;
+        if total > MAX_HEAD_BYTES {
+            return Err(HeadError::Status(431, "request head too large"));
+        }
+        if Instant::now() > deadline {
+            return Err(LATE);
+        }
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Err(if lines.is_empty() && n == 0 {
+                HeadError::Gone
+            } else {
+                HeadError::Status(400, "incomplete request head")
+            });
+        }
+        let text = std::str::from_utf8(&line)
+            .map_err(|_| HeadError::Status(400, "request head is not UTF-8"))?
+            .trim_end_matches(['\r', '\n']);
+        if text.is_empty() {
+            if lines.is_empty() {
+                continue; // Stray CRLF before the request line is allowed.
+            }
+            return Ok(lines);
+        }
+        lines.push(text.to_string());
+    }
 }
 
 /// A reader that fails with `TimedOut` once its deadline has passed.

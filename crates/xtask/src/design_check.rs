@@ -258,7 +258,6 @@ mod tests {
             "cfn-core/src/reader.rs: parse_fields",
             "cfn-net/src/s3.rs: resolve",
             "cfn-prom/src/protobuf.rs: families",
-            "cfn-serve/src/http.rs: read_head",
             "cfn-serve/src/index.rs: add",
             "cfn-serve/src/index.rs: aggregate",
             "cfn-serve/src/lib.rs: dashboard",
