@@ -124,53 +124,12 @@ impl S3Config {
         env: &dyn Fn(&str) -> Option<String>,
         policy: RetryPolicy,
     ) -> anyhow::Result<Self> {
-        let home = env("HOME").map(PathBuf::from);
         let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
-        let shared = |var: &str, default: &str| -> Option<(PathBuf, String)> {
-            let path = env(var)
-                .map(PathBuf::from)
-                .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))?;
-            let text = std::fs::read_to_string(&path).ok()?;
-            Some((path, text))
-        };
-        let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-            (Some(key), Some(secret)) => Credentials {
-                key,
-                secret,
-                token: env("AWS_SESSION_TOKEN"),
-            },
-            _ => {
-                let (path, text) = shared("AWS_SHARED_CREDENTIALS_FILE", "credentials")
-                    .ok_or_else(|| {
-                        fail(
-                            Exit::Config,
-                            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put them in ~/.aws/credentials",
-                        )
-                    })?;
-                let kv = ini_section(&text, &profile);
-                let get = |k: &str| kv.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-                    (Some(key), Some(secret)) => Credentials {
-                        key,
-                        secret,
-                        token: get("aws_session_token"),
-                    },
-                    _ => {
-                        return Err(fail(
-                            Exit::Config,
-                            format!(
-                                "{} has no aws_access_key_id and aws_secret_access_key in profile [{profile}]",
-                                path.display()
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
+        let credentials = credentials(env, &profile)?;
         let region = env("AWS_REGION")
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .or_else(|| {
-                let (_, text) = shared("AWS_CONFIG_FILE", "config")?;
+                let (_, text) = shared_file(env, "AWS_CONFIG_FILE", "config")?;
                 let section = if profile == "default" {
                     "default".to_string()
                 } else {
@@ -206,6 +165,54 @@ impl S3Config {
             credentials,
             policy,
         })
+    }
+}
+
+/// A shared AWS file (`var`, else `~/.aws/default`) and its text, when it can be read.
+fn shared_file(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    default: &str,
+) -> Option<(PathBuf, String)> {
+    let path = env(var)
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws").join(default)))?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some((path, text))
+}
+
+/// The credentials from the environment, else from the shared credentials file at
+/// `profile`.
+fn credentials(env: &dyn Fn(&str) -> Option<String>, profile: &str) -> anyhow::Result<Credentials> {
+    if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Ok(Credentials {
+            key,
+            secret,
+            token: env("AWS_SESSION_TOKEN"),
+        });
+    }
+    let (path, text) = shared_file(env, "AWS_SHARED_CREDENTIALS_FILE", "credentials")
+        .ok_or_else(|| {
+            fail(
+                Exit::Config,
+                "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put them in ~/.aws/credentials",
+            )
+        })?;
+    let kv = ini_section(&text, profile);
+    let get = |k: &str| kv.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+        (Some(key), Some(secret)) => Ok(Credentials {
+            key,
+            secret,
+            token: get("aws_session_token"),
+        }),
+        _ => Err(fail(
+            Exit::Config,
+            format!(
+                "{} has no aws_access_key_id and aws_secret_access_key in profile [{profile}]",
+                path.display()
+            ),
+        )),
     }
 }
 

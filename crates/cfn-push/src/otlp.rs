@@ -445,7 +445,11 @@ impl Pending {
             ));
         }
         if !self.summaries.is_empty() {
-            let name = if both { format!("{name}.summary") } else { name };
+            let name = if both {
+                format!("{name}.summary")
+            } else {
+                name
+            };
             out.push(metric(
                 name,
                 metric::Data::Summary(Summary {

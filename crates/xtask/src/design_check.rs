@@ -256,7 +256,6 @@ mod tests {
             "cfn-alert/src/lib.rs: plan",
             "cfn-archive/src/ops/cold.rs: send",
             "cfn-core/src/reader.rs: parse_fields",
-            "cfn-net/src/s3.rs: resolve",
             "cfn-prom/src/protobuf.rs: families",
             "cfn-serve/src/index.rs: add",
             "cfn-serve/src/index.rs: aggregate",
