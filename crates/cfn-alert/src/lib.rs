@@ -435,21 +435,10 @@ pub fn plan(
     let repeat_ms = repeat.as_millis() as i64;
     for (key, obs) in observed.iter().filter(|(_, o)| o.holds) {
         let message = render_message(&obs.rule.message, obs);
-        let entry = state.alerts.entry(key.clone()).or_insert_with(|| Entry {
-            alert: obs.rule.name.clone(),
-            metric: obs.metric.clone(),
-            labels: obs.labels.clone(),
-            state: Phase::Pending,
-            since: now,
-            last_notified: None,
-            notified: BTreeMap::new(),
-            severity: obs.rule.severity.as_str().into(),
-            stat: obs.rule.stat.clone(),
-            op: obs.rule.op.as_str().into(),
-            value: obs.value,
-            threshold: obs.rule.threshold,
-            message: message.clone(),
-        });
+        let entry = state
+            .alerts
+            .entry(key.clone())
+            .or_insert_with(|| new_entry(obs, now, message.clone()));
         entry.value = obs.value;
         entry.message = message;
         entry.severity = obs.rule.severity.as_str().into();
@@ -490,6 +479,37 @@ pub fn plan(
             }
         }
     }
+    plan_ended(state, observed, now, send_resolved, &mut p);
+    p
+}
+
+/// A new alert instance of `obs`, pending since `now`.
+fn new_entry(obs: &Observation<'_>, now: EpochMs, message: String) -> Entry {
+    Entry {
+        alert: obs.rule.name.clone(),
+        metric: obs.metric.clone(),
+        labels: obs.labels.clone(),
+        state: Phase::Pending,
+        since: now,
+        last_notified: None,
+        notified: BTreeMap::new(),
+        severity: obs.rule.severity.as_str().into(),
+        stat: obs.rule.stat.clone(),
+        op: obs.rule.op.as_str().into(),
+        value: obs.value,
+        threshold: obs.rule.threshold,
+        message,
+    }
+}
+
+/// Removes the alerts that no longer hold from `state`, planning their resolved events.
+fn plan_ended(
+    state: &mut State,
+    observed: &BTreeMap<String, Observation<'_>>,
+    now: EpochMs,
+    send_resolved: bool,
+    p: &mut Plan,
+) {
     let ended: Vec<String> = state
         .alerts
         .keys()
@@ -511,7 +531,6 @@ pub fn plan(
             p.ended.push((key, entry));
         }
     }
-    p
 }
 
 /// The firing alerts as a Prometheus gauge family `cfn_alert_firing` (one series per alert

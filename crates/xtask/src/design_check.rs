@@ -253,7 +253,6 @@ mod tests {
         const DATA_TABLES: &[&str] = &["default_rules"];
         const STILL_LONG: &[&str] = &[
             "cfn-agg/src/lib.rs: run",
-            "cfn-alert/src/lib.rs: plan",
             "cfn-archive/src/ops/cold.rs: send",
             "cfn-core/src/reader.rs: parse_fields",
             "cfn-prom/src/protobuf.rs: families",
