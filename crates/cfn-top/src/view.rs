@@ -175,22 +175,47 @@ fn draw_header(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// Where the table is when there are no rows: what it would show, and the notice.
+fn draw_empty_table(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
+    let what = match (&s.metric_filter, &s.agent_filter) {
+        (None, None) => String::new(),
+        _ => " matching the filter".to_string(),
+    };
+    let mut lines = vec![Line::styled(
+        format!("no records{what} in the last {}", s.window_label),
+        theme.dim(),
+    )];
+    // The header cuts a long notice at 80 columns: here it has the room to wrap.
+    if let Some(n) = &s.notice {
+        lines.push(Line::styled(n.clone(), theme.severity("warning")));
+    }
+    let text = Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true });
+    f.render_widget(text, area);
+}
+
+/// The column titles, the sorted one with its arrow.
+fn column_titles(s: &Snapshot) -> Vec<Cell<'static>> {
+    Column::ALL
+        .iter()
+        .map(|&c| {
+            let arrow = match s.sort {
+                Some((sc, true)) if sc == c => "▼",
+                Some((sc, false)) if sc == c => "▲",
+                _ => "",
+            };
+            let text = format!("{}{arrow}", c.title());
+            Cell::from(if c == Column::Metric {
+                Line::from(text)
+            } else {
+                Line::from(text).right_aligned()
+            })
+        })
+        .collect()
+}
+
 fn draw_table(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
     if s.rows.is_empty() {
-        let what = match (&s.metric_filter, &s.agent_filter) {
-            (None, None) => String::new(),
-            _ => " matching the filter".to_string(),
-        };
-        let mut lines = vec![Line::styled(
-            format!("no records{what} in the last {}", s.window_label),
-            theme.dim(),
-        )];
-        // The header cuts a long notice at 80 columns: here it has the room to wrap.
-        if let Some(n) = &s.notice {
-            lines.push(Line::styled(n.clone(), theme.severity("warning")));
-        }
-        let text = Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true });
-        f.render_widget(text, area);
+        draw_empty_table(f, area, s, theme);
         return;
     }
     // count, rate and five figures are fixed; the names come next (as long as the longest,
@@ -215,27 +240,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
         Constraint::Length(7),
     ];
     widths.extend([Constraint::Length(8); 5]);
-    let mut titles: Vec<Cell<'_>> = Column::ALL
-        .iter()
-        .map(|&c| {
-            let arrow = match s.sort {
-                Some((sc, desc)) if sc == c => {
-                    if desc {
-                        "▼"
-                    } else {
-                        "▲"
-                    }
-                }
-                _ => "",
-            };
-            let text = format!("{}{arrow}", c.title());
-            Cell::from(if c == Column::Metric {
-                Line::from(text)
-            } else {
-                Line::from(text).right_aligned()
-            })
-        })
-        .collect();
+    let mut titles = column_titles(s);
     if spark_w > 0 {
         widths.push(Constraint::Length(spark_w as u16));
         titles.push(Cell::from("trend"));

@@ -259,7 +259,6 @@ mod tests {
             "cfn-serve/src/index.rs: add",
             "cfn-serve/src/index.rs: aggregate",
             "cfn-serve/src/lib.rs: dashboard",
-            "cfn-top/src/view.rs: draw_table",
         ];
         let long: Vec<String> = long_functions()
             .into_iter()
