@@ -212,41 +212,7 @@ pub fn write_aggregates(
 /// As the contract's exit codes say.
 pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exit> {
     check_quantiles(&cli.quantiles)?;
-    let now: EpochMs = cli.now.resolve()?;
-    let mut filter = RecordFilter {
-        metrics: cli
-            .metric
-            .iter()
-            .map(|m| cfn_core::pattern::NamePattern::new(m))
-            .collect::<Result<_, _>>()?,
-        ..Default::default()
-    };
-    if let Some(w) = &cli.window {
-        let w = w.as_millis() as i64;
-        filter.since = Some(now - w);
-        filter.until = Some(now + 1);
-    }
-    let bucket_ms = match &cli.bucket {
-        Some(b) => {
-            let ms = b.as_millis() as i64;
-            if ms <= 0 {
-                return Err(fail(
-                    Exit::Usage,
-                    format!("--bucket must be positive, not {b:?}"),
-                ));
-            }
-            Some(ms)
-        }
-        None => None,
-    };
-    let opts = Options {
-        by: GroupBy::parse(&cli.by)?,
-        quantiles: cli.quantiles.clone(),
-        exact_limit: cli.exact_limit,
-        bucket_ms,
-        with_digest: cli.with_digest,
-        ..Options::default()
-    };
+    let (filter, opts) = filter_and_options(&cli)?;
     let config = Config::from_env()?;
     let (inputs, missing) = if cli.paths.is_empty() {
         (vec![Input::Stdin], None)
@@ -286,6 +252,18 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 });
         parallel::aggregate_sources(&mut agg, sources, &filter, &mut log, threads)?;
     }
+    let aggs = finish_with_warnings(agg);
+    let mut out = std::io::BufWriter::new(out);
+    write_aggregates(&aggs, cli.format, &mut out)?;
+    out.flush()?;
+    log.finish();
+    // A missing path was reported when it was found missing; the others were read.
+    Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
+}
+
+/// The aggregates, after naming on stderr the metrics that mix units and the sums past
+/// the range of a float.
+fn finish_with_warnings(agg: Aggregator) -> Vec<Aggregate> {
     for w in agg.unit_warnings() {
         cfn_core::cli::warn("cfn-agg", w);
     }
@@ -307,12 +285,47 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
             ),
         );
     }
-    let mut out = std::io::BufWriter::new(out);
-    write_aggregates(&aggs, cli.format, &mut out)?;
-    out.flush()?;
-    log.finish();
-    // A missing path was reported when it was found missing; the others were read.
-    Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
+    aggs
+}
+
+/// The record filter (`--metric`, `--window`) and the grouping options of `cli`.
+fn filter_and_options(cli: &Cli) -> anyhow::Result<(RecordFilter, Options)> {
+    let now: EpochMs = cli.now.resolve()?;
+    let mut filter = RecordFilter {
+        metrics: cli
+            .metric
+            .iter()
+            .map(|m| cfn_core::pattern::NamePattern::new(m))
+            .collect::<Result<_, _>>()?,
+        ..Default::default()
+    };
+    if let Some(w) = &cli.window {
+        let w = w.as_millis() as i64;
+        filter.since = Some(now - w);
+        filter.until = Some(now + 1);
+    }
+    let bucket_ms = match &cli.bucket {
+        Some(b) => {
+            let ms = b.as_millis() as i64;
+            if ms <= 0 {
+                return Err(fail(
+                    Exit::Usage,
+                    format!("--bucket must be positive, not {b:?}"),
+                ));
+            }
+            Some(ms)
+        }
+        None => None,
+    };
+    let opts = Options {
+        by: GroupBy::parse(&cli.by)?,
+        quantiles: cli.quantiles.clone(),
+        exact_limit: cli.exact_limit,
+        bucket_ms,
+        with_digest: cli.with_digest,
+        ..Options::default()
+    };
+    Ok((filter, opts))
 }
 
 #[cfg(test)]
