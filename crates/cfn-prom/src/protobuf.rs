@@ -240,58 +240,41 @@ fn add_native(h: &mut Histogram, n: &ExpHistogram) {
     }
 }
 
-/// The families of one text exposition, native buckets added from `e.natives`.
-pub fn families(e: &Exposition) -> Vec<MetricFamily> {
-    let mut out: Vec<MetricFamily> = Vec::new();
-    // Per family: its metrics by label key, in the order first seen.
-    let mut current: Option<(MetricFamily, BTreeMap<String, Metric>, Vec<String>)> = None;
-    let finish = |cur: Option<(MetricFamily, BTreeMap<String, Metric>, Vec<String>)>,
-                  out: &mut Vec<MetricFamily>| {
-        if let Some((mut f, mut metrics, order)) = cur {
-            f.metric = order.iter().filter_map(|k| metrics.remove(k)).collect();
-            out.push(f);
-        }
-    };
-    let mut help: BTreeMap<String, String> = BTreeMap::new();
-    for line in e.text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
-            help.insert(name.to_string(), unescape_help(text));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            finish(current.take(), &mut out);
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let kind = match kind {
-                "counter" => MetricType::Counter,
-                "gauge" => MetricType::Gauge,
-                "summary" => MetricType::Summary,
-                "histogram" => MetricType::Histogram,
-                _ => MetricType::Untyped,
-            };
-            current = Some((
-                MetricFamily {
-                    name: name.to_string(),
-                    help: help.remove(name).unwrap_or_default(),
-                    r#type: kind as i32,
-                    metric: Vec::new(),
-                },
-                BTreeMap::new(),
-                Vec::new(),
-            ));
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (Some((fam, metrics, order)), Some((name, mut labels, value))) =
-            (current.as_mut(), parse_sample(line))
-        else {
-            continue;
+/// A family being read from the text: its metrics by label key, in the order first seen.
+struct FamilyBuilder {
+    family: MetricFamily,
+    kind: MetricType,
+    metrics: BTreeMap<String, Metric>,
+    order: Vec<String>,
+}
+
+impl FamilyBuilder {
+    fn new(name: &str, kind: &str, help: String) -> Self {
+        let kind = match kind {
+            "counter" => MetricType::Counter,
+            "gauge" => MetricType::Gauge,
+            "summary" => MetricType::Summary,
+            "histogram" => MetricType::Histogram,
+            _ => MetricType::Untyped,
         };
-        let kind = MetricType::try_from(fam.r#type).unwrap_or(MetricType::Untyped);
-        let suffix = name.strip_prefix(fam.name.as_str()).unwrap_or("");
-        let special = match kind {
+        Self {
+            family: MetricFamily {
+                name: name.to_string(),
+                help,
+                r#type: kind as i32,
+                metric: Vec::new(),
+            },
+            kind,
+            metrics: BTreeMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Adds one sample line's value (a histogram's native buckets from `natives` when its
+    /// metric is first seen).
+    fn add(&mut self, (name, mut labels, value): Sample, natives: &Natives) {
+        let suffix = name.strip_prefix(self.family.name.as_str()).unwrap_or("");
+        let special = match self.kind {
             MetricType::Histogram => "le",
             MetricType::Summary => "quantile",
             _ => "",
@@ -301,14 +284,14 @@ pub fn families(e: &Exposition) -> Vec<MetricFamily> {
             .position(|(k, _)| k == special)
             .map(|i| labels.remove(i).1);
         let key = label_key(&labels);
-        let metric = metrics.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
+        let metric = self.metrics.entry(key.clone()).or_insert_with(|| {
+            self.order.push(key.clone());
             Metric {
                 label: label_pairs(&labels),
                 ..Default::default()
             }
         });
-        match kind {
+        match self.kind {
             MetricType::Gauge => metric.gauge = Some(Gauge { value }),
             MetricType::Counter => metric.counter = Some(Counter { value }),
             MetricType::Untyped => metric.untyped = Some(Untyped { value }),
@@ -327,7 +310,7 @@ pub fn families(e: &Exposition) -> Vec<MetricFamily> {
             MetricType::Histogram => {
                 let h = metric.histogram.get_or_insert_with(|| {
                     let mut h = Histogram::default();
-                    if let Some(n) = e.natives.get(&(fam.name.clone(), key.clone())) {
+                    if let Some(n) = natives.get(&(self.family.name.clone(), key.clone())) {
                         add_native(&mut h, n);
                     }
                     h
@@ -348,7 +331,40 @@ pub fn families(e: &Exposition) -> Vec<MetricFamily> {
             }
         }
     }
-    finish(current.take(), &mut out);
+
+    fn finish(mut self) -> MetricFamily {
+        self.family.metric = self
+            .order
+            .iter()
+            .filter_map(|k| self.metrics.remove(k))
+            .collect();
+        self.family
+    }
+}
+
+type Natives = BTreeMap<(String, String), cfn_stats::exponential::ExpHistogram>;
+
+/// The families of one text exposition, native buckets added from `e.natives`.
+pub fn families(e: &Exposition) -> Vec<MetricFamily> {
+    let mut out: Vec<MetricFamily> = Vec::new();
+    let mut current: Option<FamilyBuilder> = None;
+    let mut help: BTreeMap<String, String> = BTreeMap::new();
+    for line in e.text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help.insert(name.to_string(), unescape_help(text));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            out.extend(current.take().map(FamilyBuilder::finish));
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let text = help.remove(name).unwrap_or_default();
+            current = Some(FamilyBuilder::new(name, kind, text));
+        } else if !line.starts_with('#')
+            && let (Some(fam), Some(sample)) = (current.as_mut(), parse_sample(line))
+        {
+            fam.add(sample, &e.natives);
+        }
+    }
+    out.extend(current.take().map(FamilyBuilder::finish));
     out
 }
 

@@ -254,7 +254,6 @@ mod tests {
         const STILL_LONG: &[&str] = &[
             "cfn-archive/src/ops/cold.rs: send",
             "cfn-core/src/reader.rs: parse_fields",
-            "cfn-prom/src/protobuf.rs: families",
             "cfn-serve/src/index.rs: add",
             "cfn-serve/src/index.rs: aggregate",
             "cfn-serve/src/lib.rs: dashboard",
