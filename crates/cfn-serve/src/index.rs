@@ -491,19 +491,7 @@ impl Index {
 
     fn add(&mut self, shard: u32, rec: &RecordRef<'_>) {
         if let Some(agent) = rec.agent.as_deref() {
-            let note = |seen: &mut AgentSeen| {
-                if !seen.shards.contains(&shard) {
-                    seen.shards.push(shard);
-                }
-                seen.newest_ms = seen.newest_ms.max(rec.ts_ms);
-            };
-            if let Some(seen) = self.agents.get_mut(agent) {
-                note(seen);
-            } else if self.agents.len() < MAX_NAMES {
-                note(self.agents.entry(agent.to_string()).or_default());
-            } else {
-                self.agents_overflow = true;
-            }
+            self.note_agent(agent, shard, rec.ts_ms);
         }
         if !self.building {
             self.histograms.record(rec);
@@ -515,36 +503,8 @@ impl Index {
             self.future_min = self.future_min.min(rec.ts_ms);
             return;
         }
-        let i = match self.by_metric.get(rec.metric.as_ref()) {
-            Some(&i) => i,
-            None if self.series.len() >= self.max_metrics => {
-                if self.unindexed.is_empty() && !self.unindexed_overflow {
-                    cfn_core::cli::warn(
-                        "cfn-serve",
-                        format!(
-                            "more than {} metrics: {:?} and later ones get no rollups and are read from the records (--index-max-metrics)",
-                            self.max_metrics, rec.metric
-                        ),
-                    );
-                }
-                if self.unindexed.len() < MAX_NAMES {
-                    self.unindexed.insert(rec.metric.to_string());
-                } else {
-                    self.unindexed_overflow = true;
-                }
-                return;
-            }
-            None => {
-                self.series.push(Series {
-                    metric: rec.metric.to_string(),
-                    unit: rec.unit.as_deref().map(str::to_string),
-                    mixed_units: false,
-                    tiers: Default::default(),
-                });
-                self.by_metric
-                    .insert(rec.metric.to_string(), self.series.len() - 1);
-                self.series.len() - 1
-            }
+        let Some(i) = self.series_for(rec) else {
+            return;
         };
         let series = &mut self.series[i];
         if series.mixed_units {
@@ -561,11 +521,7 @@ impl Index {
                     rec.unit.as_deref().unwrap_or("no unit"),
                 ),
             );
-            if self.unindexed.len() < MAX_NAMES {
-                self.unindexed.insert(rec.metric.to_string());
-            } else {
-                self.unindexed_overflow = true;
-            }
+            self.note_unindexed(&rec.metric);
             return;
         }
         // Only metrics with rollups get rollups by agent and tag: a query touching the others
@@ -587,6 +543,62 @@ impl Index {
                 .collect();
             relieve_budget(&mut self.arena, &mut all, |s| &mut **s);
         }
+    }
+
+    /// Remembers that `agent` wrote to `shard` (up to [`MAX_NAMES`] agents).
+    fn note_agent(&mut self, agent: &str, shard: u32, ts_ms: EpochMs) {
+        let note = |seen: &mut AgentSeen| {
+            if !seen.shards.contains(&shard) {
+                seen.shards.push(shard);
+            }
+            seen.newest_ms = seen.newest_ms.max(ts_ms);
+        };
+        if let Some(seen) = self.agents.get_mut(agent) {
+            note(seen);
+        } else if self.agents.len() < MAX_NAMES {
+            note(self.agents.entry(agent.to_string()).or_default());
+        } else {
+            self.agents_overflow = true;
+        }
+    }
+
+    /// Remembers a metric read from the records, not the rollups (up to [`MAX_NAMES`]).
+    fn note_unindexed(&mut self, metric: &str) {
+        if self.unindexed.len() < MAX_NAMES {
+            self.unindexed.insert(metric.to_string());
+        } else {
+            self.unindexed_overflow = true;
+        }
+    }
+
+    /// The index of the series of `rec`'s metric, made when new; `None` past
+    /// `max_metrics` (the metric is then read from the records, and said so once).
+    fn series_for(&mut self, rec: &RecordRef<'_>) -> Option<usize> {
+        if let Some(&i) = self.by_metric.get(rec.metric.as_ref()) {
+            return Some(i);
+        }
+        if self.series.len() >= self.max_metrics {
+            if self.unindexed.is_empty() && !self.unindexed_overflow {
+                cfn_core::cli::warn(
+                    "cfn-serve",
+                    format!(
+                        "more than {} metrics: {:?} and later ones get no rollups and are read from the records (--index-max-metrics)",
+                        self.max_metrics, rec.metric
+                    ),
+                );
+            }
+            self.note_unindexed(&rec.metric);
+            return None;
+        }
+        self.series.push(Series {
+            metric: rec.metric.to_string(),
+            unit: rec.unit.as_deref().map(str::to_string),
+            mixed_units: false,
+            tiers: Default::default(),
+        });
+        self.by_metric
+            .insert(rec.metric.to_string(), self.series.len() - 1);
+        Some(self.series.len() - 1)
     }
 
     /// Reads what was appended to every hot shard since the last look, and drops rollups
@@ -1193,35 +1205,10 @@ impl Index {
         let mut agg = Aggregator::new(opts);
         // `covers` let only whole-minute buckets through.
         let (a1, b1) = (ceil_to(q.since, MINUTE_MS), floor_to(q.until, MINUTE_MS));
-        let hot = self.hot_shards();
-        let edges: &[(EpochMs, EpochMs)] = if a1 < b1 {
-            &[(q.since, a1), (b1, q.until)]
-        } else {
-            &[(q.since, q.until)]
-        };
-        for &(since, until) in edges.iter().filter(|(s, u)| s < u) {
-            let filter = RecordFilter {
-                since: Some(since),
-                until: Some(until),
-                metrics: q.metrics.clone(),
-                ..Default::default()
-            };
-            for_each_record(&self.src, &hot, &filter, None, |_, rec| agg.add(rec))?;
-        }
+        self.add_edges(q, a1, b1, &mut agg)?;
         let mut direct = Vec::new();
         if a1 < b1 {
-            let intervals: Vec<(EpochMs, EpochMs, Option<EpochMs>)> = match q.bucket_ms {
-                None => vec![(a1, b1, None)],
-                Some(b) => {
-                    let mut out = Vec::new();
-                    let mut bs = floor_to(a1, b);
-                    while bs < b1 {
-                        out.push((bs.max(a1), (bs + b).min(b1), Some(bs)));
-                        bs += b;
-                    }
-                    out
-                }
-            };
+            let intervals = whole_minute_intervals(a1, b1, q.bucket_ms);
             let arena = &self.arena;
             for s in &mut self.series {
                 if !q.metrics.is_empty() && !q.metrics.iter().any(|p| p.matches(&s.metric)) {
@@ -1279,6 +1266,52 @@ impl Index {
         out.sort_by(|a, b| (&a.metric, &a.bucket_start).cmp(&(&b.metric, &b.bucket_start)));
         Ok((out, dropped))
     }
+
+    /// Adds the records of `q`'s partial minutes (before `a1` and from `b1` on, or all of
+    /// `q` when it holds no whole minute) to `agg`, read from the records.
+    fn add_edges(
+        &self,
+        q: &RangeQuery,
+        a1: EpochMs,
+        b1: EpochMs,
+        agg: &mut Aggregator,
+    ) -> anyhow::Result<()> {
+        let hot = self.hot_shards();
+        let edges: &[(EpochMs, EpochMs)] = if a1 < b1 {
+            &[(q.since, a1), (b1, q.until)]
+        } else {
+            &[(q.since, q.until)]
+        };
+        for &(since, until) in edges.iter().filter(|(s, u)| s < u) {
+            let filter = RecordFilter {
+                since: Some(since),
+                until: Some(until),
+                metrics: q.metrics.clone(),
+                ..Default::default()
+            };
+            for_each_record(&self.src, &hot, &filter, None, |_, rec| agg.add(rec))?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole minutes `[a1, b1)` as one interval, or cut at each bucket of `bucket_ms`
+/// (with the bucket's start).
+fn whole_minute_intervals(
+    a1: EpochMs,
+    b1: EpochMs,
+    bucket_ms: Option<i64>,
+) -> Vec<(EpochMs, EpochMs, Option<EpochMs>)> {
+    let Some(b) = bucket_ms else {
+        return vec![(a1, b1, None)];
+    };
+    let mut out = Vec::new();
+    let mut bs = floor_to(a1, b);
+    while bs < b1 {
+        out.push((bs.max(a1), (bs + b).min(b1), Some(bs)));
+        bs += b;
+    }
+    out
 }
 
 /// The shard-named entries of `dir`: number and file name, in shard order (a missing or
