@@ -231,7 +231,7 @@ impl ColdArgs {
             &env,
             cfn_net::http::RetryPolicy::with(timeout, self.http.retries),
         )?;
-        Ok(Some(ops::cold::ColdTarget::S3 {
+        Ok(Some(ops::cold::ColdTarget::S3(ops::cold::S3Target {
             client: Box::new(cfn_net::s3::S3Client::new(config).for_tool("cfn-archive")),
             location,
             flat,
@@ -241,7 +241,7 @@ impl ColdArgs {
                 0 => ops::cold::default_upload_threads(part_size),
                 n => n,
             },
-        }))
+        })))
     }
 }
 

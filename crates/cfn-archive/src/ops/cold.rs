@@ -15,19 +15,23 @@ use cfn_net::s3::{S3Client, S3Location, hex, md5_of, multipart_etag};
 
 /// Where expired files go.
 pub enum ColdTarget {
-    S3 {
-        client: Box<S3Client>,
-        /// Where this host's copies go (`PREFIX/HOST/`).
-        location: S3Location,
-        /// The same without the host: copies recorded there by earlier versions still count.
-        flat: S3Location,
-        threshold: u64,
-        part_size: u64,
-        /// Parts in flight at once.
-        threads: usize,
-    },
+    S3(S3Target),
     /// PROGRAM ARG... FILE, without a shell; exit 0 means the file is safe elsewhere.
     Exec(Vec<String>),
+}
+
+/// An S3 bucket and prefix, and how to upload there.
+pub struct S3Target {
+    pub client: Box<S3Client>,
+    /// Where this host's copies go (`PREFIX/HOST/`).
+    pub location: S3Location,
+    /// The same without the host: copies recorded there by earlier versions still count.
+    pub flat: S3Location,
+    /// Files bigger than this go up in parts.
+    pub threshold: u64,
+    pub part_size: u64,
+    /// Parts in flight at once.
+    pub threads: usize,
 }
 
 /// The upload source: the file itself, or a gzip of it in a temp file.
@@ -194,29 +198,20 @@ pub fn send(
     name: &str,
     summary: &mut Summary,
 ) -> anyhow::Result<bool> {
-    let (client, location, flat, threshold, part_size, threads) = match target {
+    let t = match target {
         ColdTarget::Exec(argv) => return exec(ctx, argv, name),
-        ColdTarget::S3 {
-            client,
-            location,
-            flat,
-            threshold,
-            part_size,
-            threads,
-        } => (client, location, flat, *threshold, *part_size, *threads),
+        ColdTarget::S3(t) => t,
     };
     if ctx.dry_run {
-        eprintln!(
-            "cfn-archive: would upload {} to {}",
-            name,
-            location.url(&location.prefix)
-        );
+        let to = t.location.url(&t.location.prefix);
+        eprintln!("cfn-archive: would upload {name} to {to}");
         return Ok(false);
     }
+    let (client, location) = (&t.client, &t.location);
     let mut src = source(ctx, name)?;
     let key = format!("{}{}", location.prefix, src.object);
     let url = location.url(&key);
-    let flat_url = flat.url(&format!("{}{}", flat.prefix, src.object));
+    let flat_url = t.flat.url(&format!("{}{}", t.flat.prefix, src.object));
     if let Some(c) = state.cold.get(name)
         && (c.url == url || c.url == flat_url)
         && c.size == src.size
@@ -224,19 +219,33 @@ pub fn send(
     {
         return Ok(true);
     }
-    let multipart = src.size > threshold;
     let ours = state.cold.get(name).is_some_and(|c| c.url == url)
         || state.uploading.get(name).is_some_and(|u| u.url == url);
     let existing = client.head(&location.bucket, &key)?;
+    let upload = Upload {
+        ctx,
+        client,
+        bucket: &location.bucket,
+        key: &key,
+        url: &url,
+        name,
+        part_size: t.part_size,
+        threads: t.threads,
+        // Where nothing was there, a conditional write: an object that appears meanwhile
+        // (another host on the same prefix) is not overwritten.
+        if_absent: existing.is_none(),
+    };
+    let multipart = src.size > t.threshold;
     // What the store's ETag must be: computed from the file only when an object is already
     // there; after an upload, from the parts' MD5s as they were sent.
-    let mut etag = match &existing {
-        Some(_) => expected_etag(&mut src, multipart, part_size)?,
-        None => String::new(),
-    };
-    match existing {
+    let etag = match existing {
         // Uploaded by a run that stopped before recording it.
-        Some(info) if info.size == src.size && info.etag == etag => {}
+        Some(info)
+            if info.size == src.size
+                && info.etag == expected_etag(&mut src, multipart, t.part_size)? =>
+        {
+            info.etag
+        }
         Some(info) if !ours => {
             return Err(fail(
                 Exit::DataErr,
@@ -247,72 +256,18 @@ pub fn send(
             ));
         }
         _ => {
-            // Where nothing was there, a conditional write: an object that appears meanwhile
-            // (another host on the same prefix) is not overwritten.
-            let if_absent = existing.is_none();
-            etag = if multipart {
-                let upload = Upload {
-                    ctx,
-                    client,
-                    bucket: &location.bucket,
-                    key: &key,
-                    url: &url,
-                    name,
-                    part_size,
-                    threads,
-                    if_absent,
-                };
+            let etag = if multipart {
                 upload.run(state, &mut src)?
             } else {
-                let body = read_at(&src.path, 0, src.size)?;
-                let md5 = hex(&md5_of(&body).0);
-                // Recorded before the PUT: when the store takes the object but its reply is
-                // lost, the object is known as ours, so a later run may replace it (the file
-                // may have grown a gzip member meanwhile) instead of refusing it as in the way.
-                if !ours {
-                    let intent = UploadInFlight {
-                        url: url.clone(),
-                        size: src.size,
-                        md5: md5.clone(),
-                        ..UploadInFlight::default()
-                    };
-                    state.uploading.insert(name.to_string(), intent);
-                    save(&ctx.archive_dir, state)?;
-                }
-                crash_point("before_put");
-                client.put(&location.bucket, &key, &body, if_absent)?;
-                crash_point("after_put");
-                src.md5 = Some(md5.clone());
-                md5
+                upload.put_whole(state, &mut src, ours)?
             };
             summary.uploaded_files += 1;
             summary.uploaded_bytes += src.size;
+            etag
         }
-    }
-    // Verified by what the store says it holds, not by what was sent.
-    match client.head(&location.bucket, &key)? {
-        Some(info) if info.size == src.size && info.etag == etag => {}
-        other => {
-            return Err(fail(
-                Exit::DataErr,
-                format!(
-                    "verification of {url} failed: the store holds {other:?}, expected {} bytes with ETag {etag}; {name} is kept",
-                    src.size
-                ),
-            ));
-        }
-    }
-    state.uploading.remove(name);
-    let copy = ColdCopy {
-        url: url.clone(),
-        size: src.size,
-        md5: src.md5()?,
-        etag,
     };
-    state.cold.insert(name.to_string(), copy);
-    save(&ctx.archive_dir, state)?;
-    crash_point("after_cold_record");
-    eprintln!("cfn-archive: uploaded {name} to {url} (verified)");
+    upload.verify(&src, &etag)?;
+    upload.record_copy(state, &mut src, etag)?;
     Ok(true)
 }
 
@@ -363,7 +318,8 @@ struct Recorded {
     failed: Option<anyhow::Error>,
 }
 
-/// A multipart upload of one file. The file is read once, in order, on one thread that
+/// The upload of one file: one PUT (`put_whole`) or multipart (`run`). A multipart upload
+/// reads the file once, in order, on one thread that
 /// hashes it whole and hands each part to one of `threads` uploaders (each hashes its part
 /// for Content-MD5); the calling thread records each part in the state as the store
 /// acknowledges it, so a killed upload resumes. A resumed upload checks the parts the store
@@ -410,6 +366,75 @@ impl Upload<'_> {
 
     /// Keeps the upload the state records when it is of the same size in the same parts
     /// to the same object (its parts are checked as the file is read), else starts one.
+    /// Checks that the store holds `src` (its size, and `etag`): what it says it holds, not
+    /// what was sent.
+    fn verify(&self, src: &Source, etag: &str) -> anyhow::Result<()> {
+        match self.client.head(self.bucket, self.key)? {
+            Some(info) if info.size == src.size && info.etag == etag => Ok(()),
+            other => Err(fail(
+                Exit::DataErr,
+                format!(
+                    "verification of {} failed: the store holds {other:?}, expected {} bytes with ETag {etag}; {} is kept",
+                    self.url, src.size, self.name
+                ),
+            )),
+        }
+    }
+
+    /// Records the verified copy in the state (saved), the upload in flight done.
+    fn record_copy(
+        &self,
+        state: &mut ArchiveState,
+        src: &mut Source,
+        etag: String,
+    ) -> anyhow::Result<()> {
+        state.uploading.remove(self.name);
+        let copy = ColdCopy {
+            url: self.url.to_string(),
+            size: src.size,
+            md5: src.md5()?,
+            etag,
+        };
+        state.cold.insert(self.name.to_string(), copy);
+        save(&self.ctx.archive_dir, state)?;
+        crash_point("after_cold_record");
+        eprintln!(
+            "cfn-archive: uploaded {} to {} (verified)",
+            self.name, self.url
+        );
+        Ok(())
+    }
+
+    /// Sends `src` in one PUT; returns its MD5 (the ETag the store must give it).
+    fn put_whole(
+        &self,
+        state: &mut ArchiveState,
+        src: &mut Source,
+        ours: bool,
+    ) -> anyhow::Result<String> {
+        let body = read_at(&src.path, 0, src.size)?;
+        let md5 = hex(&md5_of(&body).0);
+        // Recorded before the PUT: when the store takes the object but its reply is lost,
+        // the object is known as ours, so a later run may replace it (the file may have
+        // grown a gzip member meanwhile) instead of refusing it as in the way.
+        if !ours {
+            let intent = UploadInFlight {
+                url: self.url.to_string(),
+                size: src.size,
+                md5: md5.clone(),
+                ..UploadInFlight::default()
+            };
+            state.uploading.insert(self.name.to_string(), intent);
+            save(&self.ctx.archive_dir, state)?;
+        }
+        crash_point("before_put");
+        self.client
+            .put(self.bucket, self.key, &body, self.if_absent)?;
+        crash_point("after_put");
+        src.md5 = Some(md5.clone());
+        Ok(md5)
+    }
+
     fn begin(&self, state: &mut ArchiveState, src: &Source) -> anyhow::Result<()> {
         let resumable = state.uploading.get(self.name).is_some_and(|u| {
             u.url == self.url && u.size == src.size && u.part_size == self.part_size
