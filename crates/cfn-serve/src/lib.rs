@@ -14,7 +14,7 @@ use cfn_core::time::{EpochMs, now_ms, parse_duration, parse_time_arg};
 use cfn_stats::group::{GroupBy, Options};
 use clap::Parser;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -733,37 +733,7 @@ impl App {
                     },
                 )
                 .map_err(|e| e.to_string())?;
-            let mut by_metric: std::collections::BTreeMap<&str, Vec<u8>> =
-                shown.iter().map(|m| (m.as_str(), Vec::new())).collect();
-            for a in &series {
-                if let Some(body) = by_metric.get_mut(a.metric.as_str()) {
-                    body.push(if body.is_empty() { b'[' } else { b',' });
-                    a.write_json(body);
-                    body.pop();
-                }
-            }
-            let (shards, shards_total, data_since, units) = {
-                let index = self.index();
-                let (shards, total) = index.shard_health(now);
-                // Each shown metric's unit as the views scale it (cfn_core::units): the
-                // index's, else that of the range's aggregates.
-                let units: std::collections::BTreeMap<&str, Value> = shown
-                    .iter()
-                    .filter_map(|m| {
-                        let unit = index.unit_of(m).map(str::to_string).or_else(|| {
-                            series
-                                .iter()
-                                .find(|a| &a.metric == *m)
-                                .and_then(|a| a.unit.clone())
-                        })?;
-                        let scaled = cfn_core::units::parse_unit(&unit);
-                        Some((m.as_str(), json!({ "unit": unit, "scaled": scaled })))
-                    })
-                    .collect();
-                (shards, total, index.data_since(), units)
-            };
-            // Written by hand around the aggregates' own JSON (the same as /api/series).
-            let mut body = Vec::with_capacity(series.len() * 256 + 4096);
+            let (shards, shards_total, data_since, units) = self.shown_facts(now, &shown, &series);
             let head = json!({
                 "range_ms": range, "bucket_ms": bucket, "now": cfn_core::time::format_ms(now),
                 "metrics": metrics, "shown": shown, "agents": agents,
@@ -771,37 +741,46 @@ impl App {
                 "dropped_records": dropped, "shards_total": shards_total,
                 "data_since": data_since.map(cfn_core::time::format_ms), "units": units,
             });
-            let head = serde_json::to_vec(&head).map_err(|e| e.to_string())?;
-            body.extend_from_slice(&head[..head.len() - 1]);
-            body.extend_from_slice(b",\"summary\":");
-            body.extend_from_slice(&aggregates_json(&table).body);
-            body.extend_from_slice(b",\"series\":{");
-            for (i, (m, s)) in by_metric.iter_mut().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(&serde_json::to_vec(m).unwrap_or_default());
-                body.push(b':');
-                if s.is_empty() {
-                    s.push(b'[');
-                }
-                s.push(b']');
-                body.extend_from_slice(s);
-            }
-            body.extend_from_slice(b"},\"alerts\":");
-            body.extend_from_slice(
-                &serde_json::to_vec(&data::alerts(&self.src)).unwrap_or_default(),
-            );
-            body.extend_from_slice(b",\"shards\":");
-            body.extend_from_slice(&serde_json::to_vec(&shards).unwrap_or_default());
-            body.push(b'}');
+            let tail = json!({ "alerts": data::alerts(&self.src), "shards": shards });
             Ok(Response {
                 status: 200,
                 content_type: "application/json",
-                body,
+                body: dashboard_body(&head, &table, &shown, &series, &tail)?,
             })
         };
         run().unwrap_or_else(bad_request)
+    }
+
+    /// The index's side of the dashboard: the shards' health (and how many there are), the
+    /// oldest indexed minute with records, and each shown metric's unit as the views scale
+    /// it (`cfn_core::units`): the index's, else that of the range's aggregates.
+    fn shown_facts(
+        &self,
+        now: EpochMs,
+        shown: &[&String],
+        series: &[cfn_core::aggregate::Aggregate],
+    ) -> (
+        Vec<index::ShardHealth>,
+        usize,
+        Option<EpochMs>,
+        BTreeMap<String, Value>,
+    ) {
+        let index = self.index();
+        let (shards, total) = index.shard_health(now);
+        let units = shown
+            .iter()
+            .filter_map(|m| {
+                let unit = index.unit_of(m).map(str::to_string).or_else(|| {
+                    series
+                        .iter()
+                        .find(|a| &a.metric == *m)
+                        .and_then(|a| a.unit.clone())
+                })?;
+                let scaled = cfn_core::units::parse_unit(&unit);
+                Some((m.to_string(), json!({ "unit": unit, "scaled": scaled })))
+            })
+            .collect();
+        (shards, total, index.data_since(), units)
     }
 
     fn metrics(&self, protobuf: bool) -> Response {
@@ -976,6 +955,49 @@ pub fn run(
         eprintln!("cfn-serve: listening on http://{addr}/")
     })?;
     Ok(Exit::Ok)
+}
+
+/// The dashboard's JSON: `head`'s fields, then `summary` (the table's aggregates),
+/// `series` (per shown metric its buckets, written by hand around the aggregates' own
+/// JSON, as /api/series is), then `tail`'s fields.
+fn dashboard_body(
+    head: &Value,
+    table: &[cfn_core::aggregate::Aggregate],
+    shown: &[&String],
+    series: &[cfn_core::aggregate::Aggregate],
+    tail: &Value,
+) -> Result<Vec<u8>, String> {
+    let mut by_metric: BTreeMap<&str, Vec<u8>> =
+        shown.iter().map(|m| (m.as_str(), Vec::new())).collect();
+    for a in series {
+        if let Some(body) = by_metric.get_mut(a.metric.as_str()) {
+            body.push(if body.is_empty() { b'[' } else { b',' });
+            a.write_json(body);
+            body.pop();
+        }
+    }
+    let mut body = Vec::with_capacity(series.len() * 256 + 4096);
+    let head = serde_json::to_vec(head).map_err(|e| e.to_string())?;
+    body.extend_from_slice(&head[..head.len() - 1]);
+    body.extend_from_slice(b",\"summary\":");
+    body.extend_from_slice(&aggregates_json(table).body);
+    body.extend_from_slice(b",\"series\":{");
+    for (i, (m, s)) in by_metric.iter_mut().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&serde_json::to_vec(m).unwrap_or_default());
+        body.push(b':');
+        if s.is_empty() {
+            s.push(b'[');
+        }
+        s.push(b']');
+        body.extend_from_slice(s);
+    }
+    body.extend_from_slice(b"},");
+    let tail = serde_json::to_vec(tail).map_err(|e| e.to_string())?;
+    body.extend_from_slice(&tail[1..]);
+    Ok(body)
 }
 
 #[cfg(test)]
