@@ -136,6 +136,49 @@ pub fn parse_new_record(bytes: &[u8]) -> Result<(Option<EpochMs>, RecordRef<'_>)
     parse_fields(bytes)
 }
 
+/// A metric name's rules: not empty, at most `MAX_METRIC_LEN` bytes, no control character.
+#[inline]
+fn check_metric(metric: &str) -> Result<(), String> {
+    if metric.is_empty() {
+        return Err("metric is empty".into());
+    }
+    if metric.len() > crate::record::MAX_METRIC_LEN {
+        return Err(format!(
+            "metric is {} bytes (at most {})",
+            metric.len(),
+            crate::record::MAX_METRIC_LEN
+        ));
+    }
+    if metric.chars().any(char::is_control) {
+        return Err(format!("metric {metric:?} contains a control character"));
+    }
+    Ok(())
+}
+
+/// A value: a finite JSON number (`s` is its raw JSON).
+#[inline]
+fn parse_value(s: &str) -> Result<f64, String> {
+    if s.starts_with('"') {
+        return Err(format!("value {s} is not a number"));
+    }
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        Ok(_) => Err(format!("value {s} is not finite")),
+        Err(_) => Err(format!("value {s} is not a number")),
+    }
+}
+
+/// A timestamp: an RFC 3339 string or epoch seconds or milliseconds (`s` is its raw JSON).
+#[inline]
+fn parse_timestamp_field(s: &str) -> Result<EpochMs, String> {
+    let parsed = if let Some(inner) = s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
+        parse_timestamp_str(inner)
+    } else {
+        s.parse::<f64>().ok().and_then(epoch_number_to_ms)
+    };
+    parsed.ok_or_else(|| format!("timestamp {s} is not a time in years 1970-9999"))
+}
+
 /// The one set of rules for a record's fields, shared by readers and writers.
 fn parse_fields(bytes: &[u8]) -> Result<(Option<EpochMs>, RecordRef<'_>), ParseFailure> {
     let wire: Wire<'_> = match serde_json::from_slice(bytes) {
@@ -150,52 +193,16 @@ fn parse_fields(bytes: &[u8]) -> Result<(Option<EpochMs>, RecordRef<'_>), ParseF
         Some(m) => raw_str("metric", m).map_err(bad)?,
         None => return Err(bad("missing \"metric\"".into())),
     };
-    if metric.is_empty() {
-        return Err(bad("metric is empty".into()));
-    }
-    if metric.len() > crate::record::MAX_METRIC_LEN {
-        return Err(bad(format!(
-            "metric is {} bytes (at most {})",
-            metric.len(),
-            crate::record::MAX_METRIC_LEN
-        )));
-    }
-    if metric.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "metric {metric:?} contains a control character"
-        )));
-    }
+    check_metric(&metric).map_err(bad)?;
     let value = match wire.value {
         None => return Err(bad("missing \"value\"".into())),
-        Some(v) => {
-            let s = v.get();
-            if s.starts_with('"') {
-                return Err(bad(format!("value {s} is not a number")));
-            }
-            match s.parse::<f64>() {
-                Ok(x) if x.is_finite() => x,
-                Ok(_) => return Err(bad(format!("value {s} is not finite"))),
-                Err(_) => return Err(bad(format!("value {s} is not a number"))),
-            }
-        }
+        Some(v) => parse_value(v.get()).map_err(bad)?,
     };
-    let ts_ms =
-        match wire.timestamp {
-            None => None,
-            Some(t) if t.get() == "null" => None,
-            Some(t) => {
-                let s = t.get();
-                let parsed =
-                    if let Some(inner) = s.strip_prefix('"').and_then(|x| x.strip_suffix('"')) {
-                        parse_timestamp_str(inner)
-                    } else {
-                        s.parse::<f64>().ok().and_then(epoch_number_to_ms)
-                    };
-                Some(parsed.ok_or_else(|| {
-                    bad(format!("timestamp {s} is not a time in years 1970-9999"))
-                })?)
-            }
-        };
+    let ts_ms = match wire.timestamp {
+        None => None,
+        Some(t) if t.get() == "null" => None,
+        Some(t) => Some(parse_timestamp_field(t.get()).map_err(bad)?),
+    };
     let agent = match wire.agent {
         None => None,
         Some(a) if a.get() == "null" => None,

@@ -246,32 +246,15 @@ mod tests {
         out
     }
 
-    /// Every function of a product crate is under 80 lines, but for data tables and the ones
-    /// listed here, still to be split (issue 23): the list may only shrink.
+    /// Every function of a product crate is under 80 lines, but for data tables.
     #[test]
     fn functions_are_under_eighty_lines() {
         const DATA_TABLES: &[&str] = &["default_rules"];
-        const STILL_LONG: &[&str] = &[
-            "cfn-core/src/reader.rs: parse_fields",
-        ];
         let long: Vec<String> = long_functions()
             .into_iter()
             .filter(|(_, name, _)| !DATA_TABLES.contains(&name.as_str()))
             .map(|(file, name, n)| format!("{file}: {name} ({n} lines)"))
             .collect();
-        let unlisted: Vec<&String> = long
-            .iter()
-            .filter(|l| !STILL_LONG.iter().any(|s| l.starts_with(&format!("{s} ("))))
-            .collect();
-        assert!(
-            unlisted.is_empty(),
-            "functions over 80 lines: {unlisted:#?}"
-        );
-        for s in STILL_LONG {
-            assert!(
-                long.iter().any(|l| l.starts_with(&format!("{s} ("))),
-                "{s} is no longer over 80 lines: take it off STILL_LONG"
-            );
-        }
+        assert!(long.is_empty(), "functions over 80 lines: {long:#?}");
     }
 }
