@@ -369,6 +369,68 @@ impl ShardCursor {
     }
 }
 
+/// Where a reader goes on after its shard changed, and what it missed.
+#[derive(Debug)]
+pub struct Resume {
+    /// Where to read on in the file at the path now.
+    pub pos: Position,
+    /// Records the reader never saw that only the archive still holds (trimmed twice
+    /// between two looks), read back from it: valid record lines, without newlines.
+    pub missed: Vec<Vec<u8>>,
+    /// Records may be missing: the file starts past the last record read and the archive
+    /// does not hold that record.
+    pub gap_unknown: bool,
+}
+
+impl ShardCursor {
+    /// The one rule for following a shard through a change (used by `ShardFollower` and
+    /// cfn-serve's index): in `file`, the shard `shard_name` now at its path after `change`
+    /// (`display` names it in messages), go on through the trims the archiver recorded in
+    /// `archive_dir` when they lead there (exact, replays included); else after the last
+    /// record read when the file holds it; else from the start, with what was trimmed in
+    /// between read back from the archive. A reader holding the old file reads it to its end
+    /// first: then the trims always lead on, and the archive is needed only when the file
+    /// was rewritten twice between two looks.
+    ///
+    /// # Errors
+    /// I/O errors reading `file`.
+    pub fn resume_after_change(
+        &self,
+        change: Change,
+        archive_dir: Option<&Path>,
+        shard_name: &str,
+        file: &File,
+        display: &str,
+    ) -> anyhow::Result<Resume> {
+        let exact = match (archive_dir, change) {
+            (Some(dir), Change::Replaced) => self.resume_after_trims(dir, shard_name, file)?,
+            _ => None,
+        };
+        let mut resume = Resume {
+            pos: match exact {
+                Some(pos) => pos,
+                None => self.resume_in(file, display)?,
+            },
+            missed: Vec::new(),
+            gap_unknown: false,
+        };
+        if exact.is_some() || resume.pos.offset != 0 || self.last_hash.is_none() {
+            return Ok(resume);
+        }
+        let shard_no = crate::paths::shard_number(shard_name);
+        match (archive_dir, shard_no) {
+            (Some(dir), Some(n)) => match trimmed_since(dir, n, self, file)? {
+                Some(lines) => resume.missed = lines,
+                None => resume.gap_unknown = true,
+            },
+            (None, Some(_)) => resume.gap_unknown = true,
+            // Not a shard: the archive holds nothing of it.
+            (_, None) => {}
+        }
+        Ok(resume)
+    }
+}
+
 /// The lines in the first `offset` bytes of `file` (for malformed-line reports).
 fn lines_before(file: &File, offset: u64) -> std::io::Result<u64> {
     let mut f = file;

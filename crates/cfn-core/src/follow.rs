@@ -259,62 +259,29 @@ fn check_replaced(
             Err(e) if crate::fsutil::is_refused(&e) => return Ok(Err(e)),
             Err(e) => return Err(e),
         };
-        // The archiver's trims say exactly where the bytes read went: no search for the
-        // last record read, which replays (records stamped days back, archived in old day
-        // files) would send looking in the wrong place.
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if let Some(pos) = t.cursor.resume_after_trims(archive_dir, name, &t.file)? {
-            t.cursor
-                .move_to(FileId::of(&t.file.metadata()?), pos.offset);
-            t.line = pos.line;
-            drain(t, path, log, emit)?;
-            return Ok(Ok(()));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let display = path.display().to_string();
+    let resume =
+        t.cursor
+            .resume_after_change(change, Some(archive_dir), name, &t.file, &display)?;
+    for line in &resume.missed {
+        if let Ok(rec) = crate::reader::parse_record(line) {
+            emit(path, &rec)?;
         }
     }
-    let name = path.display().to_string();
-    let pos = t.cursor.resume_in(&t.file, &name)?;
-    if pos.offset == 0 && t.cursor.last_hash.is_some() {
-        catch_up_from_archive(path, archive_dir, &t.file, &t.cursor, emit, warnings)?;
+    if resume.gap_unknown {
+        warnings.push(format!(
+            "{display} was rewritten past the last record read and {} does not hold that record; records trimmed in between may be missing (poll more often)",
+            archive_dir.display()
+        ));
     }
     t.cursor
-        .move_to(FileId::of(&t.file.metadata()?), pos.offset);
-    t.line = pos.line;
+        .move_to(FileId::of(&t.file.metadata()?), resume.pos.offset);
+    t.line = resume.pos.line;
     drain(t, path, log, emit)?;
     Ok(Ok(()))
-}
-
-/// Hands over the records of `shard` that were trimmed from the hot file before this reader
-/// saw them (from the archive); warns, naming the shard, when they cannot be found there.
-fn catch_up_from_archive(
-    shard: &Path,
-    archive_dir: &Path,
-    hot_now: &File,
-    last: &ShardCursor,
-    emit: &mut Emit<'_>,
-    warnings: &mut Vec<String>,
-) -> anyhow::Result<()> {
-    let Some(n) = shard
-        .file_name()
-        .and_then(|s| s.to_str())
-        .and_then(crate::paths::shard_number)
-    else {
-        return Ok(());
-    };
-    let Some(lines) = crate::cursor::trimmed_since(archive_dir, n, last, hot_now)? else {
-        warnings.push(format!(
-                "{} was rewritten past the last record read and {} does not hold that record; records trimmed in between may be missing (poll more often)",
-                shard.display(),
-                archive_dir.display()
-        ));
-        return Ok(());
-    };
-    for line in lines {
-        if let Ok(rec) = crate::reader::parse_record(&line) {
-            emit(shard, &rec)?;
-        }
-    }
-    Ok(())
 }

@@ -908,46 +908,32 @@ impl Index {
         file: &File,
         name: &str,
     ) -> anyhow::Result<()> {
-        // The archiver's recorded trims first: exact, replays included.
         let shard_name = Path::new(name)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let exact = match (&self.src.archive_dir, change) {
-            (Some(dir), Change::Replaced) => {
-                st.cursor.resume_after_trims(dir, &shard_name, file)?
-            }
-            _ => None,
-        };
-        let pos = match exact {
-            Some(pos) => pos,
-            None => st.cursor.resume_in(file, name)?,
-        };
-        if exact.is_none()
-            && change == Change::Replaced
-            && pos.offset == 0
-            && st.cursor.last_hash.is_some()
-        {
-            let missed = match &self.src.archive_dir {
-                Some(dir) => cfn_core::cursor::trimmed_since(dir, st.n, &st.cursor, file)?,
-                None => None,
-            };
-            match missed {
-                Some(lines) => {
-                    for line in lines {
-                        if let Ok(rec) = cfn_core::reader::parse_record(&line) {
-                            self.add(st.n, &rec);
-                        }
-                    }
-                }
-                None => cfn_core::cli::warn(
-                    "cfn-serve",
-                    format!(
-                        "{name} was rewritten past the last record indexed and the archive does not hold that record; records trimmed in between are not in the index"
-                    ),
-                ),
+        let archive_dir = self.src.archive_dir.clone();
+        let resume = st.cursor.resume_after_change(
+            change,
+            archive_dir.as_deref(),
+            &shard_name,
+            file,
+            name,
+        )?;
+        for line in &resume.missed {
+            if let Ok(rec) = cfn_core::reader::parse_record(line) {
+                self.add(st.n, &rec);
             }
         }
+        if resume.gap_unknown {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "{name} was rewritten past the last record indexed and the archive does not hold that record; records trimmed in between are not in the index"
+                ),
+            );
+        }
+        let pos = resume.pos;
         // Health describes the file as it is: count what stays before the resume point.
         let mut fresh = ShardState::new(st.n, FileId::of(&file.metadata()?));
         let mut reader = RecordReader::new(
