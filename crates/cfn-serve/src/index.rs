@@ -26,8 +26,7 @@ use cfn_core::fsutil::{Access, is_refused, open_safe};
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::{Item, Position, RecordReader, RecordRef};
 use cfn_core::time::{EpochMs, format_ms};
-use cfn_stats::group::{Aggregator, Options, RecordParts, aggregate_line};
-use cfn_stats::stats::{Stats, StatsArena, relieve_budget};
+use cfn_stats::group::{Aggregator, Options};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -36,20 +35,13 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
-pub const MINUTE_MS: i64 = 60_000;
-/// The rollup sizes: a day is 24 hours, a 15-minute chart bucket one quarter.
-pub const TIERS: [i64; 3] = [MINUTE_MS, 15 * MINUTE_MS, 60 * MINUTE_MS];
-/// Exact bytes the rollups may hold before the biggest are moved to digests (a day of 6M
-/// records in 20 metrics holds about 100 MB of values before that).
-const ARENA_BUDGET: usize = 64 << 20;
+pub use crate::rollups::RangeQuery;
+pub use crate::rollups::{FUTURE_SLACK_MS, MINUTE_MS, TIERS};
+use crate::rollups::{Rollups, ceil_to, floor_to};
 /// Most metric names kept past the metric limit, most agents tracked, and most refused files
 /// remembered (each named once on stderr): a flood of distinct names costs bounded memory,
 /// and queries fall back to reading the records.
 const MAX_NAMES: usize = 100_000;
-/// Records stamped further ahead than this are not rolled up (a flood of future-dated
-/// records would otherwise grow rollups that never expire); ranges that reach them are read
-/// from the records.
-pub const FUTURE_SLACK_MS: i64 = 60 * MINUTE_MS;
 /// Most shards listed in the health table (the fullest first): thousands of stray empty
 /// files must not make every page megabytes long.
 pub const MAX_SHARDS_SHOWN: usize = 256;
@@ -58,25 +50,6 @@ pub const MAX_SHARDS_SHOWN: usize = 256;
 /// look, and a record appended and trimmed away between two looks is then read back from
 /// the archive, as `cfn-cat --follow` does past its own bound.
 pub const MAX_HELD_FILES: usize = 512;
-
-/// One rollup: the statistic, and its quantiles as last computed (with the count they were
-/// computed at: a closed minute is computed once, not on every refresh).
-#[derive(Debug, Default)]
-struct Cell {
-    stats: Stats,
-    cached: Option<(u64, Vec<(f64, f64)>)>,
-}
-
-#[derive(Debug)]
-struct Series {
-    metric: String,
-    /// The unit of the metric's first record.
-    unit: Option<String>,
-    /// A record came in another spelling: the metric is read from the records from then
-    /// on, where cfn-agg converts units or keeps them apart (contract section 1).
-    mixed_units: bool,
-    tiers: [BTreeMap<EpochMs, Cell>; 3],
-}
 
 /// What a look at a file's metadata tells without opening it: when none of it changed, the
 /// file holds what it held (an append changes the length, a rewrite the times).
@@ -254,29 +227,11 @@ pub struct DimFilter<'a> {
     pub by_agent: bool,
 }
 
-/// A range query the index answers.
-#[derive(Clone, Debug)]
-pub struct RangeQuery {
-    pub since: EpochMs,
-    pub until: EpochMs,
-    pub bucket_ms: Option<i64>,
-    pub metrics: Vec<NamePattern>,
-    pub quantiles: Vec<f64>,
-    /// Most aggregates answered (see [`cfn_stats::group::Options::max_groups`]).
-    pub max_groups: usize,
-}
-
 /// The index.
 pub struct Index {
     src: Sources,
     span_ms: i64,
-    /// Records at or after this time are indexed (always an hour boundary, so every rollup
-    /// from it on is complete).
-    horizon: EpochMs,
-    exact_limit: usize,
-    series: Vec<Series>,
-    by_metric: HashMap<String, usize>,
-    arena: StatsArena,
+    rollups: Rollups,
     /// Per shard file name (the directory is `src.metrics_dir`): hashed names, since a
     /// refresh looks each one up and a hostile directory may hold tens of thousands.
     shards: HashMap<OsString, ShardState>,
@@ -294,17 +249,6 @@ pub struct Index {
     listed_mtime: Option<i128>,
     /// Where the next sweep starts in `listed`.
     sweep_at: usize,
-    /// Records are rolled up only before this time ([`FUTURE_SLACK_MS`] past the last look).
-    future_limit: EpochMs,
-    /// The earliest record seen past `future_limit`: ranges reaching it are read from the
-    /// records.
-    future_min: EpochMs,
-    /// Most metrics with rollups (each costs up to about 1,600 rollups a day); the others
-    /// are answered from the records.
-    max_metrics: usize,
-    /// Metrics past `max_metrics` (names kept up to [`MAX_NAMES`], then only the fact).
-    unindexed: BTreeSet<String>,
-    unindexed_overflow: bool,
     /// More distinct agents than [`MAX_NAMES`]: agent filters read every shard.
     agents_overflow: bool,
     /// The histograms of the records appended after the build (`/metrics`).
@@ -321,14 +265,6 @@ pub struct Index {
     /// While building: the archive state's split of each hot shard (records before the
     /// watermark and the offset are read from the archive, not again from the shard).
     build_splits: HashMap<String, cfn_core::cursor::ArchivedSplit>,
-}
-
-fn floor_to(t: EpochMs, step: i64) -> EpochMs {
-    t.div_euclid(step) * step
-}
-
-fn ceil_to(t: EpochMs, step: i64) -> EpochMs {
-    -floor_to(-t, step)
 }
 
 /// Progress on stderr for a build that takes more than a second.
@@ -395,7 +331,7 @@ impl Index {
             eprintln!(
                 "cfn-serve: indexed {} records in {} metrics in {:.1} s",
                 index.indexed_records(),
-                index.series.len(),
+                index.rollups.metric_count(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -414,11 +350,11 @@ impl Index {
         Self {
             src,
             span_ms,
-            horizon: floor_to(now.saturating_sub(span_ms), TIERS[2]),
-            exact_limit: Options::default().exact_limit,
-            series: Vec::new(),
-            by_metric: HashMap::new(),
-            arena: StatsArena::with_budget(ARENA_BUDGET),
+            rollups: Rollups::new(
+                floor_to(now.saturating_sub(span_ms), TIERS[2]),
+                now,
+                max_metrics,
+            ),
             shards: HashMap::new(),
             agents: HashMap::new(),
             refused: HashMap::new(),
@@ -427,11 +363,6 @@ impl Index {
             listed: Vec::new(),
             listed_mtime: None,
             sweep_at: 0,
-            future_limit: now.saturating_add(FUTURE_SLACK_MS),
-            future_min: i64::MAX,
-            max_metrics,
-            unindexed: BTreeSet::new(),
-            unindexed_overflow: false,
             agents_overflow: false,
             histograms,
             dims,
@@ -460,7 +391,7 @@ impl Index {
             .collect();
         self.build_splits.clear();
         let filter = RecordFilter {
-            since: Some(self.horizon),
+            since: Some(self.rollups.horizon()),
             ..Default::default()
         };
         let src = self.src.clone();
@@ -483,10 +414,7 @@ impl Index {
 
     /// Records held in the rollups.
     pub fn indexed_records(&self) -> u64 {
-        self.series
-            .iter()
-            .map(|s| s.tiers[2].values().map(|c| c.stats.count).sum::<u64>())
-            .sum()
+        self.rollups.records()
     }
 
     fn add(&mut self, shard: u32, rec: &RecordRef<'_>) {
@@ -496,52 +424,10 @@ impl Index {
         if !self.building {
             self.histograms.record(rec);
         }
-        if rec.ts_ms < self.horizon {
-            return;
-        }
-        if rec.ts_ms >= self.future_limit {
-            self.future_min = self.future_min.min(rec.ts_ms);
-            return;
-        }
-        let Some(i) = self.series_for(rec) else {
-            return;
-        };
-        let series = &mut self.series[i];
-        if series.mixed_units {
-            return;
-        }
-        if series.unit.as_deref() != rec.unit.as_deref() {
-            series.mixed_units = true;
-            cfn_core::cli::warn(
-                "cfn-serve",
-                format!(
-                    "metric {:?} has records in {:?} and {:?}: it is read from the records from now on",
-                    rec.metric,
-                    series.unit.as_deref().unwrap_or("no unit"),
-                    rec.unit.as_deref().unwrap_or("no unit"),
-                ),
-            );
-            self.note_unindexed(&rec.metric);
-            return;
-        }
         // Only metrics with rollups get rollups by agent and tag: a query touching the others
         // reads the records anyway.
-        self.dims.add(rec);
-        let series = &mut self.series[i];
-        for (tier, size) in series.tiers.iter_mut().zip(TIERS) {
-            tier.entry(floor_to(rec.ts_ms, size))
-                .or_default()
-                .stats
-                .add(rec.value, rec.ts_ms, self.exact_limit, &mut self.arena);
-        }
-        if self.arena.over_budget() {
-            let mut all: Vec<&mut Stats> = self
-                .series
-                .iter_mut()
-                .flat_map(|s| s.tiers.iter_mut())
-                .flat_map(|t| t.values_mut().map(|c| &mut c.stats))
-                .collect();
-            relieve_budget(&mut self.arena, &mut all, |s| &mut **s);
+        if self.rollups.add(rec) {
+            self.dims.add(rec);
         }
     }
 
@@ -562,52 +448,13 @@ impl Index {
         }
     }
 
-    /// Remembers a metric read from the records, not the rollups (up to [`MAX_NAMES`]).
-    fn note_unindexed(&mut self, metric: &str) {
-        if self.unindexed.len() < MAX_NAMES {
-            self.unindexed.insert(metric.to_string());
-        } else {
-            self.unindexed_overflow = true;
-        }
-    }
-
-    /// The index of the series of `rec`'s metric, made when new; `None` past
-    /// `max_metrics` (the metric is then read from the records, and said so once).
-    fn series_for(&mut self, rec: &RecordRef<'_>) -> Option<usize> {
-        if let Some(&i) = self.by_metric.get(rec.metric.as_ref()) {
-            return Some(i);
-        }
-        if self.series.len() >= self.max_metrics {
-            if self.unindexed.is_empty() && !self.unindexed_overflow {
-                cfn_core::cli::warn(
-                    "cfn-serve",
-                    format!(
-                        "more than {} metrics: {:?} and later ones get no rollups and are read from the records (--index-max-metrics)",
-                        self.max_metrics, rec.metric
-                    ),
-                );
-            }
-            self.note_unindexed(&rec.metric);
-            return None;
-        }
-        self.series.push(Series {
-            metric: rec.metric.to_string(),
-            unit: rec.unit.as_deref().map(str::to_string),
-            mixed_units: false,
-            tiers: Default::default(),
-        });
-        self.by_metric
-            .insert(rec.metric.to_string(), self.series.len() - 1);
-        Some(self.series.len() - 1)
-    }
-
     /// Reads what was appended to every hot shard since the last look, and drops rollups
     /// older than the span.
     ///
     /// # Errors
     /// I/O errors other than missing or refused files.
     pub fn refresh(&mut self, now: EpochMs, look: Look) -> anyhow::Result<()> {
-        self.future_limit = self.future_limit.max(now.saturating_add(FUTURE_SLACK_MS));
+        self.rollups.look_at(now);
         let dir = self.src.metrics_dir.clone();
         let mtime = std::fs::symlink_metadata(&dir)
             .ok()
@@ -658,21 +505,8 @@ impl Index {
         self.listed = listed;
         // Keep an hour past the span, so a query of the whole span finds its start.
         let horizon = floor_to(now.saturating_sub(self.span_ms), TIERS[2]) - TIERS[2];
-        if horizon > self.horizon {
-            self.horizon = horizon;
-            for s in &mut self.series {
-                for tier in &mut s.tiers {
-                    *tier = tier.split_off(&horizon);
-                }
-            }
-            self.series.retain(|s| !s.tiers[2].is_empty());
+        if self.rollups.drop_before(horizon) {
             self.dims.drop_before(horizon);
-            self.by_metric = self
-                .series
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.metric.clone(), i))
-                .collect();
         }
         Ok(())
     }
@@ -984,24 +818,10 @@ impl Index {
         since: EpochMs,
         until: EpochMs,
     ) -> Option<(BTreeSet<String>, BTreeSet<String>, bool)> {
-        if since < self.horizon
-            || until > self.future_min
-            || !self.unindexed.is_empty()
-            || self.unindexed_overflow
-            || self.agents_overflow
-        {
+        if !self.rollups.spans(since, until, &[]) || self.agents_overflow {
             return None;
         }
-        let metrics: BTreeSet<String> = self
-            .series
-            .iter()
-            .filter(|s| {
-                s.tiers[0]
-                    .range(floor_to(since, MINUTE_MS)..until)
-                    .any(|(_, c)| c.stats.count > 0)
-            })
-            .map(|s| s.metric.clone())
-            .collect();
+        let metrics = self.rollups.metrics_in(since, until);
         let mut agents: BTreeSet<String> = self
             .agents
             .iter()
@@ -1018,21 +838,12 @@ impl Index {
     /// The start of the oldest indexed minute holding records (any metric), and each
     /// indexed metric's unit: what the page needs to pick a range and scale an axis.
     pub fn data_since(&self) -> Option<EpochMs> {
-        self.series
-            .iter()
-            .filter_map(|s| {
-                s.tiers[0]
-                    .iter()
-                    .find(|(_, c)| c.stats.count > 0)
-                    .map(|(t, _)| *t)
-            })
-            .min()
+        self.rollups.data_since()
     }
 
     /// The unit of an indexed metric (that of its first record with one).
     pub fn unit_of(&self, metric: &str) -> Option<&str> {
-        let i = *self.by_metric.get(metric)?;
-        self.series[i].unit.as_deref()
+        self.rollups.unit_of(metric)
     }
 
     /// The shards holding records of agents that `patterns` match.
@@ -1057,12 +868,7 @@ impl Index {
 
     /// True when the range of `q` is inside what the index holds, for every metric it asks.
     fn spans(&self, q: &RangeQuery) -> bool {
-        let unindexed_match = self.unindexed_overflow
-            || self
-                .unindexed
-                .iter()
-                .any(|m| q.metrics.is_empty() || q.metrics.iter().any(|p| p.matches(m)));
-        q.since >= self.horizon && q.until <= self.future_min && !unindexed_match
+        self.rollups.spans(q.since, q.until, &q.metrics)
     }
 
     /// The aggregates of `q` filtered by agent or tag (or grouped by agent) from the rollups
@@ -1194,57 +1000,7 @@ impl Index {
         self.add_edges(q, a1, b1, &mut agg)?;
         let mut direct = Vec::new();
         if a1 < b1 {
-            let intervals = whole_minute_intervals(a1, b1, q.bucket_ms);
-            let arena = &self.arena;
-            for s in &mut self.series {
-                if !q.metrics.is_empty() && !q.metrics.iter().any(|p| p.matches(&s.metric)) {
-                    continue;
-                }
-                for &(from, to, bucket) in &intervals {
-                    let cells = cover(from, to);
-                    // A bucket that is one whole rollup, with no edge records in it: its
-                    // quantiles are computed once per change of the rollup.
-                    let whole = bucket.is_some_and(|bs| {
-                        bs >= q.since && q.bucket_ms.is_some_and(|b| bs + b <= q.until)
-                    });
-                    if whole && cells.len() == 1 {
-                        let (t, start) = cells[0];
-                        if let Some(cell) = s.tiers[t].get_mut(&start)
-                            && cell.stats.count > 0
-                        {
-                            if direct.len() + agg.len() >= q.max_groups {
-                                dropped += cell.stats.count;
-                                continue;
-                            }
-                            let qs = cell_quantiles(cell, arena, &q.quantiles);
-                            direct.push(aggregate_line(
-                                s.metric.clone(),
-                                s.unit.clone(),
-                                bucket,
-                                &cell.stats,
-                                qs,
-                            ));
-                        }
-                        continue;
-                    }
-                    for (t, start) in cells {
-                        let Some(cell) = s.tiers[t].get(&start).filter(|c| c.stats.count > 0)
-                        else {
-                            continue;
-                        };
-                        let parts = RecordParts {
-                            metric: &s.metric,
-                            agent: None,
-                            unit: s.unit.as_deref(),
-                            tag_values: &[],
-                            value: 0.0,
-                            ts_ms: bucket.unwrap_or(start),
-                        };
-                        agg.merge_partial(&parts, cell.stats.snapshot(arena))
-                            .map_err(|e| anyhow::anyhow!("rollup of {}: {e}", s.metric))?;
-                    }
-                }
-            }
+            (direct, dropped) = self.rollups.add_whole_minutes(q, (a1, b1), &mut agg)?;
         }
         dropped += agg.dropped();
         let mut out = agg.finish();
@@ -1281,25 +1037,6 @@ impl Index {
     }
 }
 
-/// The whole minutes `[a1, b1)` as one interval, or cut at each bucket of `bucket_ms`
-/// (with the bucket's start).
-fn whole_minute_intervals(
-    a1: EpochMs,
-    b1: EpochMs,
-    bucket_ms: Option<i64>,
-) -> Vec<(EpochMs, EpochMs, Option<EpochMs>)> {
-    let Some(b) = bucket_ms else {
-        return vec![(a1, b1, None)];
-    };
-    let mut out = Vec::new();
-    let mut bs = floor_to(a1, b);
-    while bs < b1 {
-        out.push((bs.max(a1), (bs + b).min(b1), Some(bs)));
-        bs += b;
-    }
-    out
-}
-
 /// The shard-named entries of `dir`: number and file name, in shard order (a missing or
 /// unreadable directory lists nothing).
 fn list_shard_names(dir: &Path) -> Vec<(u32, OsString)> {
@@ -1314,41 +1051,6 @@ fn list_shard_names(dir: &Path) -> Vec<(u32, OsString)> {
         })
         .collect();
     out.sort();
-    out
-}
-
-/// The rollups that make up `[from, to)` (both on minutes): the biggest that fit, in order.
-fn cover(from: EpochMs, to: EpochMs) -> Vec<(usize, EpochMs)> {
-    let mut out = Vec::new();
-    let mut t = from;
-    while t < to {
-        let tier = (0..TIERS.len())
-            .rev()
-            .find(|&i| t % TIERS[i] == 0 && t + TIERS[i] <= to)
-            .unwrap_or(0);
-        out.push((tier, t));
-        t += TIERS[tier];
-    }
-    out
-}
-
-/// A rollup's quantiles, recomputed only when it has grown since the last time (on a copy,
-/// so a growing rollup's digest batches are not cut short).
-fn cell_quantiles(cell: &mut Cell, arena: &StatsArena, qs: &[f64]) -> Vec<(f64, f64)> {
-    if let Some((count, cached)) = &cell.cached
-        && *count == cell.stats.count
-        && cached.len() == qs.len()
-        && cached.iter().zip(qs).all(|(c, q)| c.0 == *q)
-    {
-        return cached.clone();
-    }
-    let mut tmp_arena = StatsArena::default();
-    let mut tmp = Stats::default();
-    let exact_limit = Options::default().exact_limit;
-    // A snapshot of a rollup this index built always adds up.
-    let _ = tmp.merge(cell.stats.snapshot(arena), exact_limit, &mut tmp_arena);
-    let out = tmp.quantiles(qs, &mut tmp_arena);
-    cell.cached = Some((cell.stats.count, out.clone()));
     out
 }
 
@@ -1375,6 +1077,7 @@ impl Read for ReadAt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollups::cover;
 
     #[test]
     fn cover_uses_the_biggest_rollups_that_fit() {
@@ -1484,12 +1187,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("cfn-metrics-0.jsonl"), text).unwrap();
         let index = index_of(dir.path(), now);
-        let cells: usize = index
-            .series
-            .iter()
-            .flat_map(|s| s.tiers.iter())
-            .map(BTreeMap::len)
-            .sum();
+        let cells = index.rollups.cells();
         assert_eq!(
             cells, 3,
             "one minute, quarter and hour: the present record's"

@@ -24,6 +24,7 @@ pub mod dims;
 pub mod histogram;
 pub mod http;
 pub mod index;
+pub mod rollups;
 
 use data::Sources;
 use index::{Index, Look, RangeQuery};
