@@ -560,12 +560,6 @@ fn sorted_on_several_threads_is_the_single_threaded_merge() {
     assert_eq!(strict_one.stdout(), strict_many.stdout());
 }
 
-fn gzip_member(text: &str) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(text.as_bytes()).unwrap();
-    enc.finish().unwrap()
-}
-
 /// A rotation appends a day file to its .gz as one more member, then removes the day file.
 /// Caught between the two (killed, or between a reader's two opens), both hold the day's
 /// newest records, and the archive state records the .gz's length before the rotation.
@@ -579,11 +573,11 @@ fn an_archive_directory_caught_mid_rotation_gives_each_record_once() {
             .collect()
     };
     let plain = "cfn-metrics-20261101-3.jsonl";
-    let older = gzip_member(&recs(0, 5));
+    let older = gz_member(&recs(0, 5));
     let newest = recs(5, 8);
     dir.write(&format!("archive/{plain}"), &newest);
     let mut gz = older.clone();
-    gz.extend(gzip_member(&newest));
+    gz.extend(gz_member(&newest));
     std::fs::write(dir.join(&format!("archive/{plain}.gz")), &gz).unwrap();
     dir.write(
         "archive/.cfn-archive-state.json",
