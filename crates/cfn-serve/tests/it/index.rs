@@ -253,6 +253,21 @@ fn ranges_and_buckets_that_cut_minutes_equal_cfn_agg() {
     assert!(d["alerts"]["firing"].is_array());
 }
 
+/// `cfn-archive sync`, then `cfn-archive trim --hot HOT`, into `archive`.
+fn sync_and_trim(dir: &TestDir, archive: &std::path::Path, hot: &str) {
+    let arch = ["--archive-dir", archive.to_str().unwrap()];
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .arg("sync")
+        .run()
+        .success();
+    dir.cmd("cfn-archive")
+        .args(arch)
+        .args(["trim", "--hot", hot])
+        .run()
+        .success();
+}
+
 /// Total count of `metric` over the last hour, as the server says.
 fn served_count(port: u16, metric: &str, salt: u64) -> u64 {
     // A parameter that changes each time, so no cached answer is reused.
@@ -374,17 +389,7 @@ fn replayed_records_trimmed_away_do_not_make_the_index_count_twice() {
     );
     let server = start(&dir, &["--archive-dir", archive.to_str().unwrap()]);
     assert_eq!(served_count(server.port, "m", 1), 2);
-    let arch = ["--archive-dir", archive.to_str().unwrap()];
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .arg("sync")
-        .run()
-        .success();
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .args(["trim", "--hot", "1m"])
-        .run()
-        .success();
+    sync_and_trim(&dir, &archive, "1m");
     assert_eq!(
         std::fs::metadata(dir.join("cfn-metrics-1.jsonl"))
             .unwrap()
@@ -437,17 +442,7 @@ fn records_appended_then_trimmed_between_two_looks_are_counted_once() {
     f.write_all((rec(midnight + 2000, 3.0) + &rec(now - 1000, 4.0)).as_bytes())
         .unwrap();
     drop(f);
-    let arch = ["--archive-dir", archive.to_str().unwrap()];
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .arg("sync")
-        .run()
-        .success();
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .args(["trim", "--hot", "1m"])
-        .run()
-        .success();
+    sync_and_trim(&dir, &archive, "1m");
     let left = std::fs::read_to_string(&shard).unwrap();
     assert_eq!(
         left,
@@ -472,17 +467,7 @@ fn a_replay_synced_while_the_index_is_built_is_counted_once() {
         "cfn-metrics-4.jsonl",
         rec(now - 1_800_000, 1.0) + &rec(now - 1_799_000, 2.0),
     );
-    let arch = ["--archive-dir", archive.to_str().unwrap()];
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .arg("sync")
-        .run()
-        .success();
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .args(["trim", "--hot", "1m"])
-        .run()
-        .success();
+    sync_and_trim(&dir, &archive, "1m");
     assert_eq!(std::fs::metadata(&shard).unwrap().len(), 0);
     let replay = rec(now - 3 * 3_600_000, 3.0);
     let mut f = std::fs::OpenOptions::new()
@@ -528,17 +513,7 @@ fn replays_split_between_the_archive_and_the_shard_are_counted_once_at_build_and
         }
     }
     dir.write("cfn-metrics-2.jsonl", &lines);
-    let arch = ["--archive-dir", archive.to_str().unwrap()];
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .arg("sync")
-        .run()
-        .success();
-    dir.cmd("cfn-archive")
-        .args(arch)
-        .args(["trim", "--hot", "1h"])
-        .run()
-        .success();
+    sync_and_trim(&dir, &archive, "1h");
     // Appended after the trim and not archived: new records and replays again.
     let mut tail = String::new();
     for i in 0..20u64 {
