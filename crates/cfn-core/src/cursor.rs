@@ -181,32 +181,43 @@ struct SplitState {
     trims: std::collections::BTreeMap<String, Vec<Trim>>,
 }
 
-/// The split of every hot shard the archive state in `archive_dir` knows and has trimmed
-/// with a recorded threshold, by shard file name (empty when the state cannot be read).
-pub fn archived_splits(archive_dir: &Path) -> std::collections::HashMap<String, ArchivedSplit> {
+/// What the archive state in `archive_dir` says of shard file `shard_name`, now the file
+/// `id` at its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitFor {
+    /// The split of that file: from the state's cursor when it is in the file, or through
+    /// the recorded trims when a trim renamed the file into place and has not moved the
+    /// cursor yet.
+    Split(ArchivedSplit),
+    /// The state knows no trim with a threshold of the shard (or cannot be read).
+    Untrimmed,
+    /// The state speaks of another file: one renamed away after the caller opened it, or
+    /// recreated. Open the path again and ask again.
+    OtherFile,
+}
+
+/// The split of shard file `shard_name`, open as the file `id` (see [`SplitFor`]). Read the
+/// state after opening the file: records the archiver synced in between are then past the
+/// split's offset, in the file and maybe in the archive too.
+pub fn archived_split_for(archive_dir: &Path, shard_name: &str, id: FileId) -> SplitFor {
     let Some(state) = read_archive_state::<SplitState>(archive_dir) else {
-        return Default::default();
+        return SplitFor::Untrimmed;
     };
-    state
-        .shards
-        .into_iter()
-        .filter_map(|(name, c)| {
-            let watermark = state
-                .trims
-                .get(&name)?
-                .iter()
-                .filter_map(|t| t.cutoff)
-                .max()?;
-            Some((
-                name,
-                ArchivedSplit {
-                    id: c.id(),
-                    offset: c.offset,
-                    watermark,
-                },
-            ))
-        })
-        .collect()
+    let (Some(cursor), Some(trims)) = (state.shards.get(shard_name), state.trims.get(shard_name))
+    else {
+        return SplitFor::Untrimmed;
+    };
+    let Some(watermark) = trims.iter().filter_map(|t| t.cutoff).max() else {
+        return SplitFor::Untrimmed;
+    };
+    match offset_after_trims(trims, cursor.id(), cursor.offset, id) {
+        Some(offset) => SplitFor::Split(ArchivedSplit {
+            id,
+            offset,
+            watermark,
+        }),
+        None => SplitFor::OtherFile,
+    }
 }
 
 /// The rotations in flight the archive state in `archive_dir` records: a day file's name

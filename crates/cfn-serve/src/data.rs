@@ -56,11 +56,6 @@ pub fn for_each_record(
     // watermark, below which records come from the archive and from past its offset).
     let mut oldest_hot: BTreeMap<u32, EpochMs> = BTreeMap::new();
     let mut log = MalformedLog::quiet();
-    let splits = src
-        .archive_dir
-        .as_deref()
-        .map(cfn_core::cursor::archived_splits)
-        .unwrap_or_default();
     for (n, path) in &hot.0 {
         let n = *n;
         if shards.is_some_and(|s| !s.contains(&n)) {
@@ -69,10 +64,14 @@ pub fn for_each_record(
         let Ok(mut file) = cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read) else {
             continue;
         };
+        // The state read after the file was opened, so its split is of this very file.
+        let id = cfn_core::cursor::FileId::of(&file.metadata()?);
         let name = path.file_name().map(|f| f.to_string_lossy().into_owned());
-        if let Some(split) = name.and_then(|nm| splits.get(&nm).copied())
-            && cfn_core::cursor::FileId::of(&file.metadata()?) == split.id
-        {
+        let split = match (&src.archive_dir, name) {
+            (Some(dir), Some(name)) => cfn_core::cursor::archived_split_for(dir, &name, id),
+            _ => cfn_core::cursor::SplitFor::Untrimmed,
+        };
+        if let cfn_core::cursor::SplitFor::Split(split) = split {
             read_split(&mut file, path, n, split, filter, &mut log, &mut f)?;
             oldest_hot.insert(n, split.watermark);
             continue;
@@ -146,13 +145,14 @@ fn read_split(
     Ok(())
 }
 
-/// The archive's days that `for_each_archived` reads: by plain file name, the shard, where
-/// its hot records start, and whether the plain file and the .gz were listed.
+/// The archive's days a reader takes: by plain file name, the shard, the day's start, and
+/// whether the plain file and the .gz were listed. Only days that end after `since` and
+/// start before their shard's oldest hot record (`oldest_hot`, when given).
 fn archive_days(
     archive: &std::path::Path,
     since: EpochMs,
     shards: Option<&BTreeSet<u32>>,
-    oldest_hot: &BTreeMap<u32, EpochMs>,
+    oldest_hot: Option<&BTreeMap<u32, EpochMs>>,
 ) -> BTreeMap<String, (u32, EpochMs, bool, bool)> {
     let mut days: BTreeMap<String, (u32, EpochMs, bool, bool)> = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(archive) else {
@@ -167,14 +167,13 @@ fn archive_days(
         if shards.is_some_and(|s| !s.contains(&n)) {
             continue;
         }
-        let hot_from = oldest_hot.get(&n).copied().unwrap_or(i64::MAX);
+        let hot_from = oldest_hot.map_or(i64::MAX, |o| o.get(&n).copied().unwrap_or(i64::MAX));
         let Some(day_start) = parse_utc_day(&day) else {
             continue;
         };
-        // Only days that start before the shard's oldest hot record and end after `since`.
         if day >= first_day && day_start < hot_from && hot_from > since {
             let plain = name.strip_suffix(".gz").unwrap_or(&name).to_string();
-            let entry = days.entry(plain).or_insert((n, hot_from, false, false));
+            let entry = days.entry(plain).or_insert((n, day_start, false, false));
             if gz {
                 entry.3 = true;
             } else {
@@ -183,6 +182,140 @@ fn archive_days(
         }
     }
     days
+}
+
+/// One archive day of one shard, as [`ArchiveSnapshot`] holds it.
+#[derive(Debug)]
+struct HeldDay {
+    shard: u32,
+    day_start: EpochMs,
+    plain_path: PathBuf,
+    /// The plain file and its length when opened.
+    plain: Option<(std::fs::File, u64)>,
+    gz: Option<std::fs::File>,
+}
+
+/// An archive's day files opened at one moment and read later as they were then: each
+/// plain file up to the length it had, each `.gz` as it was (a rotation renames a new one
+/// into place). cfn-serve's build takes one per shard right after reading the archive
+/// state and before reading the shard, so a record the archiver syncs after that (one
+/// appended to the shard meanwhile) is read from the shard alone.
+#[derive(Debug, Default)]
+pub struct ArchiveSnapshot {
+    days: Vec<HeldDay>,
+}
+
+/// Records between two calls of a snapshot reader's tick.
+pub const TICK_RECORDS: u64 = 65_536;
+
+impl ArchiveSnapshot {
+    /// Opens the day files of `archive` that [`archive_days`] takes, the plain file of each
+    /// day before its `.gz` (see `open_day_pair`).
+    ///
+    /// # Errors
+    /// I/O errors other than missing or refused files.
+    pub fn take(
+        archive: &std::path::Path,
+        since: EpochMs,
+        shards: Option<&BTreeSet<u32>>,
+        oldest_hot: Option<&BTreeMap<u32, EpochMs>>,
+    ) -> anyhow::Result<Self> {
+        let mut days = Vec::new();
+        for (plain_name, (n, day_start, has_plain, has_gz)) in
+            archive_days(archive, since, shards, oldest_hot)
+        {
+            let pair = cfn_core::cursor::open_day_pair(archive, &plain_name, |path| {
+                let listed = if path.extension().is_some_and(|e| e == "gz") {
+                    has_gz || has_plain
+                } else {
+                    has_plain
+                };
+                Ok(listed
+                    .then(|| cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read).ok())
+                    .flatten())
+            })?;
+            let plain = match pair.plain {
+                Some(f) => {
+                    let len = f.metadata()?.len();
+                    Some((f, len))
+                }
+                None => None,
+            };
+            let gz = pair.gz.filter(|_| has_gz || plain.is_none());
+            days.push(HeldDay {
+                shard: n,
+                day_start,
+                plain_path: archive.join(&plain_name),
+                plain,
+                gz,
+            });
+        }
+        Ok(Self { days })
+    }
+
+    /// Files held open.
+    pub fn files(&self) -> usize {
+        self.days
+            .iter()
+            .map(|d| usize::from(d.plain.is_some()) + usize::from(d.gz.is_some()))
+            .sum()
+    }
+
+    /// Calls `f` with the records of `filter` older than their shard's oldest hot record
+    /// (`oldest_hot`, a shard missing there has none), as `Some((shard, record))`, and with
+    /// `None` after every [`TICK_RECORDS`] records (a long read's chance to do other work).
+    ///
+    /// # Errors
+    /// I/O errors reading a file.
+    pub fn read(
+        self,
+        filter: &RecordFilter,
+        oldest_hot: &BTreeMap<u32, EpochMs>,
+        mut f: impl FnMut(Option<(u32, &cfn_core::reader::RecordRef<'_>)>),
+    ) -> anyhow::Result<()> {
+        let mut log = MalformedLog::quiet();
+        let mut read = 0u64;
+        for day in self.days {
+            let n = day.shard;
+            let hot_from = oldest_hot.get(&n).copied().unwrap_or(i64::MAX);
+            if day.day_start >= hot_from {
+                continue;
+            }
+            // Only what is older than the shard's hot records comes from the archive, so
+            // nothing counts twice.
+            let older = RecordFilter {
+                until: Some(filter.until.map_or(hot_from, |u| u.min(hot_from))),
+                ..filter.clone()
+            };
+            let gz_name = format!("{}.gz", day.plain_path.display());
+            let plain = day.plain.map(|(file, len)| {
+                (
+                    wrap_reader(std::io::Read::take(file, len), false),
+                    day.plain_path.display().to_string(),
+                )
+            });
+            let gz = day.gz.map(|file| (wrap_reader(file, true), gz_name));
+            for (input, name) in [plain, gz].into_iter().flatten() {
+                let mut reader = RecordReader::new(input, name);
+                // A plain file's length may have ended inside a line a sync was writing:
+                // that record is read from the shard.
+                reader.leave_partial_tail = true;
+                while reader
+                    .next_with(&mut log, |rec| {
+                        if older.matches(&rec) {
+                            f(Some((n, &rec)));
+                            read += 1;
+                            if read.is_multiple_of(TICK_RECORDS) {
+                                f(None);
+                            }
+                        }
+                    })?
+                    .is_some()
+                {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Calls `f` with the archived records of `filter`'s range that are older than the oldest
@@ -202,53 +335,15 @@ pub fn for_each_archived(
     let Some(archive) = &src.archive_dir else {
         return Ok(());
     };
-    let days = archive_days(archive, since, shards, oldest_hot);
-    let mut log = MalformedLog::quiet();
-    for (plain_name, (n, hot_from, has_plain, has_gz)) in days {
-        // Only what is older than the shard's hot records comes from the archive, so nothing
-        // counts twice.
-        let older = RecordFilter {
-            until: Some(filter.until.map_or(hot_from, |u| u.min(hot_from))),
-            ..filter.clone()
-        };
-        // The plain file first, then the .gz: a rotation between the two opens leaves the
-        // plain file's records in the .gz, and then they are read from there only.
-        let pair = cfn_core::cursor::open_day_pair(archive, &plain_name, |path| {
-            let listed = if path.extension().is_some_and(|e| e == "gz") {
-                has_gz || has_plain
-            } else {
-                has_plain
-            };
-            Ok(listed
-                .then(|| cfn_core::fsutil::open_safe(path, cfn_core::fsutil::Access::Read).ok())
-                .flatten())
-        })?;
-        let gz_path = archive.join(format!("{plain_name}.gz"));
-        let plain = pair.plain;
-        let gz = pair.gz.filter(|_| has_gz || plain.is_none());
-        let parts = [(plain, false), (gz, true)];
-        for (file, is_gz) in parts {
-            let Some(file) = file else {
-                continue;
-            };
-            let name = if is_gz {
-                &gz_path
-            } else {
-                &archive.join(&plain_name)
-            };
-            let mut reader =
-                RecordReader::new(wrap_reader(file, is_gz), name.display().to_string());
-            while reader
-                .next_with(&mut log, |rec| {
-                    if older.matches(&rec) {
-                        f(n, &rec)
-                    }
-                })?
-                .is_some()
-            {}
-        }
-    }
-    Ok(())
+    ArchiveSnapshot::take(archive, since, shards, Some(oldest_hot))?.read(
+        filter,
+        oldest_hot,
+        |rec| {
+            if let Some((n, rec)) = rec {
+                f(n, rec);
+            }
+        },
+    )
 }
 
 /// Aggregates the records of `filter` (and of `tag`, `(name, value)`, when given) with

@@ -2,8 +2,9 @@
 //! same mergeable statistic `cfn-agg` keeps), so a query of any range merges a few dozen
 //! rollups instead of re-reading the shards.
 //!
-//! Built once at start-up from the hot shards (all of them, for shard health) and the
-//! archive days the index span reaches; kept current by reading only what was appended since,
+//! Built once at start-up, shard by shard, each hot shard (all of them, for shard health)
+//! with the archive days the index span reaches of it, as of one moment (see
+//! `Index::build_shard`); kept current by reading only what was appended since,
 //! with a [`ShardCursor`] per shard and the shard's file held open: an append is read from
 //! the offset; a trim (a new file renamed into place) first reads what was appended to the
 //! old file, then resumes in the new one through the trims the archive state records; a
@@ -16,11 +17,11 @@
 //! counts, sums, min and max exactly, quantiles within the statistic's bound (exact while
 //! the merged rollups hold few enough values).
 
-use crate::data::{HotShards, Sources, for_each_archived, for_each_record};
+use crate::data::{ArchiveSnapshot, HotShards, Sources, for_each_archived, for_each_record};
 use crate::dims::{DimQuery, Dims, QUARTER_MS};
 use crate::histogram::Histograms;
 use cfn_core::aggregate::Aggregate;
-use cfn_core::cursor::{Change, FileId, ShardCursor};
+use cfn_core::cursor::{Change, FileId, ShardCursor, SplitFor};
 use cfn_core::filter::RecordFilter;
 use cfn_core::fsutil::{Access, is_refused, open_safe};
 use cfn_core::pattern::NamePattern;
@@ -160,8 +161,6 @@ struct ShardState {
     malformed: u64,
     newest_ms: Option<EpochMs>,
     oldest_ms: Option<EpochMs>,
-    /// At the build: the file the archive state's split was applied to.
-    split_used: Option<FileId>,
     /// The file last read, held open (up to [`MAX_HELD_FILES`] shards): when a trim renames
     /// another file into place, what was appended to this one since is read from it.
     held: Option<File>,
@@ -179,7 +178,6 @@ impl ShardState {
             malformed: 0,
             newest_ms: None,
             oldest_ms: None,
-            split_used: None,
             held: None,
         }
     }
@@ -262,10 +260,23 @@ pub struct Index {
     held_files: usize,
     /// While building: replays read from the hot shards past the archived offset.
     synced_during_build: SyncedDuringBuild,
-    /// While building: the archive state's split of each hot shard (records before the
-    /// watermark and the offset are read from the archive, not again from the shard).
-    build_splits: HashMap<String, cfn_core::cursor::ArchivedSplit>,
+    /// While building: when the shards built so far were last caught up, and how often.
+    caught_up: Instant,
+    catch_up_every: std::time::Duration,
+    /// Times a shard was rewritten twice between two looks and what was trimmed in between
+    /// was read back from the archive (by day, so not always exact).
+    pub gaps_from_archive: u64,
+    /// Tests: called after the build read a shard, before it reads that shard's archive.
+    #[cfg(test)]
+    after_hot_read: Option<Box<dyn FnMut(u32) + Send>>,
 }
+
+/// How often the build catches up the shards it has read (see `Index::catch_up_if_due`):
+/// well under the archiver's period, so a shard is seldom trimmed twice in between.
+pub const CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Times the build opens a shard again when the archive state speaks of another file.
+const SPLIT_ATTEMPTS: u32 = 3;
 
 /// Progress on stderr for a build that takes more than a second.
 struct Progress {
@@ -301,12 +312,17 @@ impl Index {
         histograms: Histograms,
         dims: Dims,
     ) -> anyhow::Result<Self> {
-        let started = Instant::now();
         let mut index = Self::empty(src, span_ms, now, max_metrics, histograms, dims);
-        if let Some(dir) = &index.src.archive_dir {
-            index.build_splits = cfn_core::cursor::archived_splits(dir);
-        }
-        let dir = index.src.metrics_dir.clone();
+        index.build_all()?;
+        Ok(index)
+    }
+
+    /// The build: each hot shard with its part of the archive, one after the other, the
+    /// shards done so far caught up every [`CATCH_UP_EVERY`]; then the archive of shards
+    /// that have no hot file.
+    fn build_all(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let dir = self.src.metrics_dir.clone();
         let shards: Vec<(u32, OsString, std::fs::Metadata)> = list_shard_names(&dir)
             .into_iter()
             .filter_map(|(n, name)| {
@@ -322,20 +338,21 @@ impl Index {
         };
         let mut done = 0;
         for (n, name, meta) in shards {
-            index.refresh_shard(n, &name, &meta, Some((&mut progress, done)))?;
-            done += index.shards.get(&name).map_or(0, |s| s.bytes);
+            self.build_shard(n, &name, &meta, (&mut progress, done))?;
+            done += self.shards.get(&name).map_or(0, |s| s.bytes);
+            self.catch_up_if_due()?;
         }
-        index.add_archived()?;
-        index.building = false;
+        self.add_archive_only()?;
+        self.building = false;
         if started.elapsed().as_secs() >= 1 {
             eprintln!(
                 "cfn-serve: indexed {} records in {} metrics in {:.1} s",
-                index.indexed_records(),
-                index.rollups.metric_count(),
+                self.indexed_records(),
+                self.rollups.metric_count(),
                 started.elapsed().as_secs_f64()
             );
         }
-        Ok(index)
+        Ok(())
     }
 
     /// An index holding nothing yet.
@@ -370,46 +387,154 @@ impl Index {
             building: true,
             held_files: 0,
             synced_during_build: SyncedDuringBuild::default(),
-            build_splits: HashMap::new(),
+            caught_up: Instant::now(),
+            catch_up_every: CATCH_UP_EVERY,
+            gaps_from_archive: 0,
+            #[cfg(test)]
+            after_hot_read: None,
         }
     }
 
-    /// At the build, after the hot shards: the part of the span older than each shard's
-    /// oldest hot record (or, where the archive state split the shard, stamped before the
-    /// split's watermark) from the archive, less the replays the hot pass already read.
-    fn add_archived(&mut self) -> anyhow::Result<()> {
-        let oldest_hot: BTreeMap<u32, EpochMs> = self
+    /// At the build, one hot shard and its part of the archive, read as of one moment: the
+    /// file opened, then the archive state's split of it, then the archive's day files of
+    /// the shard opened (an [`ArchiveSnapshot`]); the file is read (what the split says is
+    /// archived only counted in the health), then the snapshot (what is older than the
+    /// shard's hot records, less the replays the file held past the archived offset).
+    /// Records appended or synced after that are read from the shard by the next look.
+    fn build_shard(
+        &mut self,
+        n: u32,
+        file_name: &OsStr,
+        before: &std::fs::Metadata,
+        (progress, done): (&mut Progress, u64),
+    ) -> anyhow::Result<()> {
+        let Some((file, split)) = self.open_with_split(file_name, Seen::of(before)) else {
+            return Ok(());
+        };
+        let snapshot = match &self.src.archive_dir {
+            Some(dir) => Some(ArchiveSnapshot::take(
+                dir,
+                self.rollups.horizon(),
+                Some(&BTreeSet::from([n])),
+                None,
+            )?),
+            None => None,
+        };
+        let meta = file.metadata()?;
+        let name = self.src.metrics_dir.join(file_name).display().to_string();
+        let mut st = ShardState::new(n, FileId::of(&meta));
+        st.bytes = meta.len();
+        let mut rest = Phase::All;
+        if let Some(sp) = split {
+            let archived = Phase::Archived {
+                end: sp.offset,
+                below: sp.watermark,
+            };
+            self.read_records(&mut st, &file, &name, archived, Some((progress, done)))?;
+            rest = Phase::PastSync {
+                below: sp.watermark,
+            };
+        }
+        self.read_records(&mut st, &file, &name, rest, Some((progress, done)))?;
+        let hot_from = match split {
+            Some(sp) => sp.watermark,
+            None => st.oldest_ms.unwrap_or(i64::MAX),
+        };
+        self.keep_shard(file_name, st, file, &meta);
+        #[cfg(test)]
+        if let Some(hook) = self.after_hot_read.as_mut() {
+            hook(n);
+        }
+        if let Some(snapshot) = snapshot {
+            let filter = RecordFilter {
+                since: Some(self.rollups.horizon()),
+                ..Default::default()
+            };
+            let mut caught_up = Ok(());
+            snapshot.read(&filter, &BTreeMap::from([(n, hot_from)]), |rec| match rec {
+                // A replay the file held past the archived offset is skipped once.
+                Some((n, rec)) if !self.synced_during_build.take(n, rec.raw) => self.add(n, rec),
+                Some(_) => {}
+                None if caught_up.is_ok() => caught_up = self.catch_up_if_due(),
+                None => {}
+            })?;
+            caught_up?;
+        }
+        self.forget_synced_during_build();
+        Ok(())
+    }
+
+    /// Opens shard file `file_name` (`seen` as listed) and reads the archive state's split
+    /// of that very file; `None` when the file is refused or gone. When the state speaks of
+    /// another file (a trim renamed it away meanwhile), opens the path again, a few times.
+    fn open_with_split(
+        &mut self,
+        file_name: &OsStr,
+        seen: Seen,
+    ) -> Option<(File, Option<cfn_core::cursor::ArchivedSplit>)> {
+        let shard_name = file_name.to_string_lossy();
+        for attempt in 0..=SPLIT_ATTEMPTS {
+            let file = self.open_shard(file_name, seen)?;
+            let Some(dir) = &self.src.archive_dir else {
+                return Some((file, None));
+            };
+            let id = FileId::of(&file.metadata().ok()?);
+            match cfn_core::cursor::archived_split_for(dir, &shard_name, id) {
+                SplitFor::Split(split) => return Some((file, Some(split))),
+                // The state follows another file (the shard was recreated, or keeps being
+                // trimmed): the records' times split hot from archived, as without a state.
+                SplitFor::OtherFile if attempt == SPLIT_ATTEMPTS => return Some((file, None)),
+                SplitFor::Untrimmed => return Some((file, None)),
+                SplitFor::OtherFile => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        None
+    }
+
+    /// After a build step: the replays remembered for it are done with.
+    fn forget_synced_during_build(&mut self) {
+        if self.synced_during_build.overflow {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "more than {MAX_SYNCED_DURING_BUILD} replayed records past the archived offset of a hot shard; one the archiver synced during the build may be counted twice"
+                ),
+            );
+        }
+        self.synced_during_build = SyncedDuringBuild::default();
+    }
+
+    /// At the build, every [`CATCH_UP_EVERY`]: reads what was appended to the shards built
+    /// so far, so a shard the archiver trims again and again while the others are read is
+    /// followed through each trim from the file it held (exact), not read back from the
+    /// archive.
+    fn catch_up_if_due(&mut self) -> anyhow::Result<()> {
+        if self.caught_up.elapsed() < self.catch_up_every {
+            return Ok(());
+        }
+        let built: Vec<(u32, OsString)> = self
             .shards
             .iter()
-            .map(|(name, s)| {
-                let split = self.build_splits.get(&*name.to_string_lossy());
-                match split.filter(|sp| s.split_used == Some(sp.id)) {
-                    Some(sp) => (s.n, sp.watermark),
-                    None => (s.n, s.oldest_ms.unwrap_or(i64::MAX)),
-                }
-            })
+            .filter(|(_, st)| st.held.is_some())
+            .map(|(name, st)| (st.n, name.clone()))
             .collect();
-        self.build_splits.clear();
+        for (n, name) in built {
+            self.look_at(n, &name)?;
+        }
+        self.caught_up = Instant::now();
+        Ok(())
+    }
+
+    /// At the end of the build: the archive of the shards that have no hot file (or whose
+    /// file was refused).
+    fn add_archive_only(&mut self) -> anyhow::Result<()> {
+        let hot: BTreeMap<u32, EpochMs> = self.shards.values().map(|s| (s.n, i64::MIN)).collect();
         let filter = RecordFilter {
             since: Some(self.rollups.horizon()),
             ..Default::default()
         };
         let src = self.src.clone();
-        for_each_archived(&src, &filter, None, &oldest_hot, |n, rec| {
-            if !self.synced_during_build.take(n, rec.raw) {
-                self.add(n, rec);
-            }
-        })?;
-        if self.synced_during_build.overflow {
-            cfn_core::cli::warn(
-                "cfn-serve",
-                format!(
-                    "more than {MAX_SYNCED_DURING_BUILD} replayed records past the archived offsets of the hot shards; one the archiver synced during the build may be counted twice"
-                ),
-            );
-        }
-        self.synced_during_build = SyncedDuringBuild::default();
-        Ok(())
+        for_each_archived(&src, &filter, None, &hot, |n, rec| self.add(n, rec))
     }
 
     /// Records held in the rollups.
@@ -514,7 +639,7 @@ impl Index {
     /// Looks at one listed file: its metadata, then what was appended if that changed.
     fn look_at(&mut self, n: u32, file_name: &OsStr) -> anyhow::Result<()> {
         match std::fs::symlink_metadata(self.src.metrics_dir.join(file_name)) {
-            Ok(meta) => self.refresh_shard(n, file_name, &meta, None),
+            Ok(meta) => self.refresh_shard(n, file_name, &meta),
             // Gone since the listing: the next listing drops it.
             Err(_) => Ok(()),
         }
@@ -528,7 +653,6 @@ impl Index {
         n: u32,
         file_name: &OsStr,
         before: &std::fs::Metadata,
-        progress: Option<(&mut Progress, u64)>,
     ) -> anyhow::Result<()> {
         let seen = Seen::of(before);
         if self.shards.get(file_name).is_some_and(|st| st.seen == seen)
@@ -549,34 +673,23 @@ impl Index {
             }
         };
         st.bytes = meta.len();
-        // At the build, what the archive holds of this file (before its offset and stamped
-        // before its watermark) is read from the archive: read here, it is only counted.
-        let split = self
-            .build_splits
-            .get(&*file_name.to_string_lossy())
-            .copied()
-            .filter(|sp| {
-                self.building && sp.id == FileId::of(&meta) && sp.offset >= st.cursor.offset
-            });
-        st.split_used = split.map(|sp| sp.id);
-        let mut progress = progress;
-        let mut rest = Phase::All;
-        if let Some(sp) = split {
-            let p = progress.as_mut().map(|(p, done)| (&mut **p, *done));
-            let archived = Phase::Archived {
-                end: sp.offset,
-                below: sp.watermark,
-            };
-            self.read_records(&mut st, &file, &name, archived, p)?;
-            rest = Phase::PastSync {
-                below: sp.watermark,
-            };
-        }
-        let p = progress.as_mut().map(|(p, done)| (&mut **p, *done));
-        self.read_records(&mut st, &file, &name, rest, p)?;
+        self.read_records(&mut st, &file, &name, Phase::All, None)?;
+        self.keep_shard(file_name, st, file, &meta);
+        Ok(())
+    }
+
+    /// Puts `st`, just read from `file` (`meta` before the read), back in the index, the
+    /// file held while fewer than [`MAX_HELD_FILES`] are.
+    fn keep_shard(
+        &mut self,
+        file_name: &OsStr,
+        mut st: ShardState,
+        file: File,
+        meta: &std::fs::Metadata,
+    ) {
         // Unchanged from here on only if nothing came after what was read.
         st.seen = if st.cursor.offset == meta.len() {
-            Seen::of(&meta)
+            Seen::of(meta)
         } else {
             Seen::default()
         };
@@ -587,7 +700,6 @@ impl Index {
             st.held = Some(file);
         }
         self.shards.insert(file_name.to_os_string(), st);
-        Ok(())
     }
 
     /// Opens shard file `file_name` (`seen` as listed), or remembers and names it once when
@@ -754,6 +866,9 @@ impl Index {
             file,
             name,
         )?;
+        if !resume.missed.is_empty() || resume.gap_unknown {
+            self.gaps_from_archive += 1;
+        }
         for line in &resume.missed {
             if let Ok(rec) = cfn_core::reader::parse_record(line) {
                 self.add(st.n, &rec);
@@ -1205,6 +1320,247 @@ mod tests {
             !index.covers(&q(now, now + 3 * 3_600_000)),
             "reaches a future record"
         );
+    }
+
+    /// A record of metric `m` stamped `ts`, as a shard line.
+    fn line(ts: EpochMs, v: f64) -> String {
+        format!(
+            "{{\"timestamp\":\"{}\",\"metric\":\"m\",\"value\":{v}}}\n",
+            format_ms(ts)
+        )
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    }
+
+    /// The archiver's sync and trim, done in the test's own time (between two steps of a
+    /// build), with the state file the index reads (contract section 7).
+    struct Archiver {
+        hot: std::path::PathBuf,
+        archive: std::path::PathBuf,
+        state: serde_json::Value,
+    }
+
+    impl Archiver {
+        fn new(hot: &Path, archive: &Path) -> Self {
+            Self {
+                hot: hot.to_path_buf(),
+                archive: archive.to_path_buf(),
+                state: serde_json::json!({"shards": {}, "trims": {}}),
+            }
+        }
+
+        fn shard(&self, n: u32) -> (std::path::PathBuf, String) {
+            let name = format!("cfn-metrics-{n}.jsonl");
+            (self.hot.join(&name), name)
+        }
+
+        fn cursor(&self, name: &str, path: &Path) -> ShardCursor {
+            match self.state["shards"].get(name) {
+                Some(c) => serde_json::from_value(c.clone()).unwrap(),
+                None => ShardCursor::at_start(FileId::of(&std::fs::metadata(path).unwrap())),
+            }
+        }
+
+        fn save(&self) {
+            let path = self.archive.join(cfn_core::cursor::ARCHIVE_STATE_FILE);
+            std::fs::write(path, self.state.to_string()).unwrap();
+        }
+
+        /// Appends what the shard holds past the archived offset to the day files.
+        fn sync(&mut self, n: u32) {
+            let (path, name) = self.shard(n);
+            let mut cursor = self.cursor(&name, &path);
+            let bytes = std::fs::read(&path).unwrap();
+            for l in bytes[cursor.offset as usize..].split_inclusive(|&b| b == b'\n') {
+                let ts = cfn_core::reader::parse_record(&l[..l.len() - 1])
+                    .unwrap()
+                    .ts_ms;
+                let day = cfn_core::time::utc_day(ts);
+                append(
+                    &cfn_core::paths::archive_path(&self.archive, &day, n),
+                    std::str::from_utf8(l).unwrap(),
+                );
+            }
+            cursor.offset = bytes.len() as u64;
+            self.state["shards"][&name] = serde_json::to_value(cursor).unwrap();
+            self.save();
+        }
+
+        /// Rewrites the shard without its archived records stamped before `cutoff` and
+        /// renames the new file into place, the trim recorded first.
+        fn trim(&mut self, n: u32, cutoff: EpochMs) {
+            let (path, name) = self.shard(n);
+            let mut cursor = self.cursor(&name, &path);
+            let bytes = std::fs::read(&path).unwrap();
+            let mut cut = 0;
+            for l in bytes[..cursor.offset as usize].split_inclusive(|&b| b == b'\n') {
+                let rec = cfn_core::reader::parse_record(&l[..l.len() - 1]).unwrap();
+                if rec.ts_ms >= cutoff {
+                    break;
+                }
+                cut += l.len();
+            }
+            let tmp = self.hot.join(format!(".trim-{n}"));
+            std::fs::write(&tmp, &bytes[cut..]).unwrap();
+            let (from, to) = (cursor.id(), FileId::of(&std::fs::metadata(&tmp).unwrap()));
+            let trim = cfn_core::cursor::Trim {
+                from_dev: from.dev,
+                from_ino: from.ino,
+                to_dev: to.dev,
+                to_ino: to.ino,
+                cut: cut as u64,
+                cutoff: Some(cutoff),
+            };
+            let trims = &mut self.state["trims"][&name];
+            if trims.is_null() {
+                *trims = serde_json::json!([]);
+            }
+            trims
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::to_value(trim).unwrap());
+            self.save();
+            std::fs::rename(&tmp, &path).unwrap();
+            cursor.move_to(to, cursor.offset - cut as u64);
+            self.state["shards"][&name] = serde_json::to_value(cursor).unwrap();
+            self.save();
+        }
+    }
+
+    /// An index of `hot` and `archive` built with `hook` called after each shard's read
+    /// (before its archive), catching up every `catch_up_every`, then refreshed once.
+    fn index_built_with(
+        hot: &Path,
+        archive: &Path,
+        now: EpochMs,
+        catch_up_every: std::time::Duration,
+        hook: impl FnMut(u32) + Send + 'static,
+    ) -> Index {
+        let src = Sources {
+            metrics_dir: hot.to_path_buf(),
+            shard_count: 16,
+            archive_dir: Some(archive.to_path_buf()),
+            alert_state: None,
+            alerts_log: None,
+        };
+        let dims = Dims::new(vec![], 1 << 20);
+        let histograms = Histograms::new(crate::histogram::HistogramConfig::default());
+        let mut index = Index::empty(src, 86_400_000, now, 10, histograms, dims);
+        index.after_hot_read = Some(Box::new(hook));
+        index.catch_up_every = catch_up_every;
+        index.build_all().unwrap();
+        index.refresh(now, Look::Quick).unwrap();
+        index
+    }
+
+    fn hot_and_archive() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (hot, archive) = (dir.path().join("hot"), dir.path().join("archive"));
+        std::fs::create_dir(&hot).unwrap();
+        std::fs::create_dir(&archive).unwrap();
+        (dir, hot, archive)
+    }
+
+    const NOW: EpochMs = 1_795_773_600_000; // 10:00 UTC: every record here is of that day
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn a_replay_appended_and_synced_after_its_shard_was_read_is_counted_once() {
+        // The build reads a shard, then the archive older than the shard's hot records.
+        // A replay (stamped before the trim threshold) appended after the shard was read
+        // and synced before its day file is read would be in both: the day files are
+        // opened, and their lengths taken, before the shard is read.
+        let (_dir, hot, archive) = hot_and_archive();
+        let shard = hot.join("cfn-metrics-4.jsonl");
+        std::fs::write(
+            &shard,
+            line(NOW - 30 * MIN, 1.0) + &line(NOW - 29 * MIN, 2.0) + &line(NOW - MIN / 6, 4.0),
+        )
+        .unwrap();
+        let mut arch = Archiver::new(&hot, &archive);
+        arch.sync(4);
+        arch.trim(4, NOW - MIN);
+        assert_eq!(std::fs::read_to_string(&shard).unwrap().lines().count(), 1);
+        let index = index_built_with(&hot, &archive, NOW, CATCH_UP_EVERY, move |n| {
+            assert_eq!(n, 4);
+            append(&arch.shard(4).0, &line(NOW - 180 * MIN, 3.0));
+            arch.sync(4);
+        });
+        assert_eq!(index.indexed_records(), 4);
+    }
+
+    #[test]
+    fn a_shard_trimmed_after_the_build_began_is_split_by_the_state_of_its_file() {
+        // Shard 2 is trimmed while shard 1 is built, and then gets a replay older than
+        // anything it holds: the split must be the one the state gives its new file, not
+        // the one read when the build began (nor the oldest hot record, which the replay
+        // makes hours too old: the records trimmed would then be missed).
+        let (_dir, hot, archive) = hot_and_archive();
+        std::fs::write(hot.join("cfn-metrics-1.jsonl"), line(NOW - MIN / 12, 10.0)).unwrap();
+        std::fs::write(
+            hot.join("cfn-metrics-2.jsonl"),
+            line(NOW - 180 * MIN, 1.0) + &line(NOW - 50 * MIN, 2.0) + &line(NOW - 5 * MIN, 3.0),
+        )
+        .unwrap();
+        let mut arch = Archiver::new(&hot, &archive);
+        arch.sync(2);
+        arch.trim(2, NOW - 120 * MIN);
+        let index = index_built_with(&hot, &archive, NOW, CATCH_UP_EVERY, move |n| {
+            if n == 1 {
+                arch.trim(2, NOW - 30 * MIN);
+                append(&arch.shard(2).0, &line(NOW - 170 * MIN, 4.0));
+            }
+        });
+        assert_eq!(index.indexed_records(), 5);
+    }
+
+    #[test]
+    fn a_shard_trimmed_twice_during_the_build_is_followed_file_by_file() {
+        // Shard 1 is trimmed while its archive is read and again while shard 2 is built,
+        // with records appended before each trim. Caught up between the two, the index
+        // follows each trim from the file it holds; without that, it would have to read the
+        // records in between back from the archive's day files.
+        let run = |catch_up_every| {
+            let (_dir, hot, archive) = hot_and_archive();
+            std::fs::write(
+                hot.join("cfn-metrics-1.jsonl"),
+                line(NOW - 180 * MIN, 1.0)
+                    + &line(NOW - 50 * MIN, 2.0)
+                    + &line(NOW - 40 * MIN, 3.0),
+            )
+            .unwrap();
+            std::fs::write(hot.join("cfn-metrics-2.jsonl"), line(NOW - MIN, 10.0)).unwrap();
+            std::fs::write(hot.join("cfn-metrics-3.jsonl"), line(NOW - MIN, 20.0)).unwrap();
+            let mut arch = Archiver::new(&hot, &archive);
+            arch.sync(1);
+            arch.trim(1, NOW - 120 * MIN);
+            let shard = arch.shard(1).0;
+            let index = index_built_with(&hot, &archive, NOW, catch_up_every, move |n| {
+                let (ts, cutoff) = match n {
+                    1 => (NOW - MIN / 3, NOW - 45 * MIN),
+                    2 => (NOW - MIN / 6, NOW - MIN / 12),
+                    _ => return,
+                };
+                append(&shard, &line(ts, 4.0));
+                arch.sync(1);
+                arch.trim(1, cutoff);
+                if n == 2 {
+                    append(&shard, &line(NOW - MIN / 60, 5.0));
+                }
+            });
+            (index.indexed_records(), index.gaps_from_archive)
+        };
+        assert_eq!(run(std::time::Duration::ZERO), (8, 0));
+        // Without catching up, the count is still right here (all in one day file), but
+        // only by reading the archive back.
+        assert_eq!(run(std::time::Duration::from_secs(3600)), (8, 1));
     }
 
     #[test]
