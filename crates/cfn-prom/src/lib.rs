@@ -129,12 +129,13 @@ pub fn base_value(unit: Option<&str>, v: f64) -> f64 {
 
 /// An exposition: the text, what was renamed or left out (warnings), and each histogram
 /// series' native buckets by family name and label text (`agent="a1"`, without `le`), for
-/// the protobuf form.
+/// the protobuf form (borrowed from the series rendered: a scrape of thousands of series
+/// copies none of them).
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub struct Exposition<'h> {
     pub text: String,
     pub warnings: Vec<Warning>,
-    pub natives: BTreeMap<(String, String), cfn_stats::exponential::ExpHistogram>,
+    pub natives: BTreeMap<(String, String), &'h cfn_stats::exponential::ExpHistogram>,
 }
 
 /// Renders aggregates as summaries and `hists` as histogram families
@@ -149,15 +150,74 @@ pub fn render_with_histograms(
     (e.text, e.warnings)
 }
 
+/// One block of the exposition, by family name: a summary family's summary, minimum or
+/// maximum, or a histogram family.
+enum Block<'a, 'h> {
+    Summary(&'a str, &'a Family<'a>, SummaryPart),
+    Histogram(&'a str, &'a HistogramFamily<'h>),
+}
+
+impl Block<'_, '_> {
+    /// At least the length of the block's text: its two comment lines (with the source
+    /// name, unit and help) and each sample line (name, labels, a quantile or `le` label,
+    /// and a value of at most 24 characters).
+    fn max_len(&self) -> usize {
+        const HEAD: usize = 256;
+        const LINE: usize = 80;
+        match self {
+            Block::Summary(base, fam, part) => {
+                let head = HEAD + 2 * base.len() + 2 * fam.source.len();
+                let lines: usize = fam
+                    .series
+                    .iter()
+                    .map(|(key, a)| {
+                        let n = match part {
+                            SummaryPart::Distribution => a.quantiles.len() + 2,
+                            _ => 1,
+                        };
+                        n * (LINE + base.len() + key.len())
+                    })
+                    .sum();
+                head + lines
+            }
+            Block::Histogram(base, fam) => {
+                let head = HEAD + 2 * base.len() + fam.metric.len();
+                let lines: usize = fam
+                    .series
+                    .iter()
+                    .map(|(key, h)| (h.bounds.len() + 3) * (LINE + base.len() + key.len()))
+                    .sum();
+                head + lines
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SummaryPart {
+    Distribution,
+    Min,
+    Max,
+}
+
+/// A histogram family, named, its series by label text.
+struct HistogramFamily<'h> {
+    metric: String,
+    unit: Option<String>,
+    scale: Scale,
+    series: BTreeMap<String, &'h HistogramSeries>,
+}
+
 /// [`render_with_histograms`], also keeping each histogram series' native buckets for
-/// [`protobuf::encode`].
-pub fn render_exposition(
+/// [`protobuf::encode`]. Names are given first (summaries, then histograms, so the result
+/// does not depend on the order of the input), then every block is written once, in name
+/// order, into the text: memory is the text's, not a copy of it per block.
+pub fn render_exposition<'h>(
     aggs: &[Aggregate],
-    hists: &[HistogramSeries],
+    hists: &'h [HistogramSeries],
     opts: &Options,
-) -> Exposition {
+) -> Exposition<'h> {
     let mut warnings = Vec::new();
-    let mut natives = BTreeMap::new();
     let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
     for a in aggs {
         by_metric.entry(&a.metric).or_default().push(a);
@@ -184,34 +244,58 @@ pub fn render_exposition(
             },
         );
     }
-    // Every family in one contiguous block, all blocks sorted by name.
-    let mut blocks: BTreeMap<String, String> = BTreeMap::new();
-    for (base, fam) in &families {
-        write_family(base, fam, &mut blocks);
-    }
     let mut hist_by_metric: BTreeMap<&str, Vec<&HistogramSeries>> = BTreeMap::new();
     for h in hists {
         hist_by_metric.entry(&h.metric).or_default().push(h);
     }
     let mut order: Vec<&str> = hist_by_metric.keys().copied().collect();
     order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
+    let mut hist_families: BTreeMap<String, HistogramFamily<'h>> = BTreeMap::new();
+    let mut natives = BTreeMap::new();
     for metric in order {
         let list = &hist_by_metric[metric];
         let unit = list.iter().find_map(|h| h.unit.clone());
         let base_unit = base_unit(unit.as_deref());
         let base = histogram_name(metric, base_unit.as_ref(), opts, &mut used, &mut warnings);
-        let shown = base_unit.as_ref().map(|b| b.name.to_string()).or(unit);
-        let scale = base_unit.map_or(Scale::Identity, |b| b.scale);
-        let block = histogram_block(&base, metric, shown.as_deref(), scale, list, &mut warnings);
-        for (key, h) in block.1 {
+        let series = histogram_series(metric, list, &mut warnings);
+        for (key, h) in &series {
             if let Some(n) = &h.native {
-                natives.insert((base.clone(), key), n.clone());
+                natives.insert((base.clone(), key.clone()), n);
             }
         }
-        blocks.insert(base.clone(), block.0);
+        hist_families.insert(
+            base,
+            HistogramFamily {
+                metric: metric.to_string(),
+                unit: base_unit.as_ref().map(|b| b.name.to_string()).or(unit),
+                scale: base_unit.map_or(Scale::Identity, |b| b.scale),
+                series,
+            },
+        );
+    }
+    // Every family in one contiguous block, all blocks sorted by name.
+    let mut blocks: BTreeMap<String, Block<'_, 'h>> = BTreeMap::new();
+    for (base, fam) in &families {
+        let part = |p| Block::Summary(base, fam, p);
+        blocks.insert(format!("{base}_min"), part(SummaryPart::Min));
+        blocks.insert(format!("{base}_max"), part(SummaryPart::Max));
+        blocks.insert(base.clone(), part(SummaryPart::Distribution));
+    }
+    for (base, fam) in &hist_families {
+        blocks.insert(base.clone(), Block::Histogram(base, fam));
+    }
+    // Sized up front from a bound on each block's length: grown by doubling, a text of
+    // tens of megabytes would be copied at each step (the old copy and the new one both
+    // resident), and capacity never written costs no memory.
+    let mut text = String::with_capacity(blocks.values().map(Block::max_len).sum());
+    for block in blocks.values() {
+        match block {
+            Block::Summary(base, fam, part) => write_summary_part(base, fam, *part, &mut text),
+            Block::Histogram(base, fam) => write_histogram(base, fam, &mut text),
+        }
     }
     Exposition {
-        text: blocks.into_values().collect(),
+        text,
         warnings,
         natives,
     }
@@ -242,22 +326,13 @@ fn histogram_name(
     unique_name(base, metric, &["_bucket", "_sum", "_count"], used, warnings)
 }
 
-/// The text of one histogram family, and its series by label text.
-fn histogram_block<'h>(
-    base: &str,
+/// A histogram family's series by label text (labels made valid; a collision renamed and
+/// reported).
+fn histogram_series<'h>(
     metric: &str,
-    unit: Option<&str>,
-    scale: Scale,
     list: &[&'h HistogramSeries],
     warnings: &mut Vec<Warning>,
-) -> (String, BTreeMap<String, &'h HistogramSeries>) {
-    let unit_note = unit.map(|u| format!(" (unit: {u})")).unwrap_or_default();
-    let mut out = format!(
-        "# HELP {base} {}\n# TYPE {base} histogram\n",
-        escape_help(&format!(
-            "Values of {metric}{unit_note} appended to the hot shards since cfn-serve started"
-        ))
-    );
+) -> BTreeMap<String, &'h HistogramSeries> {
     let mut series: BTreeMap<String, &'h HistogramSeries> = BTreeMap::new();
     for h in list {
         let mut labels: Vec<(String, String)> = Vec::new();
@@ -280,7 +355,25 @@ fn histogram_block<'h>(
             .join(",");
         series.insert(key, h);
     }
-    for (key, h) in &series {
+    series
+}
+
+/// Writes histogram family `base` to `out`.
+fn write_histogram(base: &str, fam: &HistogramFamily<'_>, out: &mut String) {
+    let unit_note = fam
+        .unit
+        .as_deref()
+        .map(|u| format!(" (unit: {u})"))
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "# HELP {base} {}\n# TYPE {base} histogram\n",
+        escape_help(&format!(
+            "Values of {}{unit_note} appended to the hot shards since cfn-serve started",
+            fam.metric
+        ))
+    );
+    for (key, h) in &fam.series {
         let sep = if key.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
         for (i, bound) in h.bounds.iter().enumerate() {
@@ -288,7 +381,7 @@ fn histogram_block<'h>(
             let _ = writeln!(
                 out,
                 "{base}_bucket{{{key}{sep}le=\"{}\"}} {cumulative}",
-                format_value(scale.apply(*bound))
+                format_value(fam.scale.apply(*bound))
             );
         }
         let count: u64 = h.counts.iter().sum();
@@ -301,11 +394,10 @@ fn histogram_block<'h>(
         let _ = writeln!(
             out,
             "{base}_sum{braces} {}",
-            format_value(scale.apply(h.sum))
+            format_value(fam.scale.apply(h.sum))
         );
         let _ = writeln!(out, "{base}_count{braces} {count}");
     }
-    (out, series)
 }
 
 /// The family name of `metric` (prefixed, sanitized, converted to the base unit, and made
@@ -427,23 +519,27 @@ fn newest_series<'a>(
     series
 }
 
-/// Writes the summary, `_min` and `_max` blocks of one family into `blocks`.
-fn write_family(base: &str, fam: &Family<'_>, blocks: &mut BTreeMap<String, String>) {
+/// Writes one block of summary family `base` to `out`: the summary, or its `_min` or
+/// `_max` gauge.
+fn write_summary_part(base: &str, fam: &Family<'_>, part: SummaryPart, out: &mut String) {
     let unit_note = fam
         .unit
         .as_deref()
         .map(|u| format!(" (unit: {u})"))
         .unwrap_or_default();
-    let head = |name: &str, kind: &str, what: &str| {
-        let help = escape_help(&format!(
-            "{what} of {}{unit_note}, from cfn-agg",
-            fam.source
-        ));
-        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")
+    let (suffix, kind, what) = match part {
+        SummaryPart::Distribution => ("", "summary", "Distribution"),
+        SummaryPart::Min => ("_min", "gauge", "Minimum"),
+        SummaryPart::Max => ("_max", "gauge", "Maximum"),
     };
-    let mut summary = head(base, "summary", "Distribution");
-    let mut min = head(&format!("{base}_min"), "gauge", "Minimum");
-    let mut max = head(&format!("{base}_max"), "gauge", "Maximum");
+    let help = escape_help(&format!(
+        "{what} of {}{unit_note}, from cfn-agg",
+        fam.source
+    ));
+    let _ = write!(
+        out,
+        "# HELP {base}{suffix} {help}\n# TYPE {base}{suffix} {kind}\n"
+    );
     let conv = |v: f64| format_value(fam.scale.apply(v));
     for (key, a) in &fam.series {
         let with = |extra: &str| -> String {
@@ -454,18 +550,23 @@ fn write_family(base: &str, fam: &Family<'_>, blocks: &mut BTreeMap<String, Stri
                 (false, false) => format!("{{{key},{extra}}}"),
             }
         };
-        for (q, v) in &a.quantiles {
-            let quantile = format!("quantile=\"{}\"", cfn_core::record::number_text(*q));
-            let _ = writeln!(summary, "{base}{} {}", with(&quantile), conv(*v));
+        match part {
+            SummaryPart::Distribution => {
+                for (q, v) in &a.quantiles {
+                    let quantile = format!("quantile=\"{}\"", cfn_core::record::number_text(*q));
+                    let _ = writeln!(out, "{base}{} {}", with(&quantile), conv(*v));
+                }
+                let _ = writeln!(out, "{base}_sum{} {}", with(""), conv(a.sum));
+                let _ = writeln!(out, "{base}_count{} {}", with(""), a.count);
+            }
+            SummaryPart::Min => {
+                let _ = writeln!(out, "{base}_min{} {}", with(""), conv(a.min));
+            }
+            SummaryPart::Max => {
+                let _ = writeln!(out, "{base}_max{} {}", with(""), conv(a.max));
+            }
         }
-        let _ = writeln!(summary, "{base}_sum{} {}", with(""), conv(a.sum));
-        let _ = writeln!(summary, "{base}_count{} {}", with(""), a.count);
-        let _ = writeln!(min, "{base}_min{} {}", with(""), conv(a.min));
-        let _ = writeln!(max, "{base}_max{} {}", with(""), conv(a.max));
     }
-    blocks.insert(base.to_string(), summary);
-    blocks.insert(format!("{base}_min"), min);
-    blocks.insert(format!("{base}_max"), max);
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ impl FamilyBuilder {
 
     /// Adds one sample line's value (a histogram's native buckets from `natives` when its
     /// metric is first seen).
-    fn add(&mut self, (name, mut labels, value): Sample, natives: &Natives) {
+    fn add(&mut self, (name, mut labels, value): Sample, natives: &Natives<'_>) {
         let suffix = name.strip_prefix(self.family.name.as_str()).unwrap_or("");
         let special = match self.kind {
             MetricType::Histogram => "le",
@@ -342,7 +342,7 @@ impl FamilyBuilder {
     }
 }
 
-type Natives = BTreeMap<(String, String), cfn_stats::exponential::ExpHistogram>;
+type Natives<'h> = BTreeMap<(String, String), &'h cfn_stats::exponential::ExpHistogram>;
 
 /// The families of one text exposition, native buckets added from `e.natives`.
 pub fn families(e: &Exposition) -> Vec<MetricFamily> {
@@ -451,7 +451,7 @@ mod tests {
         };
         e.natives.insert(
             ("cfn_m_hist_seconds".into(), "agent=\"a \\\"1\\\"\"".into()),
-            native,
+            &native,
         );
         let bytes = encode(&e);
         let mut rest = &bytes[..];
