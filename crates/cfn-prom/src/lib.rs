@@ -218,60 +218,16 @@ pub fn render_exposition<'h>(
     opts: &Options,
 ) -> Exposition<'h> {
     let mut warnings = Vec::new();
-    let mut by_metric: BTreeMap<&str, Vec<&Aggregate>> = BTreeMap::new();
-    for a in aggs {
-        by_metric.entry(&a.metric).or_default().push(a);
-    }
-    // Assign names: metrics whose sanitized name needs no change go first, so a clean name
-    // keeps its name whatever else appears; later colliders get a stable hash suffix.
-    let mut order: Vec<&str> = by_metric.keys().copied().collect();
-    order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
     let mut used: BTreeMap<String, String> = BTreeMap::new();
-    let mut families: BTreeMap<String, Family<'_>> = BTreeMap::new();
-    for metric in order {
-        let list = &by_metric[metric];
-        let unit = list.iter().find_map(|a| a.unit.clone());
-        let (base, scale, shown_unit) =
-            family_name(metric, unit.as_deref(), opts, &mut used, &mut warnings);
-        let series = newest_series(metric, list, &mut warnings);
-        families.insert(
-            base,
-            Family {
-                source: metric.to_string(),
-                unit: shown_unit.or(unit),
-                scale,
-                series,
-            },
-        );
-    }
-    let mut hist_by_metric: BTreeMap<&str, Vec<&HistogramSeries>> = BTreeMap::new();
-    for h in hists {
-        hist_by_metric.entry(&h.metric).or_default().push(h);
-    }
-    let mut order: Vec<&str> = hist_by_metric.keys().copied().collect();
-    order.sort_by_key(|m| (sanitize_name(m) != *m, *m));
-    let mut hist_families: BTreeMap<String, HistogramFamily<'h>> = BTreeMap::new();
+    let families = summary_families(aggs, opts, &mut used, &mut warnings);
+    let hist_families = histogram_families(hists, opts, &mut used, &mut warnings);
     let mut natives = BTreeMap::new();
-    for metric in order {
-        let list = &hist_by_metric[metric];
-        let unit = list.iter().find_map(|h| h.unit.clone());
-        let base_unit = base_unit(unit.as_deref());
-        let base = histogram_name(metric, base_unit.as_ref(), opts, &mut used, &mut warnings);
-        let series = histogram_series(metric, list, &mut warnings);
-        for (key, h) in &series {
+    for (base, fam) in &hist_families {
+        for (key, h) in &fam.series {
             if let Some(n) = &h.native {
                 natives.insert((base.clone(), key.clone()), n);
             }
         }
-        hist_families.insert(
-            base,
-            HistogramFamily {
-                metric: metric.to_string(),
-                unit: base_unit.as_ref().map(|b| b.name.to_string()).or(unit),
-                scale: base_unit.map_or(Scale::Identity, |b| b.scale),
-                series,
-            },
-        );
     }
     // Every family in one contiguous block, all blocks sorted by name.
     let mut blocks: BTreeMap<String, Block<'_, 'h>> = BTreeMap::new();
@@ -299,6 +255,75 @@ pub fn render_exposition<'h>(
         warnings,
         natives,
     }
+}
+
+/// `items` grouped by metric, the metrics in the order names are given: those whose
+/// sanitized name needs no change first, so a clean name keeps its name whatever else
+/// appears.
+fn in_naming_order<'a, T>(
+    items: &'a [T],
+    metric_of: impl Fn(&'a T) -> &'a str,
+) -> Vec<(&'a str, Vec<&'a T>)> {
+    let mut by_metric: BTreeMap<&str, Vec<&T>> = BTreeMap::new();
+    for item in items {
+        by_metric.entry(metric_of(item)).or_default().push(item);
+    }
+    let mut order: Vec<(&str, Vec<&T>)> = by_metric.into_iter().collect();
+    order.sort_by_key(|(m, _)| (sanitize_name(m) != *m, *m));
+    order
+}
+
+/// The summary families of `aggs` by name, named in [`in_naming_order`]; colliders get a
+/// stable hash suffix (`used` keeps every name given).
+fn summary_families<'a>(
+    aggs: &'a [Aggregate],
+    opts: &Options,
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> BTreeMap<String, Family<'a>> {
+    let mut families = BTreeMap::new();
+    for (metric, list) in in_naming_order(aggs, |a| &a.metric) {
+        let unit = list.iter().find_map(|a| a.unit.clone());
+        let (base, scale, shown_unit) = family_name(metric, unit.as_deref(), opts, used, warnings);
+        let series = newest_series(metric, &list, warnings);
+        families.insert(
+            base,
+            Family {
+                source: metric.to_string(),
+                unit: shown_unit.or(unit),
+                scale,
+                series,
+            },
+        );
+    }
+    families
+}
+
+/// The histogram families of `hists` by name, named after the summaries (as
+/// [`summary_families`] does, in `used`).
+fn histogram_families<'h>(
+    hists: &'h [HistogramSeries],
+    opts: &Options,
+    used: &mut BTreeMap<String, String>,
+    warnings: &mut Vec<Warning>,
+) -> BTreeMap<String, HistogramFamily<'h>> {
+    let mut families = BTreeMap::new();
+    for (metric, list) in in_naming_order(hists, |h| &h.metric) {
+        let unit = list.iter().find_map(|h| h.unit.clone());
+        let base_unit = base_unit(unit.as_deref());
+        let base = histogram_name(metric, base_unit.as_ref(), opts, used, warnings);
+        let series = histogram_series(metric, &list, warnings);
+        families.insert(
+            base,
+            HistogramFamily {
+                metric: metric.to_string(),
+                unit: base_unit.as_ref().map(|b| b.name.to_string()).or(unit),
+                scale: base_unit.map_or(Scale::Identity, |b| b.scale),
+                series,
+            },
+        );
+    }
+    families
 }
 
 /// The name of a metric's histogram family: `<prefix><metric>_hist`, with its base unit's
