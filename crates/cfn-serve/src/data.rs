@@ -200,7 +200,7 @@ struct HeldDay {
 /// into place). cfn-serve's build takes one per shard right after reading the archive
 /// state and before reading the shard, so a record the archiver syncs after that (one
 /// appended to the shard meanwhile) is read from the shard alone.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ArchiveSnapshot {
     days: Vec<HeldDay>,
 }
@@ -251,14 +251,6 @@ impl ArchiveSnapshot {
             });
         }
         Ok(Self { days })
-    }
-
-    /// Files held open.
-    pub fn files(&self) -> usize {
-        self.days
-            .iter()
-            .map(|d| usize::from(d.plain.is_some()) + usize::from(d.gz.is_some()))
-            .sum()
     }
 
     /// Calls `f` with the records of `filter` older than their shard's oldest hot record
