@@ -183,7 +183,7 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__prune)
-            opts="-h --keep --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --keep --upload --cold-layout --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -195,6 +195,10 @@ _cfn__archive() {
                     ;;
                 --upload)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cold-layout)
+                    COMPREPLY=($(compgen -W "hive host" -- "${cur}"))
                     return 0
                     ;;
                 --exec)
@@ -245,7 +249,7 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__rotate)
-            opts="-h --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --upload --cold-layout --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,6 +257,10 @@ _cfn__archive() {
             case "${prev}" in
                 --upload)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cold-layout)
+                    COMPREPLY=($(compgen -W "hive host" -- "${cur}"))
                     return 0
                     ;;
                 --exec)
@@ -303,7 +311,7 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__run)
-            opts="-h --hot --keep --upload --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --hot --keep --upload --cold-layout --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,6 +327,10 @@ _cfn__archive() {
                     ;;
                 --upload)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cold-layout)
+                    COMPREPLY=($(compgen -W "hive host" -- "${cur}"))
                     return 0
                     ;;
                 --exec)

@@ -23,13 +23,17 @@ _cfn__cat() {
 
     case "${cmd}" in
         cfn__cat)
-            opts="-f -h -V --endpoint --host-tag --http-timeout --retries --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
+            opts="-f -h -V --endpoint --host-tag --host --http-timeout --retries --since --until --metric --agent --sorted --follow --interval --strict --threads --no-seek --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,6 +27,7 @@ pub const CRASH_POINTS: &[(&str, &str)] = &[
     ("upload", "after_put"),
     ("upload", "after_cold_record"),
     ("upload", "after_part_1"),
+    ("prune", "after_prune_delete"),
     ("state", "before_state_save"),
 ];
 

@@ -130,17 +130,39 @@ pub enum Command {
     },
 }
 
+/// The cold layouts, as `--cold-layout` names them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ColdLayout {
+    #[default]
+    Hive,
+    Host,
+}
+
 /// Cold storage for the files prune deletes (and, with --upload-on-rotate, the days rotate
 /// gzips).
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ColdArgs {
-    /// Cold storage at s3://BUCKET/PREFIX/HOST/ (HOST is $CFN_HOST, else the host name; a
-    /// {host} in the URL puts it there instead). prune uploads each file it is about to
-    /// delete (as .jsonl.gz), verifies and records the copy, and only then deletes the file;
-    /// rotate uploads only with --upload-on-rotate. Credentials and region as the AWS CLI
-    /// reads them.
+    /// Cold storage at s3://BUCKET/PREFIX/host=HOST/dt=YYYY-MM-DD/ (HOST is $CFN_HOST, else
+    /// the host name; a {host} in the URL puts host=HOST there instead). prune uploads each
+    /// file it is about to delete (rotating a plain one first), verifies and records the
+    /// copy, and only then deletes the file; rotate uploads only with --upload-on-rotate.
+    /// Each object is named for its content, so late records for a day already uploaded go
+    /// up as another object beside the first, never over it. Credentials and region as the
+    /// AWS CLI reads them.
     #[arg(long, value_name = "S3_URL")]
     pub upload: Option<String>,
+
+    /// Where below the prefix each host's objects go: hive (host=HOST/dt=YYYY-MM-DD/, which
+    /// DuckDB, Athena, Trino and Spark prune by) or host (HOST/, the previous layout).
+    /// Objects of either layout are recognised, so no day goes up twice across a change.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LAYOUT",
+        default_value = "hive",
+        requires = "upload"
+    )]
+    pub cold_layout: ColdLayout,
 
     /// Also upload each day's .gz as soon as rotate makes it (the cold copy is a day behind).
     #[arg(long, requires = "upload")]
@@ -180,27 +202,6 @@ pub struct ColdArgs {
     pub http: cfn_core::cli::HttpFlags,
 }
 
-/// Where this host's cold copies go: `PREFIX/HOST/` by default, or where `{host}` stands in
-/// the URL; and the URL as given without `{host}` (the flat layout of earlier versions,
-/// whose recorded copies still count).
-fn cold_location(
-    url: &str,
-    host: &str,
-) -> anyhow::Result<(cfn_net::s3::S3Location, cfn_net::s3::S3Location)> {
-    if url.contains("{host}") {
-        let flat =
-            cfn_net::s3::S3Location::parse(&url.replace("{host}/", "").replace("{host}", ""))?;
-        return Ok((
-            cfn_net::s3::S3Location::parse(&url.replace("{host}", host))?,
-            flat,
-        ));
-    }
-    let flat = cfn_net::s3::S3Location::parse(url)?;
-    let mut by_host = flat.clone();
-    by_host.prefix = format!("{}{host}/", flat.prefix);
-    Ok((by_host, flat))
-}
-
 impl ColdArgs {
     /// The target these flags describe, if any.
     ///
@@ -213,7 +214,7 @@ impl ColdArgs {
         let Some(url) = &self.upload else {
             return Ok(None);
         };
-        let (location, flat) = cold_location(url, &cfn_core::paths::host_identity()?)?;
+        let location = cfn_net::s3::S3Location::parse(url)?;
         let part_size = self.part_size;
         if part_size < 5 << 20 {
             return Err(fail(
@@ -233,8 +234,13 @@ impl ColdArgs {
         )?;
         Ok(Some(ops::cold::ColdTarget::S3(ops::cold::S3Target {
             client: Box::new(cfn_net::s3::S3Client::new(config).for_tool("cfn-archive")),
-            location,
-            flat,
+            bucket: location.bucket,
+            prefix: location.prefix,
+            host: cfn_core::paths::host_identity()?,
+            layout: match self.cold_layout {
+                ColdLayout::Hive => cfn_core::cold::Layout::Hive,
+                ColdLayout::Host => cfn_core::cold::Layout::Host,
+            },
             threshold: self.multipart_threshold,
             part_size,
             threads: match self.upload_threads {
@@ -388,20 +394,6 @@ fn execute(
 mod tests {
     use super::*;
 
-    #[test]
-    fn cold_copies_go_under_the_host_or_where_its_placeholder_says() {
-        let (at, flat) = cold_location("s3://cold-b/fleet/", "web-1").unwrap();
-        assert_eq!(
-            (at.bucket.as_str(), at.prefix.as_str()),
-            ("cold-b", "fleet/web-1/")
-        );
-        assert_eq!(flat.prefix, "fleet/");
-        let (at, _) = cold_location("s3://cold-b", "web-1").unwrap();
-        assert_eq!(at.prefix, "web-1/");
-        let (at, flat) = cold_location("s3://cold-b/{host}/metrics/", "web-1").unwrap();
-        assert_eq!(at.prefix, "web-1/metrics/");
-        assert_eq!(flat.prefix, "metrics/");
-    }
     use clap::CommandFactory;
 
     #[test]

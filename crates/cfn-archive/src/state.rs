@@ -45,22 +45,58 @@ pub struct ArchiveState {
     /// is in the new one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trims: BTreeMap<String, Vec<cfn_core::cursor::Trim>>,
-    /// Verified copies in cold storage of archive files still here, by file name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cold: BTreeMap<String, ColdCopy>,
+    /// Verified copies in cold storage of archive files still here, by file name: the
+    /// objects holding the file's bytes, in file order from its start (a `.gz` that grew a
+    /// gzip member after an upload has its new bytes in an object of their own). A state of
+    /// the previous version (one copy per file, no offset) reads as a list of one.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "copies_by_file"
+    )]
+    pub cold: BTreeMap<String, Vec<ColdCopy>>,
     /// Multipart uploads in progress, by file name, so a killed upload resumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub uploading: BTreeMap<String, UploadInFlight>,
 }
 
-/// A verified copy of an archive file in cold storage: what was uploaded (the file, or its
-/// gzip) and the object that holds it.
+/// A verified copy in cold storage of the bytes `offset..offset + size` of an archive file
+/// (whole gzip members), and the object that holds them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColdCopy {
     pub url: String,
+    #[serde(default)]
+    pub offset: u64,
     pub size: u64,
     pub md5: String,
     pub etag: String,
+}
+
+impl ColdCopy {
+    /// The first byte of the file after this copy.
+    pub fn end(&self) -> u64 {
+        self.offset + self.size
+    }
+}
+
+/// `cold` of this version (a list per file) or of the previous one (one copy per file).
+fn copies_by_file<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<ColdCopy>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<ColdCopy>),
+        One(ColdCopy),
+    }
+    let by_file = BTreeMap::<String, OneOrMany>::deserialize(d)?;
+    Ok(by_file
+        .into_iter()
+        .map(|(name, copies)| match copies {
+            OneOrMany::Many(v) => (name, v),
+            OneOrMany::One(c) => (name, vec![c]),
+        })
+        .collect())
 }
 
 /// A multipart upload in progress: the object, the upload, what is being uploaded, and the
@@ -68,6 +104,9 @@ pub struct ColdCopy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadInFlight {
     pub url: String,
+    /// Where in the file the bytes being uploaded start.
+    #[serde(default)]
+    pub offset: u64,
     pub upload_id: String,
     pub size: u64,
     pub md5: String,
@@ -107,4 +146,21 @@ pub fn load(archive_dir: &Path) -> anyhow::Result<Option<ArchiveState>> {
 pub fn save(archive_dir: &Path, state: &ArchiveState) -> anyhow::Result<()> {
     crate::hooks::crash_point("before_state_save");
     cfn_core::state_file::save(&state_path(archive_dir), state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_of_the_previous_version_reads_its_one_copy_as_a_list() {
+        let old = r#"{"version":1,"shards":{},"archives":{},"cold":{"cfn-metrics-20261020-2.jsonl.gz":{"url":"s3://b/h/cfn-metrics-20261020-2.jsonl.gz","size":10,"md5":"m","etag":"e"}}}"#;
+        let s: ArchiveState = serde_json::from_str(old).unwrap();
+        let copies = &s.cold["cfn-metrics-20261020-2.jsonl.gz"];
+        assert_eq!(copies.len(), 1);
+        assert_eq!((copies[0].offset, copies[0].end()), (0, 10));
+        let again: ArchiveState =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+    }
 }

@@ -7,6 +7,7 @@ usage: moto_setup.py PORT                  prints "ACCESS_KEY SECRET"
        moto_setup.py PORT AK SK BUCKET     creates BUCKET, signed with the key
        moto_setup.py PORT AK SK BUCKET KEY prints the MD5 and size of an object
        moto_setup.py PORT AK SK BUCKET KEY put   writes "not ours" there
+       moto_setup.py PORT AK SK BUCKET KEY putfile PATH   writes PATH's bytes there
 """
 import hashlib
 import json
@@ -31,6 +32,9 @@ s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
                   aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
 if len(sys.argv) == 5:
     s3.create_bucket(Bucket=sys.argv[4])
+elif len(sys.argv) == 8 and sys.argv[6] == "putfile":
+    with open(sys.argv[7], "rb") as f:
+        s3.put_object(Bucket=sys.argv[4], Key=sys.argv[5], Body=f.read())
 elif len(sys.argv) == 7:
     s3.put_object(Bucket=sys.argv[4], Key=sys.argv[5], Body=b"not ours")
 else:

@@ -55,11 +55,18 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
-    /// For s3:// inputs: add a "host" tag to each record, from the key's HOST segment
-    /// (PREFIX/HOST/cfn-metrics-….jsonl.gz, as cfn-archive --upload stores them), so
-    /// `cfn-agg --by tag:host` gives each host's figures. Records are otherwise unchanged.
+    /// For s3:// inputs: add a "host" tag to each record, from the key's host=HOST segment
+    /// (PREFIX/host=HOST/dt=DAY/…, as cfn-archive --upload stores them) or, in the earlier
+    /// layout, the segment above the file name (PREFIX/HOST/…), so `cfn-agg --by tag:host`
+    /// gives each host's figures. Records are otherwise unchanged.
     #[arg(long)]
     pub host_tag: bool,
+
+    /// For s3:// inputs: only the objects of this host (its host=HOST segment, or its
+    /// HOST segment in the earlier layout). With --since/--until, only that host's days in
+    /// range are listed, not the whole prefix.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 
     /// For s3:// inputs: the longest silence from the store (connecting, awaiting a reply,
     /// or between bytes of a body) and the retries of a failed request, as cfn-archive.

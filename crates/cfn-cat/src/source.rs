@@ -201,8 +201,18 @@ impl ColdObject {
     }
 }
 
-/// The archive files under each s3:// URL whose day can hold records of the filter's range
-/// (by their names; other `.jsonl[.gz]` objects are read whole), in key order.
+/// How deep below a listed prefix the directory walk goes before listing the rest whole:
+/// the Hive layout is two levels (`host=`, `dt=`), an operator's own prefix a few more.
+const MAX_WALK_DEPTH: usize = 8;
+
+/// The most directories one walk lists (a lying store must not make it list for ever).
+const MAX_WALK_DIRS: usize = 10_000;
+
+/// The archive files under each s3:// URL whose host and day can hold records of the
+/// filter's range and `--host` (by their keys; other `.jsonl[.gz]` objects are read whole),
+/// in key order. The prefix is walked a level at a time, so a `host=` or `dt=` directory
+/// that cannot hold such records is never listed: one host's day of a month of a fleet
+/// costs a listing per level, not a listing of the bucket.
 fn cold_objects(
     cli: &Cli,
     urls: &[&PathBuf],
@@ -221,43 +231,94 @@ fn cold_objects(
         ),
     )?;
     let client = std::sync::Arc::new(cfn_net::s3::S3Client::new(config).for_tool("cfn-cat"));
-    const DAY_MS: i64 = 86_400_000;
+    let keys = cfn_core::cold::KeyFilter {
+        host: cli.host.clone(),
+        since: filter.since,
+        until: filter.until,
+    };
     let mut out = Vec::new();
     for url in urls {
         let loc = cfn_net::s3::S3Location::parse(&url.to_string_lossy())?;
-        for (key, _) in client.list(&loc.bucket, &loc.prefix)? {
-            let name = key.rsplit('/').next().unwrap_or(&key);
+        for key in walk(&client, &loc, &keys)? {
+            let below = &key[loc.prefix.len()..];
+            let name = below.rsplit('/').next().unwrap_or(below);
             if !(name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")) {
                 continue;
             }
-            let day_start = cfn_core::paths::parse_cold_name(name)
-                .and_then(|(day, _, _)| cfn_core::time::parse_utc_day(&day));
-            if let Some(start) = day_start
-                && (filter.since.is_some_and(|s| start + DAY_MS <= s)
-                    || filter.until.is_some_and(|u| start >= u))
-            {
+            let parsed = cfn_core::cold::parse_key(below);
+            if !keys.wants(&parsed) {
                 continue;
             }
-            // PREFIX/…/HOST/NAME: the segment just above the file name, when there is one
-            // below the prefix.
-            let host = cli
-                .host_tag
-                .then(|| {
-                    key[loc.prefix.len()..]
-                        .rsplit('/')
-                        .nth(1)
-                        .map(str::to_string)
-                })
-                .flatten()
-                .filter(|h| !h.is_empty());
             out.push(ColdObject {
                 client: client.clone(),
                 bucket: loc.bucket.clone(),
+                day_start: parsed
+                    .day
+                    .as_deref()
+                    .and_then(cfn_core::time::parse_utc_day),
+                host: parsed.host.filter(|_| cli.host_tag),
                 key,
-                day_start,
-                host,
             });
         }
     }
     Ok(out)
+}
+
+/// Every key below `loc` in a directory `keys` may want, in key order. Without a host or a
+/// time range the prefix is listed whole (a page per 1,000 keys). With one, it is walked a
+/// level at a time: a `host=` or `dt=` directory that cannot hold wanted records is never
+/// listed, and one that can is listed whole (a host's month is one page), as is any
+/// directory deeper than [`MAX_WALK_DEPTH`].
+///
+/// # Errors
+/// The listings' errors; exit 65 past [`MAX_WALK_DIRS`] directories.
+fn walk(
+    client: &cfn_net::s3::S3Client,
+    loc: &cfn_net::s3::S3Location,
+    keys: &cfn_core::cold::KeyFilter,
+) -> anyhow::Result<Vec<String>> {
+    let whole = |dir: &str| -> anyhow::Result<Vec<String>> {
+        Ok(client
+            .list(&loc.bucket, dir)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    };
+    if keys.host.is_none() && keys.since.is_none() && keys.until.is_none() {
+        return whole(&loc.prefix);
+    }
+    let mut found = Vec::new();
+    let mut level = vec![loc.prefix.clone()];
+    let mut listed = 0;
+    for depth in 0..=MAX_WALK_DEPTH {
+        let mut next = Vec::new();
+        for dir in level {
+            listed += 1;
+            if listed > MAX_WALK_DIRS {
+                return Err(cfn_core::exit::fail(
+                    cfn_core::exit::Exit::DataErr,
+                    format!(
+                        "listing s3://{}/{}: more than {MAX_WALK_DIRS} directories; nothing was read (narrow the prefix)",
+                        loc.bucket, loc.prefix
+                    ),
+                ));
+            }
+            let segment = dir[loc.prefix.len()..].trim_end_matches('/');
+            let segment = segment.rsplit('/').next().unwrap_or(segment);
+            let partition = segment.starts_with("host=") || segment.starts_with("dt=");
+            if partition || depth == MAX_WALK_DEPTH {
+                found.extend(whole(&dir)?);
+                continue;
+            }
+            let listing = client.list_dir(&loc.bucket, &dir)?;
+            found.extend(listing.objects.into_iter().map(|(k, _)| k));
+            next.extend(listing.dirs.into_iter().filter(|d| {
+                let segment = d[dir.len()..].trim_end_matches('/');
+                keys.may_descend(segment)
+            }));
+        }
+        level = next;
+    }
+    found.sort();
+    Ok(found)
 }

@@ -10,6 +10,7 @@
 pub mod aggregate;
 pub mod alert_event;
 pub mod cli;
+pub mod cold;
 pub mod cursor;
 pub mod exit;
 pub mod fastpath;

@@ -222,46 +222,9 @@ pub fn host_identity() -> anyhow::Result<String> {
         .unwrap_or_else(|| "localhost".into()))
 }
 
-/// Parses the name of a cold-storage object: an archive file name, or the name a plain day
-/// file is uploaded under (`cfn-metrics-YYYYMMDD-N.<12 hex digits>.jsonl.gz`: the digits
-/// are the start of the upload's MD5, so a plain file never takes its `.gz`'s name, nor one
-/// made again later the first one's).
-pub fn parse_cold_name(name: &str) -> Option<(String, u32, bool)> {
-    if let Some(p) = parse_archive_name(name) {
-        return Some(p);
-    }
-    let stem = name.strip_suffix(".jsonl.gz")?;
-    let (stem, tag) = stem.rsplit_once('.')?;
-    if tag.len() != 12 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    parse_archive_name(&format!("{stem}.jsonl.gz"))
-}
-
-/// The cold object name for a plain archive file uploaded gzipped, tagged with the start of
-/// the upload's MD5 (hex); see [`parse_cold_name`].
-pub fn cold_name_of_plain(name: &str, md5_hex: &str) -> String {
-    let stem = name.strip_suffix(".jsonl").unwrap_or(name);
-    format!("{stem}.{}.jsonl.gz", &md5_hex[..md5_hex.len().min(12)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_uploads_never_take_the_gz_name_and_parse_back() {
-        let n = cold_name_of_plain("cfn-metrics-20261101-3.jsonl", "0123456789abcdef0123");
-        assert_eq!(n, "cfn-metrics-20261101-3.0123456789ab.jsonl.gz");
-        assert_ne!(n, "cfn-metrics-20261101-3.jsonl.gz");
-        assert_eq!(parse_cold_name(&n), Some(("20261101".into(), 3, true)));
-        assert_eq!(
-            parse_cold_name("cfn-metrics-20261101-3.jsonl.gz"),
-            Some(("20261101".into(), 3, true))
-        );
-        assert_eq!(parse_cold_name("cfn-metrics-20261101-3.xyz.jsonl.gz"), None);
-        assert_eq!(parse_archive_name(&n), None, "never a local archive name");
-    }
 
     #[test]
     fn agent_42_goes_to_shard_10_of_16() {

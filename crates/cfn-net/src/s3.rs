@@ -60,6 +60,69 @@ impl S3Location {
     }
 }
 
+/// One level of a listing: objects (key, size) and directories (common prefixes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub objects: Vec<(String, u64)>,
+    pub dirs: Vec<String>,
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        self.objects.len() + self.dirs.len()
+    }
+}
+
+/// Adds one listing page's objects and directories below `prefix` to `out`; returns how
+/// many entries it left out as outside the prefix.
+///
+/// # Errors
+/// Exit 65 past [`MAX_LIST_KEYS`] entries.
+fn add_page(text: &str, prefix: &str, what: &str, out: &mut Listing) -> anyhow::Result<u64> {
+    let mut foreign = 0;
+    for c in xml_values(text, "Contents") {
+        let key = xml_values(&c, "Key").into_iter().next();
+        let size = xml_values(&c, "Size")
+            .into_iter()
+            .next()
+            .and_then(|s| s.parse().ok());
+        match (key, size) {
+            (Some(_), Some(_)) if out.len() >= MAX_LIST_KEYS => {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!(
+                        "{what}: more than {MAX_LIST_KEYS} objects; nothing was read (narrow the prefix)"
+                    ),
+                ));
+            }
+            (Some(k), Some(s)) if k.starts_with(prefix) => out.objects.push((k, s)),
+            (Some(_), Some(_)) => foreign += 1,
+            _ => {}
+        }
+    }
+    for c in xml_values(text, "CommonPrefixes") {
+        for p in xml_values(&c, "Prefix") {
+            if out.len() >= MAX_LIST_KEYS {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!(
+                        "{what}: more than {MAX_LIST_KEYS} entries; nothing was read (narrow the prefix)"
+                    ),
+                ));
+            }
+            // A directory is the prefix, one more segment and its `/`.
+            let below = p.strip_prefix(prefix).unwrap_or_default();
+            if p.starts_with(prefix) && below.len() > 1 && below.find('/') == Some(below.len() - 1)
+            {
+                out.dirs.push(p);
+            } else {
+                foreign += 1;
+            }
+        }
+    }
+    Ok(foreign)
+}
+
 /// Access key, secret and session token.
 #[derive(Clone)]
 pub struct Credentials {
@@ -803,11 +866,25 @@ impl S3Client {
     /// not point a reader elsewhere in the bucket).
     ///
     /// # Errors
+    /// As [`S3Client::list_dir`].
+    pub fn list(&self, bucket: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        Ok(self.listing(bucket, prefix, false)?.objects)
+    }
+
+    /// One level below `prefix` (delimiter `/`): the objects there and the directories
+    /// (common prefixes, each ending in `/`), in key order; what lies outside the prefix is
+    /// left out with a warning, as [`S3Client::list`] does.
+    ///
+    /// # Errors
     /// As [`S3Client::send`] and [`S3Client::refused`]; exit 65 when the store hands back a
     /// continuation token it gave before (it would loop for ever) or more than
     /// [`MAX_LIST_PAGES`] pages.
-    pub fn list(&self, bucket: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
-        let mut out = Vec::new();
+    pub fn list_dir(&self, bucket: &str, prefix: &str) -> anyhow::Result<Listing> {
+        self.listing(bucket, prefix, true)
+    }
+
+    fn listing(&self, bucket: &str, prefix: &str, one_level: bool) -> anyhow::Result<Listing> {
+        let mut out = Listing::default();
         let mut token: Option<String> = None;
         let mut seen_tokens = std::collections::HashSet::new();
         let mut foreign = 0u64;
@@ -823,6 +900,9 @@ impl S3Client {
                 ("list-type", "2".to_string()),
                 ("prefix", prefix.to_string()),
             ];
+            if one_level {
+                q.push(("delimiter", "/".to_string()));
+            }
             if let Some(t) = &token {
                 q.push(("continuation-token", t.clone()));
             }
@@ -834,26 +914,7 @@ impl S3Client {
                 return Err(self.refused(&what, &r));
             }
             let text = String::from_utf8_lossy(&r.body);
-            for c in xml_values(&text, "Contents") {
-                let key = xml_values(&c, "Key").into_iter().next();
-                let size = xml_values(&c, "Size")
-                    .into_iter()
-                    .next()
-                    .and_then(|s| s.parse().ok());
-                match (key, size) {
-                    (Some(_), Some(_)) if out.len() >= MAX_LIST_KEYS => {
-                        return Err(fail(
-                            Exit::DataErr,
-                            format!(
-                                "{what}: more than {MAX_LIST_KEYS} objects; nothing was read (narrow the prefix)"
-                            ),
-                        ));
-                    }
-                    (Some(k), Some(s)) if k.starts_with(prefix) => out.push((k, s)),
-                    (Some(_), Some(_)) => foreign += 1,
-                    _ => {}
-                }
-            }
+            foreign += add_page(&text, prefix, &what, &mut out)?;
             token = xml_values(&text, "NextContinuationToken")
                 .into_iter()
                 .next();
@@ -879,7 +940,9 @@ impl S3Client {
                 format!("{what}: left out {foreign} listed keys outside the prefix"),
             );
         }
-        out.sort();
+        out.objects.sort();
+        out.dirs.sort();
+        out.dirs.dedup();
         Ok(out)
     }
 

@@ -1,17 +1,21 @@
 //! Cold storage: hand an archive file to S3 (or to a program) and know it is safe there
 //! before anything deletes it.
 //!
-//! S3: the file (gzipped first into a temp file when still plain) is uploaded in one PUT
-//! with Content-MD5, or in parts above a threshold (each part with its MD5, every part
+//! S3: a day file's bytes not yet in the store go up as one object named for their content
+//! (`cfn_core::cold::object_name`: the day, the shard and the MD5's first digits), in one
+//! PUT with Content-MD5, or in parts above a threshold (each part with its MD5, every part
 //! recorded in the state as the store acknowledges it, so a killed upload resumes), then a
 //! HEAD checks size and ETag against what was sent. Only then is the copy recorded in the
-//! state; `prune` deletes a file only with such a record. S3 makes an object visible whole
-//! or not at all (one PUT, or CompleteMultipartUpload), so the final name never holds a
-//! partial object; an object already there that is not ours is never overwritten.
+//! state; `prune` deletes a file only when recorded copies hold every byte of it. A `.gz`
+//! only ever grows by whole gzip members (late records after its rotation), so the bytes
+//! past the copies are themselves a gzip stream: a day uploaded again becomes a second
+//! object beside the first, never a replacement, and every record is in the store once. An
+//! object is never overwritten: its name says its content, and the upload is conditional.
 
 use super::*;
 use crate::state::{ColdCopy, UploadInFlight};
-use cfn_net::s3::{S3Client, S3Location, hex, md5_of, multipart_etag};
+use cfn_core::cold::{Layout, object_name};
+use cfn_net::s3::{ObjectInfo, S3Client, hex, md5_of, multipart_etag};
 
 /// Where expired files go.
 pub enum ColdTarget {
@@ -23,10 +27,12 @@ pub enum ColdTarget {
 /// An S3 bucket and prefix, and how to upload there.
 pub struct S3Target {
     pub client: Box<S3Client>,
-    /// Where this host's copies go (`PREFIX/HOST/`).
-    pub location: S3Location,
-    /// The same without the host: copies recorded there by earlier versions still count.
-    pub flat: S3Location,
+    pub bucket: String,
+    /// The prefix given (empty or ending in `/`), `{host}` standing where the operator put
+    /// the host's segment; without it the segment follows the prefix.
+    pub prefix: String,
+    pub host: String,
+    pub layout: Layout,
     /// Files bigger than this go up in parts.
     pub threshold: u64,
     pub part_size: u64,
@@ -34,32 +40,78 @@ pub struct S3Target {
     pub threads: usize,
 }
 
-/// The upload source: the file itself, or a gzip of it in a temp file.
+impl S3Target {
+    /// The key prefix where `layout` puts this host's objects of day `yyyymmdd`.
+    pub fn dir(&self, layout: Layout, yyyymmdd: &str) -> String {
+        cfn_core::cold::day_prefix(&self.prefix, &self.host, layout, yyyymmdd)
+    }
+
+    /// The prefix without the host (the flat layout of the first version).
+    fn flat(&self) -> String {
+        cfn_core::cold::flat_prefix(&self.prefix)
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn key_of_url<'u>(&self, url: &'u str) -> Option<&'u str> {
+        url.strip_prefix("s3://")?
+            .strip_prefix(self.bucket.as_str())?
+            .strip_prefix('/')
+    }
+}
+
+/// Bytes `offset..offset + size` of an archive file: what one object holds.
 struct Source {
     path: PathBuf,
-    object: String,
+    offset: u64,
     size: u64,
-    /// The file's MD5 (hex), once a read of it has computed it: a fresh upload reads the
-    /// file once, hashing it on the way; only checks against an earlier copy hash it first.
+    /// Their MD5 (hex), once a read of them has computed it.
     md5: Option<String>,
-    _temp: Option<tempfile::TempPath>,
 }
 
 impl Source {
-    /// The file's MD5 (hex), reading it now when no read has computed it yet.
+    fn new(path: &Path, offset: u64, size: u64) -> Self {
+        Source {
+            path: path.to_path_buf(),
+            offset,
+            size,
+            md5: None,
+        }
+    }
+
+    /// The file opened at the range's start, read only to its end.
+    fn open(&self) -> anyhow::Result<std::io::Take<File>> {
+        let mut f = open_safe(&self.path, Access::Read)?;
+        f.seek(SeekFrom::Start(self.offset))?;
+        Ok(f.take(self.size))
+    }
+
+    /// The range's MD5 (hex), reading it now when no read has computed it yet.
     fn md5(&mut self) -> anyhow::Result<String> {
         if self.md5.is_none() {
-            let (size, md5) = md5_file(&self.path)?;
-            self.size = size;
-            self.md5 = Some(md5);
+            use md5::Digest as _;
+            let mut h = md5::Md5::new();
+            let read = std::io::copy(&mut self.open()?, &mut h)?;
+            if read != self.size {
+                return Err(fail(
+                    Exit::IoErr,
+                    format!(
+                        "{} is shorter than it was a moment ago",
+                        self.path.display()
+                    ),
+                ));
+            }
+            self.md5 = Some(hex(&h.finalize()));
         }
         Ok(self.md5.clone().unwrap_or_default())
     }
 
-    /// The whole file's MD5 and each `part_size` part's, in one read.
+    /// The range's MD5 and each `part_size` part's, in one read.
     fn digests(&mut self, part_size: u64) -> anyhow::Result<Vec<[u8; 16]>> {
         use md5::Digest as _;
-        let mut f = open_safe(&self.path, Access::Read)?;
+        let mut f = self.open()?;
         let mut whole = md5::Md5::new();
         let mut parts = Vec::new();
         let mut buf = Vec::new();
@@ -75,117 +127,21 @@ impl Source {
         self.md5 = Some(hex(&whole.finalize()));
         Ok(parts)
     }
-}
 
-fn md5_file(path: &Path) -> anyhow::Result<(u64, String)> {
-    use md5::Digest as _;
-    let mut f = open_safe(path, Access::Read)?;
-    let mut h = md5::Md5::new();
-    let size = std::io::copy(&mut f, &mut h)?;
-    Ok((size, hex(&h.finalize())))
-}
-
-fn source(ctx: &Ctx, name: &str) -> anyhow::Result<Source> {
-    let path = ctx.archive_dir.join(name);
-    if name.ends_with(".gz") {
-        let size = open_safe(&path, Access::Read)?.metadata()?.len();
-        return Ok(Source {
-            path,
-            object: name.to_string(),
-            size,
-            md5: None,
-            _temp: None,
-        });
-    }
-    // Still plain (today's, or a day rotate has not reached): gzipped on the way, into a
-    // temp file so memory stays bounded, and hashed as it is written. Deterministic (no
-    // name, time 0 in the header), so a resumed upload sends the same bytes.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.gz."))
-        .tempfile_in(&ctx.archive_dir)
-        .map_err(|e| io_fail("cannot create a temp file in", &ctx.archive_dir, &e))?;
-    let (size, md5) = {
-        let mut enc = flate2::write::GzEncoder::new(
-            WriteChecked::new(tmp.as_file_mut()),
-            flate2::Compression::default(),
-        );
-        std::io::copy(&mut open_safe(&path, Access::Read)?, &mut enc)
-            .map_err(|e| io_fail("cannot gzip for upload into", &ctx.archive_dir, &e))?;
-        enc.finish()
-            .map_err(|e| io_fail("cannot gzip for upload into", &ctx.archive_dir, &e))?
-            .digest()
-    };
-    let tmp_path = tmp.into_temp_path();
-    Ok(Source {
-        path: tmp_path.to_path_buf(),
-        // Not `{name}.gz`: that is the day's rotated file's object, and a day can be in both
-        // forms (late records after a rotation); each must reach the store whole.
-        object: cfn_core::paths::cold_name_of_plain(name, &md5),
-        size,
-        md5: Some(md5),
-        _temp: Some(tmp_path),
-    })
-}
-
-/// A writer that fails like a full disk when the test hook says so, and hashes what it
-/// writes.
-struct WriteChecked<'a> {
-    file: &'a mut File,
-    md5: md5::Md5,
-    size: u64,
-}
-
-impl<'a> WriteChecked<'a> {
-    fn new(file: &'a mut File) -> Self {
-        use md5::Digest as _;
-        Self {
-            file,
-            md5: md5::Md5::new(),
-            size: 0,
+    /// Whether `info` describes an object holding exactly these bytes (sent in one PUT, or
+    /// in `part_size` parts).
+    fn is_held_by(&mut self, info: &ObjectInfo, part_size: u64) -> anyhow::Result<bool> {
+        if info.size != self.size {
+            return Ok(false);
         }
-    }
-
-    /// Bytes written and their MD5 (hex).
-    fn digest(self) -> (u64, String) {
-        use md5::Digest as _;
-        (self.size, hex(&self.md5.finalize()))
+        let parts = self.digests(part_size)?;
+        Ok(info.etag == self.md5()? || info.etag == multipart_etag(&parts))
     }
 }
 
-impl Write for WriteChecked<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use md5::Digest as _;
-        check_write(buf.len())?;
-        let n = self.file.write(buf)?;
-        self.md5.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-fn read_at(path: &Path, offset: u64, len: u64) -> anyhow::Result<Vec<u8>> {
-    let mut f = open_safe(path, Access::Read)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(len).read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// The ETag the store gives `src` uploaded as is (one PUT) or in `part_size` parts.
-fn expected_etag(src: &mut Source, multipart: bool, part_size: u64) -> anyhow::Result<String> {
-    let parts = src.digests(part_size)?;
-    if multipart {
-        Ok(multipart_etag(&parts))
-    } else {
-        src.md5()
-    }
-}
-
-/// Sends archive file `name` to `target` unless a verified copy is already recorded;
-/// returns true once it is safe elsewhere (and, for S3, recorded in the state).
+/// Sends archive file `name` to `target` unless verified copies of all of it are already
+/// recorded; returns true once it is safe elsewhere (and, for S3, recorded in the state).
+/// Only `.gz` day files go to S3 (prune rotates a plain file first).
 ///
 /// # Errors
 /// Exit 75 for a store that failed or timed out, 78 for credentials or a missing bucket,
@@ -202,73 +158,256 @@ pub fn send(
         ColdTarget::Exec(argv) => return exec(ctx, argv, name),
         ColdTarget::S3(t) => t,
     };
+    let Some((day, shard, true)) = parse_archive_name(name) else {
+        return Err(fail(
+            Exit::Usage,
+            format!("{name} is not a gzipped day file; only those go to S3 (rotate it first)"),
+        ));
+    };
     if ctx.dry_run {
-        let to = t.location.url(&t.location.prefix);
+        let to = t.url(&t.dir(t.layout, &day));
         eprintln!("cfn-archive: would upload {name} to {to}");
         return Ok(false);
     }
-    let (client, location) = (&t.client, &t.location);
-    let mut src = source(ctx, name)?;
-    let key = format!("{}{}", location.prefix, src.object);
-    let url = location.url(&key);
-    let flat_url = t.flat.url(&format!("{}{}", t.flat.prefix, src.object));
-    if let Some(c) = state.cold.get(name)
-        && (c.url == url || c.url == flat_url)
-        && c.size == src.size
-        && c.md5 == src.md5()?
-    {
-        return Ok(true);
-    }
-    let ours = state.cold.get(name).is_some_and(|c| c.url == url)
-        || state.uploading.get(name).is_some_and(|u| u.url == url);
-    let existing = client.head(&location.bucket, &key)?;
-    let upload = Upload {
-        ctx,
-        client,
-        bucket: &location.bucket,
-        key: &key,
-        url: &url,
+    let path = ctx.archive_dir.join(name);
+    let len = open_safe(&path, Access::Read)?.metadata()?.len();
+    let day_file = DayFile {
+        t,
         name,
-        part_size: t.part_size,
-        threads: t.threads,
-        // Where nothing was there, a conditional write: an object that appears meanwhile
-        // (another host on the same prefix) is not overwritten.
-        if_absent: existing.is_none(),
+        path: &path,
+        day: &day,
+        shard,
+        len,
     };
-    let multipart = src.size > t.threshold;
-    // What the store's ETag must be: computed from the file only when an object is already
-    // there; after an upload, from the parts' MD5s as they were sent.
-    let etag = match existing {
-        // Uploaded by a run that stopped before recording it.
-        Some(info)
-            if info.size == src.size
-                && info.etag == expected_etag(&mut src, multipart, t.part_size)? =>
-        {
-            info.etag
-        }
-        Some(info) if !ours => {
-            return Err(fail(
-                Exit::DataErr,
-                format!(
-                    "{url} already exists and is not {name} ({} bytes, ETag {}); not overwriting it, {name} is kept",
-                    info.size, info.etag
-                ),
-            ));
-        }
-        _ => {
-            let etag = if multipart {
-                upload.run(state, &mut src)?
-            } else {
-                upload.put_whole(state, &mut src, ours)?
-            };
-            summary.uploaded_files += 1;
-            summary.uploaded_bytes += src.size;
-            etag
-        }
-    };
-    upload.verify(&src, &etag)?;
-    upload.record_copy(state, &mut src, etag)?;
+    let known = state.cold.contains_key(name) || state.uploading.contains_key(name);
+    let mut covered = day_file.recorded_coverage(state)?;
+    covered = day_file.landed_intent(ctx, state, covered)?;
+    if !known {
+        covered = day_file.discover(ctx, state, covered)?;
+    }
+    while covered < len {
+        let mut src = Source::new(&path, covered, len - covered);
+        let key = format!(
+            "{}{}",
+            t.dir(t.layout, &day),
+            object_name(&day, shard, &src.md5()?)
+        );
+        covered = day_file.upload(ctx, state, &mut src, &key, summary)?;
+    }
     Ok(true)
+}
+
+/// One day file on its way to S3.
+struct DayFile<'a> {
+    t: &'a S3Target,
+    name: &'a str,
+    path: &'a Path,
+    day: &'a str,
+    shard: u32,
+    len: u64,
+}
+
+impl DayFile<'_> {
+    /// How far from its start the state's copies hold the file. Copies that do not match
+    /// its bytes belong to an earlier file of the same name (pruned, then made again by
+    /// late records): they are forgotten here, their objects stay in the store.
+    fn recorded_coverage(&self, state: &mut ArchiveState) -> anyhow::Result<u64> {
+        let Some(copies) = state.cold.get_mut(self.name) else {
+            return Ok(0);
+        };
+        let mut covered = 0;
+        let mut kept = 0;
+        for c in copies.iter() {
+            if c.offset != covered || c.end() > self.len {
+                break;
+            }
+            if Source::new(self.path, c.offset, c.size).md5()? != c.md5 {
+                break;
+            }
+            covered = c.end();
+            kept += 1;
+        }
+        if kept < copies.len() {
+            eprintln!(
+                "cfn-archive: {} is not the file whose cold copies the state records (its objects stay in the store); uploading it anew",
+                self.name
+            );
+            copies.truncate(kept);
+        }
+        Ok(covered)
+    }
+
+    /// An upload the state records as about to be sent: when the store took it (its reply
+    /// lost, or the run killed before recording it), it is recorded as a copy now.
+    fn landed_intent(
+        &self,
+        ctx: &Ctx,
+        state: &mut ArchiveState,
+        covered: u64,
+    ) -> anyhow::Result<u64> {
+        let Some(u) = state.uploading.get(self.name).cloned() else {
+            return Ok(covered);
+        };
+        if u.offset != covered || u.size == 0 || covered + u.size > self.len {
+            return Ok(covered);
+        }
+        let Some(key) = self.t.key_of_url(&u.url) else {
+            return Ok(covered);
+        };
+        Ok(self
+            .record_if_held(ctx, state, covered, u.size, key)?
+            .unwrap_or(covered))
+    }
+
+    /// The state knows nothing of this file (lost, or rebuilt): objects of earlier runs
+    /// that hold its first members, under any layout's names (the content names of both
+    /// layouts, the whole-file names of earlier versions), are found by listing the day's
+    /// names and comparing contents, so no byte goes up twice.
+    fn discover(
+        &self,
+        ctx: &Ctx,
+        state: &mut ArchiveState,
+        mut covered: u64,
+    ) -> anyhow::Result<u64> {
+        let t = self.t;
+        let stem = format!("cfn-metrics-{}-{}.", self.day, self.shard);
+        let dirs = [
+            t.dir(Layout::Hive, self.day),
+            t.dir(Layout::Host, self.day),
+            t.flat(),
+        ];
+        let mut candidates = Vec::new();
+        for dir in dirs {
+            candidates.extend(t.client.list(&t.bucket, &format!("{dir}{stem}"))?);
+        }
+        'next: while covered < self.len {
+            for (key, size) in &candidates {
+                if *size > 0
+                    && covered + size <= self.len
+                    && let Some(end) = self.record_if_held(ctx, state, covered, *size, key)?
+                {
+                    covered = end;
+                    continue 'next;
+                }
+            }
+            break;
+        }
+        Ok(covered)
+    }
+
+    /// When `key` holds exactly the file's bytes `offset..offset + size`, records it as a
+    /// copy and returns where the copies now end.
+    fn record_if_held(
+        &self,
+        ctx: &Ctx,
+        state: &mut ArchiveState,
+        offset: u64,
+        size: u64,
+        key: &str,
+    ) -> anyhow::Result<Option<u64>> {
+        let Some(info) = self.t.client.head(&self.t.bucket, key)? else {
+            return Ok(None);
+        };
+        let mut src = Source::new(self.path, offset, size);
+        if !src.is_held_by(&info, self.t.part_size)? {
+            return Ok(None);
+        }
+        self.record_copy(ctx, state, &mut src, key, info.etag)?;
+        Ok(Some(offset + size))
+    }
+
+    /// Uploads `src` to `key` (its content's name) unless the store holds it already,
+    /// verifies and records it; returns where the copies now end.
+    fn upload(
+        &self,
+        ctx: &Ctx,
+        state: &mut ArchiveState,
+        src: &mut Source,
+        key: &str,
+        summary: &mut Summary,
+    ) -> anyhow::Result<u64> {
+        let t = self.t;
+        let url = t.url(key);
+        let multipart = src.size > t.threshold;
+        let upload = Upload {
+            ctx,
+            client: &t.client,
+            bucket: &t.bucket,
+            key,
+            url: &url,
+            name: self.name,
+            part_size: t.part_size,
+            threads: t.threads,
+        };
+        let etag = match t.client.head(&t.bucket, key)? {
+            // Uploaded by a run that stopped before recording it.
+            Some(info) if src.is_held_by(&info, t.part_size)? => info.etag,
+            // A name is its content: what is there is not ours, and never overwritten.
+            Some(info) => {
+                return Err(fail(
+                    Exit::DataErr,
+                    format!(
+                        "{url} already exists and is not {} ({} bytes, ETag {}); not overwriting it, {} is kept",
+                        self.name, info.size, info.etag, self.name
+                    ),
+                ));
+            }
+            None => {
+                let etag = if multipart {
+                    upload.run(state, src)?
+                } else {
+                    upload.put_whole(state, src)?
+                };
+                summary.uploaded_files += 1;
+                summary.uploaded_bytes += src.size;
+                etag
+            }
+        };
+        upload.verify(src, &etag)?;
+        self.record_copy(ctx, state, src, key, etag)?;
+        Ok(src.offset + src.size)
+    }
+
+    /// Records a verified copy in the state (saved), the upload in flight done.
+    fn record_copy(
+        &self,
+        ctx: &Ctx,
+        state: &mut ArchiveState,
+        src: &mut Source,
+        key: &str,
+        etag: String,
+    ) -> anyhow::Result<()> {
+        state.uploading.remove(self.name);
+        let url = self.t.url(key);
+        let copy = ColdCopy {
+            url: url.clone(),
+            offset: src.offset,
+            size: src.size,
+            md5: src.md5()?,
+            etag,
+        };
+        let copies = state.cold.entry(self.name.to_string()).or_default();
+        copies.retain(|c| c.end() <= copy.offset);
+        copies.push(copy);
+        save(&ctx.archive_dir, state)?;
+        crash_point("after_cold_record");
+        let what = if src.offset == 0 && src.size == self.len {
+            String::new()
+        } else {
+            format!(" (bytes {}..{})", src.offset, src.offset + src.size)
+        };
+        eprintln!(
+            "cfn-archive: uploaded {}{what} to {url} (verified)",
+            self.name
+        );
+        Ok(())
+    }
+}
+
+fn read_at(src: &Source) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(src.size as usize);
+    src.open()?.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Parts in flight by default: as many as fit in a sixteenth of the memory available now,
@@ -333,7 +472,6 @@ struct Upload<'a> {
     name: &'a str,
     part_size: u64,
     threads: usize,
-    if_absent: bool,
 }
 
 impl Upload<'_> {
@@ -381,55 +519,25 @@ impl Upload<'_> {
         }
     }
 
-    /// Records the verified copy in the state (saved), the upload in flight done.
-    fn record_copy(
-        &self,
-        state: &mut ArchiveState,
-        src: &mut Source,
-        etag: String,
-    ) -> anyhow::Result<()> {
-        state.uploading.remove(self.name);
-        let copy = ColdCopy {
-            url: self.url.to_string(),
-            size: src.size,
-            md5: src.md5()?,
-            etag,
-        };
-        state.cold.insert(self.name.to_string(), copy);
-        save(&self.ctx.archive_dir, state)?;
-        crash_point("after_cold_record");
-        eprintln!(
-            "cfn-archive: uploaded {} to {} (verified)",
-            self.name, self.url
-        );
-        Ok(())
-    }
-
     /// Sends `src` in one PUT; returns its MD5 (the ETag the store must give it).
-    fn put_whole(
-        &self,
-        state: &mut ArchiveState,
-        src: &mut Source,
-        ours: bool,
-    ) -> anyhow::Result<String> {
-        let body = read_at(&src.path, 0, src.size)?;
+    fn put_whole(&self, state: &mut ArchiveState, src: &mut Source) -> anyhow::Result<String> {
+        let body = read_at(src)?;
         let md5 = hex(&md5_of(&body).0);
-        // Recorded before the PUT: when the store takes the object but its reply is lost,
-        // the object is known as ours, so a later run may replace it (the file may have
-        // grown a gzip member meanwhile) instead of refusing it as in the way.
-        if !ours {
-            let intent = UploadInFlight {
-                url: self.url.to_string(),
-                size: src.size,
-                md5: md5.clone(),
-                ..UploadInFlight::default()
-            };
-            state.uploading.insert(self.name.to_string(), intent);
-            save(&self.ctx.archive_dir, state)?;
-        }
+        // Recorded before the PUT: when the store takes the object but its reply is lost
+        // and the file grows a member before the next run, that run finds this object by
+        // the intent and uploads only the new member.
+        let intent = UploadInFlight {
+            url: self.url.to_string(),
+            offset: src.offset,
+            size: src.size,
+            md5: md5.clone(),
+            ..UploadInFlight::default()
+        };
+        state.uploading.insert(self.name.to_string(), intent);
+        save(&self.ctx.archive_dir, state)?;
         crash_point("before_put");
-        self.client
-            .put(self.bucket, self.key, &body, self.if_absent)?;
+        // Conditional: an object that appears meanwhile is never overwritten.
+        self.client.put(self.bucket, self.key, &body, true)?;
         crash_point("after_put");
         src.md5 = Some(md5.clone());
         Ok(md5)
@@ -437,7 +545,10 @@ impl Upload<'_> {
 
     fn begin(&self, state: &mut ArchiveState, src: &Source) -> anyhow::Result<()> {
         let resumable = state.uploading.get(self.name).is_some_and(|u| {
-            u.url == self.url && u.size == src.size && u.part_size == self.part_size
+            u.url == self.url
+                && u.offset == src.offset
+                && u.size == src.size
+                && u.part_size == self.part_size
         });
         if resumable {
             return Ok(());
@@ -452,6 +563,7 @@ impl Upload<'_> {
         let upload_id = self.client.create_multipart(self.bucket, self.key)?;
         let in_flight = UploadInFlight {
             url: self.url.to_string(),
+            offset: src.offset,
             upload_id,
             size: src.size,
             md5: src.md5.clone().unwrap_or_default(),
@@ -485,9 +597,9 @@ impl Upload<'_> {
                 scope.spawn(move || self.upload_parts(&work_rx, &done_tx, upload_id));
             }
             drop((done_tx, work_rx));
-            let (path, stop) = (&src.path, &stop);
+            let (src, stop) = (&*src, &stop);
             let acked = &acked;
-            let reader = scope.spawn(move || self.read_parts(path, acked, work_tx, stop));
+            let reader = scope.spawn(move || self.read_parts(src, acked, work_tx, stop));
             let recorded = self.record(state, done_rx, stop);
             let read = reader
                 .join()
@@ -549,14 +661,14 @@ impl Upload<'_> {
     /// has are checked, the others handed to the uploaders.
     fn read_parts(
         &self,
-        path: &Path,
+        src: &Source,
         acked: &BTreeMap<u32, String>,
         work: std::sync::mpsc::SyncSender<(u32, Vec<u8>)>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> anyhow::Result<ReadOutcome> {
         use md5::Digest as _;
         use std::sync::atomic::Ordering;
-        let mut f = open_safe(path, Access::Read)?;
+        let mut f = src.open()?;
         let mut whole = md5::Md5::new();
         for number in 1u32.. {
             if stop.load(Ordering::SeqCst) {
@@ -639,13 +751,9 @@ impl Upload<'_> {
             }
         }
         let numbered: Vec<(u32, String)> = parts.into_iter().map(|(n, e, _)| (n, e)).collect();
-        let completed = self.client.complete_multipart(
-            self.bucket,
-            self.key,
-            &u.upload_id,
-            &numbered,
-            self.if_absent,
-        )?;
+        let completed =
+            self.client
+                .complete_multipart(self.bucket, self.key, &u.upload_id, &numbered, true)?;
         if completed.is_none() {
             return Ok(PartsOutcome::StartOver("the multipart upload is gone:"));
         }

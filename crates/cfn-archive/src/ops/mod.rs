@@ -93,6 +93,27 @@ impl Summary {
     }
 }
 
+/// A writer that fails like a full disk when the test hook says so.
+pub(crate) struct WriteChecked<'a> {
+    file: &'a mut File,
+}
+
+impl<'a> WriteChecked<'a> {
+    pub(crate) fn new(file: &'a mut File) -> Self {
+        Self { file }
+    }
+}
+
+impl Write for WriteChecked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        check_write(buf.len())?;
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The file name of `path` as text ("" when it has none).
 fn file_name(path: &Path) -> String {
     path.file_name()

@@ -23,6 +23,12 @@ pub fn prune(
     let today_start = ctx.now.div_euclid(DAY_MS) * DAY_MS;
     let keep_days = (keep.as_millis() as i64).div_euclid(DAY_MS);
     let limit = today_start - keep_days * DAY_MS;
+    // Only gzipped day files go to S3: a due plain file (rotate not run, or late records
+    // synced since) is rotated first, into its day's `.gz`, whose new member is then the
+    // part not yet in the store.
+    if let Some(ColdTarget::S3(_)) = target {
+        super::rotate::rotate_days_before(ctx, state, &utc_day(limit), None, summary)?;
+    }
     let mut changed = false;
     let mut first_error = None;
     let mut fatal = None;
@@ -66,6 +72,7 @@ pub fn prune(
                 first_error.get_or_insert(io_fail("cannot delete", &path, &e));
                 continue;
             }
+            crash_point("after_prune_delete");
             eprintln!("cfn-archive: pruned {}", path.display());
             changed |= state.archives.remove(&name).is_some();
             changed |= state.cold.remove(&name).is_some();

@@ -64,12 +64,18 @@ fn gzipped_copy(
         .tempfile_in(&ctx.archive_dir)
         .map_err(|e| io_fail("cannot create a temp file in", &ctx.archive_dir, &e))?;
     if gz_before > 0 {
-        std::io::copy(&mut open_safe(gz_path, Access::Read)?, tmp.as_file_mut())?;
+        std::io::copy(
+            &mut open_safe(gz_path, Access::Read)?,
+            &mut WriteChecked::new(tmp.as_file_mut()),
+        )
+        .map_err(|e| io_fail("cannot write", gz_path, &e))?;
     }
     {
         // Streamed: a day file can be larger than memory.
-        let mut enc =
-            flate2::write::GzEncoder::new(tmp.as_file_mut(), flate2::Compression::default());
+        let mut enc = flate2::write::GzEncoder::new(
+            WriteChecked::new(tmp.as_file_mut()),
+            flate2::Compression::default(),
+        );
         std::io::copy(&mut &*plain_file, &mut enc)
             .map_err(|e| io_fail("cannot write", gz_path, &e))?;
         enc.finish()
@@ -98,10 +104,25 @@ pub fn rotate(
     upload: Option<&super::cold::ColdTarget>,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
+    rotate_days_before(ctx, state, &utc_day(ctx.now), upload, summary)
+}
+
+/// [`rotate`] for the days before `day` (`YYYYMMDD`, at most today).
+///
+/// # Errors
+/// As [`rotate`].
+pub fn rotate_days_before(
+    ctx: &Ctx,
+    state: &mut ArchiveState,
+    day: &str,
+    upload: Option<&super::cold::ColdTarget>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let today = utc_day(ctx.now);
+    let before = day.min(today.as_str());
     let todo: Vec<String> = archive_files(&ctx.archive_dir)?
         .into_iter()
-        .filter(|f| !f.gz && f.day < today)
+        .filter(|f| !f.gz && f.day.as_str() < before)
         .map(|f| f.name)
         .collect();
     for (i, name) in todo.iter().enumerate() {

@@ -26,9 +26,27 @@ fn setup_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/moto_setup.py")
 }
 
-/// One moto_server for the whole test binary (each test uses a bucket of its own), with
-/// authentication on after the three requests that create the test's IAM user.
+/// The moto_server most tests use (each a bucket of its own), with its authentication off:
+/// moto's signature check rejects every key holding a `=` (boto3's own requests too), and
+/// the default layout's keys hold `host=` and `dt=`. The credentials are still sent and
+/// must never be printed.
 fn moto() -> Option<&'static Moto> {
+    static OPEN: OnceLock<Option<Moto>> = OnceLock::new();
+    OPEN.get_or_init(|| {
+        let (_, port) = moto_open()?;
+        Some(Moto {
+            _child: None,
+            port: *port,
+            key: "AKOPENTESTKEY".into(),
+            secret: "open-moto-secret-never-printed".into(),
+        })
+    })
+    .as_ref()
+}
+
+/// One moto_server with authentication on after the three requests that create the test's
+/// IAM user, for the tests of credentials and signatures (keys without `=` only).
+fn moto_authed() -> Option<&'static Moto> {
     static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
     MOTO.get_or_init(|| {
         let server = peer("moto_server", "PyPI package moto[server]")?;
@@ -66,6 +84,24 @@ fn moto() -> Option<&'static Moto> {
 impl Moto {
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Puts the bytes of `path` at `key`, with boto3.
+    fn put_file(&self, bucket: &str, key: &str, path: &Path) {
+        let out = std::process::Command::new("python3")
+            .arg(setup_script())
+            .args([
+                &self.port.to_string(),
+                &self.key,
+                &self.secret,
+                bucket,
+                key,
+                "putfile",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
     }
 
     fn bucket(&self, name: &str) {
@@ -216,7 +252,9 @@ fn prune_uploads_verifies_then_deletes_and_cfn_cat_reads_the_cold_copies() {
 
 #[test]
 fn a_bad_signature_or_a_missing_bucket_is_78_and_the_files_stay() {
-    let Some(m) = moto() else { return };
+    let (Some(m), Some(open)) = (moto_authed(), moto()) else {
+        return;
+    };
     m.bucket("cold-two");
     let dir = TestDir::new();
     september(&dir);
@@ -233,10 +271,10 @@ fn a_bad_signature_or_a_missing_bucket_is_78_and_the_files_stay() {
     .args(["--endpoint", &m.endpoint()]);
     with_aws(&mut cmd, m, "not-the-secret-at-all");
     let out = cmd.run();
-    out.status(78).stderr_has("HTTP 403: access denied");
+    out.status(78).stderr_has("HTTP 403");
     assert!(!out.stderr().contains("not-the-secret-at-all"));
     assert_eq!(archive_files(&dir).len(), 3);
-    let out = prune_to(&dir, m, "s3://no-such-bucket/", &m.endpoint(), &[]);
+    let out = prune_to(&dir, open, "s3://no-such-bucket/", &open.endpoint(), &[]);
     out.status(78).stderr_has("no-such-bucket");
     assert_eq!(archive_files(&dir).len(), 3);
     // No credentials at all: 78 before anything is read.
@@ -254,6 +292,14 @@ fn a_bad_signature_or_a_missing_bucket_is_78_and_the_files_stay() {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .run();
     out.status(78).stderr_has("no AWS credentials");
+}
+
+/// The key of the object holding all of day file `name` whose MD5 is `md5`, below `prefix`
+/// in the default layout, for the test's host.
+fn content_key(prefix: &str, day: &str, name: &str, md5: &str) -> String {
+    let stem = name.strip_suffix(".jsonl.gz").unwrap();
+    let dt = format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..]);
+    format!("{prefix}host={HOST}/dt={dt}/{stem}.{}.jsonl.gz", &md5[..12])
 }
 
 /// Writes an old, incompressible `.jsonl.gz` of `size` bytes into the archive; returns its
@@ -327,7 +373,10 @@ fn a_multipart_upload_killed_after_two_parts_resumes_and_verifies() {
     assert!(out.stderr().contains("(verified)"), "{out:?}");
     assert_eq!(archive_files(&dir), Vec::<String>::new());
     assert_eq!(
-        m.object("cold-three", &format!("fleet/{HOST}/{name}")),
+        m.object(
+            "cold-three",
+            &content_key("fleet/", "20260905", &name, &md5)
+        ),
         (md5, 13 << 20)
     );
     let state: serde_json::Value =
@@ -362,8 +411,8 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
         &ep,
     ];
     // Killed after two parts; then the file changes under the parts the store has (same
-    // size, other bytes, as a restored backup would): the resumed upload must not complete
-    // an object made of two generations of the file.
+    // size, other bytes, as a restored backup would): its content, so its object's name,
+    // is another; the upload in flight is aborted, never completed with two generations.
     let mut cmd = dir.cmd("cfn-archive");
     cmd.args(args).env("CFN_ARCHIVE_CRASH_AT", "after_part_2");
     with_aws(&mut cmd, m, &m.secret);
@@ -379,15 +428,13 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
     cmd.args(args).env("CFN_ARCHIVE_REPORT_READS", "1");
     with_aws(&mut cmd, m, &m.secret);
     let out = cmd.run();
-    out.success()
-        .stderr_has("the file changed since the parts sent to")
-        .stderr_has("(verified)");
+    out.success().stderr_has("(verified)");
     assert_eq!(
-        m.object("cold-once", &format!("fleet/{HOST}/{name}")),
+        m.object("cold-once", &content_key("fleet/", "20260906", &name, &md5)),
         (md5.clone(), size as u64)
     );
-    // The resumed run read the first part (it differed), then the file once for the fresh
-    // upload; hashing the whole file first, then reading the parts, took two whole reads.
+    // An object's name is its content's MD5, so an upload reads the file twice: once for
+    // the name, once for the parts (each part hashed for Content-MD5 on the way).
     let read = |out: &Outcome| -> u64 {
         let e = out.stderr();
         let n = e
@@ -397,9 +444,12 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
         n.split_whitespace().next().unwrap().parse().unwrap()
     };
     let resumed = read(&out);
-    assert!(resumed < size as u64 + (7 << 20), "{resumed} bytes read");
+    assert!(
+        resumed < 2 * size as u64 + (1 << 20),
+        "{resumed} bytes read"
+    );
 
-    // A fresh upload reads the file once: MD5 and parts in one pass.
+    // A fresh upload reads the file twice, no more: its MD5 (the name), then the parts.
     let dir = TestDir::new();
     let (name, md5) = big_old_file(&dir, "20260907", size);
     let mut cmd = dir.cmd("cfn-archive");
@@ -407,13 +457,13 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
     with_aws(&mut cmd, m, &m.secret);
     let out = cmd.run();
     out.success().stderr_has("(verified)");
-    let once = read(&out);
+    let twice = read(&out);
     assert!(
-        once >= size as u64 && once < size as u64 + (2 << 20),
-        "{once} bytes read"
+        twice >= 2 * size as u64 && twice < 2 * size as u64 + (2 << 20),
+        "{twice} bytes read"
     );
     assert_eq!(
-        m.object("cold-once", &format!("fleet/{HOST}/{name}")),
+        m.object("cold-once", &content_key("fleet/", "20260907", &name, &md5)),
         (md5, size as u64)
     );
     let state: serde_json::Value =
@@ -605,7 +655,7 @@ fn upload_on_rotate_sends_each_day_once_and_prune_only_deletes() {
 }
 
 #[test]
-fn a_plain_file_is_gzipped_on_the_way_and_a_full_disk_keeps_it() {
+fn a_plain_file_is_rotated_before_its_upload_and_a_full_disk_keeps_it() {
     let Some(m) = moto() else { return };
     m.bucket("cold-six");
     let dir = TestDir::new();
@@ -675,12 +725,17 @@ fn exec_hands_files_to_a_program_without_a_shell() {
     let _ = Path::new("/");
 }
 
+/// The profile's credentials sign the requests: with them an object is read, with the
+/// default profile's (wrong) ones the store refuses (78). Read from a key without `=`, which
+/// moto's signature check cannot take.
 #[test]
 fn a_profile_in_the_shared_credentials_file_is_used() {
-    let Some(m) = moto() else { return };
+    let Some(m) = moto_authed() else { return };
     m.bucket("cold-seven");
     let dir = TestDir::new();
-    september(&dir);
+    let records = record_lines(20);
+    let gz = dir.write("day.jsonl.gz", gzip(records.as_bytes()));
+    m.put_file("cold-seven", "cfn-metrics-20260901-1.jsonl.gz", &gz);
     let creds = dir.write(
         "aws-credentials",
         format!(
@@ -689,25 +744,25 @@ fn a_profile_in_the_shared_credentials_file_is_used() {
         ),
     );
     let config = dir.write("aws-config", "[profile cold]\nregion = us-east-1\n");
-    let out = dir
-        .cmd("cfn-archive")
-        .args([
-            "--now",
-            DAY,
-            "prune",
-            "--keep",
-            "30d",
-            "--upload",
-            "s3://cold-seven/",
-        ])
-        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
-        .env("AWS_CONFIG_FILE", &config)
-        .env("AWS_PROFILE", "cold")
-        .env("AWS_ENDPOINT_URL", m.endpoint())
-        .run();
-    out.success();
+    let read = |profile: &str| {
+        dir.cmd("cfn-cat")
+            .arg("s3://cold-seven/")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_PROFILE", profile)
+            .env("AWS_ENDPOINT_URL", m.endpoint())
+            .run()
+    };
+    let out = read("cold");
+    assert_eq!(out.success().stdout(), records);
     assert!(!out.stderr().contains(&m.secret));
-    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    read("default").status(78).stderr_has("HTTP 403");
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
 }
 
 /// moto_server rejects the signature of a ListObjectsV2 whose prefix holds a `/` when its
@@ -795,8 +850,15 @@ fn an_object_that_appears_during_the_upload_is_not_overwritten() {
     m.bucket("cold-eight");
     let dir = TestDir::new();
     september(&dir);
-    // Another writer puts an object under the first file's key just before our PUT arrives.
+    // Another writer puts an object under the first file's key (its content's name) just
+    // before our PUT arrives.
+    let first = dir.join("archive/cfn-metrics-20260901-1.jsonl.gz");
+    let first_key = format!(
+        "host={HOST}/dt=2026-09-01/cfn-metrics-20260901-1.{}.jsonl.gz",
+        &md5sum(&first)[..12]
+    );
     let (port, key, secret) = (m.port, m.key.clone(), m.secret.clone());
+    let racer_key = first_key.clone();
     let raced = Arc::new(AtomicUsize::new(0));
     let done = raced.clone();
     let (proxy_port, _) = proxy(m.port, 0, move |request| {
@@ -808,7 +870,7 @@ fn an_object_that_appears_during_the_upload_is_not_overwritten() {
                     &key,
                     &secret,
                     "cold-eight",
-                    &format!("{HOST}/cfn-metrics-20260901-1.jsonl.gz"),
+                    &racer_key,
                     "put",
                 ])
                 .output()
@@ -832,11 +894,7 @@ fn an_object_that_appears_during_the_upload_is_not_overwritten() {
         "only the file whose object is in the way is kept"
     );
     assert_eq!(
-        m.object(
-            "cold-eight",
-            &format!("{HOST}/cfn-metrics-20260901-1.jsonl.gz")
-        )
-        .1,
+        m.object("cold-eight", &first_key).1,
         8,
         "the other writer's object stays"
     );
@@ -1280,7 +1338,7 @@ fn two_hosts_pruning_to_one_prefix_both_upload_and_the_fleet_read_splits_by_host
         ];
         archive_as(&dir, m, host, &upload)
             .success()
-            .stderr_has(&format!("fleet/{host}/"));
+            .stderr_has(&format!("fleet/host={host}/dt=2026-09-0"));
         assert_eq!(
             archive_files(&dir),
             Vec::<String>::new(),
@@ -1347,7 +1405,7 @@ fn reply_dropping_proxy(upstream: u16) -> u16 {
 }
 
 #[test]
-fn an_upload_whose_reply_was_lost_is_replaced_when_its_day_grows_a_late_member() {
+fn an_upload_whose_reply_was_lost_is_kept_and_the_late_member_goes_up_beside_it() {
     let Some(m) = moto() else { return };
     m.bucket("cold-lost");
     let dir = TestDir::new();
@@ -1386,27 +1444,30 @@ fn an_upload_whose_reply_was_lost_is_replaced_when_its_day_grows_a_late_member()
     dir.write("cfn-metrics-2.jsonl", format!("{hot}{}", day(10, 12)));
     let second = run(&dir);
     second.success();
-    // The object is the day as it is now (not "in the way"), and holds each record once.
+    // The first object stays; the late member is an object of its own beside it: each
+    // record once.
     let out = cold_cat(
         &dir,
         m,
         &m.secret,
         &["--endpoint", &m.endpoint(), "s3://cold-lost/"],
     );
-    let values: Vec<u64> = out
+    let mut values: Vec<u64> = out
         .success()
         .jsonl()
         .iter()
         .map(|r| r["value"].as_u64().unwrap())
         .collect();
+    values.sort();
     assert_eq!(values, (0..12).collect::<Vec<u64>>());
     let state: serde_json::Value =
         serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
     assert!(state.get("uploading").is_none(), "{state}");
-    assert!(
-        state["cold"]["cfn-metrics-20261020-2.jsonl.gz"]["url"].is_string(),
-        "{state}"
-    );
+    let copies = state["cold"]["cfn-metrics-20261020-2.jsonl.gz"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{state}"));
+    assert_eq!(copies.len(), 2, "{state}");
+    assert_eq!(copies[1]["offset"], copies[0]["size"], "{state}");
 }
 
 /// Killed at each named point of a single PUT (the intent recorded, the object taken, the
@@ -1449,12 +1510,13 @@ fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
         dir.write("cfn-metrics-2.jsonl", format!("{hot}{}", day(10, 12)));
         archive(&dir, m, &args).success();
         let out = cold_cat(&dir, m, &m.secret, &["--endpoint", &ep, &url]);
-        let values: Vec<u64> = out
+        let mut values: Vec<u64> = out
             .success()
             .jsonl()
             .iter()
             .map(|r| r["value"].as_u64().unwrap())
             .collect();
+        values.sort();
         assert_eq!(values, (0..12).collect::<Vec<u64>>(), "{point}");
         let state: serde_json::Value =
             serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
@@ -1464,5 +1526,111 @@ fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
             vec!["cfn-metrics-20261020-2.jsonl.gz".to_string()],
             "{point}"
         );
+    }
+}
+
+/// What happens between a day's upload and prune and the arrival of late records for it.
+#[derive(Clone, Copy, Debug)]
+enum BeforeTheLateRecords {
+    Nothing,
+    /// Killed after deleting the day file, before saving the state: the state still
+    /// records the first upload under that file's name.
+    KilledAfterDelete,
+    /// The state lost and rebuilt (`sync --rebuild-state`).
+    StateLost,
+    /// The first upload's reply dropped after the store took the object.
+    ReplyDropped,
+}
+
+/// The defect of issue 37: a day uploaded and pruned, then late records for it (replays),
+/// made a day file of the same name whose upload replaced the first object (its records
+/// lost) or, where the state had forgotten it, was refused for ever and kept on disk. Now
+/// the late file goes up as an object of its own: every record in the bucket once, no
+/// archive file left.
+#[test]
+fn late_records_for_a_day_uploaded_and_pruned_go_up_beside_it_never_over_it() {
+    let Some(m) = moto() else { return };
+    use BeforeTheLateRecords::*;
+    for (i, case) in [Nothing, KilledAfterDelete, StateLost, ReplyDropped]
+        .into_iter()
+        .enumerate()
+    {
+        let bucket = format!("cold-late-{i}");
+        m.bucket(&bucket);
+        let dir = TestDir::new();
+        let day = |from: usize, to: usize| -> String {
+            (from..to)
+                .map(|i| format!("{{\"timestamp\":\"2026-09-20T10:{:02}:{:02}.000Z\",\"agent\":\"agent-11\",\"metric\":\"m\",\"value\":{i}}}\n", i / 60, i % 60))
+                .collect()
+        };
+        dir.write("cfn-metrics-11.jsonl", day(0, 40));
+        let url = format!("s3://{bucket}/cold/");
+        let ep = match case {
+            ReplyDropped => format!("http://127.0.0.1:{}", reply_dropping_proxy(m.port)),
+            _ => m.endpoint(),
+        };
+        let args = [
+            "run",
+            "--hot",
+            "1h",
+            "--keep",
+            "30d",
+            "--upload",
+            &url,
+            "--endpoint",
+            &ep,
+            "--retries",
+            "0",
+        ];
+        let mut first = dir.cmd("cfn-archive");
+        first.args(["--now", DAY]).args(args);
+        with_aws(&mut first, m, &m.secret);
+        if let KilledAfterDelete = case {
+            first.env("CFN_ARCHIVE_CRASH_AT", "after_prune_delete");
+        }
+        let first = first.run();
+        match case {
+            Nothing | StateLost => {
+                first.success();
+            }
+            KilledAfterDelete | ReplyDropped => assert_ne!(first.code(), 0, "{case:?}: {first:?}"),
+        }
+        if let StateLost = case {
+            std::fs::remove_file(dir.join("archive/.cfn-archive-state.json")).unwrap();
+            dir.cmd("cfn-archive")
+                .args(["--now", DAY, "sync", "--rebuild-state"])
+                .run()
+                .success();
+        }
+        // Late records for that day: a replay, stamped weeks back.
+        let hot = dir.read("cfn-metrics-11.jsonl");
+        dir.write("cfn-metrics-11.jsonl", format!("{hot}{}", day(40, 45)));
+        archive(&dir, m, &args[..args.len() - 2]).success();
+        assert_eq!(
+            archive_files(&dir),
+            Vec::<String>::new(),
+            "{case:?}: nothing kept"
+        );
+        let out = cold_cat(&dir, m, &m.secret, &["--endpoint", &m.endpoint(), &url]);
+        let mut values: Vec<u64> = out
+            .success()
+            .jsonl()
+            .iter()
+            .map(|r| r["value"].as_u64().unwrap())
+            .collect();
+        values.sort();
+        assert_eq!(
+            values,
+            (0..45).collect::<Vec<u64>>(),
+            "{case:?}: each record once"
+        );
+        // Two objects of the day, side by side in its directory.
+        let listed = cold_cat(
+            &dir,
+            m,
+            &m.secret,
+            &["--endpoint", &m.endpoint(), "--host-tag", &url],
+        );
+        assert!(listed.success().stdout().contains(r#""host":"test-host""#));
     }
 }

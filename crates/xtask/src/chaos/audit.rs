@@ -142,34 +142,63 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
 print(n)
 "#;
 
-/// The cold objects the archive state names as copies of archive files still here (the
-/// verified `cold` ones and the `uploading` ones, whose upload may have landed unverified),
-/// as `bucket/key` with the local file's path.
-pub fn cold_twins(archive: &Path) -> anyhow::Result<HashMap<String, PathBuf>> {
+/// A local archive file's bytes that a cold object copies.
+#[derive(Clone, Debug)]
+pub struct Twin {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// The cold objects the archive state names as copies of parts of archive files still here
+/// (the verified `cold` ones and the `uploading` one, whose upload may have landed
+/// unverified), as `bucket/key`.
+pub fn cold_twins(archive: &Path) -> anyhow::Result<HashMap<String, Twin>> {
     let state: Value =
         serde_json::from_slice(&std::fs::read(archive.join(".cfn-archive-state.json"))?)?;
     let mut twins = HashMap::new();
-    for section in ["cold", "uploading"] {
-        for (name, copy) in state[section].as_object().into_iter().flatten() {
-            if archive.join(name).exists()
-                && let Some(url) = copy["url"].as_str().and_then(|u| u.strip_prefix("s3://"))
-            {
-                twins.insert(url.to_string(), archive.join(name));
-            }
+    let mut add = |name: &str, copy: &Value| {
+        if archive.join(name).exists()
+            && let Some(url) = copy["url"].as_str().and_then(|u| u.strip_prefix("s3://"))
+        {
+            let twin = Twin {
+                path: archive.join(name),
+                offset: copy["offset"].as_u64().unwrap_or(0),
+                size: copy["size"].as_u64().unwrap_or(0),
+            };
+            twins.insert(url.to_string(), twin);
         }
+    };
+    for (name, copies) in state["cold"].as_object().into_iter().flatten() {
+        for copy in copies.as_array().into_iter().flatten() {
+            add(name, copy);
+        }
+    }
+    for (name, copy) in state["uploading"].as_object().into_iter().flatten() {
+        add(name, copy);
     }
     Ok(twins)
 }
 
-/// Every object in the bucket but the copies of archive files still here; returns how many
-/// objects there are and how many were such copies.
+/// What the bucket held.
+#[derive(Debug, Default)]
+pub struct ColdObjects {
+    pub objects: u64,
+    /// Objects that copy archive files still here (their records counted there).
+    pub copies: u64,
+    /// Objects whose bytes are not what their name says (its MD5's first digits): an
+    /// object replaced after its first upload, whose first records are lost.
+    pub replaced: Vec<String>,
+}
+
+/// Every object in the bucket but the copies of archive files still here.
 pub fn read_cold(
     moto: u16,
     bucket: &str,
     scratch: &Path,
-    twins: &HashMap<String, PathBuf>,
+    twins: &HashMap<String, Twin>,
     found: &mut Found,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<ColdObjects> {
     std::fs::create_dir_all(scratch)?;
     let out = std::process::Command::new("python3")
         .args(["-c", DOWNLOAD, &moto.to_string(), bucket])
@@ -180,7 +209,7 @@ pub fn read_cold(
         "listing the bucket: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (mut objects, mut copies) = (0, 0);
+    let mut seen = ColdObjects::default();
     for e in std::fs::read_dir(scratch)? {
         let path = e?.path();
         let key = path
@@ -188,14 +217,26 @@ pub fn read_cold(
             .unwrap_or_default()
             .to_string_lossy()
             .replace("__", "/");
-        objects += 1;
-        // The archive file it copies, as it is or as it was before rotate appended a gzip
-        // member (the next upload replaces the object): one copy, not two.
+        seen.objects += 1;
         let object = std::fs::read(&path)?;
-        if let Some(local) = twins.get(&format!("{bucket}/{key}"))
-            && std::fs::read(local).is_ok_and(|l| l.starts_with(&object))
+        // Every object cfn-archive writes is named for its content: one that is not was
+        // overwritten (or written by an archiver that overwrites).
+        let name = key.rsplit('/').next().unwrap_or(&key);
+        let tag = name
+            .strip_suffix(".jsonl.gz")
+            .and_then(|stem| stem.rsplit_once('.'))
+            .map(|(_, tag)| tag);
+        let md5 = cfn_net::s3::hex(&cfn_net::s3::md5_of(&object).0);
+        if !tag.is_some_and(|t| t.len() == 12 && md5.starts_with(t)) {
+            seen.replaced.push(format!("s3://{bucket}/{key}"));
+        }
+        // The bytes of an archive file still here: its records are counted there.
+        if let Some(t) = twins.get(&format!("{bucket}/{key}"))
+            && std::fs::read(&t.path).is_ok_and(|l| {
+                l.get(t.offset as usize..(t.offset + t.size) as usize) == Some(&object[..])
+            })
         {
-            copies += 1;
+            seen.copies += 1;
             continue;
         }
         let mut text = String::new();
@@ -203,7 +244,7 @@ pub fn read_cold(
             .read_to_string(&mut text)?;
         found.add_text(&text, &format!("s3://{bucket}/{key}"), "cold");
     }
-    Ok((objects, copies))
+    Ok(seen)
 }
 
 /// The stores against the writers: missing and duplicated acknowledged records, unsure ones

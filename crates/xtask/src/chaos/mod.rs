@@ -662,7 +662,7 @@ fn settle_and_audit(
     let mut found = audit::Found::default();
     let leftovers = audit::read_local(&run.hot, &run.archive, &mut found)?;
     let twins = audit::cold_twins(&run.archive)?;
-    let (objects, copies) = audit::read_cold(
+    let cold = audit::read_cold(
         moto_port,
         BUCKET,
         &run.root.join("cold-copy"),
@@ -673,6 +673,7 @@ fn settle_and_audit(
     let follow = audit::check_follow(&emitted, &follow_runs.lock().unwrap())?;
     let serve_check = check_serve(run, serve, &found)?;
     let ok = stores["ok"] == json!(true)
+        && cold.replaced.is_empty()
         && follow["ok"] == json!(true)
         && serve_check["ok"] == json!(true)
         && leftovers.is_empty();
@@ -688,8 +689,10 @@ fn settle_and_audit(
             "stores": stores,
             "follow": follow,
             "serve": serve_check,
-            "cold_objects": objects,
-            "cold_objects_that_copy_archive_files": copies,
+            "cold_objects": cold.objects,
+            "cold_objects_that_copy_archive_files": cold.copies,
+            "cold_objects_replaced": cold.replaced.len(),
+            "cold_objects_replaced_sample": cold.replaced.iter().take(5).collect::<Vec<_>>(),
             "leftover_files": leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         },
     }))
