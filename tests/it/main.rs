@@ -2,5 +2,6 @@
 
 mod fleet;
 mod hardening;
+mod lake;
 mod ops;
 mod pipelines;

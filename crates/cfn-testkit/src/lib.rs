@@ -11,6 +11,7 @@ use std::sync::Once;
 pub mod accuracy;
 pub mod browser;
 pub mod gendata;
+pub mod s3;
 pub mod serve;
 
 /// A temporary directory that is removed when dropped.
@@ -299,6 +300,27 @@ pub fn peer(program: &str, why: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {msg}; install it to run this test");
     }
     found
+}
+
+/// Whether python3 can run `imports` (`import duckdb, duckdb_extension_httpfs`). When it
+/// cannot, prints why the test is skipped and returns false, or panics under
+/// `CFN_REQUIRE_PEERS=1`.
+#[track_caller]
+pub fn python_modules(imports: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", imports])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let msg = format!("python3 cannot `{imports}` ({install})");
+        if peers_required() {
+            panic!("CFN_REQUIRE_PEERS=1 but {msg}");
+        }
+        eprintln!("SKIPPED: {msg}; install it to run this test");
+    }
+    ok
 }
 
 /// A free TCP port on 127.0.0.1.

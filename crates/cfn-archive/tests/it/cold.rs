@@ -3,6 +3,7 @@
 //! verified before deletion, a killed multipart upload resumes, a failing server is retried
 //! and then reported, and `cfn-cat s3://` reads the cold copies back.
 
+use cfn_testkit::s3::{proxy, read_request};
 use cfn_testkit::{Outcome, TestCommand, TestDir, free_port, peer};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -33,10 +34,10 @@ fn setup_script() -> PathBuf {
 fn moto() -> Option<&'static Moto> {
     static OPEN: OnceLock<Option<Moto>> = OnceLock::new();
     OPEN.get_or_init(|| {
-        let (_, port) = moto_open()?;
+        let port = cfn_testkit::s3::open_moto()?;
         Some(Moto {
             _child: None,
-            port: *port,
+            port,
             key: "AKOPENTESTKEY".into(),
             secret: "open-moto-secret-never-printed".into(),
         })
@@ -477,88 +478,6 @@ fn flaky_proxy(upstream: u16, fail: usize) -> (u16, Arc<AtomicUsize>) {
     proxy(upstream, fail, |_| {})
 }
 
-/// [`flaky_proxy`], calling `before` with each request it forwards, before forwarding it.
-fn proxy(
-    upstream: u16,
-    fail: usize,
-    before: impl Fn(&[u8]) + Send + Sync + 'static,
-) -> (u16, Arc<AtomicUsize>) {
-    let before = Arc::new(before);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut client) = conn else { continue };
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let before = before.clone();
-            std::thread::spawn(move || {
-                let Some(request) = read_request(&mut client) else {
-                    return;
-                };
-                if n < fail {
-                    let _ = client.write_all(
-                        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
-                    );
-                    return;
-                }
-                before(&request);
-                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    return;
-                };
-                let _ = up.write_all(&request);
-                let mut reply = Vec::new();
-                let _ = up.read_to_end(&mut reply);
-                let _ = client.write_all(&reply);
-            });
-        }
-    });
-    (port, seen)
-}
-
-/// One whole request (head and Content-Length body), with `Connection: close` so the
-/// upstream ends its reply by closing.
-fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let head_end = loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let mut out: Vec<u8> = head
-        .trim_end()
-        .lines()
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .flat_map(|l| format!("{l}\r\n").into_bytes())
-        .collect();
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out.extend_from_slice(&buf[head_end..]);
-    Some(out)
-}
-
 #[test]
 fn a_failing_server_is_retried_and_one_that_stays_down_is_75() {
     let Some(m) = moto() else { return };
@@ -765,36 +684,14 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// moto_server rejects the signature of a ListObjectsV2 whose prefix holds a `/` when its
-/// authentication is on (boto3's own requests fail the same way), so listing under a
-/// prefix is checked against a second server without authentication.
-fn moto_open() -> Option<&'static (std::process::Child, u16)> {
-    static OPEN: OnceLock<Option<(std::process::Child, u16)>> = OnceLock::new();
-    OPEN.get_or_init(|| {
-        let server = peer("moto_server", "PyPI package moto[server]")?;
-        let port = free_port();
-        let child = std::process::Command::new(server)
-            .args(["-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some((child, port))
-    })
-    .as_ref()
-}
-
 #[test]
 fn cfn_cat_lists_a_prefix_and_skips_days_outside_the_range() {
-    let Some((_, port)) = moto_open() else { return };
+    let Some(port) = cfn_testkit::s3::open_moto() else {
+        return;
+    };
     let open = Moto {
         _child: None,
-        port: *port,
+        port,
         key: "open".into(),
         secret: "open".into(),
     };
