@@ -2,7 +2,7 @@ complete -c cfn-alert -l rules -d 'Rules file (TOML); repeatable' -r -F
 complete -c cfn-alert -l rule -d 'A rule as a one-liner (see RULES); repeatable' -r
 complete -c cfn-alert -l state -d 'Keep alert state in FILE across runs: notify once when an alert starts firing, again every --repeat, and once when it resolves' -r -F
 complete -c cfn-alert -l repeat -d 'While an alert keeps firing, notify again this often' -r
-complete -c cfn-alert -l log -d 'Append events to FILE (JSONL) under a lock' -r -F
+complete -c cfn-alert -l log -d 'Append events to FILE (JSONL) under a lock, after the notifications are sent and the state saved (a log that cannot be written is a warning). Keep it where only this service writes: cfn-top and cfn-serve ignore a log whose directory others can write' -r -F
 complete -c cfn-alert -l firing-prom -d 'Also write the alerts firing now as a Prometheus gauge cfn_alert_firing (atomically), e.g. into node_exporter\'s textfile directory for dashboards' -r -F
 complete -c cfn-alert -l slack-webhook-file -d 'Read the Slack incoming-webhook URL from FILE (else $CFN_SLACK_WEBHOOK_URL)' -r -F
 complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routing key from FILE (else $CFN_PAGERDUTY_ROUTING_KEY)' -r -F

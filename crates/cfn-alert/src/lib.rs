@@ -11,7 +11,7 @@ use cfn_net::http::{RetryPolicy, read_secret};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod alertmanager;
@@ -62,7 +62,7 @@ ALERTMANAGER:
   are never printed.
 
 EXAMPLES:
-  cfn-cat --since 30s | cfn-agg | cfn-alert --state /var/lib/cfn-metrics/alert-state.json --log /dev/shm/cfn-alerts.jsonl
+  cfn-cat --since 30s | cfn-agg | cfn-alert --state /var/lib/cfn-metrics/alert-state.json --log /var/lib/cfn-metrics/cfn-alerts.jsonl
   cfn-cat --since 5m | cfn-agg --by agent | cfn-alert --rule 'memory_usage_mb max > 2048 critical'
   cfn-alert --print-rules > rules.toml
 ";
@@ -104,7 +104,9 @@ pub struct Cli {
     #[arg(long)]
     pub no_resolved: bool,
 
-    /// Append events to FILE (JSONL) under a lock.
+    /// Append events to FILE (JSONL) under a lock, after the notifications are sent and the
+    /// state saved (a log that cannot be written is a warning). Keep it where only this
+    /// service writes: cfn-top and cfn-serve ignore a log whose directory others can write.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
@@ -608,17 +610,6 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     let mut plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
 
     let printed = print_events(&plan, &mut out)?;
-    if let (Some(path), false) = (&cli.log, cli.dry_run)
-        && !printed.is_empty()
-    {
-        let mut f = cfn_core::fsutil::open_locked_append(path, 0o600, config.lock_timeout)?;
-        f.write_all(printed.as_bytes()).map_err(|e| {
-            fail(
-                cfn_core::exit::exit_for_io(&e),
-                format!("cannot append to {}: {e}", path.display()),
-            )
-        })?;
-    }
     let delivered = deliver(&plan, &chans, &policy, &mut state, now);
     let managed = match (&managers, cli.dry_run) {
         (Some(am), false) => {
@@ -635,6 +626,18 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     if let (Some(path), false) = (&cli.firing_prom, cli.dry_run) {
         cfn_core::fsutil::write_atomic(path, 0o644, firing_exposition(&state).as_bytes())?;
     }
+    // Last, and never a reason to skip the rest: a log that cannot be written (locked by
+    // someone else, replaced by a FIFO, a full disk) costs its lines, not the notifications
+    // or the state.
+    if let (Some(path), false) = (&cli.log, cli.dry_run)
+        && !printed.is_empty()
+        && let Err(e) = append_log(path, &printed, config.lock_timeout)
+    {
+        cfn_core::cli::warn(
+            "cfn-alert",
+            format!("{e:#}; the notifications were sent and the state saved"),
+        );
+    }
     // A failed delivery wins over "firing": a script that retries on 75 must not mistake
     // "nobody was told" for the usual "something is firing".
     Ok(if !delivered || managed == Exit::TempFail {
@@ -645,6 +648,20 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
         Exit::Firing
     } else {
         Exit::Ok
+    })
+}
+
+/// Appends the events' lines to the alerts log under its lock.
+fn append_log(path: &Path, lines: &str, lock_timeout: Duration) -> anyhow::Result<()> {
+    if let Some(why) = cfn_core::alert_event::untrusted_log(path) {
+        cfn_core::cli::warn("cfn-alert", why.replace("not reading", "writing"));
+    }
+    let mut f = cfn_core::fsutil::open_locked_append(path, 0o600, lock_timeout)?;
+    f.write_all(lines.as_bytes()).map_err(|e| {
+        fail(
+            cfn_core::exit::exit_for_io(&e),
+            format!("cannot append to {}: {e}", path.display()),
+        )
     })
 }
 

@@ -615,3 +615,47 @@ fn alertmanager_urls_must_be_http_and_a_rejection_is_65_with_its_first_bytes_and
     );
     assert!(alerts[0]["endsAt"].as_str() > alerts[0]["startsAt"].as_str());
 }
+
+/// Issue 36 (high): an agent that locks the alerts log, or puts a FIFO in its place, used to
+/// stop every notification and every state save (exit 75, then 73). The log now comes
+/// last: the receiver is told, the state is saved, the log's failure is a warning naming it.
+#[test]
+fn a_locked_or_fifo_alerts_log_never_stops_a_notification_or_the_state() {
+    let server = MockServer::start(|_, _| reply(200, "ok"));
+    let dir = TestDir::new();
+    let log = dir.join("alerts.jsonl");
+    let state = dir.join("state.json");
+    let run = |now: &str| {
+        dir.cmd("cfn-alert")
+            .env("CFN_WEBHOOK_URL", format!("{}/hook", server.url()))
+            .env("CFN_LOCK_TIMEOUT_MS", "200")
+            .arg("--state")
+            .arg(&state)
+            .args(["--repeat", "1m", "--now", now, "--log"])
+            .arg(&log)
+            .stdin(agg("coordination.time", "max", 20000.0))
+            .run()
+    };
+    // Held by another process (as `flock LOG sleep` would).
+    std::fs::write(&log, "").unwrap();
+    let holder = std::fs::File::open(&log).unwrap();
+    holder.lock().unwrap();
+    let out = run("2026-11-27T10:00:00Z");
+    out.status(1).stderr_has("alerts.jsonl");
+    assert_eq!(server.requests().len(), 1, "the receiver was told");
+    assert!(
+        dir.read("state.json").contains("coordination_time"),
+        "the state was saved"
+    );
+    drop(holder);
+    // A FIFO in its place.
+    std::fs::remove_file(&log).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&log)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = run("2026-11-27T10:05:00Z");
+    out.status(1).stderr_has("alerts.jsonl");
+    assert_eq!(server.requests().len(), 2, "told again after --repeat");
+}

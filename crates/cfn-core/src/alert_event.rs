@@ -151,16 +151,37 @@ fn firing_in_state(path: &Path) -> Option<Vec<FiringAlert>> {
     Some(firing.collect())
 }
 
+/// Why an alerts log cannot be trusted, if it cannot: its directory lets others than its
+/// owner write (group or world), so any member could forge a `resolved` line, or remove
+/// and replace the log. Such a log is never read: the firing alerts come from the state.
+pub fn untrusted_log(log: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = match log.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mode = std::fs::metadata(dir).ok()?.permissions().mode();
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "not reading the alerts log {}: its directory {} is writable by others (mode {:o}), where any agent could forge or hide an alert; keep it where only cfn-alert writes (the state directory) and give the alert state",
+            log.display(),
+            dir.display(),
+            mode & 0o7777
+        )
+    })
+}
+
 /// The alerts firing now: from `cfn-alert --state`'s file when given and readable, else
 /// the last event of each alert in the alerts log; and the log's most recent events. Both
 /// files are opened as shards are (no symlink, FIFO or foreign file) and only the end of
-/// the log is read, since it grows forever.
+/// the log is read, since it grows forever. A log that [`untrusted_log`] refuses is not
+/// read at all.
 pub fn alerts_now(state: Option<&Path>, log: Option<&Path>) -> AlertsNow {
     let from_state = state.and_then(firing_in_state);
     let mut recent: Vec<AlertEvent> = Vec::new();
     // Lines are cut as bytes, so a cut inside a multi-byte character costs that one
     // (partial) line, not the whole tail.
-    if let Some(p) = log
+    if let Some(p) = log.filter(|p| untrusted_log(p).is_none())
         && let Ok((tail, cut)) = crate::fsutil::read_tail(p, 256 * 1024)
     {
         recent = tail
@@ -228,5 +249,29 @@ mod tests {
         let old = AlertEvent::parse(legacy).unwrap();
         assert_eq!(old.state, AlertState::Resolved);
         assert!(old.metadata.dedup_key.is_empty());
+    }
+
+    /// Issue 36: an agent appending a forged `resolved` line to a log in a directory it can
+    /// write must not hide a firing alert; a log where only its owner writes is read.
+    #[test]
+    fn a_log_in_a_directory_others_can_write_is_never_read() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("cfn-alerts.jsonl");
+        let firing = r#"{"timestamp":"2026-11-27T10:00:30.000Z","alert":"a","state":"firing","severity":"critical","message":"m","metadata":{"metric":"m","stat":"max","value":2,"threshold":1,"dedup_key":"k"}}"#;
+        std::fs::write(&log, format!("{firing}\n")).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(untrusted_log(&log).is_none());
+        assert_eq!(alerts_now(None, Some(&log)).firing.len(), 1);
+        let forged = firing.replace("\"firing\"", "\"resolved\"");
+        std::fs::write(&log, format!("{firing}\n{forged}\n")).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770)).unwrap();
+        let why = untrusted_log(&log).expect("a group-writable directory");
+        assert!(
+            why.contains("cfn-alerts.jsonl") && why.contains("2770"),
+            "{why}"
+        );
+        let now = alerts_now(None, Some(&log));
+        assert!(now.recent.is_empty(), "nothing is read from it");
     }
 }

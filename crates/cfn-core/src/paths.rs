@@ -14,7 +14,8 @@ pub struct Config {
     pub shards: u32,
     /// `CFN_ARCHIVE_DIR`.
     pub archive_dir: PathBuf,
-    /// `CFN_ALERTS_FILE`, default `$CFN_METRICS_DIR/cfn-alerts.jsonl`.
+    /// `CFN_ALERTS_FILE`, default `cfn-alerts.jsonl` in the state directory
+    /// ([`default_state_dir`]): where only the service writes, never the agents' directory.
     pub alerts_file: PathBuf,
     /// `CFN_LOCK_TIMEOUT_MS`, default 5000.
     pub lock_timeout: Duration,
@@ -40,6 +41,22 @@ fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
         }),
         _ => Ok(None),
     }
+}
+
+/// The state directory: `CFN_STATE_DIR`, else `/var/lib/cfn-metrics` for root, else
+/// `$XDG_STATE_HOME/cfn-metrics` (or `~/.local/state/cfn-metrics`). The service's own files
+/// (alert state and log, textfiles) live there, where agents cannot write.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = env_path("CFN_STATE_DIR") {
+        return dir;
+    }
+    if crate::fsutil::effective_uid() == 0 {
+        return PathBuf::from("/var/lib/cfn-metrics");
+    }
+    let base = env_path("XDG_STATE_HOME")
+        .or_else(|| env_path("HOME").map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("cfn-metrics")
 }
 
 /// The default archive directory: `/var/lib/cfn-metrics/archive` for root, else
@@ -68,7 +85,7 @@ impl Config {
         let lock_ms = env_number::<u64>("CFN_LOCK_TIMEOUT_MS")?.unwrap_or(5000);
         Ok(Self {
             alerts_file: env_path("CFN_ALERTS_FILE")
-                .unwrap_or_else(|| metrics_dir.join("cfn-alerts.jsonl")),
+                .unwrap_or_else(|| default_state_dir().join("cfn-alerts.jsonl")),
             metrics_dir,
             shards,
             archive_dir: env_path("CFN_ARCHIVE_DIR").unwrap_or_else(default_archive_dir),

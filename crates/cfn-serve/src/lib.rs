@@ -904,12 +904,16 @@ pub fn run(
         .archive_dir
         .clone()
         .or_else(|| std::env::var_os("CFN_ARCHIVE_DIR").map(PathBuf::from));
+    let alerts_log = cli.alerts_log.clone().unwrap_or(config.alerts_file.clone());
+    if let Some(why) = cfn_core::alert_event::untrusted_log(&alerts_log) {
+        cfn_core::cli::warn("cfn-serve", why);
+    }
     let src = Sources {
         metrics_dir: cli.dir.clone().unwrap_or(config.metrics_dir.clone()),
         shard_count: config.shards,
         archive_dir: archive,
         alert_state: cli.alert_state.clone(),
-        alerts_log: Some(cli.alerts_log.clone().unwrap_or(config.alerts_file.clone())),
+        alerts_log: Some(alerts_log),
     };
     let app = Arc::new(App::new(
         src,

@@ -129,6 +129,11 @@ pub fn clock(now: EpochMs) -> String {
 /// Bad flags (exit 2); no terminal without --once (exit 2); terminal I/O errors.
 pub fn run(cli: Cli, _stdin: impl BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
     let config = Config::from_env()?;
+    if cli.alert_state.is_none()
+        && let Some(why) = cfn_core::alert_event::untrusted_log(&config.alerts_file)
+    {
+        cfn_core::cli::warn("cfn-top", why);
+    }
     let src = Sources {
         alerts_log: Some(config.alerts_file.clone()),
         config,

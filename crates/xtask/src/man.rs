@@ -42,7 +42,7 @@ const ENVIRONMENT: &[(&str, &str, &[&str])] = &[
     ),
     (
         "CFN_ALERTS_FILE",
-        "alert events log (default $CFN_METRICS_DIR/cfn-alerts.jsonl)",
+        "alert events log (default $CFN_STATE_DIR/cfn-alerts.jsonl: /var/lib/cfn-metrics for root, else ~/.local/state/cfn-metrics)",
         &["cfn-alert", "cfn-serve", "cfn-top"],
     ),
     (

@@ -1,6 +1,7 @@
 //! `trim`: remove what is archived and older than the hot window from the shards.
 
 use super::*;
+use std::os::unix::fs::PermissionsExt as _;
 
 /// Removes from each hot shard the records older than `hot` that are already archived,
 /// rewriting it under its lock and renaming it into place (writers re-check the inode).
@@ -82,7 +83,13 @@ fn trimmable_prefix(
     Ok((cut, removed))
 }
 
-/// Writes the shard from byte `cut` on into a new file (same owner and mode), records the
+/// The mode a trimmed shard's new file gets from the old one's: its read and write bits,
+/// never setuid, setgid, sticky or execute.
+fn shard_mode(old: u32) -> u32 {
+    old & 0o666
+}
+
+/// Writes the shard from byte `cut` on into a new file (same owner, read and write bits), records the
 /// trim in the state, and renames the new file into place; returns its identity.
 fn rewrite_from(
     ctx: &Ctx,
@@ -109,7 +116,10 @@ fn rewrite_from(
         Err(e) if !root && e.kind() == std::io::ErrorKind::PermissionDenied => {}
         other => other?,
     }
-    tmp.as_file().set_permissions(meta.permissions())?;
+    // Read and write bits only: a setuid, setgid or execute bit an agent put on its shard
+    // must not become a setuid file of the archiver's user holding the agent's bytes.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(shard_mode(meta.mode())))?;
     tmp.as_file().sync_all()?;
     let new_id = FileId::of(&tmp.as_file().metadata()?);
     // Recorded before the rename: a crash after it resumes at offset - cut, exactly, and a
@@ -139,4 +149,17 @@ fn rewrite_from(
         .map_err(|e| io_fail("cannot rename into", path, &e.error))?;
     crash_point("after_trim_rename");
     Ok(new_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trim_keeps_read_and_write_bits_and_drops_setuid_setgid_and_execute() {
+        assert_eq!(shard_mode(0o6750), 0o640);
+        assert_eq!(shard_mode(0o4777), 0o666);
+        assert_eq!(shard_mode(0o1660), 0o660);
+        assert_eq!(shard_mode(0o600), 0o600);
+    }
 }
