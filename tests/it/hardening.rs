@@ -328,3 +328,75 @@ fn agents_of_the_group_share_a_setgid_hot_directory_and_outsiders_cannot_get_in(
     out.success().stderr_has("skipping");
     assert_eq!(out.stdout(), "");
 }
+
+/// Issue 36 (medium 1): an agent id that writes to the operator's clipboard (OSC 52) and
+/// clears the screen, and a bidi override, reach no terminal raw: not from cfn-agg's table,
+/// nor its sum-overflow warning, nor cfn-alert's stderr summary, nor a peer's reply body in
+/// an error. JSON output stays JSON (its encoder escapes them).
+#[test]
+fn terminal_escapes_in_agent_text_and_reply_bodies_never_reach_a_terminal_raw() {
+    let hostile = "\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2J\u{202e}x";
+    let raw =
+        |text: &str| text.contains('\u{1b}') || text.contains('\u{7}') || text.contains('\u{202e}');
+    let dir = TestDir::new();
+    let records = format!(
+        "{}\n{}\n",
+        serde_json::json!({"timestamp": "2026-11-27T10:00:00Z", "agent": hostile, "metric": "coordination.time", "value": 1.7e308, "unit": hostile, "tags": {hostile: hostile}}),
+        serde_json::json!({"timestamp": "2026-11-27T10:00:01Z", "agent": hostile, "metric": "coordination.time", "value": 1.7e308, "unit": hostile, "tags": {hostile: hostile}}),
+    );
+    let table = dir
+        .cmd("cfn-agg")
+        .args([
+            "--format",
+            "table",
+            "--by",
+            "agent",
+            "--by",
+            &format!("tag:{hostile}"),
+        ])
+        .stdin(records.clone())
+        .run();
+    table.success();
+    assert!(!raw(&table.stdout()), "table: {:?}", table.stdout());
+    assert!(
+        table.stdout().contains("\\u{1b}]52"),
+        "shown escaped: {}",
+        table.stdout()
+    );
+    // The sum past the largest double names the group in a warning.
+    assert!(table.stderr().contains("warning"), "{:?}", table.stderr());
+    assert!(!raw(&table.stderr()), "warning: {:?}", table.stderr());
+    // JSON stays JSON: control characters as JSON escapes (a bidi override is data there).
+    let aggs = dir
+        .cmd("cfn-agg")
+        .args(["--by", "agent"])
+        .stdin(records)
+        .run();
+    assert!(!aggs.success().stdout().contains(['\u{1b}', '\u{7}']));
+    assert_eq!(aggs.jsonl()[0]["agent"], hostile);
+    // cfn-alert's summary line carries the labels in its default message.
+    let alert = dir
+        .cmd("cfn-alert")
+        .args([
+            "--rule",
+            "coordination.time max > 10 critical \"{labels} slow\"",
+        ])
+        .stdin(aggs.stdout())
+        .run();
+    alert.status(1);
+    assert!(alert.stderr().contains("FIRING"), "{}", alert.stderr());
+    assert!(!raw(&alert.stderr()), "summary: {:?}", alert.stderr());
+    // A webhook that answers with escapes in its body: the error shows them escaped.
+    let server = cfn_testkit::MockServer::start(move |_, _| {
+        cfn_testkit::reply(400, &format!("bad {hostile}"))
+    });
+    let sent = dir
+        .cmd("cfn-alert")
+        .env("CFN_WEBHOOK_URL", format!("{}/hook", server.url()))
+        .args(["--rule", "coordination.time max > 10 critical \"slow\""])
+        .stdin(aggs.stdout())
+        .run();
+    assert_ne!(sent.code(), 0);
+    assert!(sent.stderr().contains("bad "), "{}", sent.stderr());
+    assert!(!raw(&sent.stderr()), "reply body: {:?}", sent.stderr());
+}

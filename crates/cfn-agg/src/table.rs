@@ -67,7 +67,13 @@ pub fn write_table(aggs: &[Aggregate], out: &mut impl Write) -> std::io::Result<
             );
         }
         r.push(a.unit.clone().unwrap_or_default());
-        rows.push(r);
+        // Agent ids, tags, units and metric names are the agents' text: escaped for the
+        // terminal, and the widths counted on what is shown.
+        rows.push(
+            r.into_iter()
+                .map(|cell| cfn_core::cli::printable(&cell).into_owned())
+                .collect(),
+        );
     }
     let ncols = rows[0].len();
     let widths: Vec<usize> = (0..ncols)

@@ -200,7 +200,9 @@ impl Alertmanagers {
                     ),
                 ),
             };
-            cfn_core::cli::warn("cfn-alert", failed.1);
+            // Redacted again after decoding: the JSON `message` may spell a secret with
+            // escapes (`\u0042e…`) that the raw body's redaction could not see.
+            cfn_core::cli::warn("cfn-alert", self.secrets.redact(&failed.1));
             if failed.0 == Exit::TempFail || worst == Exit::Ok {
                 worst = failed.0;
             }

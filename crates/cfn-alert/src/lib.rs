@@ -394,12 +394,14 @@ fn summary_line(ev: &Event) -> String {
         (true, _, "warning") => ("\x1b[33m", "\x1b[0m"),
         (true, _, _) => ("\x1b[36m", "\x1b[0m"),
     };
+    // The message holds agent ids and tag values: escaped, as every human output is.
+    let printable = cfn_core::cli::printable;
     format!(
         "cfn-alert: {start}{} [{}]{end} {}: {}",
         ev.state.as_str().to_uppercase(),
-        ev.severity,
-        ev.alert,
-        ev.message
+        printable(&ev.severity),
+        printable(&ev.alert),
+        printable(&ev.message)
     )
 }
 

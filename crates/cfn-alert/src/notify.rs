@@ -48,7 +48,9 @@ impl Channel {
         }
     }
 
-    /// The request body for an event.
+    /// The request body for an event. Agent text goes only where it is text: escaped for
+    /// Slack's markup; in PagerDuty's summary and details and the webhook's event as JSON
+    /// strings, never in a routing or dedup field.
     pub fn body(&self, ev: &Event) -> Vec<u8> {
         match self {
             Channel::Slack { .. } => {
@@ -60,9 +62,9 @@ impl Channel {
                 let text = format!(
                     "{icon} [{}] {} {}: {}",
                     ev.state.as_str().to_uppercase(),
-                    ev.severity.to_uppercase(),
-                    ev.alert,
-                    ev.message
+                    slack_escape(&ev.severity.to_uppercase()),
+                    slack_escape(&ev.alert),
+                    slack_escape(&ev.message)
                 );
                 serde_json::to_vec(&json!({ "text": text })).unwrap_or_default()
             }
@@ -135,4 +137,12 @@ impl Channel {
             )),
         }
     }
+}
+
+/// Text for Slack's `text`: `&`, `<` and `>` escaped as Slack's formatting asks, so an
+/// agent's `<!channel>` or `<https://…|label>` is shown, not obeyed.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -659,3 +659,68 @@ fn a_locked_or_fifo_alerts_log_never_stops_a_notification_or_the_state() {
     out.status(1).stderr_has("alerts.jsonl");
     assert_eq!(server.requests().len(), 2, "told again after --repeat");
 }
+
+/// Issue 36 (medium 5): a peer that echoes a header's secret inside its JSON `message`,
+/// spelled with JSON escapes, used to get it printed once cfn-alert decoded the message.
+/// Redaction runs on what is printed, after decoding.
+#[test]
+fn an_alertmanager_echoing_a_secret_with_json_escapes_never_gets_it_printed() {
+    let dir = TestDir::new();
+    let agg = r#"{"metric":"coordination.time","count":1,"sum":500,"avg":500,"min":500,"max":500}"#;
+    let server = MockServer::start(|r, _| {
+        let auth = r.header("authorization").unwrap_or("").to_string();
+        let escaped: String = auth
+            .chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect();
+        reply(
+            400,
+            &format!("{{\"code\":400,\"message\":\"refused {escaped}\"}}"),
+        )
+    });
+    let out = dir
+        .cmd("cfn-alert")
+        .args([
+            "--alertmanager",
+            &server.url(),
+            "--rule",
+            "coordination.time max > 100",
+        ])
+        .args(["--header", "Authorization: Bearer am-token-Zq81xVw"])
+        .stdin(agg)
+        .run();
+    out.status(65).stderr_has("refused ***");
+    assert!(!out.stderr().contains("Zq81"), "{}", out.stderr());
+    assert!(!out.stderr().contains("am-token"), "{}", out.stderr());
+}
+
+/// Issue 36 (medium 6): Slack reads `<!channel>` and `<URL|label>` in a message's text as a
+/// mention and a link; an agent's id must not page a channel or plant a link, so `&`, `<`
+/// and `>` are escaped as Slack asks.
+#[test]
+fn slack_text_escapes_an_agents_mention_and_link() {
+    let server = MockServer::start(|_, _| reply(200, "ok"));
+    let dir = TestDir::new();
+    let agent = "<!channel> <https://evil.example/login|Acknowledge alert> & co";
+    let agg = serde_json::json!({"metric":"coordination.time","agent":agent,"count":1,"sum":500,"avg":500,"min":500,"max":500}).to_string();
+    dir.cmd("cfn-alert")
+        .env("CFN_SLACK_WEBHOOK_URL", format!("{}/slack", server.url()))
+        .args([
+            "--rule",
+            "coordination.time max > 100 critical \"{labels} slow\"",
+        ])
+        .stdin(agg)
+        .run()
+        .status(1);
+    let text = server.requests()[0].json()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    assert!(
+        text.contains(
+            "&lt;!channel&gt; &lt;https://evil.example/login|Acknowledge alert&gt; &amp; co"
+        ),
+        "{text}"
+    );
+}

@@ -17,10 +17,10 @@ pub fn main_with(tool: &str, body: impl FnOnce() -> anyhow::Result<Exit>) -> Exi
         Ok(exit) => ExitCode::from(exit.code()),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            let mut msg = format!("{tool}: error: {err}");
+            let mut msg = format!("{tool}: error: {}", printable(&err.to_string()));
             for cause in err.chain().skip(1) {
                 msg.push_str(": ");
-                msg.push_str(&cause.to_string());
+                msg.push_str(&printable(&cause.to_string()));
             }
             msg.push('\n');
             let _ = std::io::stderr().write_all(msg.as_bytes());
@@ -141,7 +141,35 @@ pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
 
 /// Prints a warning line `tool: warning: msg` on stderr.
 pub fn warn(tool: &str, msg: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stderr(), "{tool}: warning: {msg}");
+    let msg = msg.to_string();
+    let _ = writeln!(std::io::stderr(), "{tool}: warning: {}", printable(&msg));
+}
+
+/// Whether `c` must not reach a terminal as it is: a control character (C0, DEL, C1: escape
+/// sequences, OSC 52 clipboard writes, screen clears) or a bidirectional override or
+/// isolate (text that reads in another order than it is).
+fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}' | '\u{200e}' | '\u{200f}')
+}
+
+/// Text an agent or a peer controls, made safe for a terminal: every control character and
+/// bidi override is written as a Rust escape (`\u{1b}`), everything else as it is. Every
+/// tool's human output (warnings, errors, tables, summaries, reply bodies) goes through it;
+/// JSON output stays JSON (its encoder escapes control characters already).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unprintable(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A size in bytes with an optional unit (K, M, G: powers of 1000; KiB, MiB, GiB: of 1024).
@@ -172,4 +200,24 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
         .and_then(|n| n.checked_mul(factor))
         .filter(|&n| n > 0)
         .ok_or_else(|| fail(Exit::Usage, format!("size {text:?} is not a positive size")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters_and_bidi_overrides_and_nothing_else() {
+        let hostile = "agent\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2J\u{202e}evil\u{9b}";
+        let safe = printable(hostile);
+        assert_eq!(
+            safe,
+            "agent\\u{1b}]52;c;cHduZWQ=\\u{7}\\u{1b}[2J\\u{202e}evil\\u{9b}"
+        );
+        assert!(!safe.chars().any(is_unprintable));
+        assert!(matches!(
+            printable("agent-42 µs é 漢"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }
