@@ -23,7 +23,7 @@ _cfn__alert() {
 
     case "${cmd}" in
         cfn__alert)
-            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --alertmanager --header --alert-valid-for --generator-url --http-timeout --retries --now --dry-run --strict --help --version"
+            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --alertmanager --header --header-file --alert-valid-for --generator-url --http-timeout --retries --now --dry-run --strict --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -74,6 +74,10 @@ _cfn__alert() {
                     return 0
                     ;;
                 --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -9,7 +9,8 @@ complete -c cfn-alert -l pagerduty-routing-key-file -d 'Read the PagerDuty routi
 complete -c cfn-alert -l pagerduty-url -d 'PagerDuty Events API v2 endpoint' -r
 complete -c cfn-alert -l webhook-file -d 'Read a generic webhook URL from FILE (else $CFN_WEBHOOK_URL); it receives the event JSON' -r -F
 complete -c cfn-alert -l alertmanager -d 'Send the alerts to this Alertmanager (API v2); repeatable, each URL gets every alert' -r
-complete -c cfn-alert -l header -d 'An HTTP header for the Alertmanager requests (\'Authorization: Bearer …\'); repeatable. Its value is never printed' -r
+complete -c cfn-alert -l header -d 'An HTTP header for the Alertmanager requests (\'Authorization: Bearer …\'); repeatable. Its value is never printed. On a shared host prefer --header-file: a command line is readable by every user in /proc' -r
+complete -c cfn-alert -l header-file -d 'Read Alertmanager headers from FILE, one \'Name: value\' a line (blank lines and lines starting with # are skipped); the file must be readable by its owner only' -r -F
 complete -c cfn-alert -l alert-valid-for -d 'How long a firing alert sent to Alertmanager stays firing without being sent again (its endsAt); keep it above the run interval' -r
 complete -c cfn-alert -l generator-url -d 'The link Alertmanager shows with each alert (the cfn-serve page, say)' -r
 complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r

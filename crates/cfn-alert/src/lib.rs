@@ -140,9 +140,15 @@ pub struct Cli {
     pub alertmanager: Vec<String>,
 
     /// An HTTP header for the Alertmanager requests ('Authorization: Bearer …'); repeatable.
-    /// Its value is never printed.
+    /// Its value is never printed. On a shared host prefer --header-file: a command line
+    /// is readable by every user in /proc.
     #[arg(long, value_name = "NAME: VALUE")]
     pub header: Vec<String>,
+
+    /// Read Alertmanager headers from FILE, one 'Name: value' a line (blank lines and
+    /// lines starting with # are skipped); the file must be readable by its owner only.
+    #[arg(long, value_name = "FILE")]
+    pub header_file: Option<PathBuf>,
 
     /// How long a firing alert sent to Alertmanager stays firing without being sent again
     /// (its endsAt); keep it above the run interval.
@@ -597,7 +603,7 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     } else {
         Some(alertmanager::Alertmanagers::new(
             &cli.alertmanager,
-            &cli.header,
+            &headers(&cli)?,
             cli.alert_valid_for.as_millis() as i64,
             cli.generator_url.clone(),
             cfn_core::paths::host_identity()?,
@@ -651,6 +657,24 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     } else {
         Exit::Ok
     })
+}
+
+/// The Alertmanager headers: `--header`, then the lines of `--header-file`.
+///
+/// # Errors
+/// Exit 78 when the header file cannot be read or others may read it.
+fn headers(cli: &Cli) -> anyhow::Result<Vec<String>> {
+    let mut out = cli.header.clone();
+    if let Some(f) = &cli.header_file {
+        let text = cfn_net::http::read_secret_file(f, "Alertmanager headers")?;
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(out)
 }
 
 /// Appends the events' lines to the alerts log under its lock.

@@ -319,7 +319,7 @@ fn slack_pagerduty_and_webhook_payloads_field_by_field() {
     let state = dir.join("state.json");
     let secret_key = "R0UT1NGK3YSECRET";
     let slack_path = "/services/T000/B000/SLACKSECRET";
-    let key_file = dir.write("pd.key", format!("{secret_key}\n"));
+    let key_file = dir.write_private("pd.key", format!("{secret_key}\n"));
     let run = |input: String| {
         dir.cmd("cfn-alert")
             .env(
@@ -722,5 +722,54 @@ fn slack_text_escapes_an_agents_mention_and_link() {
             "&lt;!channel&gt; &lt;https://evil.example/login|Acknowledge alert&gt; &amp; co"
         ),
         "{text}"
+    );
+}
+
+/// Issue 36 (medium 4): secrets come from files only their owner can read (every agent is
+/// in the service's group), and headers have a file of their own, off the command line.
+#[test]
+fn secret_files_readable_by_the_group_are_refused_and_a_header_file_is_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = MockServer::start(|_, _| reply(200, "{}"));
+    let dir = TestDir::new();
+    let agg = r#"{"metric":"coordination.time","count":1,"sum":500,"avg":500,"min":500,"max":500}"#;
+    let headers = dir.write_private(
+        "am-headers",
+        "# for the fleet's Alertmanager\nAuthorization: Bearer hdr-file-Kq2z9\n",
+    );
+    let hook = dir.write_private(
+        "slack-url",
+        format!("{}/slack/T0/B0/SLACKSECRETPATH\n", server.url()),
+    );
+    let run = |extra: &[&std::ffi::OsStr]| {
+        dir.cmd("cfn-alert")
+            .args([
+                "--alertmanager",
+                &server.url(),
+                "--rule",
+                "coordination.time max > 100",
+            ])
+            .args(extra)
+            .stdin(agg)
+            .run()
+    };
+    for (file, flag) in [(&headers, "--header-file"), (&hook, "--slack-webhook-file")] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let out = run(&[flag.as_ref(), file.as_os_str()]);
+        out.status(78)
+            .stderr_has(&file.display().to_string())
+            .stderr_has("mode 640");
+        assert!(!out.stderr().contains("Kq2z9") && !out.stderr().contains("SLACKSECRET"));
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    assert!(
+        server.requests().is_empty(),
+        "nothing sent with a refused secret"
+    );
+    run(&["--header-file".as_ref(), headers.as_os_str()]).status(1);
+    let sent = server.requests();
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some("Bearer hdr-file-Kq2z9")
     );
 }

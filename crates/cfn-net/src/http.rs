@@ -47,11 +47,52 @@ impl RetryPolicy {
     }
 }
 
-/// Reads a secret (API key, routing key, webhook URL) from `file` when given, else from the
-/// environment variable `env`; `None` when neither is set.
+/// The text of a file of secrets: a regular file (no link, FIFO or device) that only its
+/// owner can read. On a shared host every agent is in the service's group, so a file its
+/// group can read is a secret every agent can read: refused, naming the file.
 ///
 /// # Errors
-/// Exit 78 when the file cannot be read or is empty. The secret itself is never in a message.
+/// Exit 78 naming the file (never its contents) when it cannot be opened or read, is not a
+/// regular file, or its group or others may read it.
+pub fn read_secret_file(f: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    use cfn_core::exit::{Exit, fail};
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let cannot = |e: &dyn std::fmt::Display| {
+        fail(
+            Exit::Config,
+            format!("cannot read the {what} from {}: {e:#}", f.display()),
+        )
+    };
+    // As every file in a shared place: no link, FIFO or device, and ours or root's.
+    let file =
+        cfn_core::fsutil::open_safe(f, cfn_core::fsutil::Access::Read).map_err(|e| cannot(&e))?;
+    let meta = file.metadata().map_err(|e| cannot(&e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o044 != 0 {
+        return Err(fail(
+            Exit::Config,
+            format!(
+                "{} holds the {what} but its group or others may read it (mode {mode:o}); make it readable by the service user only (chmod 600), or pass it with systemd's LoadCredential=",
+                f.display()
+            ),
+        ));
+    }
+    let mut text = String::new();
+    (&file)
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| cannot(&e))?;
+    Ok(text)
+}
+
+/// Reads a secret (API key, routing key, webhook URL) from `file` when given (as
+/// [`read_secret_file`]), else from the environment variable `env`; `None` when neither is
+/// set.
+///
+/// # Errors
+/// Exit 78 when the file cannot be read, may be read by others, or is empty. The secret
+/// itself is never in a message.
 pub fn read_secret(
     file: Option<&std::path::Path>,
     env: &str,
@@ -59,12 +100,7 @@ pub fn read_secret(
 ) -> anyhow::Result<Option<String>> {
     use cfn_core::exit::{Exit, fail};
     if let Some(f) = file {
-        let s = std::fs::read_to_string(f).map_err(|e| {
-            fail(
-                Exit::Config,
-                format!("cannot read the {what} from {}: {e}", f.display()),
-            )
-        })?;
+        let s = read_secret_file(f, what)?;
         let s = s.trim().to_string();
         if s.is_empty() {
             return Err(fail(

@@ -57,6 +57,14 @@ impl TestDir {
     }
 
     /// Reads a file as text ("" when missing).
+    /// Writes a file only its owner may read (mode 0600), as secret files must be.
+    pub fn write_private(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = self.write(name, contents);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+        p
+    }
+
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.join(name)).unwrap_or_default()
     }

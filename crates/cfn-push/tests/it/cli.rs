@@ -95,7 +95,7 @@ fn datadog_request_headers_and_series_field_by_field() {
 fn newrelic_request_headers_and_metrics_field_by_field() {
     let server = MockServer::start(|_, _| reply(202, "{\"requestId\":\"x\"}"));
     let dir = TestDir::new();
-    let key_file = dir.write("nr.key", format!("{KEY}\n"));
+    let key_file = dir.write_private("nr.key", format!("{KEY}\n"));
     let out = dir
         .cmd("cfn-push")
         .args(["newrelic", "--endpoint", &server.url(), "--api-key-file"])
