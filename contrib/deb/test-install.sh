@@ -17,7 +17,7 @@ step "dpkg -i"
 dpkg -i "$deb" >/dev/null
 getent passwd cfn-metrics | grep -q ':/usr/sbin/nologin$' || fail "no cfn-metrics system user without a login shell"
 getent group cfn-metrics >/dev/null || fail "no cfn-metrics group"
-[ "$(stat -c '%a %U %G' /run/cfn-metrics)" = "2770 root cfn-metrics" ] || fail "/run/cfn-metrics is $(stat -c '%a %U %G' /run/cfn-metrics)"
+[ "$(stat -c '%a %U %G' /run/cfn-metrics)" = "3770 cfn-metrics cfn-metrics" ] || fail "/run/cfn-metrics is $(stat -c '%a %U %G' /run/cfn-metrics)"
 [ "$(stat -c '%U' /var/lib/cfn-metrics/archive)" = cfn-metrics ] || fail "archive directory"
 for unit in cfn-analyze.timer cfn-archive.timer cfn-rotate.timer; do
     [ -L "/etc/systemd/system/timers.target.wants/$unit" ] || fail "$unit is not enabled"

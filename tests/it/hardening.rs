@@ -400,3 +400,96 @@ fn terminal_escapes_in_agent_text_and_reply_bodies_never_reach_a_terminal_raw() 
     assert!(sent.stderr().contains("bad "), "{}", sent.stderr());
     assert!(!raw(&sent.stderr()), "reply body: {:?}", sent.stderr());
 }
+
+/// Runs `program ARGS` as uid `uid` with group `gid` (setpriv).
+fn as_user_run(
+    uid: u32,
+    gid: u32,
+    program: &str,
+    args: &[&std::ffi::OsStr],
+) -> cfn_testkit::Outcome {
+    cfn_testkit::TestCommand::program("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(format!("--groups={gid}"))
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .run()
+}
+
+/// Issue 36 (low 4, medium 3), as real users: in the package's hot directory (3770, owned by
+/// the service user: setgid and sticky) a member cannot delete or replace another member's
+/// shard, while the archiver, the directory's owner, still trims every shard; and a shard
+/// its owner made setuid and setgid (6750) comes out of the trim with neither bit.
+#[test]
+fn a_sticky_hot_directory_keeps_members_off_each_others_shards_and_a_trim_drops_setuid() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() || cfn_testkit::peer("setpriv", "Debian package util-linux").is_none() {
+        eprintln!("SKIPPED: needs root (to act as other users with setpriv)");
+        return;
+    }
+    const GROUP: u32 = 4200;
+    let (service, alice, carol) = (4201, 4202, 4203);
+    let dir = TestDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hot = dir.join("hot");
+    std::fs::create_dir(&hot).unwrap();
+    std::os::unix::fs::chown(&hot, Some(service), Some(GROUP)).unwrap();
+    std::fs::set_permissions(&hot, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    as_user(alice, GROUP, &hot, "cfn-emit", &["agent-1", "m", "1"]).success();
+    as_user(carol, GROUP, &hot, "cfn-emit", &["agent-2", "m", "2"]).success();
+    let shard = hot.join("cfn-metrics-1.jsonl");
+    // Carol appends to Alice's shard (the group's), but can neither delete nor replace it.
+    as_user(carol, GROUP, &hot, "cfn-emit", &["agent-1", "m", "3"]).success();
+    let rm = as_user_run(carol, GROUP, "rm", &["-f".as_ref(), shard.as_os_str()]);
+    assert_ne!(rm.code(), 0, "{rm:?}");
+    let decoy = hot.join("cfn-metrics-2.jsonl");
+    let mv = as_user_run(
+        carol,
+        GROUP,
+        "mv",
+        &["-f".as_ref(), decoy.as_os_str(), shard.as_os_str()],
+    );
+    assert_ne!(mv.code(), 0, "{mv:?}");
+    assert!(
+        std::fs::read_to_string(&shard)
+            .unwrap()
+            .contains("\"value\":3")
+    );
+    // Alice makes her shard setuid and setgid; the archiver trims every shard all the same.
+    let chmod = as_user_run(alice, GROUP, "chmod", &["6750".as_ref(), shard.as_os_str()]);
+    chmod.success();
+    let archive = dir.join("archive");
+    std::fs::create_dir(&archive).unwrap();
+    std::os::unix::fs::chown(&archive, Some(service), Some(GROUP)).unwrap();
+    let trim = as_user(
+        service,
+        GROUP,
+        &hot,
+        "cfn-archive",
+        &[
+            "--archive-dir",
+            archive.to_str().unwrap(),
+            "run",
+            "--hot",
+            "0s",
+        ],
+    );
+    trim.success();
+    let meta = std::fs::metadata(&shard).unwrap();
+    assert_eq!(
+        meta.mode() & 0o7777,
+        0o640,
+        "rw bits kept, setuid, setgid and x dropped"
+    );
+    assert_eq!(meta.uid(), service, "the trimmed file is the archiver's");
+    let both = as_user(
+        service,
+        GROUP,
+        &hot,
+        "cfn-cat",
+        &[archive.to_str().unwrap()],
+    );
+    assert_eq!(both.success().stdout().lines().count(), 3);
+}

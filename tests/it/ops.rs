@@ -594,3 +594,42 @@ fn the_default_file_check_names_a_bad_line_and_passes_the_packaged_file() {
         assert!(!out.stderr().contains("SECRET"));
     }
 }
+
+/// Issue 36 (medium 7): postinst's fallback for a system without systemd-tmpfiles made its
+/// directories with `install -d -o cfn-metrics`, which follows a link the service user
+/// planted (`/var/lib/cfn-metrics/archive -> /etc`), so root chowned the target on the next
+/// upgrade. Its `make_dir` never follows one: refused, named, the target untouched.
+#[test]
+fn postinst_never_follows_a_link_in_place_of_its_directories() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let postinst = std::fs::read_to_string(root().join("contrib/deb/postinst")).unwrap();
+    let start = postinst
+        .find("make_dir() {")
+        .expect("postinst defines make_dir");
+    let end = start + postinst[start..].find("\n}\n").unwrap() + 3;
+    let function = &postinst[start..end];
+    let dir = TestDir::new();
+    let target = dir.join("etc");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let before = std::fs::metadata(&target).unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("archive")).unwrap();
+    let (uid, gid) = (before.uid(), before.gid());
+    let script = format!(
+        "{function}\nmake_dir 0750 {uid} {gid} \"$1/archive\"\nmake_dir 2770 {uid} {gid} \"$1/fresh\"\n"
+    );
+    let out = TestCommand::program("sh")
+        .args(["-c", &script, "sh"])
+        .arg(dir.path())
+        .run();
+    out.success()
+        .stderr_has("archive is a symbolic link; not following it");
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!(
+        (after.mode(), after.uid(), after.gid()),
+        (before.mode(), before.uid(), before.gid())
+    );
+    let fresh = std::fs::symlink_metadata(dir.join("fresh")).unwrap();
+    assert!(fresh.is_dir());
+    assert_eq!(fresh.mode() & 0o7777, 0o2770);
+}

@@ -40,7 +40,7 @@ pub fn my_groups() -> &'static [u32] {
 /// True when `dir` (its metadata) is a group's shared hot directory: setgid,
 /// group-writable, not writable by others, and its group one of this process's. Only the
 /// owner and that group's members can put a file there, so a shard of another member is
-/// trusted like one's own (the package's `/run/cfn-metrics`, mode 2770).
+/// trusted like one's own (the package's `/run/cfn-metrics`, mode 3770: setgid and sticky).
 pub fn is_group_shared_dir(dir: &std::fs::Metadata) -> bool {
     let mode = dir.mode();
     dir.is_dir()
