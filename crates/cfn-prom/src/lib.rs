@@ -122,9 +122,22 @@ pub struct HistogramSeries {
 }
 
 /// `v` in the metric's base unit (seconds for ms, bytes for kb and mb), as the histogram
-/// families are exposed; unchanged for other units.
+/// families are exposed; unchanged for other units. A finite value stays finite: one whose
+/// conversion passes the largest double (1e308 GB in bytes) is that double of its sign, so
+/// it is counted in a bucket like every other value (a native histogram's count is the sum
+/// of its buckets, or Prometheus rejects it).
 pub fn base_value(unit: Option<&str>, v: f64) -> f64 {
-    base_unit(unit).map_or(v, |b| b.scale.apply(v))
+    saturate(base_unit(unit).map_or(v, |b| b.scale.apply(v)))
+}
+
+/// `v`, or the largest double of its sign when it is past it (NaN stays NaN): how sums
+/// and values past the range of a double are written, as cfn-agg writes such a sum.
+pub fn saturate(v: f64) -> f64 {
+    if v.is_nan() {
+        v
+    } else {
+        v.clamp(-f64::MAX, f64::MAX)
+    }
 }
 
 /// An exposition: the text, what was renamed or left out (warnings), and each histogram
@@ -419,7 +432,7 @@ fn write_histogram(base: &str, fam: &HistogramFamily<'_>, out: &mut String) {
         let _ = writeln!(
             out,
             "{base}_sum{braces} {}",
-            format_value(fam.scale.apply(h.sum))
+            format_value(saturate(fam.scale.apply(h.sum)))
         );
         let _ = writeln!(out, "{base}_count{braces} {count}");
     }

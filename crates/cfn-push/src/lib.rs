@@ -181,6 +181,9 @@ pub struct Skipped {
     pub non_finite: u64,
     /// Aggregates an exponential histogram was asked of that had no state.
     pub no_state: u64,
+    /// Aggregates whose state's weight is not their count (a crafted or damaged state),
+    /// sent as summaries, the first few named.
+    pub bad_state: Vec<String>,
 }
 
 impl Skipped {
@@ -199,6 +202,21 @@ impl Skipped {
             cfn_core::cli::warn(
                 "cfn-push",
                 format!("left out {} non-finite values", self.non_finite),
+            );
+        }
+        if !self.bad_state.is_empty() {
+            cfn_core::cli::warn(
+                "cfn-push",
+                format!(
+                    "{} aggregates' states do not add up to their count (as cfn-agg --merge refuses them): sent as summaries without buckets ({})",
+                    self.bad_state.len(),
+                    self.bad_state
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             );
         }
     }

@@ -57,12 +57,16 @@ impl PointOptions {
 
 /// The exponential histogram of an aggregate's state (`cfn-agg --with-digest`): exact for
 /// values and tables; a digest's centroids are counted at their means, their weights
-/// rounded so the counts still add up to the count. `None` without a state.
+/// rounded so the counts still add up to the count. `None` without a state, or with one
+/// whose weight is not the aggregate's count (as `cfn-agg --merge` refuses it).
 pub fn exponential_of(
     a: &Aggregate,
     opts: &PointOptions,
 ) -> Option<cfn_stats::exponential::ExpHistogram> {
     let (state, _) = cfn_stats::stats::MergeState::parse(a.state.as_ref()?).ok()?;
+    if state.weight() != a.count {
+        return None;
+    }
     let mut h = cfn_stats::exponential::ExpHistogram::new(opts.scale, opts.max_buckets);
     match state {
         cfn_stats::stats::MergeState::Values(vs) => vs.iter().for_each(|v| h.record(*v)),
@@ -398,7 +402,14 @@ fn metrics(
             _ => exponential_of(a, opts),
         };
         if opts.points != Points::Summary && histogram.is_none() {
-            skipped.no_state += 1;
+            if a.state.is_some() {
+                // A state that does not add up to the count is refused as --merge does.
+                skipped
+                    .bad_state
+                    .push(format!("{}{:?}", a.metric, a.labels()));
+            } else {
+                skipped.no_state += 1;
+            }
         }
         if let Some(h) = &histogram {
             entry

@@ -342,7 +342,7 @@ impl Histograms {
         });
         let i = metric.bounds.partition_point(|&b| b < value);
         series.counts[i] += 1;
-        series.sum += value;
+        series.sum = cfn_prom::saturate(series.sum + value);
         let before = series.native.bucket_count();
         series
             .native
@@ -436,5 +436,40 @@ mod tests {
             "every record counted or dropped"
         );
         assert_eq!(counted, 4);
+    }
+
+    /// Issue 36 (low 1): 1e308 and -1e308 GB are finite, but past the largest double in
+    /// bytes; they were left out of the native buckets and kept in the count (a count
+    /// mismatch Prometheus rejects), and `_sum` came out +Inf for a sum of 0.
+    #[test]
+    fn extreme_values_are_in_the_buckets_and_the_count_and_the_sum_stays_finite() {
+        let cfg = HistogramConfig::parse(&[], &[], 10, 6, 160).unwrap();
+        let mut h = Histograms::new(cfg);
+        for v in ["1e308", "-1e308", "1.7976931348623157e308", "3"] {
+            let line = format!(
+                r#"{{"timestamp":"2026-11-01T00:00:00Z","metric":"heap","value":{v},"unit":"gb"}}"#
+            );
+            h.record(&cfn_core::reader::parse_record(line.as_bytes()).unwrap());
+        }
+        let snap = h.snapshot();
+        let s = &snap[0];
+        let classic: u64 = s.counts.iter().sum();
+        let native = s.native.as_ref().unwrap();
+        let in_buckets: u64 = native.zero_count
+            + native.positive.counts.iter().sum::<u64>()
+            + native.negative.counts.iter().sum::<u64>();
+        assert_eq!((classic, native.count, in_buckets), (4, 4, 4));
+        assert!(
+            native.sum.is_finite() && s.sum.is_finite(),
+            "{} {}",
+            native.sum,
+            s.sum
+        );
+        let text = cfn_prom::render_exposition(&[], &snap, &cfn_prom::Options::default()).text;
+        let sum = text
+            .lines()
+            .find(|l| l.starts_with("cfn_heap_hist_bytes_sum"))
+            .unwrap();
+        assert!(!sum.contains("Inf") && !sum.contains("NaN"), "{sum}");
     }
 }

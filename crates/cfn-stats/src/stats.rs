@@ -820,7 +820,8 @@ impl MergeState {
     pub fn weight(&self) -> u64 {
         match self {
             MergeState::Values(v) => v.len() as u64,
-            MergeState::Table(t) => t.iter().map(|e| e.1).sum(),
+            // Saturating: a crafted state's counts must not wrap (nor panic) the total.
+            MergeState::Table(t) => t.iter().fold(0u64, |n, e| n.saturating_add(e.1)),
             MergeState::Centroids(cs) => cs.iter().map(|c| c[1]).sum::<f64>().round() as u64,
         }
     }

@@ -366,3 +366,49 @@ fn one_spelling_per_flag_across_tools_with_the_old_ones_kept() {
     assert!(help.contains("--window") && help.contains("--http-timeout"));
     assert!(!help.contains("--interval") && !help.contains("--timeout <"));
 }
+
+/// Issue 36 (low 2): a crafted `--with-digest` state whose weight is 2^64-1 wrapped the OTLP
+/// count (count 4, buckets adding up to 2^64+4). A state that does not add up to its count
+/// is refused as `cfn-agg --merge` refuses it: sent as a summary, named in a warning.
+#[test]
+fn an_otlp_state_whose_weight_is_not_its_count_is_sent_as_a_summary_only() {
+    let server = MockServer::start(|_, _| reply(200, "{}"));
+    let dir = TestDir::new();
+    let crafted = r#"{"metric":"m","count":4,"sum":10,"avg":2.5,"min":1,"max":4,"p50":2,"p95":4,"p99":4,"state":{"table":[[1,18446744073709551615],[2,1],[3,1],[4,1]]}}"#;
+    let honest = r#"{"metric":"h","count":2,"sum":3,"avg":1.5,"min":1,"max":2,"p50":1,"p95":2,"p99":2,"state":{"values":[1,2]}}"#;
+    let out = dir
+        .cmd("cfn-push")
+        .args([
+            "otlp",
+            "--endpoint",
+            &server.url(),
+            "--otlp-protocol",
+            "http/json",
+        ])
+        .stdin(format!("{crafted}\n{honest}\n"))
+        .run();
+    out.success()
+        .stderr_has("states do not add up to their count");
+    let body: Value = serde_json::from_slice(&server.requests()[0].decoded_body()).unwrap();
+    let metrics = body["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let kinds: Vec<(String, bool)> = metrics
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m.get("exponentialHistogram").is_some(),
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&("cfn.h".to_string(), true)), "{kinds:?}");
+    assert!(!kinds.contains(&("cfn.m".to_string(), true)), "{kinds:?}");
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m["name"] == "cfn.m" && m.get("summary").is_some()),
+        "{metrics:?}"
+    );
+}
