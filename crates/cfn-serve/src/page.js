@@ -110,6 +110,7 @@ function zoneOffsetMs(ms) {
 function fmtNum(v) {
   if (v === null || v === undefined || !isFinite(v)) return "–";
   const a = Math.abs(v);
+  if (a >= 1e15) return v.toPrecision(4).replace("e+", "e");
   if (a >= 1e9) return +(v / 1e9).toFixed(2) + "G";
   if (a >= 1e6) return +(v / 1e6).toFixed(2) + "M";
   if (Number.isInteger(v)) return String(v);
@@ -156,8 +157,15 @@ function fmtValue(v, metric) {
   const s = scaledOf(metric);
   if (!s) return fmtNum(v);
   const base = v * s.to_base;
+  // Past the largest double in the base unit (1e308 GB in bytes): shown as it was recorded.
+  if (!isFinite(base)) return `${fmtNum(v)} ${(last && last.units[metric] && last.units[metric].unit) || ""}`.trim();
   const [name, per] = displayUnit(s.dimension, base);
   return `${fmtNum(base / per)} ${name}`;
+}
+// A value as drawn: finite, at most the largest double of its sign (the number itself is
+// shown as it is in the table and the tooltip).
+function finite(v) {
+  return isNaN(v) ? 0 : Math.max(-Number.MAX_VALUE, Math.min(Number.MAX_VALUE, v));
 }
 
 // ---- axes
@@ -167,24 +175,36 @@ function niceStep(span, n) {
   for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw * (1 - 1e-9)) return m * mag;
   return 10 * mag;
 }
-// 3 to 5 ticks from 0 to a round top at or above `max`.
+// 3 to 5 ticks from 0 to a round top at or above `max` (at most 6, whatever `max` is: a
+// round top past the largest double ends the ticks at `max` itself).
 function linearTicks(max) {
+  max = finite(max);
   if (!(max > 0)) max = 1;
   const step = niceStep(max, 4);
   const top = Math.ceil(max / step - 1e-9) * step;
   const ticks = [];
-  for (let i = 0; i * step <= top * (1 + 1e-9); i++) ticks.push(+(i * step).toPrecision(12));
+  for (let i = 0; i < 6; i++) {
+    const t = i * step;
+    if (!isFinite(t) || t > top * (1 + 1e-9)) break;
+    ticks.push(+t.toPrecision(12));
+  }
+  if (ticks[ticks.length - 1] < max) ticks.push(max);
   return ticks;
 }
 // 3 to 5 ticks on a log scale over [lo, hi] (both > 0): decades, or 1-2-5 steps when the
 // data spans less than two.
 function logTicks(lo, hi) {
-  let a = Math.floor(Math.log10(lo)), b = Math.ceil(Math.log10(hi));
-  if (b === a) b = a + 1;
+  lo = Math.max(finite(lo), Number.MIN_VALUE); hi = Math.max(finite(hi), lo);
+  // Decades within the doubles: 10^-323 to 10^308.
+  let a = Math.max(Math.floor(Math.log10(lo)), -323), b = Math.min(Math.ceil(Math.log10(hi)), 308);
+  if (b === a) b < 308 ? (b = a + 1) : (a = b - 1);
   if (b - a >= 2) {
     const k = Math.ceil((b - a) / 4);
     const ticks = [];
-    for (let e = a; e < b + k; e += k) ticks.push(10 ** e);
+    for (let e = a; ; e += k) {
+      ticks.push(10 ** Math.min(e, b));
+      if (e >= b) break;
+    }
     return ticks.slice(0, 5);
   }
   const ticks = [];
@@ -214,7 +234,7 @@ function drawChart(card, metric, aggs, d, now) {
   const s = scaledOf(metric) || { dimension: "", to_base: 1 };
   const unitRaw = rawUnit(metric);
   const series = aggs.map((a) => ({ t: Date.parse(a.bucket_start), a }));
-  const base = (v) => v * s.to_base;
+  const base = (v) => finite(v * s.to_base);
   const top = Math.max(0, ...aggs.map((a) => base(a.p99 ?? a.max ?? 0)));
   const [uname, per] = displayUnit(s.dimension, top);
   const positive = aggs.flatMap((a) => [a.p50, a.p95, a.p99]).map(base).filter((v) => v > 0);

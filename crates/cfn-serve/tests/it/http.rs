@@ -948,3 +948,69 @@ fn the_dashboard_answer_says_where_the_data_starts_and_how_each_unit_scales() {
     assert_eq!(d["data_since"], Value::Null);
     assert_eq!(d["units"], json!({}));
 }
+
+/// Issue 36 (medium 2): one record of 1.7976931348623157e308, or of 1e308 GB on the log
+/// scale, hung the tab for 35-46 s on every refresh and ended in "Invalid array length" (the
+/// tick loops ran to Infinity). The page draws any finite value: ticks bounded, values
+/// clamped for drawing, the number itself shown as it was recorded.
+#[test]
+fn dashboard_in_chromium_draws_extreme_values_without_hanging() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let dir = TestDir::new();
+    let end = now_ms();
+    let mut shard = String::new();
+    for (i, (metric, value, unit)) in [
+        ("huge", "1.7976931348623157e308", None),
+        ("huge", "12", None),
+        ("heap", "1e308", Some("gb")),
+        ("heap", "-1e308", Some("gb")),
+        ("heap", "3", Some("gb")),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let unit = unit.map_or(String::new(), |u| format!(",\"unit\":\"{u}\""));
+        shard.push_str(&format!(
+            "{{\"timestamp\":\"{}\",\"metric\":\"{metric}\",\"value\":{value}{unit}}}\n",
+            ts(end - 20_000 + i as i64 * 1000)
+        ));
+    }
+    dir.write("cfn-metrics-0.jsonl", shard);
+    let server = start(&dir, &[]);
+    let mut b = Browser::launch(&chromium, (1400, 1000), "UTC");
+    for query in ["", "?scale=log"] {
+        b.open(&format!("http://127.0.0.1:{}/{query}", server.port), READY);
+        for metric in ["huge", "heap"] {
+            let sel = format!("svg.chart[data-metric='{metric}']");
+            let labels = text(
+                &mut b,
+                &format!(
+                    "[...document.querySelectorAll(\"{sel} text.tick-y\")].map(t => t.textContent).join('|')"
+                ),
+            );
+            assert!(!labels.is_empty(), "{query} {metric}: no y ticks");
+            assert!(labels.split('|').count() <= 6, "{query} {metric}: {labels}");
+            assert!(
+                !labels.contains("Infinity") && !labels.contains("NaN"),
+                "{query} {metric}: {labels}"
+            );
+            let drawn = text(
+                &mut b,
+                &format!(
+                    "[...document.querySelectorAll(\"{sel} polyline, {sel} circle\")].map(e => e.getAttribute('points') || e.getAttribute('cy')).join(' ')"
+                ),
+            );
+            assert!(
+                !drawn.contains("NaN") && !drawn.contains("Infinity"),
+                "{query} {metric}: {drawn}"
+            );
+        }
+        let table = text(&mut b, "document.querySelector('table').innerText");
+        assert!(
+            table.contains("1.798e308"),
+            "{query}: the value as recorded: {table}"
+        );
+    }
+}
