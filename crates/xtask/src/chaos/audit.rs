@@ -180,6 +180,19 @@ pub fn cold_twins(archive: &Path) -> anyhow::Result<HashMap<String, Twin>> {
     Ok(twins)
 }
 
+/// Whether an object holds what its name says: every object cfn-archive writes is named
+/// for its content (the first 12 hex digits of its MD5), so one that does not was
+/// overwritten after its upload, or written by an archiver that overwrites.
+pub fn holds_what_its_name_says(key: &str, bytes: &[u8]) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let tag = name
+        .strip_suffix(".jsonl.gz")
+        .and_then(|stem| stem.rsplit_once('.'))
+        .map(|(_, tag)| tag);
+    let md5 = cfn_net::s3::hex(&cfn_net::s3::md5_of(bytes).0);
+    tag.is_some_and(|t| t.len() == 12 && md5.starts_with(t))
+}
+
 /// What the bucket held.
 #[derive(Debug, Default)]
 pub struct ColdObjects {
@@ -219,15 +232,7 @@ pub fn read_cold(
             .replace("__", "/");
         seen.objects += 1;
         let object = std::fs::read(&path)?;
-        // Every object cfn-archive writes is named for its content: one that is not was
-        // overwritten (or written by an archiver that overwrites).
-        let name = key.rsplit('/').next().unwrap_or(&key);
-        let tag = name
-            .strip_suffix(".jsonl.gz")
-            .and_then(|stem| stem.rsplit_once('.'))
-            .map(|(_, tag)| tag);
-        let md5 = cfn_net::s3::hex(&cfn_net::s3::md5_of(&object).0);
-        if !tag.is_some_and(|t| t.len() == 12 && md5.starts_with(t)) {
+        if !holds_what_its_name_says(&key, &object) {
             seen.replaced.push(format!("s3://{bucket}/{key}"));
         }
         // The bytes of an archive file still here: its records are counted there.
@@ -343,4 +348,33 @@ pub fn check_follow(emitted: &HashMap<Key, Fate>, runs: &[FollowRun]) -> anyhow:
         "torn_lines": torn,
         "ok": dups == 0 && missed.is_empty() && torn == 0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hole issue 37 found: the audit counted records at the end and took an object the
+    /// state named as a local file's copy for that copy, so an object replaced by a later
+    /// upload under the same name (its first records lost) passed. Now any object whose
+    /// bytes are not its name's is reported.
+    #[test]
+    fn an_object_replaced_after_its_upload_is_caught_by_its_name() {
+        let first = b"first upload";
+        let md5 = cfn_net::s3::hex(&cfn_net::s3::md5_of(first).0);
+        let key = format!(
+            "cold/host=h/dt=2026-10-28/cfn-metrics-20261028-11.{}.jsonl.gz",
+            &md5[..12]
+        );
+        assert!(holds_what_its_name_says(&key, first));
+        assert!(!holds_what_its_name_says(
+            &key,
+            b"the late records that replaced it"
+        ));
+        // The previous version's names say nothing of the content: never written any more.
+        assert!(!holds_what_its_name_says(
+            "cold/h/cfn-metrics-20261028-11.jsonl.gz",
+            first
+        ));
+    }
 }
