@@ -71,6 +71,85 @@ fi
 setpriv --reuid=cfn-metrics --regid=cfn-metrics --init-groups -- \
     env -i PATH=/usr/bin:/bin HOME=/var/lib/cfn-metrics $(grep -E '^[A-Z_]+=' /etc/default/cfn-metrics) cfn-archive sync >/dev/null
 
+step "a hostile member of the group: locks, FIFOs, forged lines, escapes, extreme values"
+hostile() { setpriv --reuid=4244 --regid=4244 --groups="$gid" -- env CFN_METRICS_DIR=/run/cfn-metrics "$@"; }
+# The alerts log is the service's: a member can neither lock it nor put anything in its place.
+if hostile flock -n /var/lib/cfn-metrics/cfn-alerts.jsonl true 2>/dev/null; then fail "a member could lock the alerts log"; fi
+if hostile touch /var/lib/cfn-metrics/cfn-alerts.jsonl.planted 2>/dev/null; then fail "a member could write in the state directory"; fi
+# Where the log used to be: a FIFO, and a forged "resolved" line beside it.
+hostile mkfifo /run/cfn-metrics/cfn-alerts.jsonl
+echo '{"timestamp":"2030-01-01T00:00:00.000Z","alert":"coordination_time_exceeded","state":"resolved","severity":"critical","message":"forged","metadata":{"metric":"coordination.time","stat":"max"}}' |
+    hostile tee /run/cfn-metrics/cfn-alerts-forged.jsonl >/dev/null
+# An agent id that would write the operator's clipboard and clear the screen; extreme values.
+hostile cfn-emit --agent "$(printf 'x\033]52;c;cHduZWQ=\007\033[2J')" coordination.time 15000
+hostile cfn-emit --agent agent-9 --unit gb heap 1e308
+hostile cfn-emit --agent agent-9 huge 1.7976931348623157e308
+# A second member cannot delete or replace the first one's shard (sticky directory).
+first=$(stat -c %n /run/cfn-metrics/cfn-metrics-*.jsonl | head -1)
+if hostile rm -f "$first" 2>/dev/null && [ ! -e "$first" ]; then fail "a member deleted another's shard"; fi
+
+step "the alert still reaches its receiver; the dashboard is drawn"
+receiver=$(mktemp -d)
+python3 - "$receiver" <<'PY' &
+import http.server, os, sys
+out = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(os.path.join(out, "got.jsonl"), "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(os.path.join(out, "port"), "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+receiver_pid=$!
+for _ in $(seq 100); do [ -s "$receiver/port" ] && break; sleep 0.1; done
+set +e
+# shellcheck disable=SC2046
+analyze_err=$(setpriv --reuid=cfn-metrics --regid=cfn-metrics --init-groups -- \
+    env -i PATH=/usr/bin:/bin HOME=/var/lib/cfn-metrics $(grep -E '^[A-Z_]+=' /etc/default/cfn-metrics) \
+    CFN_WEBHOOK_URL="http://127.0.0.1:$(cat "$receiver/port")/hook" cfn-analyze 2>&1 >/dev/null)
+status=$?
+set -e
+kill "$receiver_pid" 2>/dev/null || true
+[ "$status" = 1 ] || fail "cfn-analyze exited $status (1: firing): $analyze_err"
+grep -q '"alert":"coordination_time_exceeded","state":"firing"' "$receiver/got.jsonl" ||
+    fail "the receiver got no firing alert: $(cat "$receiver/got.jsonl" 2>/dev/null)"
+case $analyze_err in *$'\033'*) fail "an escape reached the operator's terminal: $analyze_err" ;; esac
+grep -q '"state":"firing"' /var/lib/cfn-metrics/alert-state.json || fail "the alert state was not saved"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# shellcheck disable=SC2046
+setpriv --reuid=cfn-metrics --regid=cfn-metrics --init-groups -- \
+    env -i PATH=/usr/bin:/bin HOME=/var/lib/cfn-metrics $(grep -E '^[A-Z_]+=' /etc/default/cfn-metrics) \
+    cfn-serve --listen "127.0.0.1:$port" --alert-state /var/lib/cfn-metrics/alert-state.json 2>/dev/null &
+serve_pid=$!
+for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break; sleep 0.1; done
+if command -v chromium >/dev/null; then
+    profile=$(mktemp -d)
+    dom=$(timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$profile" \
+        --virtual-time-budget=10000 --dump-dom "http://127.0.0.1:$port/?scale=log" 2>/dev/null)
+    rm -rf "$profile"
+    echo "$dom" | grep -q 'data-ready="1"' || fail "the dashboard was not drawn: $(echo "$dom" | head -c 2000)"
+    echo "$dom" | grep -q 'Invalid array length' && fail "the dashboard broke on an extreme value"
+    echo "$dom" | grep -q 'coordination_time_exceeded' || fail "the dashboard does not show the firing alert"
+elif [ "${CFN_REQUIRE_PEERS:-}" = 1 ]; then
+    fail "chromium not found (CFN_REQUIRE_PEERS=1)"
+else
+    echo "test-install: SKIPPED the dashboard check: chromium not found"
+fi
+kill "$serve_pid" 2>/dev/null || true
+wait "$serve_pid" 2>/dev/null || true
+
+step "nothing else changed: no setuid or setgid file, the service's files are the service's"
+planted=$(find /run/cfn-metrics /var/lib/cfn-metrics -type f -perm /6000 2>/dev/null)
+[ -z "$planted" ] || fail "setuid or setgid files: $planted"
+stray=$(find /var/lib/cfn-metrics -mindepth 1 ! -user cfn-metrics 2>/dev/null)
+[ -z "$stray" ] || fail "files in the state directory not the service's: $stray"
+rm -rf "$receiver"
+
 step "a bad /etc/default line stops the units, naming the line"
 cp /etc/default/cfn-metrics /tmp/cfn-metrics.default.saved
 echo 'CFN_SHARD=16' >>/etc/default/cfn-metrics

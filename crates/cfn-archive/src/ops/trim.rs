@@ -6,8 +6,13 @@ use std::os::unix::fs::PermissionsExt as _;
 /// Removes from each hot shard the records older than `hot` that are already archived,
 /// rewriting it under its lock and renaming it into place (writers re-check the inode).
 ///
+/// A shard whose lock another process holds past the timeout (a member of the group can
+/// hold its own shard's lock for ever) is skipped with a warning naming it, and the others
+/// are trimmed; after the first such shard the rest are tried without waiting, so many
+/// locked shards cannot stall a run.
+///
 /// # Errors
-/// Exit 75 when a shard's lock is busy past the timeout.
+/// Exit 75 at the end when a shard's lock was busy; I/O errors at once.
 pub fn trim(
     ctx: &Ctx,
     state: &mut ArchiveState,
@@ -20,6 +25,7 @@ pub fn trim(
         Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => return Ok(()),
         Err(e) => return Err(e),
     };
+    let mut busy: Option<anyhow::Error> = None;
     for (n, path) in shards {
         let name = file_name(&path);
         let Some(prog) = state.shards.get(&name).cloned() else {
@@ -28,8 +34,16 @@ pub fn trim(
         let Some(file) = skip_refused("cfn-archive", false, open_safe(&path, Access::Read))? else {
             continue;
         };
-        if !lock_with_timeout(&file, ctx.lock_timeout)? {
-            return Err(cfn_core::fsutil::lock_timeout(&path, ctx.lock_timeout));
+        let wait = if busy.is_some() {
+            Duration::ZERO
+        } else {
+            ctx.lock_timeout
+        };
+        if !lock_with_timeout(&file, wait)? {
+            let e = cfn_core::fsutil::lock_timeout(&path, ctx.lock_timeout);
+            cfn_core::cli::warn("cfn-archive", format!("{e}; not trimmed this run"));
+            busy.get_or_insert(e);
+            continue;
         }
         let meta = file.metadata()?;
         // Only what this inode's archived prefix covers can go.
@@ -54,7 +68,7 @@ pub fn trim(
         // The shard's lock is held until here, so no writer appends to the old file.
         drop(file);
     }
-    Ok(())
+    busy.map_or(Ok(()), Err)
 }
 
 /// The bytes at the start of the shard that may go, and how many lines they hold: whole

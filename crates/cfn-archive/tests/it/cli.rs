@@ -878,3 +878,61 @@ fn a_bad_duration_or_size_is_a_usage_error_naming_the_flag() {
     }
     assert!(!dir.join("archive").exists(), "nothing was created");
 }
+
+/// Issue 36: a member of the group can hold its own shard's lock for ever. That shard is
+/// not trimmed (a warning names it, the run ends 75), but the other shards are trimmed and
+/// rotation and retention go on: one agent cannot stop the archiver's work on the rest.
+#[test]
+fn a_shard_locked_for_ever_is_skipped_and_the_rest_of_the_run_goes_on() {
+    let dir = TestDir::new();
+    for (agent, shard) in [("a-1", 1), ("a-2", 2), ("a-3", 3)] {
+        append(
+            &dir.join(&format!("cfn-metrics-{shard}.jsonl")),
+            &rec("2026-11-25T10:00:00.000Z", agent, shard),
+        );
+    }
+    // Held by another process the whole run, as `flock SHARD sleep` would.
+    let holder = std::fs::File::open(dir.join("cfn-metrics-2.jsonl")).unwrap();
+    holder.lock().unwrap();
+    let out = dir
+        .cmd("cfn-archive")
+        .env("CFN_LOCK_TIMEOUT_MS", "300")
+        .args([
+            "--now",
+            "2026-11-27T12:00:00Z",
+            "run",
+            "--hot",
+            "1h",
+            "--keep",
+            "3650d",
+        ])
+        .run();
+    out.status(75).stderr_has("cfn-metrics-2.jsonl");
+    // Shards 1 and 3 trimmed; 2 kept whole; every record archived, the day rotated.
+    let size = |n: u32| {
+        std::fs::metadata(dir.join(&format!("cfn-metrics-{n}.jsonl")))
+            .unwrap()
+            .len()
+    };
+    assert_eq!((size(1), size(3)), (0, 0));
+    assert!(size(2) > 0);
+    assert!(
+        dir.join("archive/cfn-metrics-20261125-2.jsonl.gz").exists(),
+        "rotated"
+    );
+    assert_eq!(archived(&dir).len(), 3);
+    drop(holder);
+    dir.cmd("cfn-archive")
+        .args([
+            "--now",
+            "2026-11-27T12:00:00Z",
+            "run",
+            "--hot",
+            "1h",
+            "--keep",
+            "3650d",
+        ])
+        .run()
+        .success();
+    assert_eq!(size(2), 0, "trimmed once the lock is free");
+}
