@@ -1531,3 +1531,77 @@ fn late_records_for_a_day_uploaded_and_pruned_go_up_beside_it_never_over_it() {
         assert!(listed.success().stdout().contains(r#""host":"test-host""#));
     }
 }
+
+/// Objects of the earlier layouts stay valid: `cfn-cat` reads the first version's flat
+/// `PREFIX/NAME` and the previous `PREFIX/HOST/NAME` beside the Hive layout (the host from
+/// each key), and a day the previous version uploaded whole is never uploaded again after
+/// the switch to the Hive layout, even with the state lost: it is found by its content.
+#[test]
+fn earlier_layouts_are_read_and_a_day_is_never_uploaded_twice_across_the_change() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-layouts");
+    let dir = TestDir::new();
+    let text = september(&dir);
+    // The previous version's upload of 1 September: PREFIX/HOST/NAME, the file's own bytes;
+    // and an object of the first version's flat layout from another host's day.
+    let name = "cfn-metrics-20260901-1.jsonl.gz";
+    m.put_file(
+        "cold-layouts",
+        &format!("fleet/{HOST}/{name}"),
+        &dir.join(&format!("archive/{name}")),
+    );
+    let flat_records =
+        "{\"timestamp\":\"2026-08-01T10:00:00.000Z\",\"metric\":\"m\",\"value\":7}\n";
+    let flat = dir.write("flat.jsonl.gz", gzip(flat_records.as_bytes()));
+    m.put_file(
+        "cold-layouts",
+        "fleet/cfn-metrics-20260801-0.jsonl.gz",
+        &flat,
+    );
+    // The state lost: nothing says the first day is in the store.
+    std::fs::remove_file(dir.join("archive/.cfn-archive-state.json")).unwrap();
+    archive(&dir, m, &["sync", "--rebuild-state"]).success();
+    let out = prune_to(&dir, m, "s3://cold-layouts/fleet/", &m.endpoint(), &[]);
+    out.success();
+    assert!(
+        out.stdout().contains("uploaded 2 files"),
+        "the other two days only: {out:?}"
+    );
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    // Every record once, each layout's host as its key says.
+    let back = cold_cat(
+        &dir,
+        m,
+        &m.secret,
+        &[
+            "--endpoint",
+            &m.endpoint(),
+            "--host-tag",
+            "s3://cold-layouts/fleet/",
+        ],
+    );
+    let mut got: Vec<String> = back.success().stdout().lines().map(String::from).collect();
+    got.sort();
+    let hosts: std::collections::BTreeSet<String> = back
+        .jsonl()
+        .iter()
+        .map(|r| r["tags"]["host"].as_str().unwrap_or("(none)").to_string())
+        .collect();
+    assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["(none)", HOST]);
+    assert_eq!(
+        got.len(),
+        text.lines().count() + 1,
+        "each record once: {got:?}"
+    );
+    let plain = cold_cat(
+        &dir,
+        m,
+        &m.secret,
+        &["--endpoint", &m.endpoint(), "s3://cold-layouts/fleet/"],
+    );
+    let mut want: Vec<&str> = text.lines().chain(flat_records.lines()).collect();
+    want.sort();
+    let mut plain_lines: Vec<String> = plain.success().stdout().lines().map(String::from).collect();
+    plain_lines.sort();
+    assert_eq!(plain_lines, want);
+}
