@@ -44,7 +44,7 @@ if command -v cfn-promtext >/dev/null; then
     echo "== cfn-cat --since 30s | cfn-agg | cfn-promtext --base-units -o $work/textfile/cfn.prom"
     mkdir -p "$work/textfile"
     cfn-cat --since 30s | cfn-agg | cfn-promtext --base-units -o "$work/textfile/cfn.prom"
-    grep -E '^cfn_coordination_time_seconds' "$work/textfile/cfn.prom" | sed 's/^/   /'
+    grep -E '^cfn_coordination_time(_seconds)?_count ' "$work/textfile/cfn.prom" | sed 's/^/   /'
 fi
 
 if command -v cfn-archive >/dev/null; then

@@ -196,3 +196,78 @@ fn archived_records_aggregate_the_same_as_the_hot_ones() {
     assert_eq!(jsonl(&cold), jsonl(&hot));
     assert_eq!(jsonl(&cold).len(), 30);
 }
+
+/// Issue 38: the README's own demo. Two legacy calls without a unit and one in ms for one
+/// metric: cfn-agg keeps them apart, and cfn-promtext used to keep "the first" of the two
+/// series (the ms record that fires the alert was lost) and, with --base-units, wrote the
+/// unitless values as seconds. Every record is in the textfile now, nothing under a unit it
+/// does not have.
+#[test]
+fn the_readme_demo_keeps_every_record_in_the_textfile_in_its_own_unit() {
+    let dir = TestDir::new();
+    for args in [
+        &["agent-1", "coordination.time", "150"][..],
+        &["agent-2", "coordination.time", "250"],
+        &[
+            "--agent",
+            "agent-42",
+            "--unit",
+            "milliseconds",
+            "coordination.time",
+            "12034",
+        ],
+    ] {
+        dir.cmd("cfn-emit")
+            .env("CFN_METRICS_DIR", dir.path())
+            .args(args)
+            .run()
+            .success();
+    }
+    let count = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(series))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let (plain, status) = pipeline(
+        &dir,
+        &[
+            &["cfn-cat", "--since", "1h"],
+            &["cfn-agg"],
+            &["cfn-promtext"],
+        ],
+    );
+    assert_eq!(status, [0, 0, 0]);
+    assert_eq!(count(&plain, "cfn_coordination_time_count"), 3.0, "{plain}");
+    assert!(
+        plain.contains("cfn_coordination_time_count{unit=\"\"} 2"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("cfn_coordination_time_max{unit=\"milliseconds\"} 12034"),
+        "{plain}"
+    );
+    let (base, status) = pipeline(
+        &dir,
+        &[
+            &["cfn-cat", "--since", "1h"],
+            &["cfn-agg"],
+            &["cfn-promtext", "--base-units"],
+        ],
+    );
+    assert_eq!(status, [0, 0, 0]);
+    assert!(
+        base.contains("cfn_coordination_time_count 2\n"),
+        "unitless, unscaled: {base}"
+    );
+    assert!(base.contains("cfn_coordination_time_max 250\n"), "{base}");
+    assert!(
+        base.contains("cfn_coordination_time_seconds_max 12.034\n"),
+        "{base}"
+    );
+    assert_eq!(
+        count(&base, "cfn_coordination_time_seconds_count"),
+        1.0,
+        "{base}"
+    );
+}

@@ -11,6 +11,49 @@ fn num(v: f64) -> String {
     cfn_core::record::number_text(r)
 }
 
+/// Which optional columns the table has.
+#[derive(Clone, Copy)]
+struct Columns {
+    agent: bool,
+    tags: bool,
+    bucket: bool,
+}
+
+/// One aggregate's cells.
+fn row(a: &Aggregate, cols: Columns, qs: &[f64]) -> Vec<String> {
+    let mut r = vec![a.metric.clone()];
+    if cols.agent {
+        r.push(a.agent.clone().unwrap_or_default());
+    }
+    if cols.tags {
+        r.push(
+            a.tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    if cols.bucket {
+        r.push(a.bucket_start.clone().unwrap_or_default());
+    }
+    r.push(a.count.to_string());
+    r.extend([a.avg, a.min, a.max].map(num));
+    for q in qs {
+        r.push(
+            a.stat(&quantile_key(*q))
+                .map(num)
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    r.push(a.unit.clone().unwrap_or_default());
+    // Agent ids, tags, units and metric names are the agents' text: escaped for the
+    // terminal, and the widths counted on what is shown.
+    r.into_iter()
+        .map(|cell| cfn_core::cli::printable(&cell).into_owned())
+        .collect()
+}
+
 /// Writes the aggregates as a table with a header; numbers right-aligned.
 ///
 /// # Errors
@@ -40,41 +83,12 @@ pub fn write_table(aggs: &[Aggregate], out: &mut impl Write) -> std::io::Result<
     header.extend(qs.iter().map(|q| quantile_key(*q).to_uppercase()));
     header.push("UNIT".into());
     let mut rows = vec![header];
-    for a in aggs {
-        let mut r = vec![a.metric.clone()];
-        if has_agent {
-            r.push(a.agent.clone().unwrap_or_default());
-        }
-        if has_tags {
-            r.push(
-                a.tags
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-        }
-        if has_bucket {
-            r.push(a.bucket_start.clone().unwrap_or_default());
-        }
-        r.push(a.count.to_string());
-        r.extend([a.avg, a.min, a.max].map(num));
-        for q in &qs {
-            r.push(
-                a.stat(&quantile_key(*q))
-                    .map(num)
-                    .unwrap_or_else(|| "-".into()),
-            );
-        }
-        r.push(a.unit.clone().unwrap_or_default());
-        // Agent ids, tags, units and metric names are the agents' text: escaped for the
-        // terminal, and the widths counted on what is shown.
-        rows.push(
-            r.into_iter()
-                .map(|cell| cfn_core::cli::printable(&cell).into_owned())
-                .collect(),
-        );
-    }
+    let columns = Columns {
+        agent: has_agent,
+        tags: has_tags,
+        bucket: has_bucket,
+    };
+    rows.extend(aggs.iter().map(|a| row(a, columns, &qs)));
     let ncols = rows[0].len();
     let widths: Vec<usize> = (0..ncols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

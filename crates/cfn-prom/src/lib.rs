@@ -91,10 +91,14 @@ pub type Warning = String;
 /// One metric's families (summary, _min, _max) to write.
 struct Family<'a> {
     source: String,
+    /// The unit of every series, or `None` when the family holds several (each series then
+    /// says its own in a `unit` label) or none.
     unit: Option<String>,
-    scale: Scale,
-    /// The newest aggregate of each label set, by rendered label text.
-    series: BTreeMap<String, &'a Aggregate>,
+    /// The newest aggregate of each label set, by rendered label text, and the scale that
+    /// turns its values into the family's unit.
+    series: BTreeMap<String, (&'a Aggregate, Scale)>,
+    /// Series of more than one unit share this family (contract section 1).
+    mixed_units: bool,
 }
 
 /// Renders aggregates as text exposition; returns the text and any warnings.
@@ -183,7 +187,7 @@ impl Block<'_, '_> {
                 let lines: usize = fam
                     .series
                     .iter()
-                    .map(|(key, a)| {
+                    .map(|(key, (a, _))| {
                         let n = match part {
                             SummaryPart::Distribution => a.quantiles.len() + 2,
                             _ => 1,
@@ -286,8 +290,18 @@ fn in_naming_order<'a, T>(
     order
 }
 
+/// One unit's aggregates of a metric: the unit, the scale into its family's unit, the
+/// aggregates.
+type UnitPart<'a> = (Option<&'a str>, Scale, Vec<&'a Aggregate>);
+
 /// The summary families of `aggs` by name, named in [`in_naming_order`]; colliders get a
 /// stable hash suffix (`used` keeps every name given).
+///
+/// A metric whose aggregates come in several units (values without a unit from a legacy
+/// caller beside values in ms, or units that do not convert: contract section 1) is never
+/// merged and never loses a series: each unit's aggregates go to the family their unit
+/// names (`_seconds` with --base-units, the bare name without a unit), and units that name
+/// the same family share it with a `unit` label on every series (`unit=""` for none).
 fn summary_families<'a>(
     aggs: &'a [Aggregate],
     opts: &Options,
@@ -296,20 +310,56 @@ fn summary_families<'a>(
 ) -> BTreeMap<String, Family<'a>> {
     let mut families = BTreeMap::new();
     for (metric, list) in in_naming_order(aggs, |a| &a.metric) {
-        let unit = list.iter().find_map(|a| a.unit.clone());
-        let (base, scale, shown_unit) = family_name(metric, unit.as_deref(), opts, used, warnings);
-        let series = newest_series(metric, &list, warnings);
-        families.insert(
-            base,
-            Family {
-                source: metric.to_string(),
-                unit: shown_unit.or(unit),
-                scale,
-                series,
-            },
-        );
+        let mut by_unit: BTreeMap<Option<&str>, Vec<&Aggregate>> = BTreeMap::new();
+        for a in &list {
+            by_unit.entry(a.unit.as_deref()).or_default().push(a);
+        }
+        // The units of this metric by the family name each would give.
+        let mut by_name: BTreeMap<String, Vec<UnitPart<'_>>> = BTreeMap::new();
+        for (unit, group) in by_unit {
+            let (name, scale, _) = wanted_name(metric, unit, opts);
+            by_name.entry(name).or_default().push((unit, scale, group));
+        }
+        for (wanted, units) in by_name {
+            let base = unique_name(
+                wanted,
+                metric,
+                &["_sum", "_count", "_min", "_max"],
+                used,
+                warnings,
+            );
+            families.insert(base, unit_family(metric, &units, opts, warnings));
+        }
     }
     families
+}
+
+/// The family of a metric's units that ask for one name: a `unit` label on every series
+/// when there are several.
+fn unit_family<'a>(
+    metric: &str,
+    units: &[UnitPart<'a>],
+    opts: &Options,
+    warnings: &mut Vec<Warning>,
+) -> Family<'a> {
+    let mixed = units.len() > 1;
+    let first_unit = units[0].0;
+    let (_, _, shown) = wanted_name(metric, first_unit, opts);
+    let mut series = BTreeMap::new();
+    for (unit, scale, group) in units {
+        let unit_label = mixed.then_some(*unit);
+        for (key, a) in newest_series(metric, group, unit_label, warnings) {
+            series.insert(key, (a, *scale));
+        }
+    }
+    Family {
+        source: metric.to_string(),
+        unit: (!mixed)
+            .then(|| shown.or_else(|| first_unit.map(str::to_string)))
+            .flatten(),
+        series,
+        mixed_units: mixed,
+    }
 }
 
 /// The histogram families of `hists` by name, named after the summaries (as
@@ -441,12 +491,12 @@ fn write_histogram(base: &str, fam: &HistogramFamily<'_>, out: &mut String) {
 /// The family name of `metric` (prefixed, sanitized, converted to the base unit, and made
 /// unique with a hash suffix when it collides with a name already used), its scale, and the
 /// unit to show when converted.
-fn family_name(
+/// The family name a metric's values in `unit` ask for (before [`unique_name`]), the scale
+/// into the unit it is exposed in, and that unit's name when it is a base unit.
+fn wanted_name(
     metric: &str,
     unit: Option<&str>,
     opts: &Options,
-    used: &mut BTreeMap<String, String>,
-    warnings: &mut Vec<Warning>,
 ) -> (String, Scale, Option<String>) {
     let mut base = format!("{}{}", opts.prefix, sanitize_name(metric));
     let mut scale = Scale::Identity;
@@ -465,13 +515,6 @@ fn family_name(
         }
         base.push_str(&b.suffix);
     }
-    let base = unique_name(
-        base,
-        metric,
-        &["_sum", "_count", "_min", "_max"],
-        used,
-        warnings,
-    );
     (base, scale, shown)
 }
 
@@ -536,11 +579,27 @@ fn label_text(metric: &str, a: &Aggregate, warnings: &mut Vec<Warning>) -> Strin
 fn newest_series<'a>(
     metric: &str,
     list: &[&'a Aggregate],
+    unit_label: Option<Option<&str>>,
     warnings: &mut Vec<Warning>,
 ) -> BTreeMap<String, &'a Aggregate> {
     let mut series: BTreeMap<String, &'a Aggregate> = BTreeMap::new();
     for a in list {
-        let key = label_text(metric, a, warnings);
+        let mut key = label_text(metric, a, warnings);
+        if let Some(unit) = unit_label {
+            // Which unit this series is in, when its family holds several; a tag of the
+            // same name keeps its own label (`tag` names never start with `cfn_`).
+            let name = if key.split(',').any(|l| l.starts_with("unit=")) {
+                "cfn_unit"
+            } else {
+                "unit"
+            };
+            let label = format!("{name}=\"{}\"", escape_label_value(unit.unwrap_or("")));
+            key = if key.is_empty() {
+                label
+            } else {
+                format!("{key},{label}")
+            };
+        }
         match series.get(&key) {
             Some(prev) if prev.bucket_start >= a.bucket_start => {
                 if prev.bucket_start == a.bucket_start {
@@ -560,11 +619,11 @@ fn newest_series<'a>(
 /// Writes one block of summary family `base` to `out`: the summary, or its `_min` or
 /// `_max` gauge.
 fn write_summary_part(base: &str, fam: &Family<'_>, part: SummaryPart, out: &mut String) {
-    let unit_note = fam
-        .unit
-        .as_deref()
-        .map(|u| format!(" (unit: {u})"))
-        .unwrap_or_default();
+    let unit_note = match (&fam.unit, fam.mixed_units) {
+        (_, true) => " (in several units: each series' unit label says which)".to_string(),
+        (Some(u), false) => format!(" (unit: {u})"),
+        (None, false) => String::new(),
+    };
     let (suffix, kind, what) = match part {
         SummaryPart::Distribution => ("", "summary", "Distribution"),
         SummaryPart::Min => ("_min", "gauge", "Minimum"),
@@ -578,8 +637,8 @@ fn write_summary_part(base: &str, fam: &Family<'_>, part: SummaryPart, out: &mut
         out,
         "# HELP {base}{suffix} {help}\n# TYPE {base}{suffix} {kind}\n"
     );
-    let conv = |v: f64| format_value(fam.scale.apply(v));
-    for (key, a) in &fam.series {
+    for (key, (a, scale)) in &fam.series {
+        let conv = |v: f64| format_value(saturate(scale.apply(v)));
         let with = |extra: &str| -> String {
             match (key.is_empty(), extra.is_empty()) {
                 (true, true) => String::new(),

@@ -496,9 +496,10 @@ impl Aggregator {
                 let kinds: BTreeSet<UnitKind> = units.iter().map(|u| unit_kind(*u)).collect();
                 if kinds.len() > 1 {
                     let names: Vec<String> = kinds.iter().map(kind_name).collect();
+                    let (last, rest) = names.split_last().unwrap_or((&names[0], &[]));
                     parts.push(format!(
-                        "{} do not convert into each other: kept as separate groups",
-                        names.join(", ")
+                        "{} and {last} do not convert into each other: kept apart, one aggregate each",
+                        rest.join(", ")
                     ));
                 }
                 (!parts.is_empty()).then(|| format!("metric {metric:?}: {}", parts.join("; ")))
@@ -583,8 +584,8 @@ fn note_converted(g: &mut Group, unit: &str) {
 fn kind_name(k: &UnitKind) -> String {
     match k {
         UnitKind::None => "values without a unit".into(),
-        UnitKind::Known(d) => format!("units of {}", d.name()),
-        UnitKind::Other(s) => format!("{s:?}"),
+        UnitKind::Known(d) => format!("values in units of {}", d.name()),
+        UnitKind::Other(s) => format!("values in {s:?}"),
     }
 }
 

@@ -626,7 +626,7 @@ fn values_in_different_units_are_converted_or_kept_apart_never_added() {
         ),
         "{err}"
     );
-    assert!(err.contains(r#"metric "lat": values in "s" converted to "ms"; values without a unit, units of time, "widgets" do not convert into each other"#), "{err}");
+    assert!(err.contains(r#"metric "lat": values in "s" converted to "ms"; values without a unit, values in units of time and values in "widgets" do not convert into each other: kept apart, one aggregate each"#), "{err}");
     // The same through the block-parallel reader, and split, digested and merged.
     let parallel = dir.cmd("cfn-agg").args(["--threads", "2"]).arg(&file).run();
     assert_eq!(parallel.success().stdout(), out.stdout());
