@@ -85,8 +85,9 @@ hostile cfn-emit --agent "$(printf 'x\033]52;c;cHduZWQ=\007\033[2J')" coordinati
 hostile cfn-emit --agent agent-9 --unit gb heap 1e308
 hostile cfn-emit --agent agent-9 huge 1.7976931348623157e308
 # A second member cannot delete or replace the first one's shard (sticky directory).
-first=$(stat -c %n /run/cfn-metrics/cfn-metrics-*.jsonl | head -1)
-if hostile rm -f "$first" 2>/dev/null && [ ! -e "$first" ]; then fail "a member deleted another's shard"; fi
+theirs=/run/cfn-metrics/cfn-metrics-7.jsonl # agent-7's, made by uid 4242 above
+[ "$(stat -c %u "$theirs")" = 4242 ] || fail "$theirs is not uid 4242's"
+if hostile rm -f "$theirs" 2>/dev/null && [ ! -e "$theirs" ]; then fail "a member deleted another's shard"; fi
 
 step "the alert still reaches its receiver; the dashboard is drawn"
 receiver=$(mktemp -d)
@@ -118,7 +119,7 @@ kill "$receiver_pid" 2>/dev/null || true
 grep -q '"alert":"coordination_time_exceeded","state":"firing"' "$receiver/got.jsonl" ||
     fail "the receiver got no firing alert: $(cat "$receiver/got.jsonl" 2>/dev/null)"
 case $analyze_err in *$'\033'*) fail "an escape reached the operator's terminal: $analyze_err" ;; esac
-grep -q '"state":"firing"' /var/lib/cfn-metrics/alert-state.json || fail "the alert state was not saved"
+grep -q '"state": *"firing"' /var/lib/cfn-metrics/alert-state.json || fail "the alert state was not saved"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # shellcheck disable=SC2046
 setpriv --reuid=cfn-metrics --regid=cfn-metrics --init-groups -- \
