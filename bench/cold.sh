@@ -25,8 +25,9 @@ aws --endpoint-url "$ep" s3 mb s3://bench-cold >/dev/null
 head -c $((size_mib << 20)) /dev/urandom >"$work/day.gz"
 mkdir -p "$work/hot" "$work/arch"
 "$bin/cfn-archive" --dir "$work/hot" --archive-dir "$work/arch" sync >/dev/null
-# Each cfn-archive run gets the file back and the object removed, so every run uploads.
-prepare="aws --endpoint-url $ep s3 rm s3://bench-cold/cfn/cfn-metrics-20200101-0.jsonl.gz --only-show-errors; cp $work/day.gz $work/arch/cfn-metrics-20200101-0.jsonl.gz"
+# Each cfn-archive run gets the file back and its objects removed (they are named for their
+# content, under host=…/dt=…/, and found again by content otherwise), so every run uploads.
+prepare="aws --endpoint-url $ep s3 rm s3://bench-cold/cfn/ --recursive --only-show-errors; cp $work/day.gz $work/arch/cfn-metrics-20200101-0.jsonl.gz"
 hyperfine --warmup 1 --runs 5 --export-json "$work/cold.json" --style none \
     -n "aws s3 cp" --prepare "aws --endpoint-url $ep s3 rm s3://bench-cold/aws/day.gz --only-show-errors" \
     "aws --endpoint-url $ep s3 cp $work/day.gz s3://bench-cold/aws/day.gz --only-show-errors" \
@@ -40,5 +41,5 @@ say "| uploader ($size_mib MiB, loopback moto_server) | median s | MB/s | vs aws
 say "|---|---:|---:|---:|"
 awk -v a="$aws_s" -v c="$cfn_s" -v m="$size_mib" 'BEGIN {
     printf "| aws s3 cp (8 MiB parts, 10 threads) | %.2f | %.0f | 1.00x |\n", a, m*1.048576/a
-    printf "| cfn-archive prune --upload (16 MiB parts, up to 8 in flight, the file read once, hashed whole and per part on the way, HEAD before and after) | %.2f | %.0f | %.2fx |\n", c, m*1.048576/c, c/a
+    printf "| cfn-archive prune --upload (16 MiB parts, up to 8 in flight, the file read twice: its MD5 for the object's name, then the parts hashed on the way; three LISTs and a HEAD before, a HEAD after) | %.2f | %.0f | %.2fx |\n", c, m*1.048576/c, c/a
 }' | tee -a "$out"

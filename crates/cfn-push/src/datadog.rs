@@ -121,11 +121,16 @@ fn stats(a: &Aggregate) -> Vec<(String, f64)> {
 /// Datadog series for the aggregates.
 pub fn datadog_series(aggs: &[Aggregate], shape: &Shape, skipped: &mut Skipped) -> Vec<Value> {
     let mut out = Vec::new();
+    let several = crate::metrics_in_several_units(aggs);
     for a in aggs {
         let ts = agg_time_ms(a, shape.now_ms) / 1000;
         let base = datadog_name(&format!("{}.{}", shape.prefix, a.metric));
         let mut tags: Vec<String> = a.labels().iter().map(|(k, v)| datadog_tag(k, v)).collect();
         tags.extend(shape.tags.iter().map(|(k, v)| datadog_tag(k, v)));
+        if several.contains(a.metric.as_str()) {
+            // Each unit's series apart: the same name and tags would be one series.
+            tags.push(datadog_tag("unit", crate::unit_tag_value(a)));
+        }
         let resources = json!([{ "name": shape.host, "type": "host" }]);
         let mut series = |name: String, kind: u8, value: f64, interval: Option<u64>| {
             if !value.is_finite() {

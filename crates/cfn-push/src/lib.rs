@@ -222,6 +222,32 @@ impl Skipped {
     }
 }
 
+/// The metrics whose aggregates come in more than one unit (values without a unit beside
+/// values in ms, or units that do not convert: contract section 1). Every destination keeps
+/// each unit's series apart for them: a `unit` tag or attribute (`none` for values without
+/// one), or an OTLP metric per unit.
+pub(crate) fn metrics_in_several_units(aggs: &[Aggregate]) -> std::collections::HashSet<&str> {
+    let mut units: std::collections::HashMap<&str, Option<&str>> = std::collections::HashMap::new();
+    let mut mixed = std::collections::HashSet::new();
+    for a in aggs {
+        match units.entry(&a.metric) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(a.unit.as_deref());
+            }
+            std::collections::hash_map::Entry::Occupied(e) if *e.get() != a.unit.as_deref() => {
+                mixed.insert(a.metric.as_str());
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
+    }
+    mixed
+}
+
+/// The unit a series of a metric in several units is tagged with: its unit, or `none`.
+pub(crate) fn unit_tag_value(a: &Aggregate) -> &str {
+    a.unit.as_deref().unwrap_or("none")
+}
+
 pub(crate) fn agg_time_ms(a: &Aggregate, now: i64) -> i64 {
     a.bucket_start
         .as_deref()

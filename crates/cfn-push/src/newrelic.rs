@@ -96,6 +96,7 @@ pub fn newrelic_name(s: &str) -> String {
 /// New Relic metrics for the aggregates.
 pub fn newrelic_metrics(aggs: &[Aggregate], shape: &Shape, skipped: &mut Skipped) -> Vec<Value> {
     let mut out = Vec::new();
+    let several = crate::metrics_in_several_units(aggs);
     for a in aggs {
         let ts = agg_time_ms(a, shape.now_ms);
         let name = newrelic_name(&format!("{}.{}", shape.prefix, a.metric));
@@ -105,6 +106,9 @@ pub fn newrelic_metrics(aggs: &[Aggregate], shape: &Shape, skipped: &mut Skipped
         }
         if let Some(u) = &a.unit {
             attrs.insert("unit".into(), json!(u));
+        } else if several.contains(a.metric.as_str()) {
+            // Beside series in a unit, the unitless one says so (else it would read as one).
+            attrs.insert("unit".into(), json!(crate::unit_tag_value(a)));
         }
         let interval_ms = shape.interval.as_millis() as u64;
         if [a.sum, a.min, a.max].iter().all(|v| v.is_finite()) {

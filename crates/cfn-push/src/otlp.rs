@@ -378,7 +378,9 @@ fn metrics(
     opts: &PointOptions,
     skipped: &mut crate::Skipped,
 ) -> Vec<Metric> {
-    let mut by_name: BTreeMap<String, Pending> = BTreeMap::new();
+    // By name and unit: a metric in several units is a metric per unit (each with its own
+    // `unit`), never one holding values of another unit (contract section 1).
+    let mut by_name: BTreeMap<(String, Option<String>), Pending> = BTreeMap::new();
     let window_ns = shape.interval.as_nanos() as u64;
     for a in aggs {
         if ![a.sum, a.min, a.max].iter().all(|v| v.is_finite())
@@ -394,9 +396,9 @@ fn metrics(
         let mut attributes: Vec<KeyValue> = a.labels().iter().map(|(k, v)| attr(k, v)).collect();
         attributes.extend(shape.tags.iter().map(|(k, v)| attr(k, v)));
         let entry = by_name
-            .entry(format!("{}.{}", shape.prefix, a.metric))
+            .entry((format!("{}.{}", shape.prefix, a.metric), a.unit.clone()))
             .or_default();
-        entry.unit = entry.unit.take().or_else(|| a.unit.clone());
+        entry.unit = a.unit.clone();
         let histogram = match opts.points {
             Points::Summary => None,
             _ => exponential_of(a, opts),
@@ -424,7 +426,7 @@ fn metrics(
     }
     by_name
         .into_iter()
-        .flat_map(|(name, p)| p.into_metrics(name))
+        .flat_map(|((name, _), p)| p.into_metrics(name))
         .collect()
 }
 
@@ -504,7 +506,8 @@ fn single_points(m: Metric) -> Vec<Metric> {
 
 /// Adds `m`'s point to `last` when both are the same metric; gives `m` back otherwise.
 fn absorb(last: &mut Metric, m: Metric) -> Option<Metric> {
-    if last.name != m.name {
+    // A metric is its name and its unit: one in another unit is another metric.
+    if last.name != m.name || last.unit != m.unit {
         return Some(m);
     }
     match (&mut last.data, m.data) {

@@ -412,3 +412,99 @@ fn an_otlp_state_whose_weight_is_not_its_count_is_sent_as_a_summary_only() {
         "{metrics:?}"
     );
 }
+
+/// Issue 38: a metric whose records come with and without a unit (a legacy caller beside a
+/// new one) is one metric in two units; every destination keeps the two apart and writes
+/// neither under the other's unit: Datadog and New Relic with a `unit` tag or attribute
+/// (`none` for values without one), OTLP with a metric per unit.
+#[test]
+fn a_metric_in_two_units_stays_two_series_at_every_destination() {
+    let dir = TestDir::new();
+    let aggs = concat!(
+        r#"{"metric":"coordination.time","count":2,"sum":400,"avg":200,"min":150,"max":250,"p50":150,"p95":250,"p99":250}"#,
+        "\n",
+        r#"{"metric":"coordination.time","unit":"milliseconds","count":1,"sum":12034,"avg":12034,"min":12034,"max":12034,"p50":12034,"p95":12034,"p99":12034}"#,
+        "\n"
+    );
+    let server = MockServer::start(|_, _| reply(202, "{}"));
+    for vendor in ["datadog", "newrelic"] {
+        dir.cmd("cfn-push")
+            .env("DD_API_KEY", KEY)
+            .env("NEW_RELIC_API_KEY", KEY)
+            .args([vendor, "--endpoint", &server.url()])
+            .stdin(aggs)
+            .run()
+            .success();
+    }
+    dir.cmd("cfn-push")
+        .args([
+            "otlp",
+            "--endpoint",
+            &server.url(),
+            "--otlp-protocol",
+            "http/json",
+        ])
+        .stdin(aggs)
+        .run()
+        .success();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    let dd: Value = serde_json::from_slice(&reqs[0].decoded_body()).unwrap();
+    let maxes: Vec<(String, f64)> = dd["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["metric"] == "cfn.coordination.time.max")
+        .map(|s| {
+            let tags: Vec<&str> = s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            (tags.join(","), s["points"][0]["value"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        maxes,
+        [
+            ("unit:none".to_string(), 250.0),
+            ("unit:milliseconds".to_string(), 12034.0)
+        ]
+    );
+    let nr: Value = serde_json::from_slice(&reqs[1].decoded_body()).unwrap();
+    let units: Vec<&str> = nr[0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "summary")
+        .map(|m| m["attributes"]["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(units, ["none", "milliseconds"]);
+    let otlp: Value = serde_json::from_slice(&reqs[2].decoded_body()).unwrap();
+    let metrics: Vec<(String, String, f64)> =
+        otlp["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let point = &m["summary"]["dataPoints"][0];
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    m["unit"].as_str().unwrap_or("").to_string(),
+                    point["sum"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+    assert_eq!(
+        metrics,
+        [
+            ("cfn.coordination.time".to_string(), String::new(), 400.0),
+            (
+                "cfn.coordination.time".to_string(),
+                "ms".to_string(),
+                12034.0
+            )
+        ]
+    );
+}
