@@ -362,6 +362,9 @@ fn unit_family<'a>(
     }
 }
 
+/// One unit's histogram series of a metric.
+type HistUnitPart<'h> = (Option<&'h str>, Vec<&'h HistogramSeries>);
+
 /// The histogram families of `hists` by name, named after the summaries (as
 /// [`summary_families`] does, in `used`).
 fn histogram_families<'h>(
@@ -372,19 +375,46 @@ fn histogram_families<'h>(
 ) -> BTreeMap<String, HistogramFamily<'h>> {
     let mut families = BTreeMap::new();
     for (metric, list) in in_naming_order(hists, |h| &h.metric) {
-        let unit = list.iter().find_map(|h| h.unit.clone());
-        let base_unit = base_unit(unit.as_deref());
-        let base = histogram_name(metric, base_unit.as_ref(), opts, used, warnings);
-        let series = histogram_series(metric, &list, warnings);
-        families.insert(
-            base,
-            HistogramFamily {
-                metric: metric.to_string(),
-                unit: base_unit.as_ref().map(|b| b.name.to_string()).or(unit),
-                scale: base_unit.map_or(Scale::Identity, |b| b.scale),
-                series,
-            },
-        );
+        // A metric's units apart, as for the summaries: units without a base unit (none,
+        // percent, other words) name the same family and share it with a `unit` label.
+        let mut by_unit: BTreeMap<Option<&str>, Vec<&HistogramSeries>> = BTreeMap::new();
+        for h in &list {
+            by_unit.entry(h.unit.as_deref()).or_default().push(h);
+        }
+        let mut by_suffix: BTreeMap<Option<String>, Vec<HistUnitPart<'_>>> = BTreeMap::new();
+        for (unit, group) in by_unit {
+            let suffix = base_unit(unit).map(|b| b.suffix.to_string());
+            by_suffix.entry(suffix).or_default().push((unit, group));
+        }
+        for (_, units) in by_suffix {
+            let mixed = units.len() > 1;
+            let unit = units[0].0;
+            let base_unit = base_unit(unit);
+            let base = histogram_name(metric, base_unit.as_ref(), opts, used, warnings);
+            let mut series = BTreeMap::new();
+            for (u, group) in &units {
+                for (key, h) in histogram_series(metric, group, warnings) {
+                    let key = if mixed { with_unit_label(key, *u) } else { key };
+                    series.insert(key, h);
+                }
+            }
+            families.insert(
+                base,
+                HistogramFamily {
+                    metric: metric.to_string(),
+                    unit: (!mixed)
+                        .then(|| {
+                            base_unit
+                                .as_ref()
+                                .map(|b| b.name.to_string())
+                                .or(unit.map(str::to_string))
+                        })
+                        .flatten(),
+                    scale: base_unit.map_or(Scale::Identity, |b| b.scale),
+                    series,
+                },
+            );
+        }
     }
     families
 }
@@ -575,6 +605,23 @@ fn label_text(metric: &str, a: &Aggregate, warnings: &mut Vec<Warning>) -> Strin
         .join(",")
 }
 
+/// `key` (a series' rendered labels) with the label saying which unit the series is in, for
+/// a family that holds several (contract section 1): `unit`, or `cfn_unit` where a label of
+/// that name is there already; `""` for values without a unit.
+fn with_unit_label(key: String, unit: Option<&str>) -> String {
+    let name = if key.split(',').any(|l| l.starts_with("unit=")) {
+        "cfn_unit"
+    } else {
+        "unit"
+    };
+    let label = format!("{name}=\"{}\"", escape_label_value(unit.unwrap_or("")));
+    if key.is_empty() {
+        label
+    } else {
+        format!("{key},{label}")
+    }
+}
+
 /// One aggregate per label set: in bucketed input, the newest bucket.
 fn newest_series<'a>(
     metric: &str,
@@ -586,19 +633,7 @@ fn newest_series<'a>(
     for a in list {
         let mut key = label_text(metric, a, warnings);
         if let Some(unit) = unit_label {
-            // Which unit this series is in, when its family holds several; a tag of the
-            // same name keeps its own label (`tag` names never start with `cfn_`).
-            let name = if key.split(',').any(|l| l.starts_with("unit=")) {
-                "cfn_unit"
-            } else {
-                "unit"
-            };
-            let label = format!("{name}=\"{}\"", escape_label_value(unit.unwrap_or("")));
-            key = if key.is_empty() {
-                label
-            } else {
-                format!("{key},{label}")
-            };
+            key = with_unit_label(key, unit);
         }
         match series.get(&key) {
             Some(prev) if prev.bucket_start >= a.bucket_start => {

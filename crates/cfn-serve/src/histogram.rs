@@ -205,6 +205,36 @@ struct MetricHistograms {
     series: HashMap<Vec<String>, Series>,
 }
 
+/// Which of a metric's histograms (one per unit) a record in `unit` goes to: the first
+/// whose unit it converts into, else new ones in its own unit (values without a unit are
+/// never taken for any); `None` past [`MAX_UNITS_PER_METRIC`].
+fn unit_histograms(
+    units: &mut Vec<MetricHistograms>,
+    cfg: &HistogramConfig,
+    metric: &str,
+    unit: Option<&str>,
+) -> Option<usize> {
+    if let Some(i) = units
+        .iter()
+        .position(|m| cfn_core::units::conversion(unit, m.unit.as_deref()).is_some())
+    {
+        return Some(i);
+    }
+    if units.len() >= MAX_UNITS_PER_METRIC {
+        return None;
+    }
+    units.push(MetricHistograms {
+        unit: unit.map(str::to_string),
+        bounds: cfg.bounds_for(metric, unit),
+        series: HashMap::new(),
+    });
+    Some(units.len() - 1)
+}
+
+/// At most this many units per metric have histograms of their own (a flood of unit words
+/// costs no more); a record in yet another is counted in [`Histograms::unit_refused`].
+pub const MAX_UNITS_PER_METRIC: usize = 8;
+
 /// The histograms, per metric and label values.
 ///
 /// Bounded: at most `max_series` series over all metrics. A record that would start a series
@@ -214,10 +244,14 @@ struct MetricHistograms {
 #[derive(Debug, Default)]
 pub struct Histograms {
     cfg: HistogramConfig,
-    metrics: HashMap<String, MetricHistograms>,
+    /// Per metric, its histograms per unit: values in units that convert into each other
+    /// share one (in its first unit); values without a unit, or in another dimension or word,
+    /// have one of their own (contract section 1), at most [`MAX_UNITS_PER_METRIC`].
+    metrics: HashMap<String, Vec<MetricHistograms>>,
     series: usize,
     dropped: u64,
-    /// Records whose unit did not convert into their metric's.
+    /// Records of a metric that already had [`MAX_UNITS_PER_METRIC`] units, none of which
+    /// theirs converts into.
     unit_refused: u64,
     /// Native buckets held over all series.
     native_buckets: usize,
@@ -261,7 +295,8 @@ impl Histograms {
         self.dropped += 1;
     }
 
-    /// Records not counted because their unit does not convert into their metric's.
+    /// Records not counted because their metric already had [`MAX_UNITS_PER_METRIC`] units
+    /// and theirs converts into none of them.
     pub fn unit_refused(&self) -> u64 {
         self.unit_refused
     }
@@ -271,7 +306,7 @@ impl Histograms {
             cfn_core::cli::warn(
                 "cfn-serve",
                 format!(
-                    "a record of {:?} in {:?} does not convert into the metric's unit {:?}: not counted in /metrics' histograms (cfn_serve_unit_mismatch_dropped_records_total counts such records)",
+                    "a record of {:?} in {:?} converts into none of the metric's {MAX_UNITS_PER_METRIC} units (the first {:?}): not counted in /metrics' histograms (cfn_serve_unit_mismatch_dropped_records_total counts such records)",
                     rec.metric,
                     rec.unit.as_deref().unwrap_or("no unit"),
                     unit.unwrap_or("no unit"),
@@ -287,24 +322,17 @@ impl Histograms {
             return self.drop_record(rec);
         }
         let cfg = &self.cfg;
-        let metric = match self.metrics.get_mut(rec.metric.as_ref()) {
+        let units = match self.metrics.get_mut(rec.metric.as_ref()) {
             Some(m) => m,
-            None => self
-                .metrics
-                .entry(rec.metric.to_string())
-                .or_insert_with(|| MetricHistograms {
-                    unit: rec.unit.as_deref().map(str::to_string),
-                    bounds: cfg.bounds_for(&rec.metric, rec.unit.as_deref()),
-                    series: HashMap::new(),
-                }),
+            None => self.metrics.entry(rec.metric.to_string()).or_default(),
         };
-        // In the metric's first unit (contract section 1); a unit that does not convert
-        // into it is refused and counted.
-        let Some(factor) = cfn_core::units::conversion(rec.unit.as_deref(), metric.unit.as_deref())
-        else {
-            let unit = metric.unit.clone();
-            return self.refuse_unit(rec, unit.as_deref());
+        let unit = rec.unit.as_deref();
+        let Some(idx) = unit_histograms(units, cfg, &rec.metric, unit) else {
+            let first = units.first().and_then(|m| m.unit.clone());
+            return self.refuse_unit(rec, first.as_deref());
         };
+        let metric = &mut units[idx];
+        let factor = cfn_core::units::conversion(unit, metric.unit.as_deref()).unwrap_or(1.0);
         let value = rec.value * factor;
         let mut values = Vec::new();
         if cfg.by_agent {
@@ -316,9 +344,12 @@ impl Histograms {
         let n = metric.bounds.len() + 1;
         if !metric.series.contains_key(&values) {
             if self.series >= cfg.max_series {
-                // A metric made just now has no series yet: it goes again.
+                // A unit (or metric) made just now has no series yet: it goes again.
                 if metric.series.is_empty() {
-                    self.metrics.remove(rec.metric.as_ref());
+                    units.remove(idx);
+                    if units.is_empty() {
+                        self.metrics.remove(rec.metric.as_ref());
+                    }
                 }
                 return self.drop_record(rec);
             }
@@ -359,6 +390,7 @@ impl Histograms {
     pub fn snapshot(&self) -> Vec<cfn_prom::HistogramSeries> {
         self.metrics
             .iter()
+            .flat_map(|(metric, units)| units.iter().map(move |m| (metric, m)))
             .flat_map(|(metric, m)| {
                 m.series.values().map(move |s| cfn_prom::HistogramSeries {
                     metric: metric.clone(),
@@ -471,5 +503,36 @@ mod tests {
             .find(|l| l.starts_with("cfn_heap_hist_bytes_sum"))
             .unwrap();
         assert!(!sum.contains("Inf") && !sum.contains("NaN"), "{sum}");
+    }
+
+    /// Issue 38: values without a unit, in ms and in a word of their own are three kinds;
+    /// none is refused or counted in another's unit: ms in `_hist_seconds`, the two without
+    /// a base unit sharing `_hist` with a `unit` label each.
+    #[test]
+    fn each_unit_of_a_metric_has_histograms_of_its_own() {
+        let mut h = Histograms::new(HistogramConfig::parse(&[], &[], 10, 6, 160).unwrap());
+        for (v, unit) in [
+            ("150", ""),
+            ("12034", r#","unit":"ms""#),
+            ("2", r#","unit":"s""#),
+            ("3", r#","unit":"widgets""#),
+        ] {
+            let line =
+                format!(r#"{{"timestamp":"2026-11-01T00:00:00Z","metric":"m","value":{v}{unit}}}"#);
+            h.record(&cfn_core::reader::parse_record(line.as_bytes()).unwrap());
+        }
+        assert_eq!(h.unit_refused(), 0);
+        let snap = h.snapshot();
+        let text = cfn_prom::render_exposition(&[], &snap, &cfn_prom::Options::default()).text;
+        assert!(
+            text.contains("cfn_m_hist_seconds_count 2\n"),
+            "ms and s together: {text}"
+        );
+        assert!(text.contains("cfn_m_hist_seconds_sum 14.034\n"), "{text}");
+        assert!(text.contains("cfn_m_hist_count{unit=\"\"} 1\n"), "{text}");
+        assert!(
+            text.contains("cfn_m_hist_count{unit=\"widgets\"} 1\n"),
+            "{text}"
+        );
     }
 }

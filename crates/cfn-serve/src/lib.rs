@@ -835,7 +835,7 @@ fn dropped_families(summary_records: u64, (histogram_records, unit_refused): (u6
          # HELP cfn_serve_series_limit_dropped_records_total Records not counted in the histograms because a new series would have passed --histogram-max-series.\n\
          # TYPE cfn_serve_series_limit_dropped_records_total counter\n\
          cfn_serve_series_limit_dropped_records_total {histogram_records}\n\
-         # HELP cfn_serve_unit_mismatch_dropped_records_total Records not counted in the histograms because their unit does not convert into their metric's first one.\n\
+         # HELP cfn_serve_unit_mismatch_dropped_records_total Records not counted in the histograms because their metric already has histograms in 8 units and theirs converts into none of them.\n\
          # TYPE cfn_serve_unit_mismatch_dropped_records_total counter\n\
          cfn_serve_unit_mismatch_dropped_records_total {unit_refused}\n"
     )

@@ -932,7 +932,8 @@ fn a_metric_in_several_units_gets_cfn_aggs_groups() {
     for (s, e) in served.iter().zip(&expected) {
         assert_totals_equal(s, e, "mixed units");
     }
-    // The histograms count what is appended from now on, in the metric's first unit.
+    // The histograms count what is appended from now on: gb and mb in one (bytes), the
+    // widgets apart in a family of their own, none refused (contract section 1).
     let t = now_ms();
     let appended = [
         record(t, "a-1", "heap", 1.0, "gb"),
@@ -963,7 +964,11 @@ fn a_metric_in_several_units_gets_cfn_aggs_groups() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("cfn_serve_unit_mismatch_dropped_records_total 1\n"),
+        metrics.contains("cfn_heap_hist_count 1\n"),
+        "the widgets in their own family: {metrics}"
+    );
+    assert!(
+        metrics.contains("cfn_serve_unit_mismatch_dropped_records_total 0\n"),
         "{metrics}"
     );
 }
