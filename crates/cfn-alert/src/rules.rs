@@ -247,8 +247,13 @@ fn rule_from_table(r: FileRule, lines: &RuleLines<'_>) -> anyhow::Result<Rule> {
         lines.error(
             lines.at(r.severity.span()),
             format!(
-                "unknown severity {:?} (expected critical, error, warning or info)",
-                r.severity.get_ref()
+                "unknown severity {:?} ({}expected critical, error, warning or info)",
+                r.severity.get_ref(),
+                cfn_core::spelling::closest(
+                    r.severity.get_ref(),
+                    ["critical", "error", "warning", "info"]
+                )
+                .map_or(String::new(), |m| format!("did you mean {m:?}? "))
             ),
         )
     })?;
@@ -355,6 +360,13 @@ pub fn parse_rule_expr(expr: &str) -> anyhow::Result<Rule> {
         let word = &w[i];
         if let Some(sev) = Severity::parse(word).filter(|_| i == 4) {
             rule.severity = sev;
+        } else if let Some(meant) = (i == 4)
+            .then(|| cfn_core::spelling::closest(word, ["critical", "error", "warning", "info"]))
+            .flatten()
+        {
+            return Err(bad(format!(
+                "unknown severity {word:?} (did you mean {meant:?}? expected critical, error, warning or info)"
+            )));
         } else if word == "for" {
             let d = w
                 .get(i + 1)

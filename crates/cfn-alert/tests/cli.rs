@@ -773,3 +773,18 @@ fn secret_files_readable_by_the_group_are_refused_and_a_header_file_is_used() {
         Some("Bearer hdr-file-Kq2z9")
     );
 }
+
+/// Issue 38: a misspelt severity in a rule is named as such, with what was meant, instead of
+/// "unexpected" the next word.
+#[test]
+fn a_misspelt_severity_is_named_with_what_was_meant() {
+    let dir = TestDir::new();
+    let out = dir
+        .cmd("cfn-alert")
+        .args(["--rule", "task.latency p96 > 5 warnig \"x\""])
+        .stdin("")
+        .run();
+    // A bad rule is a configuration error, as a bad rules file is (78).
+    out.status(78)
+        .stderr_has("unknown severity \"warnig\" (did you mean \"warning\"?");
+}

@@ -23,6 +23,7 @@ pub mod pattern;
 
 pub mod reader;
 pub mod record;
+pub mod spelling;
 pub mod state_file;
 pub mod time;
 pub mod units;

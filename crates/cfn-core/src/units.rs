@@ -272,8 +272,58 @@ fn trim(v: f64, decimals: usize) -> String {
     if s == "-0" { "0".into() } else { s.into() }
 }
 
+/// The vocabulary's spelling a unit outside it was probably meant to be (`milisecond` ->
+/// `millisecond`, `msec` -> `ms`): one at most two edits away (one for spellings of up to
+/// four letters), or a common abbreviation; `None` for a unit in the vocabulary, `count`, or
+/// a word of its own (`widgets`), which stays free text.
+pub fn likely_misspelling(unit: &str) -> Option<&'static str> {
+    let lower = unit.to_lowercase();
+    if lower == "count" || UNITS.iter().any(|u| u.spellings.contains(&lower.as_str())) {
+        return None;
+    }
+    let abbreviation = match lower.as_str() {
+        "msec" | "msecs" | "millis" => Some("ms"),
+        "usec" | "usecs" | "micros" => Some("us"),
+        "nsec" | "nsecs" | "nanos" => Some("ns"),
+        "secs" => Some("s"),
+        "mins" => Some("min"),
+        _ => None,
+    };
+    if abbreviation.is_some() {
+        return abbreviation;
+    }
+    crate::spelling::closest(
+        &lower,
+        UNITS
+            .iter()
+            .flat_map(|u| u.spellings.iter().copied())
+            .filter(|s| s.chars().count() > 2),
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    use super::likely_misspelling;
+
+    #[test]
+    fn misspelt_units_get_a_suggestion_and_words_of_their_own_do_not() {
+        assert_eq!(likely_misspelling("milisecond"), Some("millisecond"));
+        assert_eq!(likely_misspelling("msec"), Some("ms"));
+        assert_eq!(likely_misspelling("Secnods"), Some("seconds"));
+        assert_eq!(likely_misspelling("megabyte"), Some("megabytes"));
+        for fine in [
+            "ms",
+            "MB",
+            "count",
+            "widgets",
+            "requests",
+            "task.latency",
+            "percent",
+        ] {
+            assert_eq!(likely_misspelling(fine), None, "{fine}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -245,7 +245,11 @@ pub fn parse_call(cli: &Cli) -> anyhow::Result<ParsedCall> {
         tags: flag_tags.as_ref(),
         defaults_only: false,
     };
-    parse_words(&cli.args, &flags)
+    let call = parse_words(&cli.args, &flags)?;
+    if let Some(w) = call.unit.as_deref().and_then(unit_warning) {
+        cfn_core::cli::warn("cfn-emit", w);
+    }
+    Ok(call)
 }
 
 /// Merges `--tags JSON` and `--tag k=v` flags.
@@ -282,6 +286,7 @@ pub fn parse_words(a: &[String], flags: &CallFlags<'_>) -> anyhow::Result<Parsed
         n => return Err(no_call_form(a, n)),
     };
     validate_metric(metric)?;
+    check_slips(agent, metric, value_text, unit, legacy)?;
     let value = parse_value(value_text)?;
     let agent = match (agent, flags.agent) {
         (Some(_), Some(_)) if !flags.defaults_only => {
@@ -316,6 +321,69 @@ pub fn parse_words(a: &[String], flags: &CallFlags<'_>) -> anyhow::Result<Parsed
         value,
         unit,
         tags: tags.as_ref().map(tags_to_json),
+    })
+}
+
+/// Whether a word looks like an agent id: letters, then `-` and digits (`agent-1`,
+/// `coder_b-12`).
+fn looks_like_agent(word: &str) -> bool {
+    word.rsplit_once('-').is_some_and(|(name, n)| {
+        !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && name.starts_with(|c: char| c.is_ascii_alphabetic())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
+/// Whether a word looks like a metric name: dotted (`task.latency`), not an agent id.
+fn looks_like_metric(word: &str) -> bool {
+    word.contains('.') && !is_value(word) && !looks_like_agent(word)
+}
+
+/// The common slips of a call (contract section 9), refused before anything is written: a
+/// number as the metric, an agent id and a metric swapped, a metric in the unit's place.
+///
+/// # Errors
+/// Exit 2 saying what was probably meant.
+fn check_slips(
+    agent: Option<&String>,
+    metric: &str,
+    value: &str,
+    unit: Option<&String>,
+    legacy: bool,
+) -> anyhow::Result<()> {
+    if is_value(metric) {
+        return Err(usage(format!(
+            "metric {metric:?} is a number: expected METRIC VALUE or AGENT_ID METRIC VALUE (see --help)"
+        )));
+    }
+    if let Some(agent) = agent
+        && looks_like_metric(agent)
+        && looks_like_agent(metric)
+    {
+        return Err(usage(format!(
+            "agent {agent:?} looks like a metric and metric {metric:?} like an agent id: did you mean `cfn-emit {metric} {agent} {value}`?"
+        )));
+    }
+    if legacy
+        && looks_like_agent(metric)
+        && let Some(unit) = unit.filter(|u| looks_like_metric(u))
+    {
+        return Err(usage(format!(
+            "unit {unit:?} looks like a metric and metric {metric:?} like an agent id: did you mean `cfn-emit {metric} {unit} {value}`?"
+        )));
+    }
+    Ok(())
+}
+
+/// A warning for a unit outside the vocabulary that is probably a misspelling of one in it
+/// (`milisecond`, `msec`). Not refused: a unit is free text, and a legacy caller's own
+/// spelling must keep working; its values are kept apart from the metric's other units.
+pub fn unit_warning(unit: &str) -> Option<String> {
+    cfn_core::units::likely_misspelling(unit).map(|meant| {
+        format!(
+            "unit {unit:?} is not in the unit vocabulary (did you mean {meant:?}?): written as given, and its values are kept apart from the metric's values in other units"
+        )
     })
 }
 

@@ -112,6 +112,9 @@ fn parse_call_words(t: &str, d: &Defaults) -> anyhow::Result<Pending> {
         defaults_only: true,
     };
     let call = parse_words(&words, &flags)?;
+    if let Some(unit) = call.unit.as_deref() {
+        warn_unit_once(unit);
+    }
     Ok(Pending {
         agent: call.agent,
         metric: call.metric,
@@ -120,6 +123,27 @@ fn parse_call_words(t: &str, d: &Defaults) -> anyhow::Result<Pending> {
         tags: call.tags,
         timestamp: d.timestamp,
     })
+}
+
+/// At most this many distinct units are checked for misspellings in one stream (a flood of
+/// unit words costs no more).
+const MAX_UNITS_CHECKED: usize = 64;
+
+/// [`crate::unit_warning`] once per unit a stream uses.
+fn warn_unit_once(unit: &str) {
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashSet<String>> = Default::default();
+    }
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if seen.len() >= MAX_UNITS_CHECKED || seen.contains(unit) {
+            return;
+        }
+        seen.insert(unit.to_string());
+        if let Some(w) = crate::unit_warning(unit) {
+            cfn_core::cli::warn("cfn-emit", w);
+        }
+    });
 }
 
 /// Writes the pending records, one locked write per shard (more when a shard's batch is

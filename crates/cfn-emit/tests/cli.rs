@@ -793,3 +793,50 @@ fn a_full_disk_leaves_no_torn_line_and_exits_74() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
     );
 }
+
+/// Issue 38: the common slips are caught. Swapped agent and metric, a value before the
+/// metric (the metric taken for a unit) and a number as the metric are refused (exit 2, with
+/// what was probably meant) before anything is written; a misspelt unit is a warning with a
+/// suggestion (a unit is free text: a legacy caller's spelling keeps working).
+#[test]
+fn common_slips_are_refused_or_warned_with_what_was_meant() {
+    let dir = TestDir::new();
+    let emit = |args: &[&str]| {
+        dir.cmd("cfn-emit")
+            .env("CFN_METRICS_DIR", dir.path())
+            .args(args)
+            .run()
+    };
+    let out = emit(&["task.latency", "agent-1", "150"]);
+    out.status(2)
+        .stderr_has("did you mean `cfn-emit agent-1 task.latency 150`?");
+    let out = emit(&["agent-1", "150", "task.latency"]);
+    out.status(2)
+        .stderr_has("did you mean `cfn-emit agent-1 task.latency 150`?");
+    emit(&["150", "12"])
+        .status(2)
+        .stderr_has("metric \"150\" is a number");
+    assert!(shard_lines(dir.path()).is_empty(), "nothing written");
+    for (unit, meant) in [("milisecond", "millisecond"), ("msec", "ms")] {
+        let out = emit(&["--unit", unit, "task.latency", "5"]);
+        out.success().stderr_has(&format!(
+            "unit \"{unit}\" is not in the unit vocabulary (did you mean \"{meant}\"?)"
+        ));
+    }
+    // What is right is quiet, a word of one's own too.
+    for args in [
+        &["agent-1", "task.latency", "150"][..],
+        &["--unit", "widgets", "queue", "3"],
+        &["task.latency", "150", "ms"],
+    ] {
+        let out = emit(args);
+        assert_eq!((out.code(), out.stderr()), (0, String::new()), "{args:?}");
+    }
+    assert_eq!(
+        shard_lines(dir.path())
+            .values()
+            .map(Vec::len)
+            .sum::<usize>(),
+        5
+    );
+}
