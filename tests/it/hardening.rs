@@ -242,7 +242,7 @@ fn as_user(
 #[test]
 fn agents_of_the_group_share_a_setgid_hot_directory_and_outsiders_cannot_get_in() {
     if !is_root() || cfn_testkit::peer("setpriv", "Debian package util-linux").is_none() {
-        eprintln!("SKIPPED: needs root (to act as other users with setpriv)");
+        cfn_testkit::skip("needs root (to act as other users with setpriv)");
         return;
     }
     const GROUP: u32 = 4100;
@@ -426,7 +426,7 @@ fn as_user_run(
 fn a_sticky_hot_directory_keeps_members_off_each_others_shards_and_a_trim_drops_setuid() {
     use std::os::unix::fs::MetadataExt;
     if !is_root() || cfn_testkit::peer("setpriv", "Debian package util-linux").is_none() {
-        eprintln!("SKIPPED: needs root (to act as other users with setpriv)");
+        cfn_testkit::skip("needs root (to act as other users with setpriv)");
         return;
     }
     const GROUP: u32 = 4200;

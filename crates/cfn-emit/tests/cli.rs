@@ -158,7 +158,7 @@ fn a_fifo_shard_with_no_reader_is_refused_with_73() {
 #[test]
 fn shard_owned_by_another_user_is_refused() {
     if cfn_core_euid() != 0 {
-        eprintln!("SKIPPED: needs root to chown a file to another user");
+        cfn_testkit::skip("needs root to chown a file to another user");
         return;
     }
     let dir = TestDir::new();
@@ -735,7 +735,7 @@ fn a_full_disk_leaves_no_torn_line_and_exits_74() {
             std::env::var("CFN_REQUIRE_PEERS").as_deref() != Ok("1"),
             "CFN_REQUIRE_PEERS=1 but not root: a small tmpfs cannot be mounted"
         );
-        eprintln!("SKIPPED: not root, so no small tmpfs can be mounted for a full disk");
+        cfn_testkit::skip("not root, so no small tmpfs can be mounted for a full disk");
         return;
     }
     let dir = TestDir::new();

@@ -282,16 +282,42 @@ pub fn jsonl(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The file every skipped test is listed in (`target/cfn-skipped.txt`), which
+/// `cargo run -p xtask -- test` prints at the end of the run.
+pub fn skipped_list() -> PathBuf {
+    let dir = target_dir();
+    dir.parent()
+        .map_or(dir.clone(), Path::to_path_buf)
+        .join("cfn-skipped.txt")
+}
+
+/// Says that the running test skips its check, and why: on the process's stderr at once
+/// (past the test harness's capture, so every run shows it) and in [`skipped_list`], so the
+/// test command ends with the list and "N passed" never hides a test that did not run.
+pub fn skip(why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let line = format!("SKIPPED: {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skipped_list())
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 /// True when `CFN_REQUIRE_PEERS=1`: missing outside programs fail tests instead of skipping.
 pub fn peers_required() -> bool {
     std::env::var("CFN_REQUIRE_PEERS").is_ok_and(|v| v == "1")
 }
 
-/// Finds an outside program (by name on PATH or by absolute path). When it is missing, prints
-/// why the test is skipped and returns `None`, or panics under `CFN_REQUIRE_PEERS=1`.
-#[track_caller]
-pub fn peer(program: &str, why: &str) -> Option<PathBuf> {
-    let found = if program.contains('/') {
+/// An outside program (by name on PATH or by absolute path), if it is there; says nothing.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
         Some(PathBuf::from(program)).filter(|p| p.exists())
     } else {
         std::env::var_os("PATH").and_then(|paths| {
@@ -299,13 +325,21 @@ pub fn peer(program: &str, why: &str) -> Option<PathBuf> {
                 .map(|d| d.join(program))
                 .find(|p| p.is_file())
         })
-    };
+    }
+}
+
+/// Finds an outside program (by name on PATH or by absolute path). When it is missing, says
+/// why the test is skipped ([`skip`]) and returns `None`, or panics under
+/// `CFN_REQUIRE_PEERS=1`.
+#[track_caller]
+pub fn peer(program: &str, why: &str) -> Option<PathBuf> {
+    let found = find_program(program);
     if found.is_none() {
         let msg = format!("{program} not found ({why})");
         if peers_required() {
             panic!("CFN_REQUIRE_PEERS=1 but {msg}");
         }
-        eprintln!("SKIPPED: {msg}; install it to run this test");
+        skip(&format!("{msg}; install it to run this test"));
     }
     found
 }
@@ -326,7 +360,7 @@ pub fn python_modules(imports: &str, install: &str) -> bool {
         if peers_required() {
             panic!("CFN_REQUIRE_PEERS=1 but {msg}");
         }
-        eprintln!("SKIPPED: {msg}; install it to run this test");
+        skip(&format!("{msg}; install it to run this test"));
     }
     ok
 }

@@ -2,7 +2,7 @@
 //! off: moto's signature check rejects every key holding `=`, boto3's own requests too) and
 //! a proxy in front of it that can fail, watch or log requests.
 
-use crate::{free_port, peer};
+use crate::{find_program, free_port, peer};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,24 +13,30 @@ use std::time::{Duration, Instant};
 /// authentication off; `None` (with the reason printed) when moto_server is missing.
 pub fn open_moto() -> Option<u16> {
     static OPEN: OnceLock<Option<(std::process::Child, u16)>> = OnceLock::new();
-    OPEN.get_or_init(|| {
-        let server = peer("moto_server", "PyPI package moto[server]")?;
-        let port = free_port();
-        let child = std::process::Command::new(server)
-            .args(["-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some((child, port))
-    })
-    .as_ref()
-    .map(|(_, port)| *port)
+    let port = OPEN
+        .get_or_init(|| {
+            let server = find_program("moto_server")?;
+            let port = free_port();
+            let child = std::process::Command::new(server)
+                .args(["-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto_server did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Some((child, port))
+        })
+        .as_ref()
+        .map(|(_, port)| *port);
+    if port.is_none() {
+        // Every test that goes without says so, not only the first.
+        peer("moto_server", "PyPI package moto[server]");
+    }
+    port
 }
 
 /// Runs a boto3 script against the server on `port` (`s3` is its client), with `args` as

@@ -85,6 +85,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
         Some("accuracy") => accuracy::table(
             flag(&args, "--max")
                 .unwrap_or_else(|| "10000000".into())
@@ -143,7 +144,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         _ => bail!(
-            "usage: cargo run -p xtask -- demo | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D] | chaos [--minutes 2] [--seed 1] [--report FILE] [--keep] [--hot-mb 64] [--archive-mb 128]"
+            "usage: cargo run -p xtask -- demo | test [CARGO TEST ARGS] | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D] | chaos [--minutes 2] [--seed 1] [--report FILE] [--keep] [--hot-mb 64] [--archive-mb 128]"
         ),
     }
 }
@@ -173,6 +174,39 @@ fn generate(check: bool) -> anyhow::Result<()> {
             "generated files are out of date (run `just gen`): {}",
             drift.join(", ")
         );
+    }
+    Ok(())
+}
+
+/// The README's test command: `cargo test --workspace` (and any further arguments), then the
+/// list of the tests that skipped a check and why (cfn-testkit's `skip` writes them to
+/// target/cfn-skipped.txt), so "N passed" never hides a test that did not run. Exits with
+/// cargo's status.
+fn test(args: &[String]) -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let list = root.join("target/cfn-skipped.txt");
+    let _ = std::fs::remove_file(&list);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .current_dir(&root)
+        .args(["test", "--workspace"])
+        .args(args)
+        .status()?;
+    let text = std::fs::read_to_string(&list).unwrap_or_default();
+    let skipped: std::collections::BTreeSet<&str> = text.lines().collect();
+    if skipped.is_empty() {
+        println!("test: no test skipped a check");
+    } else {
+        println!(
+            "test: {} tests skipped a check (they count as passed above):",
+            skipped.len()
+        );
+        for line in &skipped {
+            println!("  {line}");
+        }
+    }
+    if !status.success() {
+        bail!("cargo test failed ({status})");
     }
     Ok(())
 }

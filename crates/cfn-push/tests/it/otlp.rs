@@ -52,7 +52,7 @@ fn receiver(mode: &str) -> Option<Receiver> {
         let msg =
             "the Python package opentelemetry-proto is missing (pip install opentelemetry-proto)";
         assert!(!peers_required(), "CFN_REQUIRE_PEERS=1 but {msg}");
-        eprintln!("SKIPPED: {msg}");
+        cfn_testkit::skip(msg);
         return None;
     }
     let dir = TestDir::new();
