@@ -218,6 +218,16 @@ fn follow_skips_a_stray_shard_and_keeps_following_the_rest() {
     }
 }
 
+/// `DIR/hot`, owned by `uid`:`gid` with `mode`, in a directory every user can enter.
+fn shared_hot_dir(dir: &TestDir, uid: u32, gid: u32, mode: u32) -> std::path::PathBuf {
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hot = dir.join("hot");
+    std::fs::create_dir(&hot).unwrap();
+    std::os::unix::fs::chown(&hot, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&hot, std::fs::Permissions::from_mode(mode)).unwrap();
+    hot
+}
+
 /// Runs `tool ARGS` as uid `uid` with primary group `gid` and only those supplementary
 /// groups (setpriv, util-linux), hot shards in `hot`.
 fn as_user(
@@ -248,12 +258,8 @@ fn agents_of_the_group_share_a_setgid_hot_directory_and_outsiders_cannot_get_in(
     const GROUP: u32 = 4100;
     let (alice, bob, mallory) = (4101, 4102, 4103);
     let dir = TestDir::new();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The package's hot directory: root:cfn-metrics, 2770.
-    let hot = dir.join("hot");
-    std::fs::create_dir(&hot).unwrap();
-    std::os::unix::fs::chown(&hot, Some(0), Some(GROUP)).unwrap();
-    std::fs::set_permissions(&hot, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    // A group-shared hot directory: root:GROUP, 2770.
+    let hot = shared_hot_dir(&dir, 0, GROUP, 0o2770);
     // Two members write to one shard (agent-1's): the second appends to the first's file.
     as_user(alice, GROUP, &hot, "cfn-emit", &["agent-1", "m", "1"]).success();
     as_user(bob, GROUP, &hot, "cfn-emit", &["agent-1", "m", "2"]).success();
@@ -432,11 +438,8 @@ fn a_sticky_hot_directory_keeps_members_off_each_others_shards_and_a_trim_drops_
     const GROUP: u32 = 4200;
     let (service, alice, carol) = (4201, 4202, 4203);
     let dir = TestDir::new();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let hot = dir.join("hot");
-    std::fs::create_dir(&hot).unwrap();
-    std::os::unix::fs::chown(&hot, Some(service), Some(GROUP)).unwrap();
-    std::fs::set_permissions(&hot, std::fs::Permissions::from_mode(0o3770)).unwrap();
+    // The package's hot directory: the service's, GROUP's, 3770.
+    let hot = shared_hot_dir(&dir, service, GROUP, 0o3770);
     as_user(alice, GROUP, &hot, "cfn-emit", &["agent-1", "m", "1"]).success();
     as_user(carol, GROUP, &hot, "cfn-emit", &["agent-2", "m", "2"]).success();
     let shard = hot.join("cfn-metrics-1.jsonl");

@@ -43,6 +43,14 @@ fn env_number<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
     }
 }
 
+/// `$XDG_STATE_HOME/cfn-metrics` (or `~/.local/state/cfn-metrics`): a user's own state.
+fn user_state_dir() -> PathBuf {
+    env_path("XDG_STATE_HOME")
+        .or_else(|| env_path("HOME").map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("cfn-metrics")
+}
+
 /// The state directory: `CFN_STATE_DIR`, else `/var/lib/cfn-metrics` for root, else
 /// `$XDG_STATE_HOME/cfn-metrics` (or `~/.local/state/cfn-metrics`). The service's own files
 /// (alert state and log, textfiles) live there, where agents cannot write.
@@ -53,22 +61,17 @@ pub fn default_state_dir() -> PathBuf {
     if crate::fsutil::effective_uid() == 0 {
         return PathBuf::from("/var/lib/cfn-metrics");
     }
-    let base = env_path("XDG_STATE_HOME")
-        .or_else(|| env_path("HOME").map(|h| h.join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("cfn-metrics")
+    user_state_dir()
 }
 
 /// The default archive directory: `/var/lib/cfn-metrics/archive` for root, else
-/// `$XDG_STATE_HOME/cfn-metrics/archive` (or `~/.local/state/...`).
+/// `$XDG_STATE_HOME/cfn-metrics/archive` (or `~/.local/state/...`); `CFN_STATE_DIR` does not
+/// move it (`CFN_ARCHIVE_DIR` does).
 pub fn default_archive_dir() -> PathBuf {
     if crate::fsutil::effective_uid() == 0 {
         return PathBuf::from("/var/lib/cfn-metrics/archive");
     }
-    let base = env_path("XDG_STATE_HOME")
-        .or_else(|| env_path("HOME").map(|h| h.join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("cfn-metrics/archive")
+    user_state_dir().join("archive")
 }
 
 impl Config {

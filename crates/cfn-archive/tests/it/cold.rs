@@ -132,6 +132,21 @@ impl Moto {
     }
 }
 
+/// Records `from..to` of metric `m` on `day` (`YYYY-MM-DD`), from 10:00:00 a second apart,
+/// the value the record's number, by `agent` when given.
+fn day_records(day: &str, agent: Option<&str>, from: usize, to: usize) -> String {
+    let agent = agent.map_or(String::new(), |a| format!("\"agent\":\"{a}\","));
+    (from..to)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":\"{day}T10:{:02}:{:02}.000Z\",{agent}\"metric\":\"m\",\"value\":{i}}}\n",
+                i / 60,
+                i % 60
+            )
+        })
+        .collect()
+}
+
 /// The host identity every test's cfn-archive has: its cold copies go under `HOST/`.
 const HOST: &str = "test-host";
 
@@ -1310,11 +1325,7 @@ fn an_upload_whose_reply_was_lost_is_kept_and_the_late_member_goes_up_beside_it(
     let Some(m) = moto() else { return };
     m.bucket("cold-lost");
     let dir = TestDir::new();
-    let day = |from: usize, to: usize| -> String {
-        (from..to)
-            .map(|i| format!("{{\"timestamp\":\"2026-10-20T10:00:{i:02}.000Z\",\"metric\":\"m\",\"value\":{i}}}\n"))
-            .collect()
-    };
+    let day = |from, to| day_records("2026-10-20", None, from, to);
     dir.write("cfn-metrics-2.jsonl", day(0, 10));
     let ep = format!("http://127.0.0.1:{}", reply_dropping_proxy(m.port));
     let run = |dir: &TestDir| {
@@ -1381,11 +1392,7 @@ fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
         let bucket = format!("cold-{}", point.replace('_', "-"));
         m.bucket(&bucket);
         let dir = TestDir::new();
-        let day = |from: usize, to: usize| -> String {
-            (from..to)
-                .map(|i| format!("{{\"timestamp\":\"2026-10-20T10:00:{i:02}.000Z\",\"metric\":\"m\",\"value\":{i}}}\n"))
-                .collect()
-        };
+        let day = |from, to| day_records("2026-10-20", None, from, to);
         dir.write("cfn-metrics-2.jsonl", day(0, 10));
         let url = format!("s3://{bucket}/");
         let ep = m.endpoint();
@@ -1459,11 +1466,7 @@ fn late_records_for_a_day_uploaded_and_pruned_go_up_beside_it_never_over_it() {
         let bucket = format!("cold-late-{i}");
         m.bucket(&bucket);
         let dir = TestDir::new();
-        let day = |from: usize, to: usize| -> String {
-            (from..to)
-                .map(|i| format!("{{\"timestamp\":\"2026-09-20T10:{:02}:{:02}.000Z\",\"agent\":\"agent-11\",\"metric\":\"m\",\"value\":{i}}}\n", i / 60, i % 60))
-                .collect()
-        };
+        let day = |from, to| day_records("2026-09-20", Some("agent-11"), from, to);
         dir.write("cfn-metrics-11.jsonl", day(0, 40));
         let url = format!("s3://{bucket}/cold/");
         let ep = match case {
