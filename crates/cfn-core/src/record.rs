@@ -87,17 +87,7 @@ pub fn number_text(v: f64) -> String {
 /// Exit 65 with the value quoted when it is empty, not a number, or not finite
 /// (`nan`, `inf`, `1e999`).
 pub fn parse_value(text: &str) -> anyhow::Result<f64> {
-    let t = text.trim();
-    let looks_numeric = !t.is_empty()
-        && t.bytes()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
-        && t.bytes().any(|c| c.is_ascii_digit());
-    let parsed = if looks_numeric {
-        t.parse::<f64>().ok()
-    } else {
-        None
-    };
-    match parsed {
+    match number(text) {
         Some(v) if v.is_finite() => Ok(v),
         Some(_) => Err(fail(
             Exit::DataErr,
@@ -110,9 +100,25 @@ pub fn parse_value(text: &str) -> anyhow::Result<f64> {
     }
 }
 
+/// `text` as a number when it is written as one (digits, sign, point, exponent; no words
+/// such as `inf` or `nan`), finite or not.
+fn number(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let looks_numeric = !t.is_empty()
+        && t.bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && t.bytes().any(|c| c.is_ascii_digit());
+    if looks_numeric {
+        t.parse::<f64>().ok()
+    } else {
+        None
+    }
+}
+
 /// True when `text` is a value [`parse_value`] accepts; used to tell the call forms apart.
 pub fn is_value(text: &str) -> bool {
-    parse_value(text).is_ok()
+    // Without building an error: the call forms ask this of several words of every call.
+    number(text).is_some_and(f64::is_finite)
 }
 
 /// Checks a metric name: 1..=200 bytes, no control characters.
