@@ -41,5 +41,5 @@ say "| uploader ($size_mib MiB, loopback moto_server) | median s | MB/s | vs aws
 say "|---|---:|---:|---:|"
 awk -v a="$aws_s" -v c="$cfn_s" -v m="$size_mib" 'BEGIN {
     printf "| aws s3 cp (8 MiB parts, 10 threads) | %.2f | %.0f | 1.00x |\n", a, m*1.048576/a
-    printf "| cfn-archive prune --upload (16 MiB parts, up to 8 in flight, the file read twice: its MD5 for the object's name, then the parts hashed on the way; three LISTs and a HEAD before, a HEAD after) | %.2f | %.0f | %.2fx |\n", c, m*1.048576/c, c/a
+    printf "| cfn-archive prune --upload (16 MiB parts, up to 8 in flight, the file read twice: its MD5 for the object name, then the parts hashed on the way; three LISTs and a HEAD before, a HEAD after) | %.2f | %.0f | %.2fx |\n", c, m*1.048576/c, c/a
 }' | tee -a "$out"
