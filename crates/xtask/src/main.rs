@@ -47,24 +47,111 @@ fn render(cmd: &clap::Command) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     Ok(out)
 }
 
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+/// The project's tasks: man pages and completions, the demo, the test command, data
+/// generators, benchmarks and the chaos soak.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "xtask",
+    about = "The project's tasks: man pages and completions, the demo, the test command, data generators, benchmarks, the chaos soak.",
+    after_help = "Run as: cargo run -q -p xtask -- COMMAND (--release for demo and chaos)"
+)]
+enum Task {
+    /// Builds the tools in release mode and runs the whole pipeline on a temp dir.
+    Demo,
+    /// cargo test --workspace ARGS..., then the list of the tests that skipped a check.
+    Test {
+        /// Passed to cargo test (a filter, -p PKG, -- --nocapture ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Renders man/ and completions/ from the tools' clap definitions.
+    Gen {
+        /// Fail when man/ or completions/ are out of date instead of writing them.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Writes deterministic realistic records (JSONL) to stdout.
+    GenData {
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        #[arg(long, default_value = "24h")]
+        span: String,
+        /// The newest record's time (default: now).
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Writes hot shards of AGENTS agents over the last SECS seconds into DIR.
+    GenHot {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        agents: u32,
+        #[arg(long, default_value_t = 30)]
+        secs: i64,
+    },
+    /// Prints the README's accuracy table.
+    Accuracy {
+        #[arg(long, default_value_t = 10_000_000)]
+        max: usize,
+    },
+    /// Writes records of G groups (for the grouping benchmark).
+    GenGroups {
+        #[arg(long)]
+        lines: u64,
+        #[arg(long)]
+        groups: u64,
+        #[arg(long)]
+        distinct: Option<u64>,
+    },
+    /// Times parsing FILE (benchmark helper).
+    BenchParse {
+        #[arg(long)]
+        file: String,
+    },
+    /// Every fault at once for MINUTES, then the audit of every record (needs moto_server).
+    Chaos {
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The JSON report (default target/chaos-report.json).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Keep the run's directory.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value_t = 64)]
+        hot_mb: u64,
+        #[arg(long, default_value_t = 128)]
+        archive_mb: u64,
+    },
+    /// cfn-emit --stdin streaming rates (benchmark helper).
+    BenchStream {
+        #[arg(long, default_value = "target/release")]
+        bin: PathBuf,
+        #[arg(long)]
+        quick: bool,
+    },
+    /// cfn-serve under load (benchmark helper).
+    BenchServe {
+        #[arg(long, default_value = "target/release")]
+        bin: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        big: bool,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("gen") => generate(args.iter().any(|a| a == "--check")),
-        Some("gen-data") => {
-            let lines: u64 = flag(&args, "--lines")
-                .unwrap_or_else(|| "1000000".into())
-                .parse()?;
-            let span = cfn_core::time::parse_duration(
-                &flag(&args, "--span").unwrap_or_else(|| "24h".into()),
-            )?;
-            let end = match flag(&args, "--end") {
+    let task = <Task as clap::Parser>::parse();
+    match task {
+        Task::Gen { check } => generate(check),
+        Task::GenData { lines, span, end } => {
+            let span = cfn_core::time::parse_duration(&span)?;
+            let end = match end {
                 Some(t) => cfn_core::time::parse_time_arg(&t, cfn_core::time::now_ms())?,
                 None => cfn_core::time::now_ms(),
             };
@@ -73,56 +160,37 @@ fn main() -> anyhow::Result<()> {
             gendata::write_records(&mut out, lines, end, span.as_millis() as i64, 42)?;
             Ok(())
         }
-        Some("gen-hot") => {
-            let dir = flag(&args, "--dir").context("--dir DIR")?;
-            let agents: u32 = flag(&args, "--agents")
-                .unwrap_or_else(|| "500".into())
-                .parse()?;
-            let secs: i64 = flag(&args, "--secs")
-                .unwrap_or_else(|| "30".into())
-                .parse()?;
-            gendata::write_hot_shards(Path::new(&dir), agents, secs, cfn_core::time::now_ms(), 16)?;
+        Task::GenHot { dir, agents, secs } => {
+            gendata::write_hot_shards(&dir, agents, secs, cfn_core::time::now_ms(), 16)?;
             Ok(())
         }
-        Some("demo") => demo(),
-        Some("test") => test(&args[1..]),
-        Some("accuracy") => accuracy::table(
-            flag(&args, "--max")
-                .unwrap_or_else(|| "10000000".into())
-                .parse()?,
-        ),
-        Some("gen-groups") => accuracy::gen_groups(
-            flag(&args, "--lines").context("--lines N")?.parse()?,
-            flag(&args, "--groups").context("--groups N")?.parse()?,
-            flag(&args, "--distinct").map(|d| d.parse()).transpose()?,
-        ),
-        Some("bench-parse") => bench::parse(&flag(&args, "--file").context("--file FILE")?),
-        Some("chaos") => {
-            let num = |name: &str, default: f64| -> anyhow::Result<f64> {
-                flag(&args, name).map_or(Ok(default), |v| {
-                    v.parse()
-                        .with_context(|| format!("{name} {v:?} is not a number"))
-                })
-            };
+        Task::Demo => demo(),
+        Task::Test { args } => test(&args),
+        Task::Accuracy { max } => accuracy::table(max),
+        Task::GenGroups {
+            lines,
+            groups,
+            distinct,
+        } => accuracy::gen_groups(lines, groups, distinct),
+        Task::BenchParse { file } => bench::parse(&file),
+        Task::Chaos {
+            minutes,
+            seed,
+            report,
+            keep,
+            hot_mb,
+            archive_mb,
+        } => {
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
             chaos::run(chaos::Options {
-                minutes: num("--minutes", 2.0)?,
-                seed: num("--seed", 1.0)? as u64,
-                report: Some(
-                    flag(&args, "--report")
-                        .map_or_else(|| root.join("target/chaos-report.json"), PathBuf::from),
-                ),
-                keep: args.iter().any(|a| a == "--keep"),
-                disks_mb: (
-                    num("--hot-mb", 64.0)? as u64,
-                    num("--archive-mb", 128.0)? as u64,
-                ),
+                minutes,
+                seed,
+                report: Some(report.unwrap_or_else(|| root.join("target/chaos-report.json"))),
+                keep,
+                disks_mb: (hot_mb, archive_mb),
             })
         }
-        Some("bench-stream") => {
-            let bin =
-                PathBuf::from(flag(&args, "--bin").unwrap_or_else(|| "target/release".into()));
-            let quick = args.iter().any(|a| a == "--quick");
+        Task::BenchStream { bin, quick } => {
             let rates: &[(u64, u64)] = if quick {
                 &[(1, 3), (100, 2), (10_000, 1)]
             } else {
@@ -130,22 +198,18 @@ fn main() -> anyhow::Result<()> {
             };
             bench::stream(&bin, rates)
         }
-        Some("bench-serve") => {
-            let bin =
-                PathBuf::from(flag(&args, "--bin").unwrap_or_else(|| "target/release".into()));
-            let dir = PathBuf::from(flag(&args, "--dir").context("--dir DIR")?);
-            if args.iter().any(|a| a == "--big") {
+        Task::BenchServe {
+            bin,
+            dir,
+            big,
+            secs,
+        } => {
+            if big {
                 bench::serve_big(&bin, &dir)
             } else {
-                let secs = flag(&args, "--secs")
-                    .unwrap_or_else(|| "10".into())
-                    .parse()?;
                 bench::serve(&bin, &dir, secs, 20)
             }
         }
-        _ => bail!(
-            "usage: cargo run -p xtask -- demo | test [CARGO TEST ARGS] | gen [--check] | gen-data [--lines N] [--span 24h] [--end TIME] | gen-hot --dir DIR [--agents 500] [--secs 30] | accuracy [--max N] | gen-groups --lines N --groups G [--distinct D] | chaos [--minutes 2] [--seed 1] [--report FILE] [--keep] [--hot-mb 64] [--archive-mb 128]"
-        ),
     }
 }
 
