@@ -41,6 +41,11 @@ const ENVIRONMENT: &[(&str, &str, &[&str])] = &[
         &["cfn-cat", "cfn-archive", "cfn-serve"],
     ),
     (
+        "CFN_STATE_DIR",
+        "the service's own files, where agents cannot write (default /var/lib/cfn-metrics for root, else $XDG_STATE_HOME/cfn-metrics)",
+        &["cfn-alert", "cfn-serve", "cfn-top"],
+    ),
+    (
         "CFN_ALERTS_FILE",
         "alert events log (default $CFN_STATE_DIR/cfn-alerts.jsonl: /var/lib/cfn-metrics for root, else ~/.local/state/cfn-metrics)",
         &["cfn-alert", "cfn-serve", "cfn-top"],
@@ -146,7 +151,7 @@ fn page(cmd: &clap::Command, tool: &str, name: &str, subs: &[String]) -> anyhow:
     // No hyphenation and a ragged right edge: a word is never broken across lines.
     w.extend_from_slice(b".nh\n.ad l\n");
     man.render_name_section(&mut w)?;
-    man.render_synopsis_section(&mut w)?;
+    w.extend_from_slice(synopsis(cmd, name).as_bytes());
     man.render_description_section(&mut w)?;
     if cmd.get_arguments().any(|a| !a.is_hide_set()) {
         man.render_options_section(&mut w)?;
@@ -163,21 +168,22 @@ fn page(cmd: &clap::Command, tool: &str, name: &str, subs: &[String]) -> anyhow:
         section(&mut w, heading, body);
     }
     let has = |h: &str| sections.iter().any(|(s, _)| s == h);
-    let env: Vec<String> = ENVIRONMENT
+    let env: Vec<(String, String)> = ENVIRONMENT
         .iter()
         .filter(|(_, _, tools)| tools.contains(&tool))
-        .map(|(var, what, _)| format!("{var}\n    {what}"))
+        .map(|(var, what, _)| (var.to_string(), what.to_string()))
         .collect();
     if !env.is_empty() && !has("ENVIRONMENT") {
-        section(&mut w, "ENVIRONMENT", &env.join("\n"));
+        tagged_section(&mut w, "ENVIRONMENT", &env);
     }
-    let files: Vec<&str> = FILES
+    let files: Vec<(String, String)> = FILES
         .iter()
         .filter(|(_, tools)| tools.contains(&tool))
-        .map(|(f, _)| *f)
+        .filter_map(|(f, _)| f.split_once(": "))
+        .map(|(path, what)| (path.to_string(), what.to_string()))
         .collect();
     if !files.is_empty() && !has("FILES") {
-        section(&mut w, "FILES", &files.join("\n"));
+        tagged_section(&mut w, "FILES", &files);
     }
     let mut see: Vec<String> = Vec::new();
     if name != tool {
@@ -195,6 +201,69 @@ fn page(cmd: &clap::Command, tool: &str, name: &str, subs: &[String]) -> anyhow:
     w.extend_from_slice(b"\n.PP\nThe data contract: docs/CONTRACT.md in the source.\n");
     man.render_version_section(&mut w)?;
     Ok(w)
+}
+
+/// SYNOPSIS with each flag's value (`[--by <KEY>]`), positionals last.
+fn synopsis(cmd: &clap::Command, name: &str) -> String {
+    let (mut parts, mut positionals) = (Vec::new(), Vec::new());
+    for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+        let value = a
+            .get_value_names()
+            .map(|v| {
+                v.iter()
+                    .map(|n| format!("<{n}>"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|_| a.get_action().takes_values());
+        let mut flag = match (a.get_short(), a.get_long()) {
+            (Some(s), Some(l)) => format!("-{s}|--{l}"),
+            (None, Some(l)) => format!("--{l}"),
+            (Some(s), None) => format!("-{s}"),
+            (None, None) => {
+                let v = value.unwrap_or_else(|| format!("<{}>", a.get_id()));
+                let many = matches!(a.get_num_args(), Some(r) if r.max_values() > 1);
+                positionals.push(format!("[{v}{}]", if many { "..." } else { "" }));
+                continue;
+            }
+        };
+        if let Some(v) = value {
+            flag = format!("{flag} {v}");
+        }
+        parts.push(format!("[{flag}]"));
+    }
+    parts.extend(positionals);
+    if cmd.has_subcommands() {
+        parts.push("<COMMAND>".into());
+    }
+    // A subcommand's page is named tool-sub; it is called as `tool sub`.
+    let called = match name
+        .split_once('-')
+        .filter(|_| name.matches('-').count() > 1)
+    {
+        Some(_) => name
+            .rsplit_once('-')
+            .map_or(name.to_string(), |(t, s)| format!("{t} {s}")),
+        None => name.to_string(),
+    };
+    format!(
+        ".SH SYNOPSIS\n\\fB{}\\fR {}\n",
+        escape(&called),
+        escape(&parts.join(" "))
+    )
+}
+
+/// A section of (term, description) pairs, each on a tagged paragraph of its own.
+fn tagged_section(w: &mut Vec<u8>, heading: &str, items: &[(String, String)]) {
+    let mut out = format!(".SH \"{heading}\"\n");
+    for (term, what) in items {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            escape(term),
+            escape(what)
+        ));
+    }
+    w.extend_from_slice(out.as_bytes());
 }
 
 /// The `--help` epilogue cut at its headings (`EXAMPLES:` on a line of its own).
