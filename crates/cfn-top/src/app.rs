@@ -244,7 +244,7 @@ impl App {
                 v.paused = !v.paused;
                 self.frozen = None;
                 if self.view.paused {
-                    self.frozen = Some(self.snapshot(now, format!("{clock} (paused)")));
+                    self.frozen = Some(self.snapshot(now, clock.to_string()));
                 }
             }
             #[cfg(feature = "test-hooks")]

@@ -325,6 +325,48 @@ mod tests {
             .collect()
     }
 
+    /// Issue 38: at 120 x 40 "Shards (16)" showed 8 rows and nothing of the other 8; and a
+    /// paused frame said "(paused)  PAUSED".
+    #[test]
+    fn shards_that_do_not_fit_are_counted_and_paused_is_said_once() {
+        let dir = TestDir::new();
+        let mut app = app_over(&dir);
+        for n in 2..16 {
+            dir.write(
+                &format!("cfn-metrics-{n}.jsonl"),
+                format!(
+                    "{{\"timestamp\":\"{}\",\"metric\":\"m\",\"value\":1}}\n",
+                    cfn_core::time::format_ms(NOW - 1000)
+                ),
+            );
+        }
+        app.poll(NOW);
+        let (t, _) = render(&app, 120, 40, Theme { colour: false });
+        assert!(t.contains("Shards (16)"), "{t}");
+        let shown = t
+            .lines()
+            .filter(|l| l.trim_start().starts_with("cfn-metrics-"))
+            .count();
+        let more: usize = t
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("… ")?
+                    .strip_suffix(" more")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no \"… N more\" row:\n{t}"));
+        assert_eq!(shown + more, 16, "{t}");
+        press(&mut app, KeyCode::Char('p'));
+        let (t, _) = render(&app, 120, 40, Theme { colour: false });
+        assert_eq!(
+            t.matches("PAUSED").count() + t.matches("(paused)").count(),
+            1,
+            "{t}"
+        );
+    }
+
     #[test]
     fn the_frame_fits_80_by_24_and_uses_200_by_50() {
         let dir = TestDir::new();

@@ -311,8 +311,15 @@ fn draw_shards(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
         );
         return;
     }
+    // What does not fit is counted on the last row, never cut off silently.
     let room = body.height.saturating_sub(1) as usize;
-    let rows = s.shards.iter().take(room).map(|sh| {
+    let shown = if s.shards.len() > room {
+        room.saturating_sub(1)
+    } else {
+        s.shards.len()
+    };
+    let more = s.shards.len() - shown;
+    let rows = s.shards.iter().take(shown).map(|sh| {
         let age = sh.newest_age_s.map_or("-".to_string(), |a| {
             format!("{} s ago", format_number(a.max(0.0).round()))
         });
@@ -341,8 +348,16 @@ fn draw_shards(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
         Constraint::Length(9),
         Constraint::Length(12),
     ];
+    let more_row = (more > 0).then(|| {
+        TableRow::new(vec![Cell::from(Line::styled(
+            format!("… {more} more"),
+            theme.dim(),
+        ))])
+    });
     f.render_widget(
-        Table::new(rows, widths).header(header).column_spacing(1),
+        Table::new(rows.chain(more_row), widths)
+            .header(header)
+            .column_spacing(1),
         body,
     );
 }
