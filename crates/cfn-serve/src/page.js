@@ -23,6 +23,12 @@ function el(tag, attrs, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
+// A metric name that may wrap after its dots and underscores (text nodes: never markup).
+function breakable(tag, attrs, name) {
+  const e = el(tag, attrs);
+  for (const part of name.split(/(?<=[._])/)) e.append(document.createTextNode(part), el("wbr"));
+  return e;
+}
 function plural(n, one, many) {
   return `${n.toLocaleString("en-US")} ${n === 1 ? one : (many || one + "s")}`;
 }
@@ -435,7 +441,7 @@ function render(d) {
   }
   for (const a of rows) {
     const tr = el("tr");
-    tr.append(el("th", { scope: "row" }, a.metric), el("td", {}, fmtNum(a.count)),
+    tr.append(breakable("th", { scope: "row" }, a.metric), el("td", {}, fmtNum(a.count)),
       ...["avg", "min", "max", "p50", "p95", "p99"].map((k) => el("td", {}, fmtValue(a[k], a.metric))), el("td", {}, a.unit || ""));
     tbody.append(tr);
   }
@@ -444,12 +450,18 @@ function render(d) {
   const from = now - d.range_ms;
   const day = (t) => (d.range_ms >= 12 * 3600e3 ? `${parts(t).month}-${parts(t).day} ` : "");
   $("range-label").textContent = `${view.range ? "" : "auto: "}${LABEL[range]}, ${day(from)}${timeOf(from)} – ${day(now)}${timeOf(now)} ${parts(now).timeZoneName}`;
-  if (metrics.length === 0) {
-    $("charts").replaceChildren(el("p", { class: "empty" }, `No records in the last ${LABEL[range]}.`));
+  // A metric with no bucket in the range (a filter that matches none of its records) gets
+  // no chart: empty axes would only show made-up ticks.
+  const charted = metrics.filter((m) => (d.series[m] || []).length > 0);
+  if (charted.length === 0) {
+    const what = view.metric || view.agent || view.tag ? " matching this view" : "";
+    $("charts").replaceChildren(el("p", { class: "empty" }, `No records${what} in the last ${LABEL[range]}.`));
   } else {
-    const cards = metrics.map((m) => el("div", { class: "chart-card" }));
+    const cards = charted.map((m) => el("div", { class: "chart-card" }));
     $("charts").replaceChildren(...cards);
-    metrics.forEach((m, i) => drawChart(cards[i], m, d.series[m] || [], d, now));
+    charted.forEach((m, i) => drawChart(cards[i], m, d.series[m], d, now));
+    const idle = metrics.length - charted.length;
+    if (idle > 0) $("charts").append(el("p", { class: "dim" }, `${plural(idle, "metric")} with no records in this range.`));
   }
   if (d.charts_not_shown > 0) $("charts").append(el("p", { class: "dim" }, `${plural(d.charts_not_shown, "more metric")} not charted: pick one above.`));
 

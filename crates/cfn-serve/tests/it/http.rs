@@ -534,6 +534,12 @@ fn dashboard_in_chromium_keeps_its_view_in_the_url_and_reads_at_1400_and_720_px(
             wide <= u64::from(width),
             "the page is {wide} px wide in a {width} px window"
         );
+        // Every column of the summary in view, none behind a horizontal scroll.
+        let hidden = b.eval("(() => { const s = document.querySelector('#summary').parentElement; return s.scrollWidth - s.clientWidth; })()");
+        assert!(
+            hidden.as_i64().unwrap() <= 0,
+            "the summary table hides {hidden} px at {width}"
+        );
         let smallest = b.eval("Math.min(...[...document.querySelectorAll('svg.chart .tick')].map(t => parseFloat(getComputedStyle(t).fontSize) * t.ownerSVGElement.getBoundingClientRect().width / t.ownerSVGElement.viewBox.baseVal.width))");
         assert!(
             smallest.as_f64().unwrap() >= 11.5,
@@ -547,6 +553,17 @@ fn dashboard_in_chromium_keeps_its_view_in_the_url_and_reads_at_1400_and_720_px(
             shot.display()
         );
     }
+
+    // A tag filter that matches nothing: no chart with made-up axes, a line saying so.
+    b.resize(1400, 1000);
+    b.open(&format!("{url}?tag=phase=nothing-matches"), READY);
+    assert_eq!(b.eval("document.querySelectorAll('svg.chart').length"), json!(0));
+    assert!(
+        text(&mut b, "document.querySelector('#charts p.empty').textContent")
+            .starts_with("No records matching this view in the last"),
+        "{}",
+        text(&mut b, "document.getElementById('charts').textContent")
+    );
 
     // Empty states: records only older than 30 s; then no shards at all.
     let old = TestDir::new();
