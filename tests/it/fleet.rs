@@ -896,3 +896,136 @@ fn prometheus_agent_mode_as_shipped_remote_writes_three_hosts_into_victoria_metr
         "classic p99: VictoriaMetrics {from_vm}, Prometheus {from_prom}"
     );
 }
+
+/// Issue 38: every panel of the shipped Grafana dashboard, its variables filled in as Grafana
+/// would, returns data from a real Prometheus (native histograms on) scraping a cfn-serve and
+/// node_exporter's textfile collector over cfn-analyze's textfiles; the fleet panel queries
+/// the native histograms, not classic buckets.
+#[test]
+fn every_grafana_panel_returns_data_from_a_real_prometheus() {
+    let (Some(prometheus), Some(exporter)) = (
+        peer("prometheus", "Debian package prometheus"),
+        peer(
+            "prometheus-node-exporter",
+            "Debian package prometheus-node-exporter",
+        ),
+    ) else {
+        return;
+    };
+    let host = TestDir::new();
+    let server = start(&host, &[]);
+    let textdir = host.join("textfile");
+    std::fs::create_dir_all(&textdir).unwrap();
+    let exporter_port = free_port();
+    let mut exporter = std::process::Command::new(exporter)
+        .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+        .args(["--collector.disable-defaults", "--collector.textfile"])
+        .arg(format!(
+            "--collector.textfile.directory={}",
+            textdir.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = TestDir::new();
+    let config = dir.write(
+        "prometheus.yml",
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: cfn-serve\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n",
+            server.port
+        ),
+    );
+    let prom = run_prometheus(
+        &prometheus,
+        &dir,
+        &config,
+        &["--enable-feature=native-histograms"],
+    );
+    // Records in two halves with scrapes between (rate() needs an increase), then the
+    // analysis as the package runs it: the textfile and the firing alerts' textfile.
+    let analyze = || {
+        let aggs = host
+            .cmd("cfn-cat")
+            .env("CFN_METRICS_DIR", host.path())
+            .args(["--since", "1h"])
+            .run();
+        let aggs = host
+            .cmd("cfn-agg")
+            .args(["--by", "agent"])
+            .stdin(aggs.success().stdout())
+            .run();
+        let aggs = aggs.success().stdout();
+        host.cmd("cfn-promtext")
+            .arg("--base-units")
+            .arg("-o")
+            .arg(textdir.join("cfn.prom"))
+            .stdin(aggs.clone())
+            .run()
+            .success();
+        host.cmd("cfn-alert")
+            .arg("--firing-prom")
+            .arg(textdir.join("cfn-alerts.prom"))
+            .stdin(aggs)
+            .run();
+    };
+    let wait_for = |promql: &str, want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = query(prom.port, promql).unwrap();
+            if got.first().is_some_and(|g| g.1 >= want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{promql}: {got:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    for (half, n) in [(0, 200), (1, 200)] {
+        let lines: String = (0..n)
+            .map(|i| {
+                format!(
+                    "coordination.time {} ms\n",
+                    100 + (i * 37 + half * 11) % 900
+                )
+            })
+            .collect();
+        emit(&host, "agent-7", &lines);
+        emit(&host, "agent-8", "coordination.time 15000 ms\n");
+        analyze();
+        wait_for(
+            "histogram_count(sum(cfn_coordination_time_hist_seconds))",
+            f64::from((half + 1) * (n + 1)),
+        );
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    wait_for("count(cfn_alert_firing == 1)", 1.0);
+    // Each panel's query, with the variables as Grafana fills them for this host.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("contrib/grafana/cfn-metrics-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("${fleet_metric}", "coordination_time_hist_seconds")
+                .replace("$fleet_metric", "coordination_time_hist_seconds")
+                .replace("${metric}", "coordination_time_seconds")
+                .replace("$metric", "coordination_time_seconds")
+                .replace("$agent", ".*")
+                .replace("$__rate_interval", "1m");
+            let got = query(prom.port, &promql).unwrap();
+            assert!(
+                got.iter().any(|(_, v)| v.is_finite()),
+                "panel {:?}: {promql} returned {got:?}",
+                panel["title"]
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 11, "every target of every panel");
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+}

@@ -471,7 +471,7 @@ fn grafana_dashboard_queries_the_series_cfn_promtext_exports() {
         "/^cfn_(?!.*_hist(?:_seconds|_bytes)?_count$)(.+)_count$/"
     );
     let fleet_var = vars.iter().find(|v| v["name"] == "fleet_metric").unwrap();
-    assert_eq!(fleet_var["regex"], "/^cfn_(.+)_bucket$/");
+    assert_eq!(fleet_var["regex"], "/^cfn_(.+_hist(?:_seconds|_bytes)?)$/");
     let exprs: Vec<String> = dash["panels"]
         .as_array()
         .unwrap()
@@ -485,7 +485,7 @@ fn grafana_dashboard_queries_the_series_cfn_promtext_exports() {
         "cfn_$metric{quantile=\"0.99\"",
         "cfn_${metric}_count",
         "cfn_alert_firing",
-        "histogram_quantile(0.99, sum by (le) (rate(cfn_${fleet_metric}_bucket",
+        "histogram_quantile(0.99, sum(rate(cfn_${fleet_metric}[",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(needle)),

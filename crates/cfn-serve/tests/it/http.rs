@@ -557,10 +557,16 @@ fn dashboard_in_chromium_keeps_its_view_in_the_url_and_reads_at_1400_and_720_px(
     // A tag filter that matches nothing: no chart with made-up axes, a line saying so.
     b.resize(1400, 1000);
     b.open(&format!("{url}?tag=phase=nothing-matches"), READY);
-    assert_eq!(b.eval("document.querySelectorAll('svg.chart').length"), json!(0));
+    assert_eq!(
+        b.eval("document.querySelectorAll('svg.chart').length"),
+        json!(0)
+    );
     assert!(
-        text(&mut b, "document.querySelector('#charts p.empty').textContent")
-            .starts_with("No records matching this view in the last"),
+        text(
+            &mut b,
+            "document.querySelector('#charts p.empty').textContent"
+        )
+        .starts_with("No records matching this view in the last"),
         "{}",
         text(&mut b, "document.getElementById('charts').textContent")
     );
