@@ -325,17 +325,18 @@ mod tests {
             .collect()
     }
 
-    /// Issue 38: at 120 x 40 "Shards (16)" showed 8 rows and nothing of the other 8; and a
-    /// paused frame said "(paused)  PAUSED".
+    /// Issue 38: at 120 x 40 "Shards (16)" showed 8 rows and nothing of the other 8, names
+    /// were cut with no ellipsis, and a paused frame said "(paused)  PAUSED".
     #[test]
     fn shards_that_do_not_fit_are_counted_and_paused_is_said_once() {
         let dir = TestDir::new();
         let mut app = app_over(&dir);
+        let long = "a.metric.name.far.longer.than.the.forty.columns.its.column.gets";
         for n in 2..16 {
             dir.write(
                 &format!("cfn-metrics-{n}.jsonl"),
                 format!(
-                    "{{\"timestamp\":\"{}\",\"metric\":\"m\",\"value\":1}}\n",
+                    "{{\"timestamp\":\"{}\",\"metric\":\"{long}\",\"value\":1}}\n",
                     cfn_core::time::format_ms(NOW - 1000)
                 ),
             );
@@ -343,6 +344,10 @@ mod tests {
         app.poll(NOW);
         let (t, _) = render(&app, 120, 40, Theme { colour: false });
         assert!(t.contains("Shards (16)"), "{t}");
+        assert!(
+            t.contains("a.metric.name.far.longer.than.the.forty…"),
+            "cut with an ellipsis:\n{t}"
+        );
         let shown = t
             .lines()
             .filter(|l| l.trim_start().starts_with("cfn-metrics-"))

@@ -249,7 +249,7 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
         let u = r.unit.as_deref();
         let figure = |v: f64| Cell::from(Line::from(format_value(v, u)).right_aligned());
         let mut cells = vec![
-            Cell::from(r.metric.clone()),
+            Cell::from(ellipsized(&r.metric, name_w)),
             Cell::from(Line::from(r.count.to_string()).right_aligned()),
             Cell::from(Line::from(format_number(r.rate)).right_aligned()),
             figure(r.p50),
@@ -270,6 +270,16 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
         .header(TableRow::new(titles).style(theme.heading()))
         .column_spacing(1);
     f.render_widget(table, area);
+}
+
+/// `text` in at most `width` columns: cut with an ellipsis when longer, never silently.
+fn ellipsized(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn draw_alerts(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
@@ -324,7 +334,10 @@ fn draw_shards(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
             format!("{} s ago", format_number(a.max(0.0).round()))
         });
         TableRow::new(vec![
-            Cell::from(sh.name.clone()),
+            Cell::from(ellipsized(
+                &sh.name,
+                (body.width as usize).saturating_sub(42).max(16),
+            )),
             Cell::from(Line::from(format_value(sh.bytes as f64, Some("bytes"))).right_aligned()),
             Cell::from(Line::from(sh.records.to_string()).right_aligned()),
             Cell::from(Line::from(sh.malformed.to_string()).right_aligned()),
@@ -379,6 +392,25 @@ fn draw_keys(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn long_names_end_in_an_ellipsis_within_their_width() {
+        assert_eq!(
+            super::ellipsized("coordination.time", 40),
+            "coordination.time"
+        );
+        assert_eq!(
+            super::ellipsized("a.very.long.metric.name", 10),
+            "a.very.lo…"
+        );
+        assert_eq!(
+            super::ellipsized("a.very.long.metric.name", 10)
+                .chars()
+                .count(),
+            10
+        );
+    }
+
     use super::*;
 
     #[test]
