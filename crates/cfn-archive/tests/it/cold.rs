@@ -147,6 +147,18 @@ fn day_records(day: &str, agent: Option<&str>, from: usize, to: usize) -> String
         .collect()
 }
 
+/// The `value` of every record a successful read printed, sorted.
+fn sorted_values(out: &Outcome) -> Vec<u64> {
+    let mut values: Vec<u64> = out
+        .success()
+        .jsonl()
+        .iter()
+        .map(|r| r["value"].as_u64().unwrap())
+        .collect();
+    values.sort();
+    values
+}
+
 /// The host identity every test's cfn-archive has: its cold copies go under `HOST/`.
 const HOST: &str = "test-host";
 
@@ -1364,13 +1376,7 @@ fn an_upload_whose_reply_was_lost_is_kept_and_the_late_member_goes_up_beside_it(
         &m.secret,
         &["--endpoint", &m.endpoint(), "s3://cold-lost/"],
     );
-    let mut values: Vec<u64> = out
-        .success()
-        .jsonl()
-        .iter()
-        .map(|r| r["value"].as_u64().unwrap())
-        .collect();
-    values.sort();
+    let values = sorted_values(&out);
     assert_eq!(values, (0..12).collect::<Vec<u64>>());
     let state: serde_json::Value =
         serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
@@ -1418,13 +1424,7 @@ fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
         dir.write("cfn-metrics-2.jsonl", format!("{hot}{}", day(10, 12)));
         archive(&dir, m, &args).success();
         let out = cold_cat(&dir, m, &m.secret, &["--endpoint", &ep, &url]);
-        let mut values: Vec<u64> = out
-            .success()
-            .jsonl()
-            .iter()
-            .map(|r| r["value"].as_u64().unwrap())
-            .collect();
-        values.sort();
+        let values = sorted_values(&out);
         assert_eq!(values, (0..12).collect::<Vec<u64>>(), "{point}");
         let state: serde_json::Value =
             serde_json::from_str(&dir.read("archive/.cfn-archive-state.json")).unwrap();
@@ -1516,13 +1516,7 @@ fn late_records_for_a_day_uploaded_and_pruned_go_up_beside_it_never_over_it() {
             "{case:?}: nothing kept"
         );
         let out = cold_cat(&dir, m, &m.secret, &["--endpoint", &m.endpoint(), &url]);
-        let mut values: Vec<u64> = out
-            .success()
-            .jsonl()
-            .iter()
-            .map(|r| r["value"].as_u64().unwrap())
-            .collect();
-        values.sort();
+        let values = sorted_values(&out);
         assert_eq!(
             values,
             (0..45).collect::<Vec<u64>>(),
