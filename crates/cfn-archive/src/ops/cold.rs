@@ -146,8 +146,34 @@ impl Source {
             return Ok(false);
         }
         let parts = self.digests(part_size)?;
-        Ok(info.etag == self.md5()? || info.etag == multipart_etag(&parts))
+        if info.etag == self.md5()? || info.etag == multipart_etag(&parts) {
+            return Ok(true);
+        }
+        // Sent in parts of another size (an earlier run's --part-size): the ETag's part
+        // count allows only a few whole-MiB part sizes; each is tried, so such an object is
+        // still known as this range's, never "in the way" for ever.
+        for other in part_sizes_for(&info.etag, self.size).filter(|p| *p != part_size) {
+            if info.etag == multipart_etag(&self.digests(other)?) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
+}
+
+/// The whole-MiB part sizes (at least 5 MiB, at most 16 of them) an object of `size` bytes
+/// can have been uploaded in, for a multipart ETag (`…-N`: N parts, all but the last full).
+fn part_sizes_for(etag: &str, size: u64) -> impl Iterator<Item = u64> {
+    const MIB: u64 = 1 << 20;
+    let n: u64 = etag
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .filter(|n| *n > 1)
+        .unwrap_or(0);
+    let first = size.div_ceil(n.max(1)).div_ceil(MIB).max(5);
+    (first..first + 16)
+        .map(|m| m * MIB)
+        .filter(move |p| n > 1 && (n - 1) * p < size && size <= n * p)
 }
 
 /// Sends archive file `name` to `target` unless verified copies of all of it are already
@@ -846,4 +872,23 @@ fn exec(ctx: &Ctx, argv: &[String], name: &str) -> anyhow::Result<bool> {
             name
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_sizes_for;
+
+    #[test]
+    fn a_multipart_etag_allows_the_part_sizes_of_its_part_count() {
+        const MIB: u64 = 1 << 20;
+        // 256 MiB in 16 parts: 16 MiB only (17 MiB would need 16 parts too, but 15 full ones
+        // of 17 MiB leave 1 MiB: also 16 parts).
+        let sizes: Vec<u64> = part_sizes_for("abc-16", 256 * MIB).collect();
+        assert_eq!(sizes, [16 * MIB, 17 * MIB]);
+        assert!(part_sizes_for("abc-3", 13 * MIB).all(|p| 2 * p < 13 * MIB && 13 * MIB <= 3 * p));
+        assert_eq!(
+            part_sizes_for("d41d8cd98f00b204e9800998ecf8427e", 100).count(),
+            0
+        );
+    }
 }

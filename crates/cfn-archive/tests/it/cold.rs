@@ -1606,3 +1606,57 @@ fn earlier_layouts_are_read_and_a_day_is_never_uploaded_twice_across_the_change(
     plain_lines.sort();
     assert_eq!(plain_lines, want);
 }
+
+/// An object uploaded in parts of one size, then the state lost, then a run with another
+/// --part-size: the object's multipart ETag is of the old part size; it is still known as
+/// the file's copy (by its part count's possible sizes), recorded, and the file pruned,
+/// never uploaded twice nor refused as "in the way" for ever.
+#[test]
+fn an_object_sent_in_parts_of_another_size_is_still_recognised_after_the_state_is_lost() {
+    let Some(m) = moto() else { return };
+    m.bucket("cold-parts");
+    let dir = TestDir::new();
+    let (name, md5) = big_old_file(&dir, "20260905", 13 << 20);
+    let ep = m.endpoint();
+    let prune = |part: &str, crash: Option<&str>| {
+        let mut cmd = dir.cmd("cfn-archive");
+        cmd.args([
+            "--now",
+            DAY,
+            "prune",
+            "--keep",
+            "30d",
+            "--upload",
+            "s3://cold-parts/",
+        ])
+        .args([
+            "--multipart-threshold",
+            "6MiB",
+            "--part-size",
+            part,
+            "--endpoint",
+            &ep,
+        ]);
+        with_aws(&mut cmd, m, &m.secret);
+        if let Some(point) = crash {
+            cmd.env("CFN_ARCHIVE_CRASH_AT", point);
+        }
+        cmd.run()
+    };
+    // Uploaded in 5 MiB parts and recorded; killed before the file was deleted.
+    assert_ne!(prune("5MiB", Some("after_cold_record")).code(), 0);
+    assert_eq!(archive_files(&dir), vec![name.clone()]);
+    std::fs::remove_file(dir.join("archive/.cfn-archive-state.json")).unwrap();
+    archive(&dir, m, &["sync", "--rebuild-state"]).success();
+    let out = prune("6MiB", None);
+    out.success();
+    assert!(
+        !out.stdout().contains("uploaded"),
+        "nothing sent again: {out:?}"
+    );
+    assert_eq!(archive_files(&dir), Vec::<String>::new());
+    assert_eq!(
+        m.object("cold-parts", &content_key("", "20260905", &name, &md5)),
+        (md5, 13 << 20)
+    );
+}
