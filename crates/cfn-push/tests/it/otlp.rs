@@ -476,7 +476,7 @@ fn exponential_histograms_add_up_and_read_within_two_percent_of_the_exact_quanti
     assert!(find("cfn.lat.exact.summary")["summary"].is_object());
     let mut report = String::new();
     // Exact states: one bucket's width (1.09% at scale 6). A digest's centroids are counted
-    // at their means: the README states the error this gives (3% at p99.9 here).
+    // at their means: docs/TOOLS.md states the error this gives (3% at p99.9 here).
     for (metric, bound) in [
         ("lat.exact", 0.011),
         ("lat.digest", 0.05),
