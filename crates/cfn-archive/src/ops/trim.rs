@@ -3,12 +3,15 @@
 use super::*;
 use std::os::unix::fs::PermissionsExt as _;
 
+/// How long a shard's lock is waited for once another shard's was held past the timeout.
+const AFTER_BUSY_WAIT: Duration = Duration::from_millis(20);
+
 /// Removes from each hot shard the records older than `hot` that are already archived,
 /// rewriting it under its lock and renaming it into place (writers re-check the inode).
 ///
 /// A shard whose lock another process holds past the timeout (a member of the group can
 /// hold its own shard's lock for ever) is skipped with a warning naming it, and the others
-/// are trimmed; after the first such shard the rest are tried without waiting, so many
+/// are trimmed; after the first such shard the rest are waited for 20 ms each, so many
 /// locked shards cannot stall a run.
 ///
 /// # Errors
@@ -34,8 +37,10 @@ pub fn trim(
         let Some(file) = skip_refused("cfn-archive", false, open_safe(&path, Access::Read))? else {
             continue;
         };
+        // After one shard held past the timeout, the others get a short wait: long enough
+        // for a writer's append, short enough that many held locks cannot stall the run.
         let wait = if busy.is_some() {
-            Duration::ZERO
+            ctx.lock_timeout.min(AFTER_BUSY_WAIT)
         } else {
             ctx.lock_timeout
         };
