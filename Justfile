@@ -3,7 +3,8 @@
 default:
     @just --list
 
-# Build every tool in release mode into target/dist (the non-network tools static).
+# Build every tool in release mode, once, into target/dist (static; the demo, the package and
+# the chaos soak share this build).
 build:
     bash contrib/build-release.sh
 
@@ -39,11 +40,12 @@ soak:
 
 # Everything failing at once, then an audit of every record (minutes; not part of the tests).
 chaos minutes="2" seed="1":
-    cargo run -q --release -p xtask -- chaos --minutes {{minutes}} --seed {{seed}}
+    bash contrib/build-release.sh --with-xtask
+    target/dist/dev/xtask chaos --minutes {{minutes}} --seed {{seed}}
 
 # The whole pipeline on a temp dir (the README's first command).
 demo:
-    cargo run -q --release -p xtask -- demo
+    bash contrib/demo.sh
 
 # Install the binaries, man pages and completions under PREFIX (default ~/.local).
 install prefix="$HOME/.local":

@@ -17,15 +17,14 @@ quick=${BENCH_QUICK:-0}
 runs=300; lines_small=1000000; lines_big=5000000; burst_agents=500; burst_emits=20; legacy_emits=2
 if [ "$quick" = 1 ]; then runs=30; lines_small=100000; lines_big=300000; burst_agents=50; burst_emits=4; legacy_emits=1; fi
 
-# The binaries as installed (contrib/build-release.sh: the non-network tools static), and
-# the benchmark helpers.
-bash contrib/build-release.sh --quiet >/dev/null
-cargo build --release --quiet -p xtask
+# The binaries as installed (contrib/build-release.sh: static), and in the same build the
+# benchmark helpers (xtask).
+bash contrib/build-release.sh --with-xtask --quiet >/dev/null
 mkdir -p target/bench
 rustc -O -o target/bench/hello bench/hello.rs
 rustc -O -C target-feature=+crt-static -o target/bench/hello-static bench/hello.rs
 B=$root/target/dist
-X=$root/target/release/xtask
+X=$root/target/dist/dev/xtask
 work=$(mktemp -d "${TMPDIR:-/tmp}/cfn-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 out=bench/results.md

@@ -18,8 +18,8 @@ archive_every=${SOAK_ARCHIVE_EVERY:-60}
 # opens one cfn-emit --stdin coprocess (cfn_emit_open) and emit_metric hands it lines.
 export SOAK_SHIM_MODE=${SOAK_SHIM_MODE:-call}
 
-cargo build --release --workspace --bins --quiet
-export PATH=$root/target/release:$root/contrib:$PATH SOAK_ROOT=$root
+bash contrib/build-release.sh --quiet >/dev/null
+export PATH=$root/target/dist:$root/contrib:$PATH SOAK_ROOT=$root
 base=/dev/shm; [ -d /dev/shm ] || base=${TMPDIR:-/tmp}
 work=$(mktemp -d "$base/cfn-soak.XXXXXX")
 trap 'rm -rf "$work"' EXIT

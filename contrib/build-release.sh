@@ -1,30 +1,70 @@
 #!/usr/bin/env bash
-# Builds the release binaries into target/dist/.
+# Builds every binary of the workspace in release mode, once: the nine tools into target/dist/
+# (what `just install` and the Debian package take), and into target/dist/dev/ what is never
+# installed: cfn-archive-faults (cfn-archive with its fault injection armed) and, with
+# --with-xtask, xtask (the chaos soak's harness). The demo, the package and the chaos soak all
+# use this one build.
 #
-# The tools that never resolve a host name are linked statically (glibc's crt-static): for a
-# per-call `cfn-emit` the dynamic loader was most of the start-up cost (1.64x /bin/true
-# dynamic, 1.18x static, measured by `just bench`). cfn-alert, cfn-push and cfn-serve stay
-# dynamic: glibc's resolver loads NSS modules at run time, which a static binary can only do
-# with the very glibc it was linked against.
+# Linked statically (glibc's crt-static): for a per-call `cfn-emit` the dynamic loader was most
+# of the start-up cost (1.64x /bin/true dynamic, 1.00-1.18x static, measured by `just bench`).
+# The tools that reach a server by name resolve it statically too: glibc (2.34 and later) has
+# the `files` and `dns` sources of nsswitch.conf built in, so a static binary resolves
+# through /etc/hosts and /etc/resolv.conf without loading a module (strace shows no dlopen);
+# a source that is a module (`resolve`, `mdns`, ...) is loaded from the system's glibc and
+# works when that is the glibc it was built with (the package is built per Debian release),
+# and is skipped for the next source otherwise.
+#
+# A build where nothing changed takes a second or two; a fresh one a few minutes, with
+# cargo's progress on the terminal and a line every 10 s while one crate holds it.
+#
+#   bash contrib/build-release.sh [--with-xtask] [CARGO BUILD ARGS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+packages=(--workspace --exclude xtask)
+if [ "${1:-}" = --with-xtask ]; then
+    packages=(--workspace)
+    shift
+fi
 triple=$(rustc -vV | sed -n 's/^host: //p')
-# cfn-cat (s3:// inputs) and cfn-archive (--upload) reach S3 by name, so they are dynamic too.
-static=(cfn-emit cfn-agg cfn-promtext cfn-top)
-dynamic=(cfn-alert cfn-push cfn-serve cfn-cat cfn-archive)
-pkgs() { for b in "$@"; do printf -- '-p\n%s\n' "$b"; done; }
-mkdir -p target/dist
+target=()
+out=target/release
 if [[ $triple == *-linux-gnu ]]; then
     # An explicit --target keeps the flag off build scripts and proc macros (which cannot be
     # static); the binaries land in target/$triple/release.
-    mapfile -t args < <(pkgs "${static[@]}")
-    RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-        cargo build --release --target "$triple" "${args[@]}" "$@"
-    for b in "${static[@]}"; do cp "target/$triple/release/$b" target/dist/; done
-else
-    dynamic+=("${static[@]}")
+    export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
+    target=(--target "$triple")
+    out=target/$triple/release
 fi
-mapfile -t args < <(pkgs "${dynamic[@]}")
-cargo build --release "${args[@]}" "$@"
-for b in "${dynamic[@]}"; do cp "target/release/$b" target/dist/; done
-echo "build-release: binaries in target/dist/ ($(ls target/dist | tr '\n' ' '))"
+
+# A crate compiled with one codegen unit and LTO can hold the build for a minute without a
+# word from cargo: say how long it has been, and what cargo said last.
+log=$(mktemp)
+trap 'rm -f "$log"; [ -z "${ticker:-}" ] || kill "$ticker" 2>/dev/null || true' EXIT
+(
+    start=$SECONDS
+    while sleep 10; do
+        last=$(tr '\r' '\n' <"$log" | grep -E '^ *(Compiling|Building|Finished)' | tail -1 | sed 's/^ *//' || true)
+        echo "build-release: $((SECONDS - start)) s, still building${last:+ (cargo last said: ${last:0:70})}" >&2
+    done
+) &
+ticker=$!
+# Through tee cargo's stderr is a pipe: keep its progress bar and colours on a terminal.
+if [ -t 2 ]; then
+    export CARGO_TERM_PROGRESS_WHEN=always CARGO_TERM_PROGRESS_WIDTH="${COLUMNS:-100}" CARGO_TERM_COLOR=always
+fi
+echo "build-release: cargo build --release ${target[*]} ${packages[*]} --bins $*" >&2
+cargo build --release "${target[@]}" "${packages[@]}" --bins "$@" 2> >(tee "$log" >&2)
+kill "$ticker" 2>/dev/null || true
+wait "$ticker" 2>/dev/null || true
+ticker=
+
+mkdir -p target/dist/dev
+# Replaced, not overwritten: a copy may be running (the chaos soak's own xtask).
+for b in "$out"/cfn-* "$out"/xtask; do
+    [ -f "$b" ] && [ -x "$b" ] || continue
+    case ${b##*/} in
+        cfn-archive-faults | xtask) cp --remove-destination "$b" target/dist/dev/ ;;
+        *) cp --remove-destination "$b" target/dist/ ;;
+    esac
+done
+echo "build-release: tools in target/dist/ ($(cd target/dist && ls -p | grep -v / | tr '\n' ' ')), dev/ ($(ls target/dist/dev | tr '\n' ' '))" >&2

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# The whole cfn-metrics pipeline on a temp dir, as the README's first command runs it
-# (`cargo run --release -p xtask -- demo` builds the tools and puts them on PATH first).
-# Needs no root: shards, archive and outputs all live under a fresh temp dir.
+# The whole cfn-metrics pipeline on a temp dir: the README's first command. Builds the tools
+# once (contrib/build-release.sh: the same build the package and the chaos soak use) and puts
+# target/dist first on PATH; with CFN_DEMO_NO_BUILD=1 it runs the cfn-* tools already on PATH
+# (an installed package, or a test's build). Needs no root: shards, archive and outputs all
+# live under a fresh temp dir.
 set -euo pipefail
+
+if [ "${CFN_DEMO_NO_BUILD:-0}" != 1 ]; then
+    root=$(cd "$(dirname "$0")/.." && pwd)
+    echo "== building the tools (release, once; a few minutes on a fresh clone)"
+    bash "$root/contrib/build-release.sh"
+    export PATH="$root/target/dist:$PATH"
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/cfn-demo.XXXXXX")
 export CFN_METRICS_DIR="$work/shm" CFN_ARCHIVE_DIR="$work/archive" CFN_ALERTS_FILE="$work/alerts.jsonl"
@@ -54,3 +63,6 @@ if command -v cfn-archive >/dev/null; then
 fi
 
 echo "== done; everything is under $work"
+if [ "${CFN_DEMO_NO_BUILD:-0}" != 1 ]; then
+    echo "== the tools are in $root/target/dist: export PATH=\"$root/target/dist:\$PATH\" (or: just install)"
+fi

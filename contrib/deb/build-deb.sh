@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds target/debian/cfn-metrics_<version>-1_<arch>.deb from this checkout with
 # dpkg-deb alone (no cargo-deb to compile): the release binaries of contrib/build-release.sh
-# (the non-network tools static), cfn-analyze, gzipped man pages, bash/zsh/fish completions,
+# (static), cfn-analyze, gzipped man pages, bash/zsh/fish completions,
 # the systemd units and timers, sysusers.d and tmpfiles.d entries, /etc/default/cfn-metrics
 # and /etc/profile.d/cfn-metrics.sh (conffiles), copyright, changelog and README.Debian.
 #

@@ -6,12 +6,23 @@
 //! `CFN_ARCHIVE_REPORT_READS=1` prints the bytes the process read from files (`rchar` of
 //! /proc/self/io) when it ends, so a test can tell one read of a file from two.
 //!
-//! Only in builds with the `test-hooks` feature, which the crate's own tests turn on (a
-//! dev-dependency on itself): a released `cfn-archive` ignores both variables, so nothing in
-//! an operator's environment can make it fail on purpose.
+//! Armed only by the `cfn-archive-faults` binary (its `main` calls [`arm`] before the tool's
+//! own): the `cfn-archive` an operator runs never arms them, so nothing in its environment can
+//! make it fail on purpose. Both binaries come from one build: the tests and the chaos soak
+//! need no second build with other features (a check of an atomic flag is all it costs).
 
-#[cfg(feature = "test-hooks")]
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// Lets the variables above take effect in this process (`cfn-archive-faults` only).
+pub fn arm() {
+    ARMED.store(true, Ordering::Relaxed);
+}
+
+fn armed() -> bool {
+    ARMED.load(Ordering::Relaxed)
+}
 
 /// Every named point, by phase, for a harness that aims its kills (`after_part_N` for any N
 /// counts a multipart upload's acknowledged parts).
@@ -31,11 +42,10 @@ pub const CRASH_POINTS: &[(&str, &str)] = &[
     ("state", "before_state_save"),
 ];
 
-/// Dies by SIGKILL here when `CFN_ARCHIVE_CRASH_AT` names this point (test builds only):
+/// Dies by SIGKILL here when `CFN_ARCHIVE_CRASH_AT` names this point (`cfn-archive-faults` only):
 /// the signal a kill from outside sends, so no core file and no unwinding.
-#[cfg(feature = "test-hooks")]
 pub fn crash_point(name: &str) {
-    if std::env::var("CFN_ARCHIVE_CRASH_AT").is_ok_and(|v| v == name) {
+    if armed() && std::env::var("CFN_ARCHIVE_CRASH_AT").is_ok_and(|v| v == name) {
         // SAFETY: kill(2) on this process's own pid; it does not return.
         #[allow(unsafe_code)]
         unsafe {
@@ -45,21 +55,17 @@ pub fn crash_point(name: &str) {
     }
 }
 
-/// Does nothing: this build has no test hooks.
-#[cfg(not(feature = "test-hooks"))]
-#[inline(always)]
-pub fn crash_point(_name: &str) {}
-
-#[cfg(feature = "test-hooks")]
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// Counts `n` bytes about to be written; fails like a full disk past the configured limit
-/// (test builds only).
+/// (`cfn-archive-faults` only).
 ///
 /// # Errors
 /// `ENOSPC` once the limit is passed.
-#[cfg(feature = "test-hooks")]
 pub fn check_write(n: usize) -> std::io::Result<()> {
+    if !armed() {
+        return Ok(());
+    }
     if let Some(limit) = std::env::var("CFN_ARCHIVE_FAIL_WRITE_AFTER")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -72,21 +78,10 @@ pub fn check_write(n: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Never fails: this build has no test hooks.
-///
-/// # Errors
-/// None.
-#[cfg(not(feature = "test-hooks"))]
-#[inline(always)]
-pub fn check_write(_n: usize) -> std::io::Result<()> {
-    Ok(())
-}
-
-/// Prints the bytes this process has read when `CFN_ARCHIVE_REPORT_READS` is set (test
-/// builds only).
-#[cfg(feature = "test-hooks")]
+/// Prints the bytes this process has read when `CFN_ARCHIVE_REPORT_READS` is set
+/// (`cfn-archive-faults` only).
 pub fn report_reads() {
-    if std::env::var_os("CFN_ARCHIVE_REPORT_READS").is_none() {
+    if !armed() || std::env::var_os("CFN_ARCHIVE_REPORT_READS").is_none() {
         return;
     }
     let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
@@ -94,8 +89,3 @@ pub fn report_reads() {
         eprintln!("cfn-archive: test-hooks: read {} bytes", n.trim());
     }
 }
-
-/// Does nothing: this build has no test hooks.
-#[cfg(not(feature = "test-hooks"))]
-#[inline(always)]
-pub fn report_reads() {}

@@ -47,17 +47,15 @@ fn render(cmd: &clap::Command) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     Ok(out)
 }
 
-/// The project's tasks: man pages and completions, the demo, the test command, data
-/// generators, benchmarks and the chaos soak.
+/// The project's tasks: man pages and completions, the test command, data generators,
+/// benchmarks and the chaos soak (the demo is `bash contrib/demo.sh`).
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "xtask",
-    about = "The project's tasks: man pages and completions, the demo, the test command, data generators, benchmarks, the chaos soak.",
-    after_help = "Run as: cargo run -q -p xtask -- COMMAND (--release for demo and chaos)"
+    about = "The project's tasks: man pages and completions, the test command, data generators, benchmarks, the chaos soak.",
+    after_help = "Run as: cargo run -q -p xtask -- COMMAND\nThe chaos soak runs from the release build, next to the tools it tests:\n  bash contrib/build-release.sh --with-xtask && target/dist/dev/xtask chaos"
 )]
 enum Task {
-    /// Builds the tools in release mode and runs the whole pipeline on a temp dir.
-    Demo,
     /// cargo test --workspace ARGS..., then the list of the tests that skipped a check.
     Test {
         /// Passed to cargo test (a filter, -p PKG, -- --nocapture ...).
@@ -108,7 +106,8 @@ enum Task {
         #[arg(long)]
         file: String,
     },
-    /// Every fault at once for MINUTES, then the audit of every record (needs moto_server).
+    /// Every fault at once for MINUTES, then the audit of every record (needs moto_server; runs
+    /// the tools beside this xtask: target/dist after `contrib/build-release.sh --with-xtask`).
     Chaos {
         #[arg(long, default_value_t = 2.0)]
         minutes: f64,
@@ -127,14 +126,14 @@ enum Task {
     },
     /// cfn-emit --stdin streaming rates (benchmark helper).
     BenchStream {
-        #[arg(long, default_value = "target/release")]
+        #[arg(long, default_value = "target/dist")]
         bin: PathBuf,
         #[arg(long)]
         quick: bool,
     },
     /// cfn-serve under load (benchmark helper).
     BenchServe {
-        #[arg(long, default_value = "target/release")]
+        #[arg(long, default_value = "target/dist")]
         bin: PathBuf,
         #[arg(long)]
         dir: PathBuf,
@@ -164,7 +163,6 @@ fn main() -> anyhow::Result<()> {
             gendata::write_hot_shards(&dir, agents, secs, cfn_core::time::now_ms(), 16)?;
             Ok(())
         }
-        Task::Demo => demo(),
         Task::Test { args } => test(&args),
         Task::Accuracy { max } => accuracy::table(max),
         Task::GenGroups {
@@ -271,37 +269,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     if !status.success() {
         bail!("cargo test failed ({status})");
-    }
-    Ok(())
-}
-
-/// Builds the tools in release mode and runs `contrib/demo.sh` with them first on PATH.
-fn demo() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // Cargo's own progress shows: on a fresh clone this build takes minutes, and a silent
-    // terminal looks hung.
-    eprintln!("demo: building the tools in release mode (a few minutes on a fresh clone)...");
-    let status = std::process::Command::new(&cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--workspace", "--bins"])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
-    eprintln!("demo: built; running contrib/demo.sh on a temp dir");
-    let bin = root.join("target/release").canonicalize()?;
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let status = std::process::Command::new("bash")
-        .arg(root.join("contrib/demo.sh"))
-        .env("PATH", path)
-        .status()?;
-    if !status.success() {
-        bail!("the demo failed ({status})");
     }
     Ok(())
 }

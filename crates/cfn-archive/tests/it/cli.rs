@@ -1,6 +1,7 @@
 //! cfn-archive end to end: concurrent writers, crashes at every step, day boundaries,
 //! rotation, retention, a full disk, and the run lock.
 
+use crate::FAULTS;
 use cfn_testkit::{TestDir, jsonl};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -146,6 +147,28 @@ fn seed(dir: &TestDir, from: u64, to: u64) -> HashSet<(String, u64)> {
     set
 }
 
+/// The `cfn-archive` an operator runs never arms the fault injection: the variables that make
+/// `cfn-archive-faults` die or fail its writes change nothing in it.
+#[test]
+fn the_operators_cfn_archive_ignores_the_fault_injection_variables() {
+    let run = |tool: &str| {
+        let dir = TestDir::new();
+        seed(&dir, 0, 50);
+        let out = dir
+            .cmd(tool)
+            .args(["--now", "2026-11-29T12:00:00Z", "run", "--keep", "3650d"])
+            .env("CFN_ARCHIVE_CRASH_AT", "after_gz_rename")
+            .env("CFN_ARCHIVE_FAIL_WRITE_AFTER", "10")
+            .run();
+        let archived = dir.join("archive/cfn-metrics-20261127-0.jsonl.gz").exists()
+            || dir.join("archive/cfn-metrics-20261127-1.jsonl.gz").exists();
+        (out.code(), archived)
+    };
+    assert_eq!(run("cfn-archive"), (0, true));
+    // The same variables do arm the faults binary: the check above can fail.
+    assert_ne!(run(FAULTS).0, 0);
+}
+
 #[test]
 fn crash_at_every_step_then_rerun_archives_exactly_once() {
     for point in ["after_writes", "after_fsync", "before_state_save"] {
@@ -154,7 +177,7 @@ fn crash_at_every_step_then_rerun_archives_exactly_once() {
         dir.cmd("cfn-archive").arg("sync").run().success();
         expected.extend(seed(&dir, 1000, 1200));
         let crashed = dir
-            .cmd("cfn-archive")
+            .cmd(FAULTS)
             .arg("sync")
             .env("CFN_ARCHIVE_CRASH_AT", point)
             .run();
@@ -182,7 +205,7 @@ fn crash_during_trim_and_rotate_loses_and_duplicates_nothing() {
         let now = ["--now", "2026-11-27T12:00:00Z"];
         dir.cmd("cfn-archive").arg("sync").args(now).run().success();
         let c = dir
-            .cmd("cfn-archive")
+            .cmd(FAULTS)
             .args(["trim", "--hot", "1h"])
             .args(now)
             .env("CFN_ARCHIVE_CRASH_AT", trim_point)
@@ -195,7 +218,7 @@ fn crash_during_trim_and_rotate_loses_and_duplicates_nothing() {
         expected.insert(("a-1".to_string(), 999));
         dir.cmd("cfn-archive").arg("sync").args(now).run().success();
         let c = dir
-            .cmd("cfn-archive")
+            .cmd(FAULTS)
             .arg("rotate")
             .args(now)
             .env("CFN_ARCHIVE_CRASH_AT", rotate_point)
@@ -434,7 +457,7 @@ fn full_disk_exits_74_and_leaves_shards_and_state_untouched() {
         dir.join("archive")
     };
     let run = |extra_env: Option<(&str, &str)>| {
-        let mut c = dir.cmd("cfn-archive");
+        let mut c = dir.cmd(FAULTS);
         c.arg("sync").env("CFN_ARCHIVE_DIR", &archive);
         if let Some((k, v)) = extra_env {
             c.env(k, v);
@@ -620,7 +643,7 @@ fn an_identical_record_after_the_anchor_survives_a_crash_between_trim_rename_and
     append(&shard, &same);
     append(&shard, &rec("2026-11-27T11:59:00.000Z", "a-1", 999));
     let c = dir
-        .cmd("cfn-archive")
+        .cmd(FAULTS)
         .args(["trim", "--hot", "1h"])
         .args(now)
         .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
@@ -670,7 +693,7 @@ fn replayed_out_of_order_records_are_archived_once_after_a_trim_crash_and_a_rebu
                 .success();
         } else {
             let c = dir
-                .cmd("cfn-archive")
+                .cmd(FAULTS)
                 .args(["trim", "--hot", "1h"])
                 .args(now)
                 .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
@@ -714,7 +737,7 @@ fn recovery_never_truncates_through_a_symlink_and_a_foreign_777_dir_is_refused()
     append(&shard, &rec("2026-11-27T09:00:01.000Z", "a-1", 2));
     // A sync that wrote past the committed length, then crashed...
     let c = dir
-        .cmd("cfn-archive")
+        .cmd(FAULTS)
         .arg("sync")
         .args(now)
         .env("CFN_ARCHIVE_CRASH_AT", "after_fsync")
@@ -774,7 +797,7 @@ fn temp_files_left_by_a_killed_run_are_cleaned_by_the_next() {
     );
     dir.cmd("cfn-archive").arg("sync").args(now).run().success();
     let c = dir
-        .cmd("cfn-archive")
+        .cmd(FAULTS)
         .arg("rotate")
         .args(now)
         .env("CFN_ARCHIVE_CRASH_AT", "after_gz_rename")

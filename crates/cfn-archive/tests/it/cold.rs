@@ -3,6 +3,7 @@
 //! verified before deletion, a killed multipart upload resumes, a failing server is retried
 //! and then reported, and `cfn-cat s3://` reads the cold copies back.
 
+use crate::FAULTS;
 use cfn_testkit::s3::{proxy, read_request};
 use cfn_testkit::{Outcome, TestCommand, TestDir, free_port, peer};
 use std::collections::BTreeMap;
@@ -380,7 +381,7 @@ fn a_multipart_upload_killed_after_two_parts_resumes_and_verifies() {
         "--part-size",
         "5MiB",
     ];
-    let mut cmd = dir.cmd("cfn-archive");
+    let mut cmd = dir.cmd(FAULTS);
     cmd.args(["--now", DAY])
         .args(args)
         .args(["--endpoint", &m.endpoint()]);
@@ -445,7 +446,7 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
     // Killed after two parts; then the file changes under the parts the store has (same
     // size, other bytes, as a restored backup would): its content, so its object's name,
     // is another; the upload in flight is aborted, never completed with two generations.
-    let mut cmd = dir.cmd("cfn-archive");
+    let mut cmd = dir.cmd(FAULTS);
     cmd.args(args).env("CFN_ARCHIVE_CRASH_AT", "after_part_2");
     with_aws(&mut cmd, m, &m.secret);
     assert_ne!(cmd.run().code(), 0);
@@ -456,7 +457,7 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
     }
     std::fs::write(&path, &bytes).unwrap();
     let md5 = md5sum(&path);
-    let mut cmd = dir.cmd("cfn-archive");
+    let mut cmd = dir.cmd(FAULTS);
     cmd.args(args).env("CFN_ARCHIVE_REPORT_READS", "1");
     with_aws(&mut cmd, m, &m.secret);
     let out = cmd.run();
@@ -484,7 +485,7 @@ fn a_multipart_upload_reads_the_file_once_and_a_resume_checks_the_parts_against_
     // A fresh upload reads the file twice, no more: its MD5 (the name), then the parts.
     let dir = TestDir::new();
     let (name, md5) = big_old_file(&dir, "20260907", size);
-    let mut cmd = dir.cmd("cfn-archive");
+    let mut cmd = dir.cmd(FAULTS);
     cmd.args(args).env("CFN_ARCHIVE_REPORT_READS", "1");
     with_aws(&mut cmd, m, &m.secret);
     let out = cmd.run();
@@ -628,7 +629,7 @@ fn a_plain_file_is_rotated_before_its_upload_and_a_full_disk_keeps_it() {
         "--endpoint",
         &ep,
     ];
-    let mut cmd = dir.cmd("cfn-archive");
+    let mut cmd = dir.cmd(FAULTS);
     cmd.args(["--now", DAY])
         .args(args)
         .env("CFN_ARCHIVE_FAIL_WRITE_AFTER", "8");
@@ -1414,7 +1415,7 @@ fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
             "--endpoint",
             &ep,
         ];
-        let mut cmd = dir.cmd("cfn-archive");
+        let mut cmd = dir.cmd(FAULTS);
         cmd.args(["--now", DAY]).args(args);
         with_aws(&mut cmd, m, &m.secret);
         cmd.env("CFN_ARCHIVE_CRASH_AT", point);
@@ -1486,7 +1487,7 @@ fn late_records_for_a_day_uploaded_and_pruned_go_up_beside_it_never_over_it() {
             "--retries",
             "0",
         ];
-        let mut first = dir.cmd("cfn-archive");
+        let mut first = dir.cmd(FAULTS);
         first.args(["--now", DAY]).args(args);
         with_aws(&mut first, m, &m.secret);
         if let KilledAfterDelete = case {
@@ -1619,7 +1620,7 @@ fn an_object_sent_in_parts_of_another_size_is_still_recognised_after_the_state_i
     let (name, md5) = big_old_file(&dir, "20260905", 13 << 20);
     let ep = m.endpoint();
     let prune = |part: &str, crash: Option<&str>| {
-        let mut cmd = dir.cmd("cfn-archive");
+        let mut cmd = dir.cmd(FAULTS);
         cmd.args([
             "--now",
             DAY,

@@ -500,30 +500,47 @@ fn unmount(hot: &Path, archive: &Path) {
 /// Runs the chaos soak and its audit; the report goes to `opts.report` (JSON) and a summary
 /// to stderr. Fails when any check fails.
 pub fn run(opts: Options) -> anyhow::Result<()> {
-    let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root_dir)
-        // cfn-archive with its test hooks, so that some kills land at named points of each
-        // phase (`CFN_ARCHIVE_CRASH_AT`); without the variable the hooks do nothing.
-        .args([
-            "build",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "xtask",
-            "--bins",
-        ])
-        .args(["--quiet", "--features", "cfn-archive/test-hooks"])
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build failed");
-    let built = root_dir.join("target/release").canonicalize()?;
+    // The tools of the same build as this harness (contrib/build-release.sh --with-xtask puts
+    // it and cfn-archive-faults in target/dist/dev, the tools one level up), with
+    // cfn-archive-faults in cfn-archive's place: its kills land at named points of each phase
+    // (`CFN_ARCHIVE_CRASH_AT`); without the variable it is cfn-archive.
+    let here = std::env::current_exe()?
+        .parent()
+        .context("the harness's own directory")?
+        .to_path_buf();
+    let tools = [
+        "cfn-emit",
+        "cfn-cat",
+        "cfn-agg",
+        "cfn-archive-faults",
+        "cfn-serve",
+    ];
+    let mut built = Vec::new();
+    for tool in tools {
+        let found = [here.join(tool), here.join("..").join(tool)]
+            .into_iter()
+            .find(|p| p.is_file());
+        let Some(path) = found else {
+            bail!(
+                "chaos: {tool} is not beside this xtask ({}): run it from the release build, \
+                 `bash contrib/build-release.sh --with-xtask && target/dist/dev/xtask chaos ...`",
+                here.display()
+            );
+        };
+        built.push((tool, path));
+    }
     let tmp = tempfile::Builder::new().prefix("cfn-chaos.").tempdir()?;
     let root = tmp.path().to_path_buf();
     // The run's own copies: a build during a long run does not change its tools halfway.
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin)?;
-    for tool in ["cfn-emit", "cfn-cat", "cfn-agg", "cfn-archive", "cfn-serve"] {
-        std::fs::copy(built.join(tool), bin.join(tool))?;
+    for (tool, path) in built {
+        let name = if tool == "cfn-archive-faults" {
+            "cfn-archive"
+        } else {
+            tool
+        };
+        std::fs::copy(path, bin.join(name))?;
     }
     // --keep leaves the run's directory for a look (its path is in the report).
     let _tmp = if opts.keep {
