@@ -235,6 +235,20 @@ say "|---|---:|---:|"
 jq -r '.results[] | "| \(.command | gsub("\\|"; "\\|")) | \(.median * 1000 * 10 | round / 10) | \(.mean * 1000 * 10 | round / 10) |"' "$work/window.json" | tee -a "$out"
 say
 
+# The analysis job with silence rules beside the same job with threshold rules only: the
+# presence lines and the state's 500 agents are all it adds (target: within 10%).
+say "### The analysis run with silence rules (500 agents), beside threshold rules only"
+say
+mkdir -p "$work/st1" "$work/st2"
+hyperfine --warmup 5 --runs 50 --ignore-failure --export-json "$work/silence.json" --style none \
+    -n "threshold rules only" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg | $B/cfn-alert --state $work/st1/s.json >/dev/null" \
+    -n "with silence rules" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg --presence | $B/cfn-alert --state $work/st2/s.json --rule 'silent agent-* 5m' --firing-prom $work/st2/a.prom >/dev/null" \
+    >/dev/null
+say "| analysis run ($records records, 500 agents) | median ms | mean ms | vs threshold only |"
+say "|---|---:|---:|---:|"
+jq -r '(.results[0].median) as $base | .results[] | "| \(.command) | \(.median * 1000 * 10 | round / 10) | \(.mean * 1000 * 10 | round / 10) | \(.median / $base * 100 | round / 100)x |"' "$work/silence.json" | tee -a "$out"
+say
+
 # ---------------------------------------------------------------------------------------
 say "## JSON parser for the aggregation loop"
 say

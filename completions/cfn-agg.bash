@@ -23,7 +23,7 @@ _cfn__agg() {
 
     case "${cmd}" in
         cfn__agg)
-            opts="-h -V --by --quantiles --exact-limit --window --now --bucket --metric --format --with-digest --merge --strict --threads --help --version"
+            opts="-h -V --by --quantiles --exact-limit --window --now --bucket --metric --format --with-digest --merge --strict --presence --presence-tag --threads --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -59,6 +59,10 @@ _cfn__agg() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "jsonl table" -- "${cur}"))
+                    return 0
+                    ;;
+                --presence-tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --threads)

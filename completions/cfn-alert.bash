@@ -23,7 +23,7 @@ _cfn__alert() {
 
     case "${cmd}" in
         cfn__alert)
-            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --alertmanager --header --header-file --alert-valid-for --generator-url --http-timeout --retries --now --dry-run --strict --help --version"
+            opts="-h -V --rules --rule --print-rules --state --repeat --no-resolved --log --firing-prom --slack-webhook-file --pagerduty-routing-key-file --pagerduty-url --webhook-file --alertmanager --header --header-file --alert-valid-for --generator-url --http-timeout --retries --expect-within --no-last-seen --now --dry-run --strict --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,14 @@ _cfn__alert() {
                     return 0
                     ;;
                 --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expect-within)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --no-last-seen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -15,6 +15,8 @@ complete -c cfn-alert -l alert-valid-for -d 'How long a firing alert sent to Ale
 complete -c cfn-alert -l generator-url -d 'The link Alertmanager shows with each alert (the cfn-serve page, say)' -r
 complete -c cfn-alert -l http-timeout -d 'Timeout of each HTTP request (default: 10s for cfn-alert, 15s for cfn-push, 60s for S3 in cfn-archive and cfn-cat, where it is the longest silence: a long body that keeps coming is never cut)' -r
 complete -c cfn-alert -l retries -d 'Retries after a 408, 429, 5xx or network error' -r
+complete -c cfn-alert -l expect-within -d 'Silence rules: an agent silent for longer than this is not expected any more ("gone": no alert, and an alert on it resolves)' -r
+complete -c cfn-alert -l no-last-seen -d 'Leave agents matching GLOB out of cfn_agent_last_seen_timestamp_seconds in --firing-prom (cardinality); they are still watched and counted. Repeatable' -r
 complete -c cfn-alert -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
 complete -c cfn-alert -l print-rules -d 'Print the effective rules as TOML and exit'
 complete -c cfn-alert -l no-resolved -d 'Do not send resolved notices'

@@ -23,12 +23,16 @@ _cfn__emit() {
 
     case "${cmd}" in
         cfn__emit)
-            opts="-h -V --agent --unit --tag --tags --dir --shards --file --timestamp --stdin --strict --help --version"
+            opts="-h -V --done --agent --unit --tag --tags --dir --shards --file --timestamp --stdin --strict --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --done)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --agent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

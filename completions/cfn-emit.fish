@@ -1,3 +1,4 @@
+complete -c cfn-emit -l done -d 'Say that agent ID finished: one record of metric cfn.agent.done (value 1, with any --tag), after which readers do not expect it to report (it is "done", not "silent")' -r
 complete -c cfn-emit -l agent -d 'The emitting agent (chooses the shard)' -r
 complete -c cfn-emit -l unit -d 'The unit, e.g. milliseconds, percent, count, mb' -r
 complete -c cfn-emit -l tag -d 'A tag; repeatable' -r

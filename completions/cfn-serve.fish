@@ -16,5 +16,8 @@ complete -c cfn-serve -l histogram-max-series -d 'Most histogram series on /metr
 complete -c cfn-serve -l native-schema -d 'The resolution of the native (exponential) buckets the protobuf exposition carries: bucket bounds grow by 2^(2^-N), -4 to 8. The default, 6, gives buckets 1.09% wide' -r
 complete -c cfn-serve -l native-max-buckets -d 'Most native buckets of each sign per series; a value that would need more lowers that series\' resolution (buckets merged in pairs), and no count is ever lost' -r
 complete -c cfn-serve -l allowed-host -d 'Another name clients may use in the Host header (a reverse proxy\'s name, say); repeatable. Loopback names and the listen address are always accepted' -r
+complete -c cfn-serve -l silent-after -d 'When an agent counts as silent (/api/agents, the agents panel, cfn_agents on /metrics): DURATION, auto (3 x its own p99 gap, at least 1m; 5m until it has 10 gaps), or GLOB=DURATION|auto for the agents a glob matches; repeatable, the first match wins; default auto' -r
+complete -c cfn-serve -l expect-within -d 'An agent silent for longer is not expected any more ("gone")' -r
+complete -c cfn-serve -l no-last-seen -d 'Leave agents matching GLOB out of cfn_agent_last_seen_timestamp_seconds on /metrics (cardinality); they are still counted in cfn_agents. Repeatable' -r
 complete -c cfn-serve -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-serve -s V -l version -d 'Print version'

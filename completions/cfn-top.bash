@@ -23,7 +23,7 @@ _cfn__top() {
 
     case "${cmd}" in
         cfn__top)
-            opts="-h -V --window --metric --agent --alert-state --interval --once --width --now --help --version"
+            opts="-h -V --window --metric --agent --alert-state --interval --once --width --agents --silent-after --expect-within --now --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,6 +50,14 @@ _cfn__top() {
                     return 0
                     ;;
                 --width)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --silent-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --expect-within)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

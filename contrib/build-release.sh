@@ -42,7 +42,9 @@ log=$(mktemp)
 trap 'rm -f "$log"; [ -z "${ticker:-}" ] || kill "$ticker" 2>/dev/null || true' EXIT
 (
     start=$SECONDS
-    while sleep 10; do
+    # sleep's output goes nowhere: killed mid-sleep, the ticker must not leave a process
+    # holding the caller's pipe open.
+    while sleep 10 </dev/null >/dev/null 2>&1; do
         last=$(tr '\r' '\n' <"$log" | grep -E '^ *(Compiling|Building|Finished)' | tail -1 | sed 's/^ *//' || true)
         echo "build-release: $((SECONDS - start)) s, still building${last:+ (cargo last said: ${last:0:70})}" >&2
     done

@@ -203,7 +203,7 @@ fn query(port: u16, promql: &str) -> Result<Vec<(String, f64)>, String> {
         .collect())
 }
 
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: std::process::Child,
     port: u16,
 }
@@ -236,7 +236,12 @@ fn start_prometheus_with(bin: &Path, dir: &TestDir, targets: &[u16], extra: &[&s
 }
 
 /// Prometheus on a free port with `config` and `extra` flags (a feature), storage in `dir`.
-fn run_prometheus(bin: &Path, dir: &TestDir, config: &Path, extra: &[&str]) -> Prometheus {
+pub(crate) fn run_prometheus(
+    bin: &Path,
+    dir: &TestDir,
+    config: &Path,
+    extra: &[&str],
+) -> Prometheus {
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     for _ in 0..5 {
         let port = free_port();
@@ -354,21 +359,29 @@ fn three_hosts_through_a_real_prometheus_give_the_fleet_p99() {
 
 /// An Alertmanager started by the test on loopback, clustering off, grouping by alertname
 /// with a short group_wait, notifying `receiver`.
-struct Alertmanager {
+pub(crate) struct Alertmanager {
     child: Option<std::process::Child>,
-    port: u16,
+    bin: PathBuf,
+    pub(crate) port: u16,
     dir: TestDir,
     receiver: String,
 }
 
 impl Alertmanager {
     fn start(receiver: &str) -> Option<Self> {
-        peer(
+        let bin = peer(
             "prometheus-alertmanager",
             "Debian package prometheus-alertmanager",
         )?;
+        Some(Self::start_with(&bin, receiver, "2s"))
+    }
+
+    /// Alertmanager `bin` grouping by alertname, waiting `group_wait` before a group's first
+    /// notification.
+    pub(crate) fn start_with(bin: &Path, receiver: &str, group_wait: &str) -> Self {
         let mut am = Self {
             child: None,
+            bin: bin.to_path_buf(),
             port: free_port(),
             dir: TestDir::new(),
             receiver: receiver.to_string(),
@@ -376,17 +389,17 @@ impl Alertmanager {
         am.dir.write(
             "am.yml",
             format!(
-                "route:\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 1s\n  repeat_interval: 1h\n  receiver: hook\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}/hook\n        send_resolved: true\n",
+                "route:\n  group_by: [alertname]\n  group_wait: {group_wait}\n  group_interval: 1s\n  repeat_interval: 1h\n  receiver: hook\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}/hook\n        send_resolved: true\n",
                 am.receiver
             ),
         );
         am.run();
-        Some(am)
+        am
     }
 
     /// Starts (again) on the same port and storage.
     fn run(&mut self) {
-        let child = std::process::Command::new("prometheus-alertmanager")
+        let child = std::process::Command::new(&self.bin)
             .arg(format!(
                 "--config.file={}",
                 self.dir.join("am.yml").display()
@@ -416,7 +429,7 @@ impl Alertmanager {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 

@@ -5,3 +5,4 @@ mod hardening;
 mod lake;
 mod ops;
 mod pipelines;
+mod silence;

@@ -28,6 +28,7 @@ EXAMPLES:
   cfn-agg --by agent --by tag:phase /var/lib/cfn-metrics/archive
   cfn-agg --window 5m --format table < records.jsonl
   cfn-agg --bucket 1m --quantiles 0.5,0.9,0.99,0.999 day.jsonl
+  cfn-cat --since 30s | cfn-agg --presence | cfn-alert --rule 'silent agent-* 5m critical' 
   # Scale out: aggregate per host, then combine the partial results.
   cfn-agg --with-digest host1.jsonl > a.jsonl; cfn-agg --with-digest host2.jsonl > b.jsonl
   cat a.jsonl b.jsonl | cfn-agg --merge
@@ -119,6 +120,17 @@ pub struct Cli {
 
     #[command(flatten)]
     pub strict: cfn_core::cli::StrictFlag,
+
+    /// After the aggregates, one presence line per agent seen (contract section 10): first
+    /// and last record, count, whether it said it was done, the gaps between its records.
+    /// cfn-alert's silence rules need them (cfn-analyze passes it).
+    #[arg(long)]
+    pub presence: bool,
+
+    /// With --presence, also a line per value of tag KEY (a job or task id); repeatable, at
+    /// most 8 (implies --presence).
+    #[arg(long, value_name = "KEY")]
+    pub presence_tag: Vec<String>,
 
     /// Threads that parse and fold records (0: one per core). The input is folded in blocks
     /// of 1 MiB merged in input order, so the output is the same for any number.
@@ -252,13 +264,43 @@ pub fn run(cli: Cli, input: impl BufRead, out: impl Write) -> anyhow::Result<Exi
                 });
         parallel::aggregate_sources(&mut agg, sources, &filter, &mut log, threads)?;
     }
+    let presence = agg.take_presence();
     let aggs = finish_with_warnings(agg);
     let mut out = std::io::BufWriter::new(out);
     write_aggregates(&aggs, cli.format, &mut out)?;
+    if let Some(table) = presence {
+        write_presence(&table, cli.format, &mut out)?;
+    }
     out.flush()?;
     log.finish();
     // A missing path was reported when it was found missing; the others were read.
     Ok(missing.map_or(Exit::Ok, |e| cfn_core::exit::exit_for(&e)))
+}
+
+/// The presence lines after the aggregates (JSONL), or in the table format a line saying
+/// how many agents were seen; a full table is named on stderr.
+fn write_presence(
+    table: &cfn_core::presence::Table,
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    if table.overflow > 0 {
+        cfn_core::cli::warn(
+            "cfn-agg",
+            format!(
+                "--presence keeps at most {} agents and tag values; {} records of others are counted, not kept",
+                table.cap, table.overflow
+            ),
+        );
+    }
+    match format {
+        Format::Jsonl => {
+            let mut buf = Vec::new();
+            table.write_lines(&mut buf);
+            out.write_all(&buf)
+        }
+        Format::Table => writeln!(out, "presence: {} agents and tag values seen", table.len()),
+    }
 }
 
 /// The aggregates, after naming on stderr the metrics that mix units and the sums past
@@ -323,8 +365,18 @@ fn filter_and_options(cli: &Cli) -> anyhow::Result<(RecordFilter, Options)> {
         exact_limit: cli.exact_limit,
         bucket_ms,
         with_digest: cli.with_digest,
+        presence: (cli.presence || !cli.presence_tag.is_empty()).then(|| cli.presence_tag.clone()),
         ..Options::default()
     };
+    if cli.presence_tag.len() > 8 {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "--presence-tag: at most 8 tags, not {}",
+                cli.presence_tag.len()
+            ),
+        ));
+    }
     Ok((filter, opts))
 }
 

@@ -63,6 +63,8 @@ struct Block {
     /// (line index in the block, reason), in order.
     malformed: Vec<(u64, String)>,
     lines: u64,
+    /// Who wrote the block's records (`--presence`).
+    presence: Option<cfn_core::presence::Table>,
 }
 
 /// The lines of `bytes`, each with its newline (the last one may have none), found with
@@ -131,6 +133,8 @@ fn fold_block(bytes: Vec<u8>, last: bool, filter: &RecordFilter, opts: &Options)
                     // Left out of `local`: this record and the rest go as records.
                     records_mode = true;
                     b.text.reserve(bytes.len() / 4);
+                } else {
+                    local.observe(&rec);
                 }
                 let p = Parsed {
                     metric: push_str(&mut b.text, &rec.metric),
@@ -148,6 +152,7 @@ fn fold_block(bytes: Vec<u8>, last: bool, filter: &RecordFilter, opts: &Options)
             }
         }
     });
+    b.presence = local.take_presence();
     b.parts = local.into_parts();
     b
 }
@@ -461,6 +466,9 @@ impl<'p, 'a> Pipeline<'p, 'a> {
         }
         for p in &block.records {
             self.agg.add_parts(&p.parts(&block.text));
+        }
+        if let Some(t) = block.presence {
+            self.agg.merge_presence(t);
         }
         Ok(())
     }

@@ -119,17 +119,34 @@ impl Alertmanagers {
         }
         labels.insert("alertname".into(), json!(entry.alert));
         labels.insert("severity".into(), json!(entry.severity));
-        labels.insert("metric".into(), json!(entry.metric));
+        if !entry.metric.is_empty() {
+            labels.insert("metric".into(), json!(entry.metric));
+        }
         labels.insert("host".into(), json!(self.host));
-        let description = format!(
-            "{} {} is {} ({} {}) on {}",
-            entry.metric,
-            entry.stat,
-            cfn_core::record::number_text(entry.value),
-            entry.op,
-            cfn_core::record::number_text(entry.threshold),
-            self.host
-        );
+        let description = if entry.stat == "silence" {
+            format!(
+                "{} silent for {}s (threshold {}s) on {}",
+                entry
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cfn_core::record::number_text(entry.value.round()),
+                cfn_core::record::number_text(entry.threshold.round()),
+                self.host
+            )
+        } else {
+            format!(
+                "{} {} is {} ({} {}) on {}",
+                entry.metric,
+                entry.stat,
+                cfn_core::record::number_text(entry.value),
+                entry.op,
+                cfn_core::record::number_text(entry.threshold),
+                self.host
+            )
+        };
         let mut a = json!({
             "labels": labels,
             "annotations": { "summary": entry.message, "description": description },

@@ -2,7 +2,7 @@
 //! (contract section 5) on stdout, a log, and Slack, PagerDuty or webhook notifications, with
 //! state across runs so an alert notifies once, repeats every `--repeat`, and resolves once.
 
-use cfn_core::aggregate::{Aggregate, read_aggregates};
+use cfn_core::aggregate::{Aggregate, read_analysis};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::reader::MalformedLog;
 use cfn_core::record::number_text;
@@ -17,6 +17,7 @@ use std::time::Duration;
 pub mod alertmanager;
 pub mod notify;
 pub mod rules;
+pub mod silence;
 pub mod state;
 
 use notify::Channel;
@@ -33,7 +34,16 @@ RULES:
     queue_depth_high            coordination.queue_depth max > 1000 (warning)
   ALERT_COORDINATION_TIME_MS, ALERT_DELIVERY_RATE_PCT, ALERT_ERROR_RATE_PCT and
   ALERT_QUEUE_DEPTH override their thresholds. --print-rules writes the effective rules as a
-  TOML file to start from.
+  TOML file to start from. The built-in rules apply whenever no threshold rule is given.
+
+  A silence rule: silent PATTERN AFTER [SEVERITY] [\"MESSAGE\"] [name=NAME], PATTERN an agent
+  glob or TAG=GLOB (tags tracked with cfn-agg --presence-tag TAG), AFTER a duration or auto
+  (3 x the agent's own p99 gap, at least 1m; 5m until it has 10 gaps). It fires once per
+  agent that said nothing for longer (labels alertname, agent, host), resolves when the agent
+  speaks again, says it is done (cfn-emit --done), or passes --expect-within (gone). Needs
+  cfn-agg --presence in the pipeline (cfn-analyze passes it); the state remembers every agent
+  between runs (at most 100,000; more are counted in cfn_presence_untracked_records).
+  Placeholders: {agent} (or the tag's name), {silence}, {after}, {last_seen}.
 
   A one-liner: METRIC STAT OP THRESHOLD [SEVERITY] [\"MESSAGE\"] [for DURATION] [name=NAME]
   [LABEL=PATTERN...], e.g. 'coordination.time p95 > 500 warning \"p95 slow on {agent}\" agent=agent-*'.
@@ -65,6 +75,7 @@ EXAMPLES:
   cfn-cat --since 30s | cfn-agg | cfn-alert --state /var/lib/cfn-metrics/alert-state.json --log /var/lib/cfn-metrics/cfn-alerts.jsonl
   cfn-cat --since 5m | cfn-agg --by agent | cfn-alert --rule 'memory_usage_mb max > 2048 critical'
   cfn-alert --print-rules > rules.toml
+  cfn-cat --since 30s | cfn-agg --presence | cfn-alert --state s.json --rule 'silent agent-* 5m critical \"{agent} silent for {silence}\"'
 ";
 
 /// Evaluate threshold rules over aggregates and notify.
@@ -162,6 +173,16 @@ pub struct Cli {
     #[command(flatten)]
     pub http: cfn_core::cli::HttpFlags,
 
+    /// Silence rules: an agent silent for longer than this is not expected any more ("gone":
+    /// no alert, and an alert on it resolves).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cfn_core::cli::duration_arg)]
+    pub expect_within: std::time::Duration,
+
+    /// Leave agents matching GLOB out of cfn_agent_last_seen_timestamp_seconds in
+    /// --firing-prom (cardinality); they are still watched and counted. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub no_last_seen: Vec<String>,
+
     /// The evaluation time.
     #[command(flatten)]
     pub now: cfn_core::cli::NowFlag,
@@ -185,6 +206,10 @@ pub struct Observation<'r> {
     pub labels: BTreeMap<String, String>,
     pub value: f64,
     pub holds: bool,
+    /// The threshold this instance is held to (the rule's, or a silence rule's per agent).
+    pub threshold: f64,
+    /// More placeholders for the message (`silence`, `after`, `last_seen`).
+    pub vars: Vec<(&'static str, String)>,
 }
 
 /// The identity of an alert instance: rule name, metric and group labels.
@@ -234,13 +259,18 @@ pub fn render_message(template: &str, obs: &Observation<'_>) -> String {
         let name = &after[..end];
         let value = match name {
             "value" => Some(short_number(obs.value)),
-            "threshold" => Some(short_number(obs.rule.threshold)),
+            "threshold" => Some(short_number(obs.threshold)),
             "metric" => Some(obs.metric.clone()),
             "stat" => Some(obs.rule.stat.clone()),
             "op" => Some(obs.rule.op.as_str().to_string()),
             "labels" => Some(labels.clone()),
             "alert" | "name" => Some(obs.rule.name.clone()),
             "severity" => Some(obs.rule.severity.as_str().to_string()),
+            other if obs.vars.iter().any(|(k, _)| *k == other) => obs
+                .vars
+                .iter()
+                .find(|(k, _)| *k == other)
+                .map(|(_, v)| v.clone()),
             other => obs
                 .labels
                 .get(other)
@@ -290,6 +320,8 @@ pub fn evaluate<'r>(rules: &'r [Rule], aggs: &[Aggregate]) -> BTreeMap<String, O
                 labels: labels.clone(),
                 value,
                 holds,
+                threshold: rule.threshold,
+                vars: Vec::new(),
             };
             match out.get(&key) {
                 Some(prev) if prev.holds && !holds => {}
@@ -344,12 +376,12 @@ pub fn channels(cli: &Cli) -> anyhow::Result<Vec<Channel>> {
     Ok(out)
 }
 
-/// Loads the rules: files and one-liners, or the defaults.
+/// Loads the rules: files and one-liners (threshold and silence rules), or the defaults.
 ///
 /// # Errors
 /// Exit 78 for any rule error, naming the file and line.
-pub fn load_rules(cli: &Cli) -> anyhow::Result<Vec<Rule>> {
-    let mut rules = Vec::new();
+pub fn load_rules(cli: &Cli) -> anyhow::Result<(Vec<Rule>, Vec<rules::SilenceRule>)> {
+    let (mut rules, mut silences) = (Vec::new(), Vec::new());
     for f in &cli.rules {
         let text = std::fs::read_to_string(f).map_err(|e| {
             fail(
@@ -357,15 +389,23 @@ pub fn load_rules(cli: &Cli) -> anyhow::Result<Vec<Rule>> {
                 format!("cannot read rules file {}: {e}", f.display()),
             )
         })?;
-        rules.extend(rules::parse_rules_file(&text, &f.display().to_string())?);
+        let (r, s) = rules::parse_rules_file_all(&text, &f.display().to_string())?;
+        rules.extend(r);
+        silences.extend(s);
     }
     for r in &cli.rule {
-        rules.push(rules::parse_rule_expr(r)?);
+        if rules::is_silence_expr(r) {
+            silences.push(rules::parse_silence_expr(r)?);
+        } else {
+            rules.push(rules::parse_rule_expr(r)?);
+        }
     }
+    // Silence rules never replace the built-in threshold rules: an analysis job that adds
+    // one keeps the alerts it had.
     if rules.is_empty() {
         rules = rules::default_rules()?;
     }
-    Ok(rules)
+    Ok((rules, silences))
 }
 
 fn event_for(entry: &Entry, key: &str, state: AlertState, now: EpochMs) -> Event {
@@ -452,7 +492,7 @@ pub fn plan(
         entry.value = obs.value;
         entry.message = message;
         entry.severity = obs.rule.severity.as_str().into();
-        entry.threshold = obs.rule.threshold;
+        entry.threshold = obs.threshold;
         let held_ms = now - entry.since;
         if entry.state == Phase::Pending {
             let needed = obs.rule.for_.map_or(0, |d| d.as_millis() as i64);
@@ -507,7 +547,7 @@ fn new_entry(obs: &Observation<'_>, now: EpochMs, message: String) -> Entry {
         stat: obs.rule.stat.clone(),
         op: obs.rule.op.as_str().into(),
         value: obs.value,
-        threshold: obs.rule.threshold,
+        threshold: obs.threshold,
         message,
     }
 }
@@ -544,8 +584,9 @@ fn plan_ended(
 }
 
 /// The firing alerts as a Prometheus gauge family `cfn_alert_firing` (one series per alert
-/// instance, value 1), for dashboards.
-pub fn firing_exposition(state: &State) -> String {
+/// instance, value 1), for dashboards; then, when `presence` is given, who reported
+/// ([`silence::exposition`]).
+pub fn firing_exposition(state: &State, presence: Option<&str>) -> String {
     let mut series: Vec<String> = state
         .alerts
         .values()
@@ -554,8 +595,10 @@ pub fn firing_exposition(state: &State) -> String {
             let mut labels = vec![
                 ("alert".to_string(), e.alert.clone()),
                 ("severity".to_string(), e.severity.clone()),
-                ("metric".to_string(), e.metric.clone()),
             ];
+            if !e.metric.is_empty() {
+                labels.push(("metric".to_string(), e.metric.clone()));
+            }
             for (k, v) in &e.labels {
                 let name = cfn_prom::names::sanitize_label(k);
                 if !labels.iter().any(|(n, _)| *n == name) {
@@ -575,6 +618,9 @@ pub fn firing_exposition(state: &State) -> String {
         "# HELP cfn_alert_firing Alerts firing now (1 per alert instance), from cfn-alert\n# TYPE cfn_alert_firing gauge\n",
     );
     out.extend(series);
+    if let Some(p) = presence {
+        out.push_str(p);
+    }
     out
 }
 
@@ -583,11 +629,17 @@ pub fn firing_exposition(state: &State) -> String {
 /// # Errors
 /// As the contract's exit codes say.
 pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result<Exit> {
-    let rules = load_rules(&cli)?;
+    let (rules, silences) = load_rules(&cli)?;
     if cli.print_rules {
         out.write_all(rules::to_toml(&rules).as_bytes())?;
+        out.write_all(rules::silences_to_toml(&silences).as_bytes())?;
         return Ok(Exit::Ok);
     }
+    let hide_last_seen = cli
+        .no_last_seen
+        .iter()
+        .map(|g| cfn_core::pattern::NamePattern::new(g))
+        .collect::<anyhow::Result<Vec<_>, _>>()?;
     let config = cfn_core::paths::Config::from_env()?;
     let now = cli.now.resolve()?;
     let repeat = cli.repeat;
@@ -598,22 +650,21 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
     } else {
         channels(&cli)?
     };
-    let managers = if cli.alertmanager.is_empty() {
-        None
-    } else {
-        Some(alertmanager::Alertmanagers::new(
-            &cli.alertmanager,
-            &headers(&cli)?,
-            cli.alert_valid_for.as_millis() as i64,
-            cli.generator_url.clone(),
-            cfn_core::paths::host_identity()?,
-        )?)
-    };
+    let managers = alertmanagers(&cli)?;
     let mut log = MalformedLog::new("cfn-alert", cli.strict.strict);
-    let aggs = read_aggregates(input, "<stdin>", &mut log)?;
+    let (aggs, presence_lines) = read_analysis(input, "<stdin>", &mut log)?;
     log.finish();
-    let observed = evaluate(&rules, &aggs);
+    let mut observed = evaluate(&rules, &aggs);
     let (handle, mut state) = open_state(&cli, config.lock_timeout)?;
+    let silence_rules = silence::as_rules(&silences);
+    let watch = silence::Watch {
+        silences: &silences,
+        rules: &silence_rules,
+        now,
+        expect_within_ms: cli.expect_within.as_millis() as i64,
+        hide_last_seen: &hide_last_seen,
+    };
+    let presence_text = watch.run(&mut state, presence_lines, !aggs.is_empty(), &mut observed);
     let names: Vec<String> = chans.iter().map(|c| c.name().to_string()).collect();
     let mut plan = plan(&mut state, &observed, now, repeat, &names, !cli.no_resolved);
 
@@ -632,7 +683,11 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
         h.save(&state)?;
     }
     if let (Some(path), false) = (&cli.firing_prom, cli.dry_run) {
-        cfn_core::fsutil::write_atomic(path, 0o644, firing_exposition(&state).as_bytes())?;
+        cfn_core::fsutil::write_atomic(
+            path,
+            0o644,
+            firing_exposition(&state, presence_text.as_deref()).as_bytes(),
+        )?;
     }
     // Last, and never a reason to skip the rest: a log that cannot be written (locked by
     // someone else, replaced by a FIFO, a full disk) costs its lines, not the notifications
@@ -646,17 +701,35 @@ pub fn run(cli: Cli, input: impl BufRead, mut out: impl Write) -> anyhow::Result
             format!("{e:#}; the notifications were sent and the state saved"),
         );
     }
-    // A failed delivery wins over "firing": a script that retries on 75 must not mistake
-    // "nobody was told" for the usual "something is firing".
-    Ok(if !delivered || managed == Exit::TempFail {
+    Ok(run_exit(delivered, managed, plan.firing))
+}
+
+/// The exit of a run. A failed delivery wins over "firing": a script that retries on 75 must
+/// not mistake "nobody was told" for the usual "something is firing".
+fn run_exit(delivered: bool, managed: Exit, firing: usize) -> Exit {
+    if !delivered || managed == Exit::TempFail {
         Exit::TempFail
     } else if managed != Exit::Ok {
         managed
-    } else if plan.firing > 0 {
+    } else if firing > 0 {
         Exit::Firing
     } else {
         Exit::Ok
-    })
+    }
+}
+
+/// The Alertmanagers of `--alertmanager`, if any.
+fn alertmanagers(cli: &Cli) -> anyhow::Result<Option<alertmanager::Alertmanagers>> {
+    if cli.alertmanager.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(alertmanager::Alertmanagers::new(
+        &cli.alertmanager,
+        &headers(cli)?,
+        cli.alert_valid_for.as_millis() as i64,
+        cli.generator_url.clone(),
+        cfn_core::paths::host_identity()?,
+    )?))
 }
 
 /// The Alertmanager headers: `--header`, then the lines of `--header-file`.
@@ -780,6 +853,8 @@ mod tests {
             labels: [("agent".to_string(), "a-1".to_string())].into(),
             value: 2.345,
             holds: true,
+            threshold: 1.5,
+            vars: Vec::new(),
         };
         assert_eq!(
             render_message(&rule.message, &obs),

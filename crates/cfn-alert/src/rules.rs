@@ -119,6 +119,221 @@ fn valid_stat(s: &str) -> bool {
 struct FileRules {
     #[serde(default)]
     rule: Vec<toml::Spanned<FileRule>>,
+    #[serde(default)]
+    silence: Vec<toml::Spanned<FileSilence>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSilence {
+    name: Option<String>,
+    /// An agent glob; or `tag` and `value` (a glob).
+    agent: Option<String>,
+    tag: Option<String>,
+    value: Option<String>,
+    after: toml::Spanned<String>,
+    #[serde(default = "default_severity")]
+    severity: toml::Spanned<String>,
+    message: Option<String>,
+}
+
+/// Whom a silence rule watches.
+#[derive(Clone, Debug)]
+pub enum SilenceTarget {
+    /// Agents whose id matches.
+    Agent(NamePattern),
+    /// Values of a tag (tracked with `cfn-agg --presence-tag NAME`) that match.
+    Tag(String, NamePattern),
+}
+
+/// How long a silence must last to be one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    Fixed(Duration),
+    /// Learned from each agent's own gaps (`cfn_core::presence::Seen::learned_threshold_ms`).
+    Learned,
+}
+
+/// A silence rule: fires once for each watched agent (or tag value) that said nothing for
+/// longer than `after`, resolves when it speaks again, says it is done, or passes the
+/// horizon (`--expect-within`).
+#[derive(Clone, Debug)]
+pub struct SilenceRule {
+    pub name: String,
+    pub target: SilenceTarget,
+    pub after: After,
+    pub severity: Severity,
+    /// Template: `{agent}` (or the tag's name), `{silence}`, `{after}`, `{last_seen}`,
+    /// `{labels}`, `{alert}`, `{severity}`.
+    pub message: String,
+}
+
+impl SilenceRule {
+    /// True when it watches `key`.
+    pub fn watches(&self, key: &cfn_core::presence::Key) -> bool {
+        use cfn_core::presence::Key;
+        match (&self.target, key) {
+            (SilenceTarget::Agent(p), Key::Agent(a)) => p.matches(a),
+            (SilenceTarget::Tag(name, p), Key::Tag(k, v)) => name == k && p.matches(v),
+            _ => false,
+        }
+    }
+
+    /// The rule as a `--rule` one-liner.
+    pub fn one_liner(&self) -> String {
+        let target = match &self.target {
+            SilenceTarget::Agent(p) => p.as_str().to_string(),
+            SilenceTarget::Tag(k, p) => format!("{k}={}", p.as_str()),
+        };
+        format!(
+            "silent {target} {} {} {:?} name={}",
+            after_text(self.after),
+            self.severity.as_str(),
+            self.message,
+            self.name
+        )
+    }
+}
+
+fn after_text(a: After) -> String {
+    match a {
+        After::Learned => "auto".into(),
+        After::Fixed(d) => format!("{}s", d.as_secs()),
+    }
+}
+
+/// The default message of a silence rule.
+pub const DEFAULT_SILENCE_MESSAGE: &str =
+    "{agent} silent for {silence} (expected within {after}){labels}";
+
+fn parse_after(text: &str) -> Result<After, String> {
+    if text == "auto" {
+        return Ok(After::Learned);
+    }
+    cfn_core::time::parse_duration(text)
+        .map_err(|e| format!("silent after {text:?}: {e} (a duration such as 5m, or auto)"))
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("silent after 0s: every agent would be silent".into())
+            } else {
+                Ok(After::Fixed(d))
+            }
+        })
+}
+
+fn parse_target(text: &str) -> Result<SilenceTarget, String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok(SilenceTarget::Tag(
+            k.to_string(),
+            NamePattern::new(v).map_err(|e| e.to_string())?,
+        )),
+        _ => Ok(SilenceTarget::Agent(
+            NamePattern::new(text).map_err(|e| e.to_string())?,
+        )),
+    }
+}
+
+fn default_silence_name(target: &SilenceTarget) -> String {
+    match target {
+        SilenceTarget::Agent(_) => "agent_silent".into(),
+        SilenceTarget::Tag(k, _) => {
+            let k: String = k
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("{k}_silent")
+        }
+    }
+}
+
+/// True when a one-liner is a silence rule: `silent PATTERN AFTER ...`.
+pub fn is_silence_expr(expr: &str) -> bool {
+    let mut w = expr.split_whitespace();
+    w.next() == Some("silent")
+        && w.next().is_some()
+        && w.next()
+            .is_some_and(|a| a == "auto" || cfn_core::time::parse_duration(a).is_ok())
+}
+
+/// Parses `silent PATTERN AFTER [SEVERITY] ["MESSAGE"] [name=NAME]`, PATTERN an agent glob
+/// or TAG=GLOB, AFTER a duration or `auto`.
+///
+/// # Errors
+/// Exit 78 naming the expression and the word not understood.
+pub fn parse_silence_expr(expr: &str) -> anyhow::Result<SilenceRule> {
+    let bad = |why: String| fail(Exit::Config, format!("--rule {expr:?}: {why}"));
+    let w = words(expr).map_err(bad)?;
+    if w.len() < 3 || w[0] != "silent" {
+        return Err(bad(
+            "expected silent PATTERN AFTER [SEVERITY] [\"MESSAGE\"] [name=NAME]".into(),
+        ));
+    }
+    let target = parse_target(&w[1]).map_err(bad)?;
+    let mut rule = SilenceRule {
+        name: default_silence_name(&target),
+        target,
+        after: parse_after(&w[2]).map_err(bad)?,
+        severity: Severity::Warning,
+        message: DEFAULT_SILENCE_MESSAGE.into(),
+    };
+    let mut message_set = false;
+    for (i, word) in w.iter().enumerate().skip(3) {
+        if let Some(sev) = Severity::parse(word).filter(|_| i == 3) {
+            rule.severity = sev;
+        } else if let Some(meant) = (i == 3)
+            .then(|| cfn_core::spelling::closest(word, ["critical", "error", "warning", "info"]))
+            .flatten()
+        {
+            return Err(bad(format!(
+                "unknown severity {word:?} (did you mean {meant:?}? expected critical, error, warning or info)"
+            )));
+        } else if let Some(n) = word.strip_prefix("name=") {
+            rule.name = n.to_string();
+        } else if !message_set && i <= 4 {
+            rule.message = word.clone();
+            message_set = true;
+        } else {
+            return Err(bad(format!("unexpected {word:?}")));
+        }
+    }
+    Ok(rule)
+}
+
+fn silence_from_table(r: FileSilence, lines: &RuleLines<'_>) -> anyhow::Result<SilenceRule> {
+    let target = match (&r.agent, &r.tag, &r.value) {
+        (Some(a), None, None) => parse_target_agent(a),
+        (None, Some(t), v) => NamePattern::new(v.as_deref().unwrap_or("*"))
+            .map(|p| SilenceTarget::Tag(t.clone(), p))
+            .map_err(|e| e.to_string()),
+        _ => {
+            Err("a [[silence]] names either agent = GLOB, or tag = NAME (and value = GLOB)".into())
+        }
+    }
+    .map_err(|e| lines.error(lines.rule_line, e))?;
+    let after =
+        parse_after(r.after.get_ref()).map_err(|e| lines.error(lines.at(r.after.span()), e))?;
+    let severity = Severity::parse(r.severity.get_ref()).ok_or_else(|| {
+        lines.error(
+            lines.at(r.severity.span()),
+            format!(
+                "unknown severity {:?} (expected critical, error, warning or info)",
+                r.severity.get_ref()
+            ),
+        )
+    })?;
+    Ok(SilenceRule {
+        name: r.name.unwrap_or_else(|| default_silence_name(&target)),
+        target,
+        after,
+        severity,
+        message: r.message.unwrap_or_else(|| DEFAULT_SILENCE_MESSAGE.into()),
+    })
+}
+
+fn parse_target_agent(a: &str) -> Result<SilenceTarget, String> {
+    NamePattern::new(a)
+        .map(SilenceTarget::Agent)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -177,7 +392,35 @@ fn default_message(op: Op) -> String {
     format!("{{metric}} {{stat}} {{value}} {verb} threshold {{threshold}}{{labels}}")
 }
 
-/// Parses a rules file.
+/// Parses a rules file: its threshold rules (`[[rule]]`) and silence rules (`[[silence]]`).
+///
+/// # Errors
+/// Exit 78 naming `file:line` and what is wrong.
+pub fn parse_rules_file_all(
+    text: &str,
+    file: &str,
+) -> anyhow::Result<(Vec<Rule>, Vec<SilenceRule>)> {
+    let parsed: FileRules = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+        let msg = e.message().trim().to_string();
+        fail(Exit::Config, format!("{file}:{line}: {msg}"))
+    })?;
+    let silences = parsed
+        .silence
+        .into_iter()
+        .map(|spanned| {
+            let lines = RuleLines {
+                text,
+                file,
+                rule_line: line_of(text, spanned.span().start),
+            };
+            silence_from_table(spanned.into_inner(), &lines)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((parse_rules_file(text, file)?, silences))
+}
+
+/// Parses a rules file's threshold rules.
 ///
 /// # Errors
 /// Exit 78 naming `file:line` and what is wrong.
@@ -509,6 +752,36 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// The silence rules as TOML `[[silence]]` tables, or a commented example when there are none.
+pub fn silences_to_toml(silences: &[SilenceRule]) -> String {
+    let mut out = String::new();
+    if silences.is_empty() {
+        out.push_str(
+            "\n# Silence rules (cfn-agg --presence in the pipeline): one alert per agent that said\n\
+             # nothing for longer than `after` (a duration, or \"auto\": 3 x its own p99 gap, at least 1m).\n\
+             # [[silence]]\n# agent = \"agent-*\"          # or: tag = \"job\", value = \"build-*\"\n\
+             # after = \"5m\"\n# severity = \"critical\"\n",
+        );
+    }
+    for r in silences {
+        let _ = writeln!(out, "\n[[silence]]");
+        let _ = writeln!(out, "name = {}", toml_str(&r.name));
+        match &r.target {
+            SilenceTarget::Agent(p) => {
+                let _ = writeln!(out, "agent = {}", toml_str(p.as_str()));
+            }
+            SilenceTarget::Tag(k, p) => {
+                let _ = writeln!(out, "tag = {}", toml_str(k));
+                let _ = writeln!(out, "value = {}", toml_str(p.as_str()));
+            }
+        }
+        let _ = writeln!(out, "after = {}", toml_str(&after_text(r.after)));
+        let _ = writeln!(out, "severity = {}", toml_str(r.severity.as_str()));
+        let _ = writeln!(out, "message = {}", toml_str(&r.message));
+    }
+    out
+}
+
 /// The rules as a TOML file a user can start from (`--print-rules`).
 pub fn to_toml(rules: &[Rule]) -> String {
     let mut out = String::from(
@@ -570,6 +843,44 @@ mod tests {
             let e = parse_rule_expr(bad).unwrap_err();
             assert_eq!(cfn_core::exit::exit_for(&e), Exit::Config, "{bad}");
         }
+    }
+
+    #[test]
+    fn silence_one_liners_and_tables() {
+        assert!(is_silence_expr("silent agent-* 5m"));
+        assert!(is_silence_expr("silent job=build-* auto critical"));
+        assert!(!is_silence_expr("silent max > 5"));
+        let r =
+            parse_silence_expr(r#"silent agent-* 5m critical "{agent} quiet" name=quiet"#).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.after, r.severity, r.message.as_str()),
+            (
+                "quiet",
+                After::Fixed(Duration::from_secs(300)),
+                Severity::Critical,
+                "{agent} quiet"
+            )
+        );
+        let key = cfn_core::presence::Key::Agent("agent-7".into());
+        assert!(r.watches(&key));
+        let t = parse_silence_expr("silent job=build-* auto").unwrap();
+        assert_eq!((t.name.as_str(), t.after), ("job_silent", After::Learned));
+        assert!(t.watches(&cfn_core::presence::Key::Tag(
+            "job".into(),
+            "build-3".into()
+        )));
+        assert!(!t.watches(&key));
+        let e = parse_silence_expr("silent agent-* 5m critcal").unwrap_err();
+        assert!(e.to_string().contains("did you mean \"critical\""), "{e}");
+        let e = parse_silence_expr("silent agent-* 0s").unwrap_err();
+        assert_eq!(cfn_core::exit::exit_for(&e), Exit::Config);
+        let printed = silences_to_toml(&[r, t]);
+        let (_, back) = parse_rules_file_all(&printed, "printed").unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].after, After::Learned);
+        let bad = "[[silence]]\nagent = \"a\"\ntag = \"job\"\nafter = \"5m\"\n";
+        let e = parse_rules_file_all(bad, "r.toml").unwrap_err();
+        assert!(e.to_string().starts_with("r.toml:1:"), "{e}");
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub struct State {
     /// `alertmanager::settle_resolved`); only with --alertmanager.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resolved: BTreeMap<String, Resolved>,
+    /// Who reported, run after run (silence rules; contract section 10).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::silence::PresenceState::is_empty"
+    )]
+    pub presence: crate::silence::PresenceState,
 }
 
 /// An alert that resolved: what it was, when it ended, and whether its resolution has yet to

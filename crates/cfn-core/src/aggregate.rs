@@ -243,10 +243,48 @@ pub fn read_aggregates(
 /// # Errors
 /// I/O errors, and the first bad line when `log` is strict.
 pub fn for_each_aggregate(
+    input: impl BufRead,
+    source: &str,
+    log: &mut MalformedLog,
+    f: impl FnMut(Aggregate) -> Result<(), String>,
+) -> anyhow::Result<()> {
+    // Presence lines (contract section 10) are not aggregates, nor malformed: skipped here.
+    for_each_line(input, source, log, f, |_| Ok(()))
+}
+
+/// The aggregates and the presence lines (contract section 10) of `input`; a line that
+/// does not parse goes to `log`.
+///
+/// # Errors
+/// As [`for_each_aggregate`].
+pub fn read_analysis(
+    input: impl BufRead,
+    source: &str,
+    log: &mut MalformedLog,
+) -> anyhow::Result<(Vec<Aggregate>, Vec<crate::presence::Line>)> {
+    let (mut aggs, mut presence) = (Vec::new(), Vec::new());
+    for_each_line(
+        input,
+        source,
+        log,
+        |a| {
+            aggs.push(a);
+            Ok(())
+        },
+        |line| {
+            presence.push(crate::presence::parse_line(line)?);
+            Ok(())
+        },
+    )?;
+    Ok((aggs, presence))
+}
+
+fn for_each_line(
     mut input: impl BufRead,
     source: &str,
     log: &mut MalformedLog,
     mut f: impl FnMut(Aggregate) -> Result<(), String>,
+    mut presence: impl FnMut(&str) -> Result<(), String>,
 ) -> anyhow::Result<()> {
     let mut buf = Vec::new();
     let mut line_no = 0u64;
@@ -267,6 +305,7 @@ pub fn for_each_aggregate(
         } else {
             match std::str::from_utf8(&buf) {
                 Ok(line) if line.trim().is_empty() => continue,
+                Ok(line) if crate::presence::is_presence_line(line) => presence(line),
                 Ok(line) => Aggregate::parse(line).and_then(&mut f),
                 Err(_) => Err("line is not valid UTF-8".into()),
             }

@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod input;
 pub mod paths;
 pub mod pattern;
+pub mod presence;
 
 pub mod reader;
 pub mod record;

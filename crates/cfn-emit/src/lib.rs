@@ -33,6 +33,7 @@ WHERE RECORDS GO:
 
 EXAMPLES:
   cfn-emit agent-42 coordination.time 150
+  cfn-emit --done agent-42          # agent-42 finished: not \"silent\" from now on
   cfn-emit 7 coordination.time 150 milliseconds '{\"phase\":\"consensus\"}'
   cfn-emit coordination_time 150 milliseconds '{\"phase\":\"consensus\"}'
   cfn-emit --agent agent-7 --unit mb --tag host=web1 memory_usage_mb 512.5
@@ -56,6 +57,11 @@ pub struct Cli {
     /// FORMS).
     #[arg(value_name = "ARGS", num_args = 0..=5)]
     pub args: Vec<String>,
+
+    /// Say that agent ID finished: one record of metric cfn.agent.done (value 1, with any
+    /// --tag), after which readers do not expect it to report (it is "done", not "silent").
+    #[arg(long, value_name = "ID", conflicts_with_all = ["args", "stdin", "agent"])]
+    pub done: Option<String>,
 
     /// The emitting agent (chooses the shard).
     #[arg(long, value_name = "ID")]
@@ -453,7 +459,10 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, _out: impl Write) -> anyhow::
         };
         return stdin::run_stdin(&mut stdin, &writer, &defaults, cli.strict.strict);
     }
-    let call = parse_call(&cli)?;
+    let call = match &cli.done {
+        Some(agent) => done_call(agent, &cli)?,
+        None => parse_call(&cli)?,
+    };
     let path = writer.path_for(call.agent.as_deref());
     let rec = NewRecord {
         agent: call.agent.as_deref(),
@@ -468,6 +477,22 @@ pub fn run(cli: Cli, input: impl std::io::BufRead, _out: impl Write) -> anyhow::
         })
         .with_context(|| format!("metric {:?} was not written", call.metric))?;
     Ok(Exit::Ok)
+}
+
+/// The record of `--done AGENT` (contract section 10).
+fn done_call(agent: &str, cli: &Cli) -> anyhow::Result<ParsedCall> {
+    if agent.trim().is_empty() {
+        return Err(usage("--done needs the agent id that finished"));
+    }
+    Ok(ParsedCall {
+        agent: Some(agent.to_string()),
+        metric: cfn_core::presence::DONE_METRIC.to_string(),
+        value: 1.0,
+        unit: None,
+        tags: flag_tags(cli.tags.as_deref(), &cli.tag)?
+            .as_ref()
+            .map(tags_to_json),
+    })
 }
 
 #[cfg(test)]

@@ -840,3 +840,40 @@ fn common_slips_are_refused_or_warned_with_what_was_meant() {
         5
     );
 }
+
+/// `--done AGENT` writes the one record readers recognise (contract section 10), in the
+/// agent's own shard, with the given tags; it takes no other call form.
+#[test]
+fn done_writes_the_done_record_in_the_agents_shard() {
+    let dir = TestDir::new();
+    dir.cmd("cfn-emit")
+        .args([
+            "--timestamp",
+            "2026-11-27T10:00:00Z",
+            "--tag",
+            "job=build-7",
+        ])
+        .args(["--done", "agent-42"])
+        .run()
+        .success();
+    let shards = shard_lines(dir.path());
+    assert_eq!(
+        shards,
+        HashMap::from([(
+            "cfn-metrics-10.jsonl".to_string(),
+            vec![
+                r#"{"timestamp":"2026-11-27T10:00:00.000Z","agent":"agent-42","metric":"cfn.agent.done","value":1,"tags":{"job":"build-7"}}"#
+                    .to_string()
+            ]
+        )])
+    );
+    for bad in [
+        vec!["--done", "agent-1", "m", "1"],
+        vec!["--done", "agent-1", "--stdin"],
+        vec!["--done", "agent-1", "--agent", "agent-2"],
+        vec!["--done", " "],
+    ] {
+        let out = dir.cmd("cfn-emit").args(&bad).run();
+        assert_eq!(out.code(), 2, "{bad:?}: {}", out.stderr());
+    }
+}

@@ -701,6 +701,113 @@ fn write_summary_part(base: &str, fam: &Family<'_>, part: SummaryPart, out: &mut
     }
 }
 
+/// Most `cfn_agent_last_seen_timestamp_seconds` series: silent agents first, then active,
+/// done and gone; the rest are counted in `cfn_agent_last_seen_not_exported`.
+pub const MAX_LAST_SEEN_SERIES: usize = 10_000;
+
+/// Who reported, gathered one agent at a time in bounded memory (at most
+/// [`MAX_LAST_SEEN_SERIES`] names kept, however many agents pass), then rendered by
+/// [`AgentFamilies::render`].
+#[derive(Debug, Default)]
+pub struct AgentFamilies {
+    /// Agents per state, in [`cfn_core::presence::AgentState::ALL`] order.
+    counts: [u64; 4],
+    /// Kept names and last-seen times, per state (same order), at most the cap over all.
+    kept: [Vec<(String, cfn_core::time::EpochMs)>; 4],
+    not_exported: u64,
+    hide: Vec<cfn_core::pattern::NamePattern>,
+}
+
+impl AgentFamilies {
+    /// Leaves the agents `hide` matches out of the last-seen series (still counted).
+    pub fn new(hide: &[cfn_core::pattern::NamePattern]) -> Self {
+        AgentFamilies {
+            hide: hide.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// One agent. Past the cap a silent agent takes the place of a kept one of a later
+    /// state (active, done, gone), so the silent ones are always exported first.
+    pub fn add(
+        &mut self,
+        agent: &str,
+        last: cfn_core::time::EpochMs,
+        state: cfn_core::presence::AgentState,
+    ) {
+        use cfn_core::presence::AgentState;
+        let i = AgentState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
+        self.counts[i] += 1;
+        if self.hide.iter().any(|p| p.matches(agent)) {
+            return;
+        }
+        let rank = |s: AgentState| s as usize; // Silent < Active < Done < Gone
+        let kept: usize = self.kept.iter().map(Vec::len).sum();
+        if kept < MAX_LAST_SEEN_SERIES {
+            self.kept[i].push((agent.to_string(), last));
+            return;
+        }
+        // Full: evict from the latest state that ranks after this one, if any.
+        let victim = (0..4)
+            .filter(|&j| rank(AgentState::ALL[j]) > rank(state) && !self.kept[j].is_empty())
+            .max_by_key(|&j| rank(AgentState::ALL[j]));
+        if let Some(j) = victim {
+            self.kept[j].pop();
+            self.kept[i].push((agent.to_string(), last));
+        }
+        self.not_exported += 1;
+    }
+
+    /// The families (contract section 10): `cfn_agent_last_seen_timestamp_seconds{agent}`
+    /// sorted by agent, `cfn_agents{state}` for every state, `cfn_agent_last_seen_not_exported`
+    /// and `cfn_presence_untracked_records`. `source` names where the figures come from.
+    pub fn render(self, untracked: u64, source: &str) -> String {
+        use cfn_core::presence::{AgentState, MAX_KEY_BYTES, MAX_TRACKED};
+        let mut out = format!(
+            "# HELP cfn_agent_last_seen_timestamp_seconds When each agent's newest record was written ({source})\n\
+             # TYPE cfn_agent_last_seen_timestamp_seconds gauge\n"
+        );
+        let mut all: Vec<(String, i64)> = self.kept.into_iter().flatten().collect();
+        all.sort();
+        for (agent, last) in &all {
+            let _ = writeln!(
+                out,
+                "cfn_agent_last_seen_timestamp_seconds{{agent=\"{}\"}} {}",
+                names::escape_label_value(agent),
+                cfn_core::record::number_text(*last as f64 / 1000.0)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cfn_agents Agents by state ({source}): active, silent (past its threshold), done (said so), gone (past the horizon)\n\
+             # TYPE cfn_agents gauge"
+        );
+        let mut by_name: Vec<(&str, u64)> = AgentState::ALL
+            .iter()
+            .zip(self.counts)
+            .map(|(s, n)| (s.as_str(), n))
+            .collect();
+        by_name.sort();
+        for (state, n) in by_name {
+            let _ = writeln!(out, "cfn_agents{{state=\"{state}\"}} {n}");
+        }
+        let _ = write!(
+            out,
+            "# HELP cfn_agent_last_seen_not_exported Agents past the {MAX_LAST_SEEN_SERIES} last-seen series (silent ones are exported first)\n\
+             # TYPE cfn_agent_last_seen_not_exported gauge\n\
+             cfn_agent_last_seen_not_exported {}\n\
+             # HELP cfn_presence_untracked_records Records of agents not tracked ({source}; over {MAX_TRACKED} kept, or an id over {MAX_KEY_BYTES} bytes)\n\
+             # TYPE cfn_presence_untracked_records gauge\n\
+             cfn_presence_untracked_records {untracked}\n",
+            self.not_exported
+        );
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,5 +878,40 @@ mod tests {
         };
         let (text, _) = render(&[a], &opts);
         assert!(text.contains("cfn_heap_bytes_sum 2147483648\n"), "{text}");
+    }
+
+    #[test]
+    fn last_seen_series_are_bounded_and_silent_agents_always_exported() {
+        use cfn_core::presence::AgentState;
+        let mut f = AgentFamilies::new(&[cfn_core::pattern::NamePattern::new("hidden-*").unwrap()]);
+        for i in 0..MAX_LAST_SEEN_SERIES + 3 {
+            f.add(&format!("a-{i:05}"), 1_000, AgentState::Active);
+        }
+        for i in 0..5 {
+            f.add(&format!("s-{i}"), 2_000, AgentState::Silent);
+        }
+        f.add("hidden-1", 3_000, AgentState::Silent);
+        let text = f.render(7, "test");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("cfn_agent_last_seen_timestamp_seconds{"))
+            .count();
+        assert_eq!(series, MAX_LAST_SEEN_SERIES);
+        for i in 0..5 {
+            assert!(text.contains(&format!("{{agent=\"s-{i}\"}} 2\n")), "s-{i}");
+        }
+        assert!(!text.contains("hidden-1"));
+        assert!(text.contains("cfn_agents{state=\"silent\"} 6\n"));
+        assert!(text.contains(&format!(
+            "cfn_agents{{state=\"active\"}} {}\n",
+            MAX_LAST_SEEN_SERIES + 3
+        )));
+        // 3 actives past the cap, then 5 more evicted for the silent ones.
+        assert!(
+            text.contains("cfn_agent_last_seen_not_exported 8\n"),
+            "{}",
+            &text[text.len() - 600..]
+        );
+        assert!(text.contains("cfn_presence_untracked_records 7\n"));
     }
 }

@@ -194,10 +194,18 @@ impl ShardState {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AgentSeen {
-    shards: Vec<u32>,
-    newest_ms: EpochMs,
+    /// The shards it wrote to, a bit each ([`shard_bit`]): no allocation per agent.
+    shards: u64,
+    /// First and last record, count, done, gaps (contract section 10): who went silent.
+    seen: cfn_core::presence::Seen,
+}
+
+/// Shard `n`'s bit in an agent's shard set: shards 0 to 62 a bit each, the rest share bit 63
+/// (an agent filter then reads all of those: more than needed, never less).
+fn shard_bit(n: u32) -> u64 {
+    1 << n.min(63)
 }
 
 /// How far a refresh looks.
@@ -249,6 +257,8 @@ pub struct Index {
     sweep_at: usize,
     /// More distinct agents than [`MAX_NAMES`]: agent filters read every shard.
     agents_overflow: bool,
+    /// Records of agents past [`MAX_NAMES`] (`cfn_presence_untracked_records`).
+    agents_untracked: u64,
     /// The histograms of the records appended after their shard was built (`/metrics`).
     pub histograms: Histograms,
     /// The rollups by agent and by indexed tag value.
@@ -381,6 +391,7 @@ impl Index {
             listed_mtime: None,
             sweep_at: 0,
             agents_overflow: false,
+            agents_untracked: 0,
             histograms,
             dims,
             dims_answers: 0,
@@ -549,7 +560,8 @@ impl Index {
 
     fn add(&mut self, shard: u32, rec: &RecordRef<'_>) {
         if let Some(agent) = rec.agent.as_deref() {
-            self.note_agent(agent, shard, rec.ts_ms);
+            let done = &*rec.metric == cfn_core::presence::DONE_METRIC;
+            self.note_agent(agent, shard, rec.ts_ms, done);
         }
         if !self.building {
             self.histograms.record(rec);
@@ -562,19 +574,19 @@ impl Index {
     }
 
     /// Remembers that `agent` wrote to `shard` (up to [`MAX_NAMES`] agents).
-    fn note_agent(&mut self, agent: &str, shard: u32, ts_ms: EpochMs) {
-        let note = |seen: &mut AgentSeen| {
-            if !seen.shards.contains(&shard) {
-                seen.shards.push(shard);
-            }
-            seen.newest_ms = seen.newest_ms.max(ts_ms);
-        };
-        if let Some(seen) = self.agents.get_mut(agent) {
-            note(seen);
+    fn note_agent(&mut self, agent: &str, shard: u32, ts_ms: EpochMs, done: bool) {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.shards |= shard_bit(shard);
+            a.seen.observe(ts_ms, done);
         } else if self.agents.len() < MAX_NAMES {
-            note(self.agents.entry(agent.to_string()).or_default());
+            let a = AgentSeen {
+                shards: shard_bit(shard),
+                seen: cfn_core::presence::Seen::first(ts_ms, done),
+            };
+            self.agents.insert(agent.to_string(), a);
         } else {
             self.agents_overflow = true;
+            self.agents_untracked += 1;
         }
     }
 
@@ -931,6 +943,16 @@ impl Index {
         (shown, self.shards.len())
     }
 
+    /// Every agent held (at most [`MAX_NAMES`]) with what was seen of it.
+    pub fn agents_seen(&self) -> impl Iterator<Item = (&str, &cfn_core::presence::Seen)> {
+        self.agents.iter().map(|(a, s)| (a.as_str(), &s.seen))
+    }
+
+    /// Records of agents past [`MAX_NAMES`].
+    pub fn agents_untracked(&self) -> u64 {
+        self.agents_untracked
+    }
+
     /// Metric names with records in `[since, until)` and agents whose newest record is at or
     /// after `since`; `None` when the range starts before the horizon.
     pub fn names(
@@ -945,7 +967,7 @@ impl Index {
         let mut agents: BTreeSet<String> = self
             .agents
             .iter()
-            .filter(|(_, a)| a.newest_ms >= since)
+            .filter(|(_, a)| a.seen.last >= since)
             .map(|(n, _)| n.clone())
             .collect();
         let cut = agents.len() > crate::data::MAX_LISTED;
@@ -971,10 +993,15 @@ impl Index {
         if self.agents_overflow {
             return self.shards.values().map(|s| s.n).collect();
         }
-        self.agents
+        let mask = self
+            .agents
             .iter()
             .filter(|(name, _)| patterns.iter().any(|p| p.matches(name)))
-            .flat_map(|(_, a)| a.shards.iter().copied())
+            .fold(0u64, |m, (_, a)| m | a.shards);
+        self.shards
+            .values()
+            .map(|s| s.n)
+            .filter(|&n| mask & shard_bit(n) != 0)
             .collect()
     }
 

@@ -10,7 +10,7 @@ use cfn_core::exit::{Exit, fail};
 use cfn_core::filter::RecordFilter;
 use cfn_core::paths::Config;
 use cfn_core::pattern::NamePattern;
-use cfn_core::time::{EpochMs, now_ms, parse_duration, parse_time_arg};
+use cfn_core::time::{EpochMs, format_ms, now_ms, parse_duration, parse_time_arg};
 use cfn_stats::group::{GroupBy, Options};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -48,6 +48,8 @@ ENDPOINTS:
   /api/metrics           ?range=1h  metric names and agents seen
   /api/alerts            firing alerts (cfn-alert --state file, else the alerts log) and recent events
   /api/shards            per shard: bytes, records, malformed lines, newest record age
+  /api/agents            ?state=silent|active|done|gone&limit=N  who went silent: each agent's
+                         state, last and first record, silence, threshold, rate
   Every /api endpoint also takes now=TIME. Bad parameters get 400 with {\"error\": ...}.
   metric= and agent= are globs ('coordination.*'); add exact=1 to take them literally;
   tag=NAME=VALUE keeps the records with that tag.
@@ -167,6 +169,22 @@ pub struct Cli {
     /// repeatable. Loopback names and the listen address are always accepted.
     #[arg(long, value_name = "HOST")]
     pub allowed_host: Vec<String>,
+
+    /// When an agent counts as silent (/api/agents, the agents panel, cfn_agents on
+    /// /metrics): DURATION, auto (3 x its own p99 gap, at least 1m; 5m until it has 10
+    /// gaps), or GLOB=DURATION|auto for the agents a glob matches; repeatable, the first match
+    /// wins; default auto.
+    #[arg(long, value_name = "[GLOB=]DURATION|auto")]
+    pub silent_after: Vec<String>,
+
+    /// An agent silent for longer is not expected any more ("gone").
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cfn_core::cli::duration_arg)]
+    pub expect_within: Duration,
+
+    /// Leave agents matching GLOB out of cfn_agent_last_seen_timestamp_seconds on /metrics
+    /// (cardinality); they are still counted in cfn_agents. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub no_last_seen: Vec<String>,
 }
 
 /// What the rollup index keeps.
@@ -191,6 +209,10 @@ pub struct App {
     gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Whether a query past [`MAX_GROUPS`] was reported on stderr (once per process).
     said_cut: std::sync::atomic::AtomicBool,
+    /// When an agent is silent (`--silent-after`, `--expect-within`).
+    pub silence: cfn_core::presence::SilencePolicy,
+    /// Agents left out of `cfn_agent_last_seen_timestamp_seconds` (`--no-last-seen`).
+    pub hide_last_seen: Vec<cfn_core::pattern::NamePattern>,
 }
 
 /// A response: status, content type, body.
@@ -352,7 +374,124 @@ impl App {
             cache: Mutex::new(Cache::default()),
             gates: Mutex::new(HashMap::new()),
             said_cut: std::sync::atomic::AtomicBool::new(false),
+            silence: cfn_core::presence::SilencePolicy::default(),
+            hide_last_seen: Vec::new(),
         })
+    }
+
+    /// Calls `f` with every agent the index holds (name, what was seen, its state at `now`),
+    /// under the index's lock and without copying anything per agent (100,000 of them, on
+    /// every scrape); returns the records of agents past the index's bound.
+    fn for_each_agent(
+        &self,
+        now: EpochMs,
+        mut f: impl FnMut(&str, &cfn_core::presence::Seen, cfn_core::presence::AgentState),
+    ) -> u64 {
+        let index = self.index();
+        for (agent, s) in index.agents_seen() {
+            f(agent, s, self.silence.classify(agent, s, now));
+        }
+        index.agents_untracked()
+    }
+
+    /// Counts of every state, the agents in state `want` (all when `None`), and the first
+    /// `limit` of them by (state, newest record, name) as /api/agents rows, kept in a heap of
+    /// `limit` (silent first, the longest silence first; then active, done, gone); with the
+    /// records of untracked agents.
+    fn first_agents(
+        &self,
+        now: EpochMs,
+        want: Option<cfn_core::presence::AgentState>,
+        limit: usize,
+    ) -> (BTreeMap<&'static str, u64>, usize, Vec<Value>, u64) {
+        let mut counts: BTreeMap<&str, u64> = cfn_core::presence::AgentState::ALL
+            .iter()
+            .map(|s| (s.as_str(), 0))
+            .collect();
+        let mut matching = 0usize;
+        // (state, newest, name, oldest, records, threshold): all a row needs.
+        type Kept = (
+            cfn_core::presence::AgentState,
+            EpochMs,
+            String,
+            EpochMs,
+            u64,
+            i64,
+        );
+        let mut best: std::collections::BinaryHeap<Kept> = std::collections::BinaryHeap::new();
+        let overflow = self.for_each_agent(now, |agent, seen, st| {
+            *counts.entry(st.as_str()).or_default() += 1;
+            if want.is_some_and(|w| st != w) {
+                return;
+            }
+            matching += 1;
+            if best.len() == limit
+                && best
+                    .peek()
+                    .is_some_and(|top| (st, seen.last, agent) >= (top.0, top.1, top.2.as_str()))
+            {
+                return;
+            }
+            let threshold = self.silence.threshold_ms(agent, seen);
+            best.push((
+                st,
+                seen.last,
+                agent.to_string(),
+                seen.first,
+                seen.count,
+                threshold,
+            ));
+            if best.len() > limit {
+                best.pop();
+            }
+        });
+        let list: Vec<Value> = best
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(st, last, agent, first, count, threshold)| {
+                agent_json(&agent, (first, last, count), st, threshold, now)
+            })
+            .collect();
+        (counts, matching, list, overflow)
+    }
+
+    /// `/api/agents?state=silent&limit=N`: who went silent (contract section 10).
+    fn agents(&self, q: &HashMap<String, String>) -> Response {
+        let run = || -> Result<Value, String> {
+            let now = Self::now(q)?;
+            let limit: usize = match q.get("limit") {
+                Some(l) => l
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=data::MAX_LISTED).contains(n))
+                    .ok_or_else(|| format!("limit must be 1 to {}", data::MAX_LISTED))?,
+                None => data::MAX_LISTED,
+            };
+            let want = match q.get("state").map(String::as_str) {
+                None | Some("") | Some("all") => None,
+                Some(s) => Some(
+                    cfn_core::presence::AgentState::ALL
+                        .into_iter()
+                        .find(|st| st.as_str() == s)
+                        .ok_or_else(|| {
+                            format!("state must be active, silent, done, gone or all, not {s:?}")
+                        })?,
+                ),
+            };
+            let (counts, matching, list, overflow) = self.first_agents(now, want, limit);
+            Ok(json!({
+                "now": format_ms(now),
+                "counts": counts,
+                "matching": matching,
+                "shown": list.len(),
+                "untracked": overflow,
+                "agents": list,
+            }))
+        };
+        match run() {
+            Ok(v) => json_response(200, &v),
+            Err(e) => json_response(400, &json!({ "error": e })),
+        }
     }
 
     /// The index, brought up to date with what was appended since the last look (once per
@@ -456,6 +595,7 @@ impl App {
             "/api/summary" => self.summary(&q),
             "/api/series" => self.series(&q),
             "/api/metrics" => self.metric_names(&q),
+            "/api/agents" => self.agents(&q),
             "/api/alerts" => json_response(200, &data::alerts(&self.src)),
             "/api/shards" => json_response(200, &json!(self.index().shard_health(now_ms()).0)),
             _ => json_response(404, &json!({ "error": "not found" })),
@@ -806,6 +946,7 @@ impl App {
                     cfn_prom::render_exposition(&aggs, &hists, &cfn_prom::Options::default());
                 e.text.push_str(&dropped_families(dropped, hist_dropped));
                 e.text.push_str(&filtered_rollup_families(dims.0, dims.1));
+                e.text.push_str(&self.agent_families(now));
                 if protobuf {
                     return Response {
                         status: 200,
@@ -821,6 +962,42 @@ impl App {
             }
             Err(e) => json_response(500, &json!({ "error": e.to_string() })),
         }
+    }
+}
+
+/// One agent as /api/agents shows it.
+fn agent_json(
+    agent: &str,
+    (first, last, count): (EpochMs, EpochMs, u64),
+    state: cfn_core::presence::AgentState,
+    threshold_ms: i64,
+    now: EpochMs,
+) -> Value {
+    let span_min = (last - first) as f64 / 60_000.0;
+    let rate = if span_min > 0.0 {
+        (count.saturating_sub(1) as f64 / span_min * 100.0).round() / 100.0
+    } else {
+        0.0
+    };
+    json!({
+        "agent": agent,
+        "state": state.as_str(),
+        "last_seen": format_ms(last),
+        "first_seen": format_ms(first),
+        "silence_s": ((now - last).max(0) as f64 / 1000.0).round(),
+        "threshold_s": (threshold_ms as f64 / 1000.0).round(),
+        "records": count,
+        "per_minute": rate,
+    })
+}
+
+impl App {
+    /// The agent families of /metrics ([`cfn_prom::AgentFamilies`]), in bounded memory.
+    fn agent_families(&self, now: EpochMs) -> String {
+        let mut families = cfn_prom::AgentFamilies::new(&self.hide_last_seen);
+        let untracked =
+            self.for_each_agent(now, |agent, seen, st| families.add(agent, seen.last, st));
+        families.render(untracked, "cfn-serve's index")
     }
 }
 
@@ -915,7 +1092,16 @@ pub fn run(
         alert_state: cli.alert_state.clone(),
         alerts_log: Some(alerts_log),
     };
-    let app = Arc::new(App::new(
+    let silence = cfn_core::presence::SilencePolicy::parse(
+        &cli.silent_after,
+        cli.expect_within.as_millis() as i64,
+    )?;
+    let hide_last_seen = cli
+        .no_last_seen
+        .iter()
+        .map(|g| cfn_core::pattern::NamePattern::new(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut app = App::new(
         src,
         cli.window,
         IndexConfig {
@@ -936,7 +1122,10 @@ pub fn run(
             cli.native_schema,
             cli.native_max_buckets,
         )?,
-    )?);
+    )?;
+    app.silence = silence;
+    app.hide_last_seen = hide_last_seen;
+    let app = Arc::new(app);
     // Appended records reach the index within a second even when nobody asks.
     let refresher = Arc::clone(&app);
     std::thread::spawn(move || {

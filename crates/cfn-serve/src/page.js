@@ -34,13 +34,20 @@ function plural(n, one, many) {
 }
 
 // ---- the view in the URL
+const AGENT_STATES = ["silent", "active", "done", "gone"];
+const AGENT_ROWS = 50;
 function readURL() {
   const p = new URLSearchParams(location.search);
+  const found = [];
   const v = {
     range: p.get("range") || "", metric: p.get("metric") || "", agent: p.get("agent") || "",
     tag: p.get("tag") || "", log: p.get("scale") === "log", utc: p.get("tz") === "utc",
+    agents: p.get("agents") || "",
   };
-  const found = [];
+  if (v.agents && !AGENT_STATES.includes(v.agents)) {
+    found.push(`Unknown agent state "${v.agents}" (use ${AGENT_STATES.join(", ")}): showing every agent.`);
+    v.agents = "";
+  }
   if (v.range && !(v.range in PRESET_MS)) {
     found.push(`Unknown range "${v.range}" (use ${PRESETS.map((r) => r[0]).join(", ")}): showing the default view.`);
     v.range = "";
@@ -59,6 +66,7 @@ function urlOf(v) {
   if (v.tag) p.set("tag", v.tag);
   if (v.log) p.set("scale", "log");
   if (v.utc) p.set("tz", "utc");
+  if (v.agents) p.set("agents", v.agents);
   const q = p.toString();
   return location.pathname + (q ? "?" + q : "");
 }
@@ -82,6 +90,7 @@ function syncControls() {
   $("tag").value = view.tag;
   $("log").checked = view.log;
   $("utc").checked = view.utc;
+  $("agent-state").value = view.agents;
   document.body.dataset.view = urlOf(view);
 }
 function showProblems() {
@@ -388,7 +397,10 @@ async function refresh() {
   if (view.agent) q.set("agent", view.agent);
   if (view.tag) q.set("tag", view.tag);
   try {
-    const d = await getJSON(`/api/dashboard?${q}`);
+    const aq = new URLSearchParams({ limit: String(AGENT_ROWS) });
+    if (view.agents) aq.set("state", view.agents);
+    const [d, ag] = await Promise.all([getJSON(`/api/dashboard?${q}`), getJSON(`/api/agents?${aq}`)]);
+    d.agent_states = ag;
     if (!view.range) {
       const pick = fitRange(d);
       const again = pick !== range;
@@ -431,6 +443,8 @@ function render(d) {
     div.append(el("strong", {}, `${a.alert} [${a.severity}]`), " ", a.message || "", el("span", { class: "dim" }, since));
     box.append(div);
   }
+
+  renderAgents(d.agent_states);
 
   const tbody = $("summary").tBodies[0];
   const rows = d.summary.filter((a) => metrics.includes(a.metric));
@@ -480,6 +494,28 @@ function render(d) {
   document.body.dataset.range = range;
 }
 
+// Who went silent: silent agents first (the server sorts), done and gone dimmed; each name
+// links to the page filtered to that agent.
+function renderAgents(a) {
+  const c = a.counts;
+  $("agent-counts").textContent = `${fmtNum(c.silent)} silent, ${fmtNum(c.active)} active, ${fmtNum(c.done)} done, ${fmtNum(c.gone)} gone`;
+  const body = $("agents").tBodies[0];
+  body.replaceChildren();
+  if (a.agents.length === 0) body.append(emptyRow(7, view.agents ? `No ${view.agents} agents.` : "No agent has written yet."));
+  for (const r of a.agents) {
+    const tr = el("tr", { class: `agent-${r.state}`, "data-agent": r.agent, "data-state": r.state });
+    const link = el("a", { href: urlOf(Object.assign({}, view, { agent: r.agent })) }, r.agent);
+    link.addEventListener("click", (e) => { e.preventDefault(); changed({ agent: r.agent }); });
+    const th = el("th", { scope: "row" });
+    th.append(link);
+    tr.append(th, el("td", {}, r.state), el("td", {}, stamp(Date.parse(r.last_seen))),
+      el("td", {}, `${fmtNum(r.silence_s)} s`), el("td", {}, `${fmtNum(r.threshold_s)} s`),
+      el("td", {}, fmtNum(r.per_minute)), el("td", {}, fmtNum(r.records)));
+    body.append(tr);
+  }
+  if (a.matching > a.shown) body.append(emptyRow(7, `${plural(a.matching - a.shown, "more agent")} not shown.`));
+}
+
 function changed(change) {
   problems = [];
   showProblems();
@@ -489,6 +525,7 @@ function changed(change) {
 $("range").addEventListener("change", (e) => changed({ range: e.target.value }));
 $("metric").addEventListener("change", (e) => changed({ metric: e.target.value }));
 $("agent").addEventListener("change", (e) => changed({ agent: e.target.value }));
+$("agent-state").addEventListener("change", (e) => changed({ agents: e.target.value }));
 $("tag").addEventListener("change", (e) => {
   const t = e.target.value.trim();
   if (t && !/^[^=:]+[=:]/.test(t)) { problems = [`Tag "${t}" is not NAME=VALUE.`]; showProblems(); return; }
@@ -510,6 +547,8 @@ window.addEventListener("popstate", () => {
 });
 let resizing = null;
 window.addEventListener("resize", () => {
+  // A tooltip placed for the old width would hang past the new one.
+  $("tooltip").hidden = true;
   clearTimeout(resizing);
   resizing = setTimeout(() => { if (last) render(last); }, 150);
 });

@@ -56,6 +56,9 @@ pub struct Options {
     /// Most groups kept; records of groups past it are counted ([`Aggregator::dropped`])
     /// and left out. No limit by default: a server answering untrusted queries sets one.
     pub max_groups: usize,
+    /// Also keep who reported (contract section 10): every agent, and every value of these
+    /// tags, bounded by [`cfn_core::presence::MAX_TRACKED`]. `None`: not kept.
+    pub presence: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             bucket_ms: None,
             with_digest: false,
             max_groups: usize::MAX,
+            presence: None,
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct Aggregator {
     store: StatsArena,
     /// Records (or parts) left out because `max_groups` was reached.
     dropped: u64,
+    /// Who reported, with [`Options::presence`].
+    presence: Option<cfn_core::presence::Table>,
 }
 
 const SEP: u8 = 0xff; // never in UTF-8
@@ -156,7 +162,12 @@ fn group_index(
 impl Aggregator {
     /// An empty aggregator.
     pub fn new(opts: Options) -> Self {
+        let presence = opts
+            .presence
+            .as_ref()
+            .map(|_| cfn_core::presence::Table::new(cfn_core::presence::MAX_TRACKED));
         Self {
+            presence,
             opts,
             index: FxHashMap::default(),
             groups: Vec::new(),
@@ -188,9 +199,40 @@ impl Aggregator {
         self.groups.is_empty()
     }
 
+    /// Notes who wrote `rec` (with [`Options::presence`]; [`Aggregator::add`] does it too).
+    #[inline]
+    pub fn observe(&mut self, rec: &RecordRef<'_>) {
+        let Some(table) = &mut self.presence else {
+            return;
+        };
+        let done = &*rec.metric == cfn_core::presence::DONE_METRIC;
+        if let Some(agent) = rec.agent.as_deref() {
+            table.observe_agent(agent, rec.ts_ms, done);
+        }
+        for name in self.opts.presence.iter().flatten() {
+            if let Some(v) = rec.tag(name) {
+                table.observe_tag(name, &v, rec.ts_ms, done);
+            }
+        }
+    }
+
+    /// Who reported so far (with [`Options::presence`]), leaving an empty table.
+    pub fn take_presence(&mut self) -> Option<cfn_core::presence::Table> {
+        let cap = self.presence.as_ref()?.cap;
+        self.presence.replace(cfn_core::presence::Table::new(cap))
+    }
+
+    /// Folds who reported in records read after this aggregator's (a later block's).
+    pub fn merge_presence(&mut self, later: cfn_core::presence::Table) {
+        if let Some(t) = &mut self.presence {
+            t.merge_later(later);
+        }
+    }
+
     /// Adds one record.
     #[inline]
     pub fn add(&mut self, rec: &RecordRef<'_>) {
+        self.observe(rec);
         let mut tag_values = std::mem::take(&mut self.tag_values);
         tag_values.clear();
         tag_values.extend(self.opts.by.tags.iter().map(|t| rec.tag(t)));

@@ -2,7 +2,7 @@
 //! sort, filters, pause) and the keys that change it. No terminal here, so all of it is
 //! tested in-process.
 
-use crate::view::{Prompt, ShardLine, Snapshot};
+use crate::view::{AgentLine, Prompt, ShardLine, Snapshot};
 use crate::window::{Column, TableQuery, Window};
 use cfn_core::follow::ShardFollower;
 use cfn_core::paths::Config;
@@ -35,6 +35,8 @@ pub struct ViewState {
     pub paused: bool,
     /// A filter being typed: which one, and the text so far.
     pub prompt: Option<(Filter, String)>,
+    /// The agents view (Tab) instead of the metrics table.
+    pub agents: bool,
 }
 
 /// Which filter a prompt sets.
@@ -54,6 +56,7 @@ impl Default for ViewState {
             agent: None,
             paused: false,
             prompt: None,
+            agents: false,
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct App {
     notice: Option<String>,
     /// The frame shown while paused.
     frozen: Option<Snapshot>,
+    /// Who reported: every agent's first and last record (bounded, contract section 10).
+    presence: cfn_core::presence::Table,
+    /// When an agent counts as silent.
+    pub silence: cfn_core::presence::SilencePolicy,
 }
 
 impl App {
@@ -109,16 +116,57 @@ impl App {
             view,
             notice: None,
             frozen: None,
+            presence: cfn_core::presence::Table::new(cfn_core::presence::MAX_TRACKED),
+            silence: cfn_core::presence::SilencePolicy::default(),
         }
+    }
+
+    /// Every agent seen with its state at `now`: silent first (longest silence first),
+    /// then active, done and gone; and how many records of untracked agents came.
+    pub fn agent_lines(&self, now: EpochMs) -> (Vec<AgentLine>, u64) {
+        let mut lines: Vec<AgentLine> = self
+            .presence
+            .entries()
+            .into_iter()
+            .filter_map(|(key, seen)| match key {
+                cfn_core::presence::Key::Agent(agent) => Some(AgentLine {
+                    state: self.silence.classify(&agent, seen, now),
+                    silence_s: (now - seen.last).max(0) as f64 / 1000.0,
+                    threshold_s: self.silence.threshold_ms(&agent, seen) as f64 / 1000.0,
+                    per_minute: {
+                        let span = (seen.last - seen.first) as f64 / 60_000.0;
+                        if span > 0.0 {
+                            seen.count.saturating_sub(1) as f64 / span
+                        } else {
+                            0.0
+                        }
+                    },
+                    records: seen.count,
+                    agent,
+                }),
+                cfn_core::presence::Key::Tag(..) => None,
+            })
+            .filter(|l| self.view.agent.as_ref().is_none_or(|p| p.matches(&l.agent)))
+            .collect();
+        lines.sort_by(|a, b| {
+            (a.state, -a.silence_s, &a.agent)
+                .partial_cmp(&(b.state, -b.silence_s, &b.agent))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        (lines, self.presence.overflow)
     }
 
     /// Reads what was appended since the last poll (appends only: each byte is read once)
     /// and lets go of values past the widest window. A missing or empty directory is said
     /// in the header, and the next poll looks again.
     pub fn poll(&mut self, now: EpochMs) {
-        let (window, seen) = (&mut self.window, &mut self.seen);
+        let (window, seen, presence) = (&mut self.window, &mut self.seen, &mut self.presence);
         let res = self.follower.poll(&mut self.log, &mut |path, rec| {
             window.add(rec, now);
+            if let Some(agent) = rec.agent.as_deref() {
+                let done = &*rec.metric == cfn_core::presence::DONE_METRIC;
+                presence.observe_agent(agent, rec.ts_ms, done);
+            }
             if !seen.contains_key(path) && seen.len() >= cfn_core::follow::MAX_FOLLOWED {
                 return Ok(());
             }
@@ -194,7 +242,15 @@ impl App {
                 }
             })
             .collect();
+        let (agents, untracked) = if self.view.agents {
+            self.agent_lines(now)
+        } else {
+            (Vec::new(), 0)
+        };
         Snapshot {
+            agents_view: self.view.agents,
+            agents,
+            untracked_agents: untracked,
             clock,
             window_label: WINDOWS[self.view.window].1.to_string(),
             rows: self.window.rows(&self.query(), now),
@@ -240,6 +296,7 @@ impl App {
             KeyCode::Char('+' | '=' | 'w') => v.window = (v.window + 1).min(WINDOWS.len() - 1),
             KeyCode::Char('-' | 'W') => v.window = v.window.saturating_sub(1),
             KeyCode::Char('c') => (v.metric, v.agent) = (None, None),
+            KeyCode::Tab | KeyCode::Char('g') => v.agents = !v.agents,
             KeyCode::Char('p' | ' ') => {
                 v.paused = !v.paused;
                 self.frozen = None;

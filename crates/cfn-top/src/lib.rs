@@ -31,12 +31,14 @@ KEYS:
   / or m           filter metrics by a name or glob; a filters agents; c clears both
   + and -          a wider or narrower window (10s, 30s, 1m, 5m, 15m, 1h)
   p or space       pause the view (records are still read, none is missed)
+  Tab or g         the agents view: each agent's state (silent first), last record, rate
 
 EXAMPLES:
   cfn-top
   cfn-top --window 5m --metric 'coordination.*'
   cfn-top --once --window 30s          # one frame as plain text, for scripts and cron mail
   NO_COLOR=1 cfn-top --agent 'agent-4*'
+  cfn-top --agents --silent-after 5m   # who went silent
 ";
 
 /// A live terminal view of the hot shards.
@@ -84,6 +86,19 @@ pub struct Cli {
     /// With --once: the frame's width in columns (default: $COLUMNS, else 100).
     #[arg(long, value_name = "N", requires = "once")]
     pub width: Option<u16>,
+
+    /// Start in the agents view (Tab switches): every agent's state, silent ones first.
+    #[arg(long)]
+    pub agents: bool,
+
+    /// When an agent counts as silent: DURATION, auto (3 x its own p99 gap, at least 1m),
+    /// or GLOB=DURATION|auto; repeatable, the first match wins; default auto.
+    #[arg(long, value_name = "[GLOB=]DURATION|auto")]
+    pub silent_after: Vec<String>,
+
+    /// An agent silent for longer is not expected any more ("gone").
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cfn_core::cli::duration_arg)]
+    pub expect_within: Duration,
 
     #[command(flatten)]
     pub now: cfn_core::cli::NowFlag,
@@ -144,8 +159,13 @@ pub fn run(cli: Cli, _stdin: impl BufRead, mut out: impl Write) -> anyhow::Resul
         window: cli.window,
         metric: pattern(cli.metric.as_ref())?,
         agent: pattern(cli.agent.as_ref())?,
+        agents: cli.agents,
         ..ViewState::default()
     };
+    let silence = cfn_core::presence::SilencePolicy::parse(
+        &cli.silent_after,
+        cli.expect_within.as_millis() as i64,
+    )?;
     let fixed_now = cli
         .now
         .now
@@ -153,6 +173,7 @@ pub fn run(cli: Cli, _stdin: impl BufRead, mut out: impl Write) -> anyhow::Resul
         .map(|n| cfn_core::time::now_or(Some(n)))
         .transpose()?;
     let mut app = App::new(src, view);
+    app.silence = silence;
     if cli.once {
         let now = fixed_now.unwrap_or_else(now_ms);
         app.poll(now);
@@ -175,8 +196,11 @@ pub fn run(cli: Cli, _stdin: impl BufRead, mut out: impl Write) -> anyhow::Resul
 /// One frame as plain text: tall enough for every row, lines without trailing blanks.
 pub fn once_text(app: &App, now: EpochMs, width: u16) -> String {
     let snap = app.snapshot(now, clock(now));
-    let height = (snap.rows.len() + snap.alerts.len().max(1) + snap.shards.len().max(1) + 8)
-        .clamp(31, 5000) as u16;
+    let height = (snap.rows.len().max(snap.agents.len() + 3)
+        + snap.alerts.len().max(1)
+        + snap.shards.len().max(1)
+        + 8)
+    .clamp(31, 5000) as u16;
     let mut term = match Terminal::new(TestBackend::new(width, height)) {
         Ok(t) => t,
         Err(e) => match e {},

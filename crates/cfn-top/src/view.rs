@@ -67,6 +67,19 @@ pub struct ShardLine {
     pub newest_age_s: Option<f64>,
 }
 
+/// One agent in the agents view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentLine {
+    pub agent: String,
+    pub state: cfn_core::presence::AgentState,
+    /// Seconds since its newest record.
+    pub silence_s: f64,
+    /// The silence past which it is silent.
+    pub threshold_s: f64,
+    pub per_minute: f64,
+    pub records: u64,
+}
+
 /// A line being typed (a filter), shown in place of the keys.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompt {
@@ -91,6 +104,12 @@ pub struct Snapshot {
     /// file), on the header's second half.
     pub notice: Option<String>,
     pub prompt: Option<Prompt>,
+    /// The agents view instead of the metrics table (Tab).
+    pub agents_view: bool,
+    /// Every agent seen, silent first (only filled in the agents view).
+    pub agents: Vec<AgentLine>,
+    /// Records of agents past the tracked bound.
+    pub untracked_agents: u64,
 }
 
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -143,7 +162,11 @@ pub fn draw(f: &mut Frame<'_>, s: &Snapshot, theme: Theme) {
     ])
     .areas(area);
     draw_header(f, head, s, theme);
-    draw_table(f, table, s, theme);
+    if s.agents_view {
+        draw_agents(f, table, s, theme);
+    } else {
+        draw_table(f, table, s, theme);
+    }
     draw_alerts(f, alerts, s, theme);
     draw_shards(f, shards, s, theme);
     draw_keys(f, keys, s, theme);
@@ -272,6 +295,79 @@ fn draw_table(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
     f.render_widget(table, area);
 }
 
+/// The agents view: a line per agent, silent first (in the alert colour), then active,
+/// done (dimmed) and gone (dimmed); "… N more" when they do not fit.
+fn draw_agents(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
+    use cfn_core::presence::AgentState;
+    let count = |st: AgentState| s.agents.iter().filter(|a| a.state == st).count();
+    let mut title = format!(
+        "Agents ({}): {} silent, {} active, {} done, {} gone",
+        s.agents.len(),
+        count(AgentState::Silent),
+        count(AgentState::Active),
+        count(AgentState::Done),
+        count(AgentState::Gone)
+    );
+    if s.untracked_agents > 0 {
+        title.push_str(&format!(
+            "; {} records of untracked agents",
+            s.untracked_agents
+        ));
+    }
+    let mut lines = vec![Line::styled(title, theme.heading())];
+    if s.agents.is_empty() {
+        lines.push(Line::styled("no agent has written yet", theme.dim()));
+    }
+    let name_w = s
+        .agents
+        .iter()
+        .map(|a| a.agent.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 32);
+    lines.push(Line::styled(
+        format!(
+            "{:<name_w$} {:<7} {:>10} {:>10} {:>8} {:>9}",
+            "agent", "state", "last seen", "silent at", "per min", "records"
+        ),
+        theme.heading(),
+    ));
+    let room = (area.height as usize).saturating_sub(2);
+    for (i, a) in s.agents.iter().enumerate() {
+        if i + 1 == room && s.agents.len() > room {
+            lines.push(Line::raw(format!("… {} more", s.agents.len() - i)));
+            break;
+        }
+        let text = format!(
+            "{:<name_w$} {:<7} {:>10} {:>10} {:>8} {:>9}",
+            ellipsized(&a.agent, name_w),
+            a.state.as_str(),
+            format!("{} ago", short_age(a.silence_s)),
+            short_age(a.threshold_s),
+            format_number(a.per_minute),
+            a.records
+        );
+        let style = match a.state {
+            AgentState::Silent => theme.severity("critical"),
+            AgentState::Active => ratatui::style::Style::default(),
+            AgentState::Done | AgentState::Gone => theme.dim(),
+        };
+        lines.push(Line::styled(text, style));
+    }
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+/// `45s`, `12m`, `3h`, `2d`: an age in a few columns.
+fn short_age(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 /// `text` in at most `width` columns: cut with an ellipsis when longer, never silently.
 fn ellipsized(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
@@ -383,7 +479,7 @@ fn draw_keys(f: &mut Frame<'_>, area: Rect, s: &Snapshot, theme: Theme) {
             Span::styled("  Enter apply, Esc cancel, empty clears", theme.dim()),
         ]),
         None => Line::styled(
-            "q quit  ←/→ sort  r reverse  / metric  a agent  +/- window  p pause",
+            "q quit  ←/→ sort  r reverse  / metric  a agent  +/- window  p pause  Tab agents",
             theme.dim(),
         ),
     };

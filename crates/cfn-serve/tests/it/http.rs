@@ -153,7 +153,24 @@ fn metrics_endpoint_is_cfn_promtext_output() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{rest}"));
     assert!(bytes > 0 && bytes < 36 << 20, "{bytes}");
-    assert_eq!(samples[4..], ["cfn_serve_filtered_rollup_answers_total 0"]);
+    assert_eq!(samples[4], "cfn_serve_filtered_rollup_answers_total 0");
+    // Then who reported (contract section 10): the seed's four agents, all active.
+    let last_seen = samples[5..]
+        .iter()
+        .filter(|l| l.starts_with("cfn_agent_last_seen_timestamp_seconds{agent=\"agent-"))
+        .count();
+    assert_eq!(last_seen, 4, "{rest}");
+    assert_eq!(
+        samples[9..],
+        [
+            "cfn_agents{state=\"active\"} 4",
+            "cfn_agents{state=\"done\"} 0",
+            "cfn_agents{state=\"gone\"} 0",
+            "cfn_agents{state=\"silent\"} 0",
+            "cfn_agent_last_seen_not_exported 0",
+            "cfn_presence_untracked_records 0"
+        ]
+    );
 }
 
 #[test]
@@ -530,9 +547,12 @@ fn dashboard_in_chromium_keeps_its_view_in_the_url_and_reads_at_1400_and_720_px(
             .eval("document.documentElement.scrollWidth")
             .as_u64()
             .unwrap();
+        let culprits = b.eval(&format!(
+            "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > {width} && !e.closest('.scroll')).slice(0, 8).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')"
+        ));
         assert!(
             wide <= u64::from(width),
-            "the page is {wide} px wide in a {width} px window"
+            "the page is {wide} px wide in a {width} px window: {culprits}"
         );
         // Every column of the summary in view, none behind a horizontal scroll.
         let hidden = b.eval("(() => { const s = document.querySelector('#summary').parentElement; return s.scrollWidth - s.clientWidth; })()");
@@ -1030,7 +1050,7 @@ fn dashboard_in_chromium_draws_extreme_values_without_hanging() {
                 "{query} {metric}: {drawn}"
             );
         }
-        let table = text(&mut b, "document.querySelector('table').innerText");
+        let table = text(&mut b, "document.querySelector('#summary').innerText");
         assert!(
             table.contains("1.798e308"),
             "{query}: the value as recorded: {table}"
