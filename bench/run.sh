@@ -241,7 +241,7 @@ say "### The analysis run with silence rules (500 agents), beside threshold rule
 say
 mkdir -p "$work/st1" "$work/st2"
 hyperfine --warmup 5 --runs 50 --ignore-failure --export-json "$work/silence.json" --style none \
-    -n "threshold rules only" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg | $B/cfn-alert --state $work/st1/s.json >/dev/null" \
+    -n "threshold rules only" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg | $B/cfn-alert --state $work/st1/s.json --firing-prom $work/st1/a.prom >/dev/null" \
     -n "with silence rules" "CFN_METRICS_DIR=$work/hot $B/cfn-cat --since 30s | $B/cfn-agg --presence | $B/cfn-alert --state $work/st2/s.json --rule 'silent agent-* 5m' --firing-prom $work/st2/a.prom >/dev/null" \
     >/dev/null
 say "| analysis run ($records records, 500 agents) | median ms | mean ms | vs threshold only |"

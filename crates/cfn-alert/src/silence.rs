@@ -15,14 +15,39 @@ use std::collections::BTreeMap;
 /// forgotten (the state stays as small as the fleet that reports).
 pub const FORGET_AFTER_MS: i64 = 86_400_000;
 
-/// Who reported, as the state file keeps it: `agent:ID` or `tag:KEY=VALUE` to what was seen.
+/// Who reported, as the state file keeps it: `agent:ID` or `tag:KEY=VALUE` to what was seen,
+/// each in its compact form ([`Seen::to_compact`]: one short string, not a nested object, so
+/// a state of 500 agents rewritten every 30 s stays small).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PresenceState {
-    #[serde(default)]
+    #[serde(default, with = "compact")]
     pub seen: BTreeMap<String, Seen>,
     /// Records of keys refused because the table was full ([`MAX_TRACKED`]), over all runs.
     #[serde(default)]
     pub overflow: u64,
+}
+
+mod compact {
+    use cfn_core::presence::Seen;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Seen>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k, v.to_compact())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Seen>, D::Error> {
+        let raw = BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let seen = Seen::from_compact(&v)
+                    .map_err(|e| serde::de::Error::custom(format!("presence {k:?}: {e}")))?;
+                Ok((k, seen))
+            })
+            .collect()
+    }
 }
 
 impl PresenceState {

@@ -10,9 +10,9 @@
 //! does not fit is counted, never silently dropped.
 
 use crate::time::{EpochMs, format_ms, parse_timestamp_str};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 
 /// The metric of the record that says an agent is done (`cfn-emit --done AGENT`; a legacy
 /// caller may write it by hand: `emit_metric cfn.agent.done 1`). Its value is ignored.
@@ -143,14 +143,44 @@ impl Gaps {
 
 impl Serialize for Gaps {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        use serde::ser::SerializeMap;
+        let held = self.0.iter().filter(|c| **c > 0).count();
+        let mut m = s.serialize_map(Some(held))?;
+        for (i, &c) in self.0.iter().enumerate().filter(|(_, c)| **c > 0) {
+            m.serialize_entry(BUCKET_NAMES[i], &c)?;
+        }
+        m.end()
     }
 }
 
+/// Bucket numbers as map keys, without formatting one per entry.
+const BUCKET_NAMES: [&str; GAP_BUCKETS] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+];
+
 impl<'de> Deserialize<'de> for Gaps {
+    /// A map of bucket to count, read entry by entry (a state holds 100,000 of them).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        Gaps::from_json(&v).map_err(serde::de::Error::custom)
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Gaps;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of gap bucket to count")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Gaps, A::Error> {
+                let mut g = Gaps::default();
+                while let Some((k, c)) = m.next_entry::<std::borrow::Cow<'de, str>, u64>()? {
+                    let i: usize =
+                        k.parse().ok().filter(|i| *i < GAP_BUCKETS).ok_or_else(|| {
+                            serde::de::Error::custom(format!("gaps: bucket {k:?} out of range"))
+                        })?;
+                    g.0[i] = u8::try_from(c).unwrap_or(u8::MAX);
+                }
+                Ok(g)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -235,6 +265,77 @@ impl Seen {
     }
 }
 
+impl Seen {
+    /// The compact form a state file keeps (100,000 of them, rewritten every run): `FIRST LAST
+    /// COUNT DONE GAPS`, times in epoch ms, DONE `-` when it did not say so, GAPS
+    /// `bucket:count,...` (`-` when none).
+    pub fn to_compact(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("{} {} {} ", self.first, self.last, self.count);
+        match self.done {
+            Some(d) => {
+                let _ = write!(out, "{d} ");
+            }
+            None => out.push_str("- "),
+        }
+        let mut any = false;
+        for (i, &c) in self.gaps.0.iter().enumerate().filter(|(_, c)| **c > 0) {
+            if any {
+                out.push(',');
+            }
+            any = true;
+            let _ = write!(out, "{i}:{c}");
+        }
+        if !any {
+            out.push('-');
+        }
+        out
+    }
+
+    /// From [`Seen::to_compact`]'s form.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn from_compact(text: &str) -> Result<Seen, String> {
+        let bad = || format!("not FIRST LAST COUNT DONE GAPS: {text:?}");
+        let mut w = text.split(' ');
+        let mut num =
+            || -> Result<i64, String> { w.next().and_then(|n| n.parse().ok()).ok_or_else(bad) };
+        let (first, last) = (num()?, num()?);
+        let count = u64::try_from(num()?).map_err(|_| bad())?;
+        let mut w = text.splitn(5, ' ').skip(3);
+        let done = match w.next().ok_or_else(bad)? {
+            "-" => None,
+            d => Some(d.parse().map_err(|_| bad())?),
+        };
+        let mut gaps = Gaps::default();
+        match w.next().ok_or_else(bad)? {
+            "-" => {}
+            list => {
+                for pair in list.split(',') {
+                    let (b, c) = pair.split_once(':').ok_or_else(bad)?;
+                    let b: usize = b
+                        .parse()
+                        .ok()
+                        .filter(|b| *b < GAP_BUCKETS)
+                        .ok_or_else(bad)?;
+                    gaps.0[b] = c.parse().map_err(|_| bad())?;
+                }
+            }
+        }
+        if first > last {
+            return Err(bad());
+        }
+        Ok(Seen {
+            first,
+            last,
+            count,
+            done,
+            gaps,
+        })
+    }
+}
+
 /// How an agent stands at a moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AgentState {
@@ -312,10 +413,11 @@ impl Key {
 /// A bounded table of what was seen: agents, and values of chosen tags.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    /// By agent id; looked up by `&str`, so a known agent costs no allocation.
-    agents: HashMap<String, Seen>,
+    /// By agent id; looked up by `&str`, so a known agent costs no allocation. FxHash, as
+    /// cfn-stats' group keys: a lookup per record is most of what presence costs.
+    agents: FxHashMap<String, Seen>,
     /// By tag name, then value.
-    tags: HashMap<String, HashMap<String, Seen>>,
+    tags: FxHashMap<String, FxHashMap<String, Seen>>,
     len: usize,
     /// Records (or lines) of keys refused because the table was full.
     pub overflow: u64,
@@ -448,7 +550,7 @@ impl Table {
             m.retain(|_, s| keep(s));
         }
         self.tags.retain(|_, m| !m.is_empty());
-        self.len = self.agents.len() + self.tags.values().map(HashMap::len).sum::<usize>();
+        self.len = self.agents.len() + self.tags.values().map(FxHashMap::len).sum::<usize>();
     }
 
     /// The presence lines (contract section 10), sorted by key, then the overflow line when
@@ -499,9 +601,16 @@ pub fn write_presence_line(key: &Key, s: &Seen, out: &mut Vec<u8>) {
     if let Some(d) = s.done {
         out.extend_from_slice(format!(",\"done\":\"{}\"", format_ms(d)).as_bytes());
     }
-    out.extend_from_slice(b",\"gaps\":");
-    out.extend_from_slice(s.gaps.to_json().to_string().as_bytes());
-    out.extend_from_slice(b"}\n");
+    out.extend_from_slice(b",\"gaps\":{");
+    let mut first = true;
+    for (i, &c) in s.gaps.0.iter().enumerate().filter(|(_, c)| **c > 0) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(format!("\"{}\":{c}", BUCKET_NAMES[i]).as_bytes());
+    }
+    out.extend_from_slice(b"}}\n");
 }
 
 /// A parsed presence line.
@@ -522,45 +631,54 @@ pub fn is_presence_line(line: &str) -> bool {
 /// # Errors
 /// The reason, for the malformed-line report.
 pub fn parse_line(line: &str) -> Result<Line, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let str_of = |k: &str| -> Result<String, String> {
-        v.get(k)
-            .and_then(Value::as_str)
-            .map(String::from)
+    /// The line's fields, borrowed where the text allows (a run reads 100,000 of them).
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow)]
+        presence: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        agent: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        tag: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        value: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        first: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        last: Option<std::borrow::Cow<'a, str>>,
+        count: Option<u64>,
+        #[serde(borrow, default)]
+        done: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        gaps: Gaps,
+    }
+    let r: Raw<'_> = serde_json::from_str(line).map_err(|e| format!("not a presence line: {e}"))?;
+    let need = |v: Option<std::borrow::Cow<'_, str>>, k: &str| -> Result<String, String> {
+        v.map(|c| c.into_owned())
             .ok_or_else(|| format!("presence line without a string {k:?}"))
     };
-    let time_of = |k: &str| -> Result<EpochMs, String> {
-        let s = str_of(k)?;
-        parse_timestamp_str(&s).ok_or_else(|| format!("{k}: {s:?} is not a timestamp"))
+    let time_of = |v: &Option<std::borrow::Cow<'_, str>>, k: &str| -> Result<EpochMs, String> {
+        let s = v
+            .as_deref()
+            .ok_or_else(|| format!("presence line without a string {k:?}"))?;
+        parse_timestamp_str(s).ok_or_else(|| format!("{k}: {s:?} is not a timestamp"))
     };
-    let key = match v.get("presence").and_then(Value::as_str) {
-        Some("agent") => Key::Agent(str_of("agent")?),
-        Some("tag") => Key::Tag(str_of("tag")?, str_of("value")?),
-        Some("overflow") => {
-            return v
-                .get("count")
-                .and_then(Value::as_u64)
-                .map(Line::Overflow)
-                .ok_or_else(|| "overflow line without a count".into());
-        }
+    let count = r.count.ok_or("presence line without a count")?;
+    let key = match &*r.presence {
+        "agent" => Key::Agent(need(r.agent, "agent")?),
+        "tag" => Key::Tag(need(r.tag, "tag")?, need(r.value, "value")?),
+        "overflow" => return Ok(Line::Overflow(count)),
         other => return Err(format!("unknown presence kind {other:?}")),
     };
-    let done = match v.get("done") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(time_of("done")?),
-    };
     let seen = Seen {
-        first: time_of("first")?,
-        last: time_of("last")?,
-        count: v
-            .get("count")
-            .and_then(Value::as_u64)
-            .ok_or("presence line without a count")?,
-        done,
-        gaps: match v.get("gaps") {
-            Some(g) => Gaps::from_json(g)?,
-            None => Gaps::default(),
+        first: time_of(&r.first, "first")?,
+        last: time_of(&r.last, "last")?,
+        count,
+        done: match &r.done {
+            None => None,
+            Some(_) => Some(time_of(&r.done, "done")?),
         },
+        gaps: r.gaps,
     };
     if seen.first > seen.last {
         return Err("first is after last".into());
@@ -731,6 +849,29 @@ mod tests {
             (0, 61_000, 3, 2)
         );
         assert_eq!(a.gaps.quantile_upper_ms(1.0), Some(65_536));
+    }
+
+    #[test]
+    fn the_compact_form_round_trips_and_refuses_what_it_is_not() {
+        let mut s = Seen::first(1_000, false);
+        s.observe(31_000, false);
+        s.observe(61_000, true);
+        let text = s.to_compact();
+        assert_eq!(text, "1000 61000 3 61000 14:2");
+        assert_eq!(Seen::from_compact(&text).unwrap(), s);
+        let plain = Seen::first(5, false);
+        assert_eq!(plain.to_compact(), "5 5 1 - -");
+        assert_eq!(Seen::from_compact("5 5 1 - -").unwrap(), plain);
+        for bad in [
+            "",
+            "1 2",
+            "2 1 1 - -",
+            "1 2 3 - 40:1",
+            "1 2 3 x -",
+            "1 2 -3 - -",
+        ] {
+            assert!(Seen::from_compact(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
