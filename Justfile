@@ -14,7 +14,7 @@ deb:
 
 # Run the whole test suite, then list the tests that skipped (the README's test command).
 test *args:
-    cargo run -q -p xtask -- test {{args}}
+    cargo run -p xtask -- test {{args}}
 
 # Formatting and lints, as CI runs them.
 lint:
