@@ -132,21 +132,23 @@ impl<'a> Watch<'a> {
                 "silence rules, but no presence lines in the input: run cfn-agg with --presence",
             );
         }
+        let entries = table.entries();
         evaluate(
             self.silences,
             self.rules,
-            &table,
+            &entries,
             self.now,
             self.expect_within_ms,
             observed,
         );
         let text = (!table.is_empty() || !self.silences.is_empty()).then(|| {
             exposition(
-                &states(self.silences, &table, self.now, self.expect_within_ms),
+                &states(self.silences, &entries, self.now, self.expect_within_ms),
                 self.hide_last_seen,
                 table.overflow,
             )
         });
+        drop(entries);
         state.presence = PresenceState::from_table(table);
         text
     }
@@ -182,22 +184,25 @@ pub fn as_rules(silences: &[SilenceRule]) -> Vec<Rule> {
         .collect()
 }
 
-/// The silence observations of this run: for every rule and every entry it watches, the
-/// silence (seconds) against its threshold; holds for the silent ones. `rules` is
-/// [`as_rules`] of `silences`.
+/// The silence observations of this run: for every rule and every silent entry it watches,
+/// the silence (seconds) against its threshold. Only the silent ones: an alert whose agent
+/// is not silent any more resolves because nothing holds it, as a threshold alert does, and
+/// a run of 500 active agents builds nothing for them. `rules` is [`as_rules`] of `silences`.
 pub fn evaluate<'r>(
     silences: &[SilenceRule],
     rules: &'r [Rule],
-    table: &Table,
+    entries: &[(Key, &Seen)],
     now: EpochMs,
     expect_within_ms: i64,
     out: &mut BTreeMap<String, Observation<'r>>,
 ) {
-    let entries = table.entries();
     for (s, rule) in silences.iter().zip(rules) {
         for (key, seen) in entries.iter().filter(|(k, _)| s.watches(k)) {
             let limit = threshold_ms(s, seen);
             let state = classify(seen, now, limit, expect_within_ms);
+            if state != AgentState::Silent {
+                continue;
+            }
             let (label, value) = key.label();
             let labels: BTreeMap<String, String> = [(label.to_string(), value.to_string())].into();
             let silence_ms = (now - seen.last).max(0);
@@ -206,7 +211,7 @@ pub fn evaluate<'r>(
                 metric: String::new(),
                 labels: labels.clone(),
                 value: silence_ms as f64 / 1000.0,
-                holds: state == AgentState::Silent,
+                holds: true,
                 threshold: limit as f64 / 1000.0,
                 vars: vec![
                     ("silence", cfn_core::presence::human_duration(silence_ms)),
@@ -223,17 +228,16 @@ pub fn evaluate<'r>(
 /// gone by the learned threshold.
 pub fn states(
     silences: &[SilenceRule],
-    table: &Table,
+    entries: &[(Key, &Seen)],
     now: EpochMs,
     expect_within_ms: i64,
 ) -> Vec<(Key, EpochMs, AgentState)> {
-    table
-        .entries()
-        .into_iter()
+    entries
+        .iter()
         .map(|(key, seen)| {
             let watched: Vec<i64> = silences
                 .iter()
-                .filter(|s| s.watches(&key))
+                .filter(|s| s.watches(key))
                 .map(|s| threshold_ms(s, seen))
                 .collect();
             let state = if watched.is_empty() {
@@ -243,7 +247,7 @@ pub fn states(
                 let limit = watched.into_iter().min().unwrap_or(i64::MAX);
                 classify(seen, now, limit, expect_within_ms)
             };
-            (key, seen.last, state)
+            (key.clone(), seen.last, state)
         })
         .collect()
 }
@@ -294,15 +298,16 @@ mod tests {
         let silences = vec![parse_silence_expr("silent a-* 1m critical").unwrap()];
         let rules = as_rules(&silences);
         let mut obs = BTreeMap::new();
-        evaluate(&silences, &rules, &t, now, 3_600_000, &mut obs);
+        let entries = t.entries();
+        evaluate(&silences, &rules, &entries, now, 3_600_000, &mut obs);
         let holding: Vec<&str> = obs
             .values()
             .filter(|o| o.holds)
             .map(|o| o.labels["agent"].as_str())
             .collect();
         assert_eq!(holding, ["a-silent"]);
-        assert_eq!(obs.len(), 4, "other is not watched");
-        let st = states(&silences, &t, now, 3_600_000);
+        assert_eq!(obs.len(), 1, "only the silent one is observed");
+        let st = states(&silences, &entries, now, 3_600_000);
         let text = exposition(&st, &[NamePattern::new("other").unwrap()], 3);
         assert!(text.contains("cfn_agents{state=\"silent\"} 1\n"), "{text}");
         assert!(text.contains("cfn_agents{state=\"done\"} 1\n"));
