@@ -110,6 +110,28 @@ pub struct Rule {
     pub matchers: Vec<(String, NamePattern)>,
 }
 
+/// A severity word as a rule gives it: the severity, or why not (naming the one probably
+/// meant).
+fn severity_of(word: &str) -> Result<Severity, String> {
+    Severity::parse(word).ok_or_else(|| {
+        format!(
+            "unknown severity {word:?} ({}expected critical, error, warning or info)",
+            cfn_core::spelling::closest(word, ["critical", "error", "warning", "info"])
+                .map_or(String::new(), |m| format!("did you mean {m:?}? "))
+        )
+    })
+}
+
+/// The word in a one-liner's severity slot: `Ok(Some)` a severity, `Err` a misspelt one,
+/// `Ok(None)` another word (a message, `for`, `name=`...).
+fn severity_slot(word: &str) -> Result<Option<Severity>, String> {
+    match severity_of(word) {
+        Ok(sev) => Ok(Some(sev)),
+        Err(why) if why.contains("did you mean") => Err(why),
+        Err(_) => Ok(None),
+    }
+}
+
 fn valid_stat(s: &str) -> bool {
     matches!(s, "count" | "sum" | "avg" | "min" | "max") || parse_quantile_key(s).is_some()
 }
@@ -278,15 +300,13 @@ pub fn parse_silence_expr(expr: &str) -> anyhow::Result<SilenceRule> {
     };
     let mut message_set = false;
     for (i, word) in w.iter().enumerate().skip(3) {
-        if let Some(sev) = Severity::parse(word).filter(|_| i == 3) {
+        let slot = if i == 3 {
+            severity_slot(word).map_err(bad)?
+        } else {
+            None
+        };
+        if let Some(sev) = slot {
             rule.severity = sev;
-        } else if let Some(meant) = (i == 3)
-            .then(|| cfn_core::spelling::closest(word, ["critical", "error", "warning", "info"]))
-            .flatten()
-        {
-            return Err(bad(format!(
-                "unknown severity {word:?} (did you mean {meant:?}? expected critical, error, warning or info)"
-            )));
         } else if let Some(n) = word.strip_prefix("name=") {
             rule.name = n.to_string();
         } else if !message_set && i <= 4 {
@@ -312,15 +332,8 @@ fn silence_from_table(r: FileSilence, lines: &RuleLines<'_>) -> anyhow::Result<S
     .map_err(|e| lines.error(lines.rule_line, e))?;
     let after =
         parse_after(r.after.get_ref()).map_err(|e| lines.error(lines.at(r.after.span()), e))?;
-    let severity = Severity::parse(r.severity.get_ref()).ok_or_else(|| {
-        lines.error(
-            lines.at(r.severity.span()),
-            format!(
-                "unknown severity {:?} (expected critical, error, warning or info)",
-                r.severity.get_ref()
-            ),
-        )
-    })?;
+    let severity = severity_of(r.severity.get_ref())
+        .map_err(|why| lines.error(lines.at(r.severity.span()), why))?;
     Ok(SilenceRule {
         name: r.name.unwrap_or_else(|| default_silence_name(&target)),
         target,
@@ -486,20 +499,8 @@ fn rule_from_table(r: FileRule, lines: &RuleLines<'_>) -> anyhow::Result<Rule> {
             ),
         )
     })?;
-    let severity = Severity::parse(r.severity.get_ref()).ok_or_else(|| {
-        lines.error(
-            lines.at(r.severity.span()),
-            format!(
-                "unknown severity {:?} ({}expected critical, error, warning or info)",
-                r.severity.get_ref(),
-                cfn_core::spelling::closest(
-                    r.severity.get_ref(),
-                    ["critical", "error", "warning", "info"]
-                )
-                .map_or(String::new(), |m| format!("did you mean {m:?}? "))
-            ),
-        )
-    })?;
+    let severity = severity_of(r.severity.get_ref())
+        .map_err(|why| lines.error(lines.at(r.severity.span()), why))?;
     let for_ = match &r.for_ {
         Some(f) => Some(
             cfn_core::time::parse_duration(f.get_ref())
@@ -597,19 +598,15 @@ pub fn parse_rule_expr(expr: &str) -> anyhow::Result<Rule> {
         matchers: Vec::new(),
     };
     let mut i = 4;
-    let raw_words = expr.split_whitespace().count();
-    let _ = raw_words;
     while i < w.len() {
         let word = &w[i];
-        if let Some(sev) = Severity::parse(word).filter(|_| i == 4) {
+        let slot = if i == 4 {
+            severity_slot(word).map_err(bad)?
+        } else {
+            None
+        };
+        if let Some(sev) = slot {
             rule.severity = sev;
-        } else if let Some(meant) = (i == 4)
-            .then(|| cfn_core::spelling::closest(word, ["critical", "error", "warning", "info"]))
-            .flatten()
-        {
-            return Err(bad(format!(
-                "unknown severity {word:?} (did you mean {meant:?}? expected critical, error, warning or info)"
-            )));
         } else if word == "for" {
             let d = w
                 .get(i + 1)
