@@ -12,7 +12,6 @@
 use crate::time::{EpochMs, format_ms, parse_timestamp_str};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
 /// The metric of the record that says an agent is done (`cfn-emit --done AGENT`; a legacy
 /// caller may write it by hand: `emit_metric cfn.agent.done 1`). Its value is ignored.
@@ -108,36 +107,6 @@ impl Gaps {
             }
         }
         Some(1i64 << GAP_BUCKETS)
-    }
-
-    /// As JSON: `{"BUCKET": count, ...}`, only the buckets that hold gaps.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        for (i, &c) in self.0.iter().enumerate().filter(|(_, c)| **c > 0) {
-            m.insert(i.to_string(), json!(c));
-        }
-        Value::Object(m)
-    }
-
-    /// From [`Gaps::to_json`]'s form; buckets out of range or counts that are not numbers are
-    /// an error.
-    pub fn from_json(v: &Value) -> Result<Self, String> {
-        let mut g = Gaps::default();
-        let Some(m) = v.as_object() else {
-            return Err("gaps: not an object".into());
-        };
-        for (k, c) in m {
-            let i: usize = k
-                .parse()
-                .ok()
-                .filter(|i| *i < GAP_BUCKETS)
-                .ok_or_else(|| format!("gaps: bucket {k:?} out of range"))?;
-            let c = c
-                .as_u64()
-                .ok_or_else(|| format!("gaps: count of bucket {k} is not a count"))?;
-            g.0[i] = u8::try_from(c).unwrap_or(u8::MAX);
-        }
-        Ok(g)
     }
 }
 
@@ -467,14 +436,6 @@ impl Table {
             self.len += 1;
         } else {
             self.overflow += 1;
-        }
-    }
-
-    /// The entry of `key`, if held.
-    pub fn get(&self, key: &Key) -> Option<&Seen> {
-        match key {
-            Key::Agent(a) => self.agents.get(a),
-            Key::Tag(k, v) => self.tags.get(k)?.get(v),
         }
     }
 
