@@ -305,6 +305,17 @@ impl Seen {
     }
 }
 
+/// Records a minute between the first and the last of `count` records (the gaps they make,
+/// over the time they span); 0 for one record or none.
+pub fn per_minute(first: EpochMs, last: EpochMs, count: u64) -> f64 {
+    let span_min = (last - first) as f64 / 60_000.0;
+    if span_min > 0.0 {
+        count.saturating_sub(1) as f64 / span_min
+    } else {
+        0.0
+    }
+}
+
 /// How an agent stands at a moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AgentState {
@@ -833,6 +844,14 @@ mod tests {
         ] {
             assert!(Seen::from_compact(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn per_minute_counts_gaps_over_the_span() {
+        // 61 records a second apart: 60 gaps in one minute.
+        assert_eq!(per_minute(0, 60_000, 61), 60.0);
+        assert_eq!(per_minute(5, 5, 1), 0.0);
+        assert_eq!(per_minute(0, 0, 0), 0.0);
     }
 
     #[test]

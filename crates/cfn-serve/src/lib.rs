@@ -973,12 +973,7 @@ fn agent_json(
     threshold_ms: i64,
     now: EpochMs,
 ) -> Value {
-    let span_min = (last - first) as f64 / 60_000.0;
-    let rate = if span_min > 0.0 {
-        (count.saturating_sub(1) as f64 / span_min * 100.0).round() / 100.0
-    } else {
-        0.0
-    };
+    let rate = (cfn_core::presence::per_minute(first, last, count) * 100.0).round() / 100.0;
     json!({
         "agent": agent,
         "state": state.as_str(),

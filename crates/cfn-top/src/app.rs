@@ -133,14 +133,7 @@ impl App {
                     state: self.silence.classify(&agent, seen, now),
                     silence_s: (now - seen.last).max(0) as f64 / 1000.0,
                     threshold_s: self.silence.threshold_ms(&agent, seen) as f64 / 1000.0,
-                    per_minute: {
-                        let span = (seen.last - seen.first) as f64 / 60_000.0;
-                        if span > 0.0 {
-                            seen.count.saturating_sub(1) as f64 / span
-                        } else {
-                            0.0
-                        }
-                    },
+                    per_minute: cfn_core::presence::per_minute(seen.first, seen.last, seen.count),
                     records: seen.count,
                     agent,
                 }),
