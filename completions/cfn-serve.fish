@@ -19,5 +19,6 @@ complete -c cfn-serve -l allowed-host -d 'Another name clients may use in the Ho
 complete -c cfn-serve -l silent-after -d 'When an agent counts as silent (/api/agents, the agents panel, cfn_agents on /metrics): DURATION, auto (3 x its own p99 gap, at least 1m; 5m until it has 10 gaps), or GLOB=DURATION|auto for the agents a glob matches; repeatable, the first match wins; default auto' -r
 complete -c cfn-serve -l expect-within -d 'An agent silent for longer is not expected any more ("gone")' -r
 complete -c cfn-serve -l no-last-seen -d 'Leave agents matching GLOB out of cfn_agent_last_seen_timestamp_seconds on /metrics (cardinality); they are still counted in cfn_agents. Repeatable' -r
+complete -c cfn-serve -l snapshot-dir -d 'Keep snapshots of the index in DIR (made 0700 if missing; the service\'s own, never the agents\' directory): written on SIGTERM or SIGINT and when an hour closes, the newest two kept. At start the newest valid one is loaded and only what was appended since is read, instead of every record of the span' -r -F
 complete -c cfn-serve -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-serve -s V -l version -d 'Print version'

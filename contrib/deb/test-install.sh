@@ -124,7 +124,8 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 # shellcheck disable=SC2046
 setpriv --reuid=cfn-metrics --regid=cfn-metrics --init-groups -- \
     env -i PATH=/usr/bin:/bin HOME=/var/lib/cfn-metrics $(grep -E '^[A-Z_]+=' /etc/default/cfn-metrics) \
-    cfn-serve --listen "127.0.0.1:$port" --alert-state /var/lib/cfn-metrics/alert-state.json 2>/dev/null &
+    cfn-serve --listen "127.0.0.1:$port" --alert-state /var/lib/cfn-metrics/alert-state.json \
+    --snapshot-dir /var/lib/cfn-metrics/serve 2>/dev/null &
 serve_pid=$!
 for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break; sleep 0.1; done
 if command -v chromium >/dev/null; then
@@ -141,8 +142,14 @@ elif [ "${CFN_REQUIRE_PEERS:-}" = 1 ]; then
 else
     echo "test-install: SKIPPED the dashboard check: chromium not found"
 fi
-kill "$serve_pid" 2>/dev/null || true
-wait "$serve_pid" 2>/dev/null || true
+# A clean stop writes the index's snapshot, the service's alone, where the unit keeps it.
+kill -TERM "$serve_pid" 2>/dev/null || true
+serve_status=0
+wait "$serve_pid" 2>/dev/null || serve_status=$?
+[ "$serve_status" = 0 ] || fail "cfn-serve did not stop cleanly on SIGTERM (exit $serve_status)"
+snap=$(find /var/lib/cfn-metrics/serve -name 'cfn-serve-*.snap' -user cfn-metrics -perm 600 2>/dev/null)
+[ -n "$snap" ] || fail "no snapshot of the index in /var/lib/cfn-metrics/serve: $(ls -la /var/lib/cfn-metrics/serve 2>&1)"
+[ "$(stat -c '%a' /var/lib/cfn-metrics/serve)" = 700 ] || fail "the snapshot directory is not 0700"
 
 step "nothing else changed: no setuid or setgid file, the service's files are the service's"
 planted=$(find /run/cfn-metrics /var/lib/cfn-metrics -type f -perm /6000 2>/dev/null)

@@ -52,6 +52,16 @@ impl Default for Gaps {
 }
 
 impl Gaps {
+    /// The counts, bucket by bucket (a compact form for cfn-serve's snapshots).
+    pub fn buckets(&self) -> [u8; GAP_BUCKETS] {
+        self.0
+    }
+
+    /// The gaps of [`Gaps::buckets`].
+    pub fn from_buckets(b: [u8; GAP_BUCKETS]) -> Self {
+        Gaps(b)
+    }
+
     /// Counts one gap (a repeat timestamp counts as a gap under 1 ms).
     pub fn add(&mut self, gap_ms: i64) {
         let b = if gap_ms <= 1 {

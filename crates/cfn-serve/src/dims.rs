@@ -20,6 +20,10 @@ use cfn_core::reader::RecordRef;
 use cfn_core::time::EpochMs;
 use cfn_stats::group::{Aggregator, RecordParts};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+use crate::snapshot::{FrameReader, FrameWriter};
 
 /// A quarter hour: the resolution of these rollups.
 pub const QUARTER_MS: i64 = 15 * 60_000;
@@ -44,7 +48,7 @@ const RUN_BYTES: usize = std::mem::size_of::<Run>();
 
 /// A series' values: integers of a number of decimals while every value is one (2 bytes
 /// each while they fit an `i16`, then 4), else floats.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Column {
     /// `value * 10^decimals`, each checked to give the value back exactly.
     Small {
@@ -260,7 +264,7 @@ impl Column {
 /// Values of one quarter hour, from `start` to the next run's start, in 12 bytes: the
 /// quarter hour's number since the epoch (24 bits: until the year 2448) and the first and
 /// last record times in ms after its start (20 bits each: a quarter hour is 900,000 ms).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Run {
     start: u32,
     hi: u32,
@@ -287,7 +291,7 @@ impl Run {
 }
 
 /// What a series is of, besides its metric.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Dim {
     /// An agent (`None`: records without one).
     Agent(Option<String>),
@@ -319,7 +323,7 @@ impl Interner {
 /// Most distinct metrics, agents and tag values named (each costs its name once).
 const MAX_NAMES: usize = 200_000;
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Series {
     metric: u32,
     dim: u32,
@@ -686,6 +690,67 @@ impl Dims {
             .enumerate()
             .map(|(i, s)| ((u64::from(s.metric) << 32) | u64::from(s.dim), i as u32))
             .collect();
+    }
+
+    /// Writes these rollups into a snapshot: settings and counts, names, then series (the
+    /// lookup tables are made again from them at load).
+    ///
+    /// # Errors
+    /// As [`FrameWriter::put`].
+    pub fn save<W: Write>(&self, w: &mut FrameWriter<W>) -> anyhow::Result<()> {
+        w.put(&(
+            &self.tag_keys,
+            self.budget,
+            self.bytes,
+            self.agents_on,
+            &self.tags_on,
+            &self.tag_values,
+        ))?;
+        w.seq(self.metrics.len(), &self.metrics)?;
+        w.seq(self.dims.len(), &self.dims)?;
+        w.seq(self.series.len(), &self.series)
+    }
+
+    /// The rollups [`Dims::save`] wrote.
+    ///
+    /// # Errors
+    /// A malformed snapshot: a series naming a metric or dimension it does not hold.
+    pub fn load<R: Read>(r: &mut FrameReader<R>) -> anyhow::Result<Self> {
+        type Head = (Vec<String>, usize, usize, bool, Vec<bool>, Vec<usize>);
+        let (tag_keys, budget, bytes, agents_on, tags_on, tag_values): Head = r.get()?;
+        let n = tag_keys.len();
+        anyhow::ensure!(
+            tags_on.len() == n && tag_values.len() == n,
+            "dims: tag counts"
+        );
+        let metrics: Vec<(String, Option<String>)> = r.vec(MAX_NAMES)?;
+        let dims: Vec<Dim> = r.vec(MAX_NAMES)?;
+        let series: Vec<Series> = r.vec(usize::MAX)?;
+        let mut out = Self::new(tag_keys, budget);
+        let mut key = Vec::new();
+        for (i, (m, _)) in metrics.iter().enumerate() {
+            out.metric_ids.ids.insert(m.as_bytes().into(), i as u32);
+        }
+        for (i, d) in dims.iter().enumerate() {
+            anyhow::ensure!(
+                !matches!(d, Dim::Tag(k, _) if *k >= n),
+                "dims: a tag past the keys"
+            );
+            d.as_ref().key(&mut key);
+            out.dim_ids.ids.insert(key.as_slice().into(), i as u32);
+        }
+        for (i, s) in series.iter().enumerate() {
+            anyhow::ensure!(
+                (s.metric as usize) < metrics.len() && (s.dim as usize) < dims.len(),
+                "dims: a series naming what is not there"
+            );
+            out.by_ids
+                .insert((u64::from(s.metric) << 32) | u64::from(s.dim), i as u32);
+        }
+        (out.bytes, out.agents_on, out.tags_on, out.tag_values) =
+            (bytes, agents_on, tags_on, tag_values);
+        (out.metrics, out.dims, out.series) = (metrics, dims, series);
+        Ok(out)
     }
 
     /// Drops what is older than `horizon`.

@@ -5,6 +5,7 @@
 //! once whatever trims and rotations happen; a restart starts from zero, which Prometheus
 //! reads as a counter reset.
 
+use crate::snapshot::{FrameReader, FrameWriter};
 use cfn_core::exit::{Exit, fail};
 use cfn_core::pattern::NamePattern;
 use cfn_core::reader::RecordRef;
@@ -187,7 +188,7 @@ impl HistogramConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Series {
     labels: Vec<(String, String)>,
     counts: Vec<u64>,
@@ -198,7 +199,7 @@ struct Series {
 
 /// One metric's histograms: its bounds and unit, fixed at its first record, and a series
 /// per label values.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct MetricHistograms {
     unit: Option<String>,
     bounds: Arc<[f64]>,
@@ -270,6 +271,52 @@ impl Histograms {
             cfg,
             ..Default::default()
         }
+    }
+
+    /// Writes the histograms' counts into a snapshot (the settings are the command
+    /// line's, which the snapshot's fingerprint vouches for).
+    ///
+    /// # Errors
+    /// As [`FrameWriter::put`].
+    pub fn save<W: std::io::Write>(&self, w: &mut FrameWriter<W>) -> anyhow::Result<()> {
+        w.put(&(
+            self.series,
+            self.dropped,
+            self.unit_refused,
+            self.native_buckets,
+        ))?;
+        w.seq(self.metrics.len(), &self.metrics)
+    }
+
+    /// The histograms [`Histograms::save`] wrote, under the settings `cfg`.
+    ///
+    /// # Errors
+    /// A malformed snapshot.
+    pub fn load<R: std::io::Read>(
+        r: &mut FrameReader<R>,
+        cfg: HistogramConfig,
+    ) -> anyhow::Result<Self> {
+        let mut out = Self::new(cfg);
+        (
+            out.series,
+            out.dropped,
+            out.unit_refused,
+            out.native_buckets,
+        ) = r.get()?;
+        r.seq(
+            usize::MAX,
+            |(metric, units): (String, Vec<MetricHistograms>)| {
+                anyhow::ensure!(units.len() <= MAX_UNITS_PER_METRIC, "histograms: units");
+                out.metrics.insert(metric, units);
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HistogramConfig {
+        &self.cfg
     }
 
     /// Records not counted because their series would have passed the limit.

@@ -25,6 +25,7 @@ pub mod histogram;
 pub mod http;
 pub mod index;
 pub mod rollups;
+pub mod snapshot;
 
 use data::Sources;
 use index::{Index, Look, RangeQuery};
@@ -185,6 +186,13 @@ pub struct Cli {
     /// (cardinality); they are still counted in cfn_agents. Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub no_last_seen: Vec<String>,
+
+    /// Keep snapshots of the index in DIR (made 0700 if missing; the service's own, never
+    /// the agents' directory): written on SIGTERM or SIGINT and when an hour closes, the
+    /// newest two kept. At start the newest valid one is loaded and only what was appended
+    /// since is read, instead of every record of the span.
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// What the rollup index keeps.
@@ -196,6 +204,27 @@ pub struct IndexConfig {
     pub tags: Vec<String>,
     /// Bytes the rollups by agent and tag value may take.
     pub dims_budget: usize,
+    /// Where snapshots of the index go (none: no snapshots).
+    pub snapshot_dir: Option<PathBuf>,
+}
+
+impl IndexConfig {
+    /// The fingerprint a snapshot must carry to be loaded: every setting that shapes what
+    /// the index holds, and the directories it reads.
+    pub fn fingerprint(&self, src: &Sources, histograms: &histogram::HistogramConfig) -> u64 {
+        let text = format!(
+            "{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+            self.span,
+            self.max_metrics,
+            self.tags,
+            self.dims_budget,
+            histograms,
+            src.metrics_dir,
+            src.archive_dir,
+            src.shard_count
+        );
+        cfn_core::paths::fnv1a64(text.as_bytes())
+    }
 }
 
 /// The server's shared state.
@@ -359,13 +388,21 @@ impl App {
         index: IndexConfig,
         histograms: histogram::HistogramConfig,
     ) -> anyhow::Result<Self> {
-        let index = Index::build(
+        let snapshots = index::SnapshotStatus {
+            dir: index.snapshot_dir.clone(),
+            config: index.fingerprint(&src, &histograms),
+            ..Default::default()
+        };
+        let index = Index::start(
             src.clone(),
             index.span.as_millis() as i64,
             now_ms(),
             index.max_metrics,
-            histogram::Histograms::new(histograms),
-            dims::Dims::new(index.tags, index.dims_budget),
+            (
+                histogram::Histograms::new(histograms),
+                dims::Dims::new(index.tags, index.dims_budget),
+            ),
+            snapshots,
         )?;
         Ok(Self {
             src,
@@ -933,13 +970,14 @@ impl App {
         };
         match self.aggregate(&filter, None, Options::default()) {
             Ok((aggs, dropped)) => {
-                let (hists, hist_dropped, dims) = {
+                let (hists, hist_dropped, dims, snapshots) = {
                     let index = self.index();
                     let dims = (index.dims.bytes(), index.dims_answers);
                     (
                         index.histograms.snapshot(),
                         (index.histograms.dropped(), index.histograms.unit_refused()),
                         dims,
+                        snapshot_families(&index.snapshots),
                     )
                 };
                 let mut e =
@@ -947,6 +985,7 @@ impl App {
                 e.text.push_str(&dropped_families(dropped, hist_dropped));
                 e.text.push_str(&filtered_rollup_families(dims.0, dims.1));
                 e.text.push_str(&self.agent_families(now));
+                e.text.push_str(&snapshots);
                 if protobuf {
                     return Response {
                         status: 200,
@@ -1023,6 +1062,41 @@ fn filtered_rollup_families(bytes: usize, answers: u64) -> String {
          # TYPE cfn_serve_filtered_rollup_answers_total counter\n\
          cfn_serve_filtered_rollup_answers_total {answers}\n"
     )
+}
+
+/// What the index's snapshots did (`--snapshot-dir`).
+fn snapshot_families(s: &index::SnapshotStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP cfn_serve_snapshot_restored 1 when the index was loaded from a snapshot at start, 0 when built from the records.\n\
+         # TYPE cfn_serve_snapshot_restored gauge\n",
+    );
+    let _ = writeln!(out, "cfn_serve_snapshot_restored {}", u8::from(s.restored));
+    out.push_str(
+        "# HELP cfn_serve_snapshots_refused_total Snapshots not used at start, by reason (corrupt, version, config, untrusted, stale).\n\
+         # TYPE cfn_serve_snapshots_refused_total counter\n",
+    );
+    for reason in ["corrupt", "version", "config", "untrusted", "stale"] {
+        let n = s.refused.get(reason).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "cfn_serve_snapshots_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    let _ = write!(
+        out,
+        "# HELP cfn_serve_snapshots_written_total Snapshots of the index written since start.\n\
+         # TYPE cfn_serve_snapshots_written_total counter\n\
+         cfn_serve_snapshots_written_total {}\n\
+         # HELP cfn_serve_snapshot_write_errors_total Snapshots that could not be written.\n\
+         # TYPE cfn_serve_snapshot_write_errors_total counter\n\
+         cfn_serve_snapshot_write_errors_total {}\n\
+         # HELP cfn_serve_snapshot_bytes Size of the last snapshot written.\n\
+         # TYPE cfn_serve_snapshot_bytes gauge\n\
+         cfn_serve_snapshot_bytes {}\n",
+        s.written, s.write_errors, s.last_bytes
+    );
+    out
 }
 
 /// How the server listens.
@@ -1109,6 +1183,7 @@ pub fn run(
                 .cloned()
                 .collect(),
             dims_budget: usize::try_from(cli.index_dims_budget).unwrap_or(usize::MAX),
+            snapshot_dir: cli.snapshot_dir.clone(),
         },
         histogram::HistogramConfig::parse(
             &cli.buckets,
@@ -1121,17 +1196,27 @@ pub fn run(
     app.silence = silence;
     app.hide_last_seen = hide_last_seen;
     let app = Arc::new(app);
-    // Appended records reach the index within a second even when nobody asks.
+    // Appended records reach the index within a second even when nobody asks; a snapshot
+    // is written when an hour closes.
     let refresher = Arc::clone(&app);
     std::thread::spawn(move || {
+        let mut hour = now_ms().div_euclid(rollups::TIERS[2]);
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            let swept = refresher.index().refresh(now_ms(), Look::Sweep);
-            if let Err(e) = swept {
+            let now = now_ms();
+            let mut index = refresher.index();
+            if let Err(e) = index.refresh(now, Look::Sweep) {
                 cfn_core::cli::warn("cfn-serve", format!("indexing: {e:#}"));
+            }
+            if now.div_euclid(rollups::TIERS[2]) != hour {
+                hour = now.div_euclid(rollups::TIERS[2]);
+                if let Err(e) = index.write_snapshot(now) {
+                    cfn_core::cli::warn("cfn-serve", format!("snapshot: {e:#}"));
+                }
             }
         }
     });
+    stop_with_snapshot(Arc::clone(&app))?;
     let opts = ServeOptions {
         listen: cli.listen.clone(),
         limits: http::Limits {
@@ -1144,6 +1229,31 @@ pub fn run(
         eprintln!("cfn-serve: listening on http://{addr}/")
     })?;
     Ok(Exit::Ok)
+}
+
+/// On SIGTERM or SIGINT: a snapshot of the index caught up to now (when `--snapshot-dir`
+/// is set), then exit 0; a snapshot that cannot be written is named and the exit is 74.
+fn stop_with_snapshot(app: Arc<App>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let mut index = app.index();
+            let now = now_ms();
+            let written = index
+                .refresh(now, Look::Quick)
+                .and_then(|()| index.write_snapshot(now));
+            let code = match written {
+                Ok(()) => Exit::Ok,
+                Err(e) => {
+                    cfn_core::cli::warn("cfn-serve", format!("snapshot at stop: {e:#}"));
+                    Exit::IoErr
+                }
+            };
+            std::process::exit(code as i32);
+        }
+    });
+    Ok(())
 }
 
 /// The dashboard's JSON: `head`'s fields, then `summary` (the table's aggregates),

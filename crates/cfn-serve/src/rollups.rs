@@ -10,6 +10,11 @@ use cfn_core::time::EpochMs;
 use cfn_stats::group::{Aggregator, Options, RecordParts, aggregate_line};
 use cfn_stats::stats::{Stats, StatsArena, relieve_budget};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{self, FrameReader, FrameWriter};
 
 pub const MINUTE_MS: i64 = 60_000;
 /// The rollup sizes: a day is 24 hours, a 15-minute chart bucket one quarter.
@@ -26,13 +31,14 @@ const MAX_UNINDEXED: usize = 100_000;
 
 /// One rollup: the statistic, and its quantiles as last computed (with the count they were
 /// computed at: a closed minute is computed once, not on every refresh).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Cell {
     stats: Stats,
+    #[serde(skip)]
     cached: Option<(u64, Vec<(f64, f64)>)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Series {
     metric: String,
     /// The unit of the metric's first record.
@@ -41,6 +47,19 @@ struct Series {
     /// on, where cfn-agg converts units or keeps them apart (contract section 1).
     mixed_units: bool,
     tiers: [BTreeMap<EpochMs, Cell>; 3],
+}
+
+/// Everything of [`Rollups`] but the arena's chunks and the series, in a snapshot.
+#[derive(Serialize, Deserialize)]
+struct RollupsHead {
+    horizon: EpochMs,
+    exact_limit: usize,
+    future_limit: EpochMs,
+    future_min: EpochMs,
+    max_metrics: usize,
+    unindexed: Vec<String>,
+    unindexed_overflow: bool,
+    arena: cfn_stats::stats::ArenaHead,
 }
 
 /// A range query the index answers.
@@ -199,6 +218,55 @@ impl Rollups {
         self.by_metric
             .insert(rec.metric.to_string(), self.series.len() - 1);
         Some(self.series.len() - 1)
+    }
+
+    /// Writes the rollups into a snapshot: its settings and limits, the arena's chunks, then
+    /// the series.
+    ///
+    /// # Errors
+    /// As [`FrameWriter::put`].
+    pub fn save<W: Write>(&self, w: &mut FrameWriter<W>) -> anyhow::Result<()> {
+        let (arena, chunks) = self.arena.parts();
+        w.put(&RollupsHead {
+            horizon: self.horizon,
+            exact_limit: self.exact_limit,
+            future_limit: self.future_limit,
+            future_min: self.future_min,
+            max_metrics: self.max_metrics,
+            unindexed: self.unindexed.iter().cloned().collect(),
+            unindexed_overflow: self.unindexed_overflow,
+            arena,
+        })?;
+        w.seq(chunks.len(), chunks)?;
+        w.seq(self.series.len(), &self.series)
+    }
+
+    /// The rollups [`Rollups::save`] wrote.
+    ///
+    /// # Errors
+    /// A malformed snapshot.
+    pub fn load<R: Read>(r: &mut FrameReader<R>) -> anyhow::Result<Self> {
+        let head: RollupsHead = r.get()?;
+        let chunks = r.vec((snapshot::MAX_BYTES / 256) as usize)?;
+        let arena = StatsArena::from_parts(head.arena, chunks)?;
+        let series: Vec<Series> = r.vec(head.max_metrics)?;
+        let by_metric = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.metric.clone(), i))
+            .collect();
+        Ok(Self {
+            horizon: head.horizon,
+            exact_limit: head.exact_limit,
+            series,
+            by_metric,
+            arena,
+            future_limit: head.future_limit,
+            future_min: head.future_min,
+            max_metrics: head.max_metrics,
+            unindexed: head.unindexed.into_iter().collect(),
+            unindexed_overflow: head.unindexed_overflow,
+        })
     }
 
     /// Looks at `now`: records up to [`FUTURE_SLACK_MS`] past it are rolled up from now on.

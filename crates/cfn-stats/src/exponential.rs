@@ -37,7 +37,7 @@ pub fn check_limits(schema: (&str, i32), max_buckets: (&str, usize)) -> anyhow::
 }
 
 /// Buckets of one sign: counts of `offset`, `offset + 1`, … .
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Buckets {
     pub offset: i32,
     pub counts: Vec<u64>,
@@ -126,7 +126,7 @@ impl Buckets {
 }
 
 /// An exponential histogram of values.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExpHistogram {
     pub schema: i32,
     pub max_buckets: usize,

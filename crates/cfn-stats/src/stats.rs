@@ -17,6 +17,7 @@
 //! tables); when it is exceeded, [`relieve_budget`] moves the groups holding the most of it
 //! to a smaller form first, so memory stays bounded whatever the input.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tdigest::{Centroid, TDigest};
 
@@ -34,7 +35,8 @@ pub const MAX_TABLE: usize = 1024;
 pub const DEFAULT_BUDGET: usize = 48 << 20;
 
 /// Values per chunk (256 bytes).
-const CHUNK: usize = 32;
+/// Values per arena chunk.
+pub const CHUNK: usize = 32;
 const NIL: u32 = u32::MAX;
 /// Bytes a table entry costs: a value and its count.
 const TABLE_ENTRY_BYTES: usize = 16;
@@ -90,8 +92,64 @@ impl Default for StatsArena {
     }
 }
 
+/// Everything of a [`StatsArena`] but its chunks (cfn-serve's snapshots write the chunks
+/// apart, a frame at a time, so neither side holds a second copy of them).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ArenaHead {
+    chunks: usize,
+    next: Vec<u32>,
+    free: Vec<u32>,
+    table_bytes: usize,
+    budget: usize,
+    retry_at: usize,
+}
+
+impl StatsArena {
+    /// Its chunks and the rest, for a snapshot.
+    pub fn parts(&self) -> (ArenaHead, &[[f64; CHUNK]]) {
+        let head = ArenaHead {
+            chunks: self.chunks.len(),
+            next: self.next.clone(),
+            free: self.free.clone(),
+            table_bytes: self.table_bytes,
+            budget: self.budget,
+            retry_at: self.retry_at,
+        };
+        (head, &self.chunks)
+    }
+
+    /// The arena [`StatsArena::parts`] described, checked to be whole: every chain link and
+    /// free chunk inside it.
+    ///
+    /// # Errors
+    /// Parts that do not fit together.
+    pub fn from_parts(head: ArenaHead, chunks: Vec<[f64; CHUNK]>) -> anyhow::Result<Self> {
+        let n = chunks.len();
+        anyhow::ensure!(
+            head.chunks == n && head.next.len() == n,
+            "arena: {} chunks, {} links, {n} read",
+            head.chunks,
+            head.next.len()
+        );
+        let inside = |c: &u32| *c == NIL || (*c as usize) < n;
+        anyhow::ensure!(
+            head.next.iter().all(inside) && head.free.iter().all(|c| (*c as usize) < n),
+            "arena: a link past its {n} chunks"
+        );
+        Ok(Self {
+            chunks,
+            next: head.next,
+            free: head.free,
+            scratch: Vec::new(),
+            table_bytes: head.table_bytes,
+            budget: head.budget,
+            retry_at: head.retry_at,
+        })
+    }
+}
+
 /// A group's values: a chain of chunks in the arena.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct ValueList {
     head: u32,
     tail: u32,
@@ -189,7 +247,7 @@ impl StatsArena {
 /// An exact value -> count table, sorted by value (-0 stored as 0). A sorted vector rather
 /// than a hash map: 16 bytes an entry instead of about 34, already in order for quantiles
 /// and states, and a binary search over at most 1,024 values costs little more than a hash.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Table {
     entries: Vec<(f64, u64)>,
 }
@@ -223,11 +281,12 @@ impl Table {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Repr {
     Values(ValueList),
     Table(Box<Table>),
     Digest {
+        #[serde(with = "digest_form")]
         digest: Box<TDigest>,
         pending: ValueList,
     },
@@ -243,7 +302,9 @@ fn scaled(v: f64, exp: i32) -> f64 {
 }
 
 /// One group's statistic.
-#[derive(Debug)]
+/// Serialisable (cfn-serve's snapshots): a digest by its centroids and totals, which
+/// [`TDigest::new`] takes back as they were.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Stats {
     pub count: u64,
     /// The running sum, in units of 2^`scale` (see [`Stats::sum`]).
@@ -904,6 +965,45 @@ pub fn nearest_rank_weighted(sorted: &[(f64, u64)], q: f64) -> f64 {
         }
     }
     sorted[sorted.len() - 1].0
+}
+
+/// A digest as its centroids (mean, weight) and totals, for [`Stats`]' serialised form.
+mod digest_form {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use tdigest::{Centroid, TDigest};
+
+    type Form = (Vec<(f64, f64)>, f64, f64, Option<f64>, Option<f64>, usize);
+
+    pub fn serialize<S: Serializer>(d: &TDigest, s: S) -> Result<S::Ok, S::Error> {
+        let centroids: Vec<(f64, f64)> = d
+            .centroids()
+            .iter()
+            .map(|c| (c.mean(), c.weight()))
+            .collect();
+        let form: Form = (
+            centroids,
+            d.sum(),
+            d.count(),
+            d.max(),
+            d.min(),
+            d.max_size(),
+        );
+        form.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<TDigest>, D::Error> {
+        let (centroids, sum, count, max, min, size) = Form::deserialize(d)?;
+        if size == 0 {
+            return Err(serde::de::Error::custom("a digest of size 0"));
+        }
+        let centroids = centroids
+            .into_iter()
+            .map(|(m, w)| Centroid::new(m, w))
+            .collect();
+        Ok(Box::new(TDigest::new(
+            centroids, sum, count, max, min, size,
+        )))
+    }
 }
 
 #[cfg(test)]

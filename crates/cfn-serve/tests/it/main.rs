@@ -5,3 +5,4 @@ mod common;
 mod bounds;
 mod http;
 mod index;
+mod snapshot;
