@@ -261,6 +261,61 @@ pub struct RecordRef<'a> {
     pub tags: Option<&'a RawValue>,
 }
 
+impl<'a> RecordRef<'a> {
+    /// Every tag as (name, value as text), a name once (a later duplicate replaces the
+    /// earlier, as in a parse): in the order written when all are plain strings, else by
+    /// name; empty without tags.
+    pub fn tag_list(&self) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+        let Some(tags) = self.tags else {
+            return Vec::new();
+        };
+        if let Some(list) = plain_tags(tags.get()) {
+            return list;
+        }
+        // Escapes or values that are not strings: parsed (then in name order).
+        let parsed: std::collections::BTreeMap<Cow<'a, str>, &'a RawValue> =
+            serde_json::from_str(tags.get()).unwrap_or_default();
+        parsed
+            .into_iter()
+            .map(|(k, v)| (k, Cow::Owned(raw_to_text(v))))
+            .collect()
+    }
+}
+
+/// The tags of a tags object's text when every key and value is a plain string (no escapes),
+/// in the order written, a later duplicate replacing the earlier; `None` otherwise.
+fn plain_tags(raw: &str) -> Option<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
+    if raw.contains('\\') {
+        return None;
+    }
+    let mut out: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+    let mut rest = raw.trim().strip_prefix('{')?.trim_start();
+    if let Some(end) = rest.strip_prefix('}') {
+        return end.trim().is_empty().then_some(out);
+    }
+    loop {
+        let body = rest.strip_prefix('"')?;
+        let close = body.find('"')?;
+        let key = &body[..close];
+        let after = body[close + 1..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
+        let vbody = after.strip_prefix('"')?;
+        let vclose = vbody.find('"')?;
+        let value = &vbody[..vclose];
+        match out.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = Cow::Borrowed(value),
+            None => out.push((Cow::Borrowed(key), Cow::Borrowed(value))),
+        }
+        rest = vbody[vclose + 1..].trim_start();
+        if let Some(end) = rest.strip_prefix('}') {
+            return end.trim().is_empty().then_some(out);
+        }
+        rest = rest.strip_prefix(',')?.trim_start();
+    }
+}
+
 impl RecordRef<'_> {
     /// The value of tag `name` as text (strings unquoted, numbers and booleans as written).
     pub fn tag(&self, name: &str) -> Option<String> {
@@ -327,6 +382,42 @@ pub fn raw_to_text(v: &RawValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_list_is_what_a_parse_finds() {
+        let parse = |raw: &str| -> Vec<(String, String)> {
+            let map: std::collections::BTreeMap<String, &RawValue> =
+                serde_json::from_str(raw).unwrap();
+            map.into_iter().map(|(k, v)| (k, raw_to_text(v))).collect()
+        };
+        for raw in [
+            r#"{"phase":"consensus","host":"web7"}"#,
+            r#"{ "host" : "phase", "phase" : "x y" }"#,
+            r#"{"a":"phase","b":1}"#,
+            r#"{"phase":"one","phase":"two"}"#,
+            r#"{"phase":"\u0041","k":"v"}"#,
+            r#"{"t":true,"n":null,"x":[1]}"#,
+            r#"{}"#,
+            r#" { } "#,
+        ] {
+            let line = format!(
+                r#"{{"timestamp":"2026-01-01T00:00:00.000Z","metric":"m","value":1,"tags":{raw}}}"#
+            );
+            let rec = crate::reader::parse_record(line.as_bytes()).unwrap();
+            let mut got: Vec<(String, String)> = rec
+                .tag_list()
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            got.sort();
+            assert_eq!(got, parse(raw), "{raw}");
+        }
+        assert_eq!(
+            plain_tags(r#"{"b":"1","a":"2"}"#).unwrap(),
+            [("b".into(), "1".into()), ("a".into(), "2".into())],
+            "plain tags keep the order written"
+        );
+    }
 
     #[test]
     fn a_plain_tag_is_found_as_a_parse_finds_it() {

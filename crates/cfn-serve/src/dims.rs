@@ -29,7 +29,7 @@ use crate::snapshot::{FrameReader, FrameWriter};
 pub const QUARTER_MS: i64 = 15 * 60_000;
 
 /// Bytes the rollups may hold by default.
-pub const DEFAULT_BUDGET: usize = 36 << 20;
+pub const DEFAULT_BUDGET: usize = 44 << 20;
 
 /// Most values one indexed tag key may have.
 pub const MAX_TAG_VALUES: usize = 1_000;
@@ -320,6 +320,13 @@ impl Interner {
     }
 }
 
+/// Most tag keys with rollups, named and met (a key's number is a byte of its values' keys).
+pub const MAX_TAG_KEYS: usize = 200;
+/// Longest tag key given rollups without being named.
+const MAX_KEY_BYTES: usize = 128;
+/// The default of `--index-auto-tags`: tag keys met in records, not named, given rollups.
+pub const DEFAULT_AUTO_KEYS: usize = 32;
+
 /// Most distinct metrics, agents and tag values named (each costs its name once).
 const MAX_NAMES: usize = 200_000;
 
@@ -414,7 +421,15 @@ pub struct DimQuery<'a> {
 /// The rollups by agent and by tag value.
 #[derive(Debug)]
 pub struct Dims {
+    /// The named keys (`--index-tags`) first, then those found in records.
     tag_keys: Vec<String>,
+    /// How many of `tag_keys` were named.
+    named: usize,
+    /// Most keys found in records that get rollups (`--index-auto-tags`); 0 once the
+    /// rollups were dropped for too many names.
+    auto_keys: usize,
+    /// Key numbers by name.
+    key_ids: FxHashMap<Box<str>, u32>,
     budget: usize,
     bytes: usize,
     agents_on: bool,
@@ -437,8 +452,16 @@ impl Dims {
     /// it is 0).
     pub fn new(tag_keys: Vec<String>, budget: usize) -> Self {
         let n = tag_keys.len();
+        let key_ids = tag_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str().into(), i as u32))
+            .collect();
         Self {
             tag_keys,
+            named: n,
+            auto_keys: 0,
+            key_ids,
             budget,
             bytes: 0,
             agents_on: budget > 0,
@@ -452,6 +475,17 @@ impl Dims {
             by_ids: FxHashMap::default(),
             key: Vec::new(),
         }
+    }
+
+    /// Also rollups by the values of the first `n` tag keys met in records that were not
+    /// named (each while it has at most [`MAX_TAG_VALUES`] values), within the same budget.
+    pub fn with_auto_keys(mut self, n: usize) -> Self {
+        self.auto_keys = if self.budget > 0 {
+            n.min(MAX_TAG_KEYS.saturating_sub(self.named))
+        } else {
+            0
+        };
+        self
     }
 
     /// Bytes held.
@@ -474,23 +508,44 @@ impl Dims {
 
     /// Adds one record (already known to be inside the index's span).
     pub fn add(&mut self, rec: &RecordRef<'_>) {
-        if !self.agents_on && !self.tags_on.iter().any(|&on| on) {
+        let auto_room = self.tag_keys.len() < self.named + self.auto_keys;
+        if !self.agents_on && !auto_room && !self.tags_on.iter().any(|&on| on) {
             return;
         }
         if self.agents_on {
             let agent = rec.agent.as_deref();
             self.add_to(rec, DimRef::Agent(agent));
         }
-        for k in 0..self.tag_keys.len() {
-            if self.tags_on[k]
-                && let Some(v) = rec.tag(&self.tag_keys[k])
-            {
-                self.add_to(rec, DimRef::Tag(k, &v));
+        if rec.tags.is_some() {
+            for (key, value) in rec.tag_list() {
+                if let Some(k) = self.key_number(&key)
+                    && self.tags_on[k]
+                {
+                    self.add_to(rec, DimRef::Tag(k, &value));
+                }
             }
         }
         if self.bytes > self.budget {
             self.relieve();
         }
+    }
+
+    /// The number of tag key `key`: a named one, one met before, or a new one while fewer
+    /// than `auto_keys` were met (`None`: not indexed).
+    fn key_number(&mut self, key: &str) -> Option<usize> {
+        if let Some(&k) = self.key_ids.get(key) {
+            return Some(k as usize);
+        }
+        if self.tag_keys.len() >= self.named + self.auto_keys || key.len() > MAX_KEY_BYTES {
+            return None;
+        }
+        let k = self.tag_keys.len();
+        self.key_ids.insert(key.into(), k as u32);
+        self.tag_keys.push(key.to_string());
+        self.tags_on.push(true);
+        self.tag_values.push(0);
+        self.bytes += name_bytes(key.len());
+        Some(k)
     }
 
     /// Adds `rec` to its series of `dim`. The names are looked up each time: dropping
@@ -574,12 +629,24 @@ impl Dims {
         );
         self.agents_on = false;
         self.tags_on.iter_mut().for_each(|on| *on = false);
+        self.auto_keys = 0;
         self.series.clear();
         self.reindex();
     }
 
-    /// Over budget: the agent rollups go first (the most series), then the tags'.
+    /// Over budget: the tags nobody named go first (the last met first), then the agent
+    /// rollups (the most series), then the named tags'.
     fn relieve(&mut self) {
+        let why = format!("the budget of {}", size_text(self.budget));
+        for k in (self.named..self.tag_keys.len()).rev() {
+            if self.bytes <= self.budget {
+                return;
+            }
+            self.drop_tag(k, &why);
+        }
+        if self.bytes <= self.budget {
+            return;
+        }
         if self.agents_on {
             self.agents_on = false;
             let dims = &self.dims;
@@ -594,11 +661,10 @@ impl Dims {
                 ),
             );
         }
-        for k in 0..self.tag_keys.len() {
+        for k in 0..self.named {
             if self.bytes <= self.budget {
                 break;
             }
-            let why = format!("the budget of {}", size_text(self.budget));
             self.drop_tag(k, &why);
         }
         if self.bytes > self.budget {
@@ -618,13 +684,16 @@ impl Dims {
         self.series
             .retain(|s| !matches!(&dims[s.dim as usize], Dim::Tag(i, _) if *i == k));
         self.reindex();
-        cfn_core::cli::warn(
-            "cfn-serve",
-            format!(
-                "the rollups of tag {:?} passed {why}; filters on it read the records",
-                self.tag_keys[k]
-            ),
-        );
+        // A key nobody named with many values (a request id) is expected: no word of it.
+        if k < self.named || !why.contains("values") {
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "the rollups of tag {:?} passed {why}; filters on it read the records",
+                    self.tag_keys[k]
+                ),
+            );
+        }
     }
 
     /// Renumbers what the series use (names no series uses any more are forgotten), and
@@ -671,6 +740,10 @@ impl Dims {
             .iter()
             .map(|(m, _)| name_bytes(m.len()))
             .sum::<usize>()
+            + self.tag_keys[self.named..]
+                .iter()
+                .map(|k| name_bytes(k.len()))
+                .sum::<usize>()
             + dim_ids
                 .ids
                 .keys()
@@ -698,6 +771,7 @@ impl Dims {
     /// # Errors
     /// As [`FrameWriter::put`].
     pub fn save<W: Write>(&self, w: &mut FrameWriter<W>) -> anyhow::Result<()> {
+        w.put(&(self.named, self.auto_keys))?;
         w.put(&(
             &self.tag_keys,
             self.budget,
@@ -717,6 +791,7 @@ impl Dims {
     /// A malformed snapshot: a series naming a metric or dimension it does not hold.
     pub fn load<R: Read>(r: &mut FrameReader<R>) -> anyhow::Result<Self> {
         type Head = (Vec<String>, usize, usize, bool, Vec<bool>, Vec<usize>);
+        let (named, auto_keys): (usize, usize) = r.get()?;
         let (tag_keys, budget, bytes, agents_on, tags_on, tag_values): Head = r.get()?;
         let n = tag_keys.len();
         anyhow::ensure!(
@@ -726,7 +801,9 @@ impl Dims {
         let metrics: Vec<(String, Option<String>)> = r.vec(MAX_NAMES)?;
         let dims: Vec<Dim> = r.vec(MAX_NAMES)?;
         let series: Vec<Series> = r.vec(usize::MAX)?;
+        anyhow::ensure!(named <= n && n <= MAX_TAG_KEYS, "dims: tag keys");
         let mut out = Self::new(tag_keys, budget);
+        (out.named, out.auto_keys) = (named, auto_keys);
         let mut key = Vec::new();
         for (i, (m, _)) in metrics.iter().enumerate() {
             out.metric_ids.ids.insert(m.as_bytes().into(), i as u32);
@@ -887,6 +964,77 @@ mod tests {
         assert!(matches!(c, Column::Scaled { decimals: 2, .. }), "{c:?}");
         assert_eq!(c.get(3), 400.0);
         assert_eq!(c.get(2), 124.75);
+    }
+
+    /// Adds one record with `tags` (a JSON object's text) to `d`.
+    fn add_tagged(d: &mut Dims, agent: &str, tags: &str, value: f64) {
+        let line = format!(
+            r#"{{"timestamp":"2026-01-01T00:00:00.000Z","agent":"{agent}","metric":"m","value":{value},"tags":{tags}}}"#
+        );
+        let rec = cfn_core::reader::parse_record(line.as_bytes()).unwrap();
+        d.add(&rec);
+    }
+
+    #[test]
+    fn keys_nobody_named_are_indexed_up_to_their_bounds() {
+        let mut d = Dims::new(vec!["phase".into()], 1 << 30).with_auto_keys(3);
+        add_tagged(&mut d, "a", r#"{"phase":"x","host":"h1","req":"r0"}"#, 1.0);
+        for i in 1..=MAX_TAG_VALUES + 1 {
+            add_tagged(
+                &mut d,
+                "a",
+                &format!(r#"{{"host":"h{}","req":"r{i}"}}"#, i % 8),
+                2.0,
+            );
+        }
+        // Keys past the three met: never indexed, whatever their values.
+        for k in 0..100 {
+            add_tagged(&mut d, "a", &format!(r#"{{"k{k}":"v"}}"#), 3.0);
+        }
+        assert!(d.tag_on("phase") && d.tag_on("host"), "{:?}", d.tag_keys);
+        assert!(
+            !d.tag_on("req"),
+            "more than {MAX_TAG_VALUES} values: dropped"
+        );
+        assert!(d.tag_on("k0"), "the third key met");
+        assert!(
+            !d.tag_on("k1") && !d.tag_on("k99"),
+            "past --index-auto-tags"
+        );
+        assert_eq!(d.tag_keys.len(), 4);
+        // The same, through a snapshot.
+        let mut buf = Vec::new();
+        crate::snapshot::tests::round_trip(
+            &mut buf,
+            |w| d.save(w),
+            // A closure: the reader's lifetime is the call's, not one the function names.
+            #[allow(clippy::redundant_closure)]
+            |r| Dims::load(r),
+            |e| {
+                assert!(e.tag_on("host") && !e.tag_on("req") && !e.tag_on("k1"));
+                assert_eq!(
+                    (e.named, e.auto_keys, e.bytes),
+                    (d.named, d.auto_keys, d.bytes)
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn over_budget_keys_nobody_named_go_before_agents_and_named_keys() {
+        let mut d = Dims::new(vec!["phase".into()], 64 << 10).with_auto_keys(8);
+        let mut i = 0;
+        while d.tag_on("host") {
+            let tags = format!(r#"{{"phase":"p{}","host":"h{}"}}"#, i % 5, i % 900);
+            add_tagged(&mut d, &format!("agent-{}", i % 50), &tags, i as f64 / 3.0);
+            i += 1;
+            assert!(i < 1_000_000, "the budget never bit");
+        }
+        assert!(
+            d.agents_on() && d.tag_on("phase"),
+            "only the key nobody named went"
+        );
+        assert!(d.bytes() <= 64 << 10);
     }
 
     #[test]

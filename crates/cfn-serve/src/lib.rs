@@ -130,14 +130,22 @@ pub struct Cli {
     pub index_max_metrics: usize,
 
     /// Tag keys given rollups by value (comma-separated, `phase,model`), so a `tag=KEY=VALUE`
-    /// filter over a long range is answered from them; at most 1,000 values a key.
+    /// filter over a long range is answered from them; at most 1,000 values a key. Other
+    /// keys get them too without being named (--index-auto-tags); named ones are dropped
+    /// last when the budget is short.
     #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
     pub index_tags: Vec<String>,
+
+    /// Tag keys met in the records, not named in --index-tags, given rollups by value: the
+    /// first N keys met, each while it has at most 1,000 values, within
+    /// --index-dims-budget (dropped first when it is short). 0: only the named keys.
+    #[arg(long, value_name = "N", default_value_t = dims::DEFAULT_AUTO_KEYS)]
+    pub index_auto_tags: usize,
 
     /// Memory the rollups by agent and by tag value may take (bytes; K, M, G, KiB, MiB,
     /// GiB); past it the agent rollups are dropped first, then the tags', and the queries
     /// they answered read the records. 0 turns them off.
-    #[arg(long, value_name = "SIZE", default_value = "36MiB", value_parser = cfn_core::cli::size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "44MiB", value_parser = cfn_core::cli::size_arg)]
     pub index_dims_budget: u64,
 
     /// Histogram bounds for the metrics matching a glob, in the metric's unit
@@ -204,6 +212,8 @@ pub struct IndexConfig {
     pub tags: Vec<String>,
     /// Bytes the rollups by agent and tag value may take.
     pub dims_budget: usize,
+    /// Tag keys not named given rollups (`--index-auto-tags`).
+    pub auto_tags: usize,
     /// Where snapshots of the index go (none: no snapshots).
     pub snapshot_dir: Option<PathBuf>,
 }
@@ -213,11 +223,12 @@ impl IndexConfig {
     /// the index holds, and the directories it reads.
     pub fn fingerprint(&self, src: &Sources, histograms: &histogram::HistogramConfig) -> u64 {
         let text = format!(
-            "{:?}|{}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+            "{:?}|{}|{:?}|{}|{}|{:?}|{:?}|{:?}|{}",
             self.span,
             self.max_metrics,
             self.tags,
             self.dims_budget,
+            self.auto_tags,
             histograms,
             src.metrics_dir,
             src.archive_dir,
@@ -400,7 +411,7 @@ impl App {
             index.max_metrics,
             (
                 histogram::Histograms::new(histograms),
-                dims::Dims::new(index.tags, index.dims_budget),
+                dims::Dims::new(index.tags, index.dims_budget).with_auto_keys(index.auto_tags),
             ),
             snapshots,
         )?;
@@ -1183,6 +1194,7 @@ pub fn run(
                 .cloned()
                 .collect(),
             dims_budget: usize::try_from(cli.index_dims_budget).unwrap_or(usize::MAX),
+            auto_tags: cli.index_auto_tags,
             snapshot_dir: cli.snapshot_dir.clone(),
         },
         histogram::HistogramConfig::parse(

@@ -369,8 +369,25 @@ pub fn read<T>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Writes with `save` into frames in memory, reads back with `load`, hands the result
+    /// to `check`.
+    pub(crate) fn round_trip<T>(
+        buf: &mut Vec<u8>,
+        save: impl FnOnce(&mut FrameWriter<&mut Vec<u8>>) -> anyhow::Result<()>,
+        load: impl FnOnce(&mut FrameReader<&[u8]>) -> anyhow::Result<T>,
+        check: impl FnOnce(T),
+    ) {
+        let mut w = FrameWriter::new(&mut *buf).unwrap();
+        save(&mut w).unwrap();
+        w.finish().unwrap();
+        let mut r = FrameReader::new(buf.as_slice()).unwrap();
+        let v = load(&mut r).unwrap();
+        r.finish().unwrap();
+        check(v);
+    }
 
     fn sample(dir: &Path, ms: i64) -> PathBuf {
         let header = Header {

@@ -152,7 +152,7 @@ fn metrics_endpoint_is_cfn_promtext_output() {
         .strip_prefix("cfn_serve_filtered_rollup_bytes ")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{rest}"));
-    assert!(bytes > 0 && bytes < 36 << 20, "{bytes}");
+    assert!(bytes > 0 && bytes < 44 << 20, "{bytes}");
     assert_eq!(samples[4], "cfn_serve_filtered_rollup_answers_total 0");
     // Then who reported (contract section 10): the seed's four agents, all active.
     let last_seen = samples[5..]
@@ -161,7 +161,7 @@ fn metrics_endpoint_is_cfn_promtext_output() {
         .count();
     assert_eq!(last_seen, 4, "{rest}");
     assert_eq!(
-        samples[9..],
+        samples[9..15],
         [
             "cfn_agents{state=\"active\"} 4",
             "cfn_agents{state=\"done\"} 0",
@@ -169,6 +169,21 @@ fn metrics_endpoint_is_cfn_promtext_output() {
             "cfn_agents{state=\"silent\"} 0",
             "cfn_agent_last_seen_not_exported 0",
             "cfn_presence_untracked_records 0"
+        ]
+    );
+    // Then the index's snapshots: none here (no --snapshot-dir), so built.
+    assert_eq!(
+        samples[15..],
+        [
+            "cfn_serve_snapshot_restored 0",
+            "cfn_serve_snapshots_refused_total{reason=\"corrupt\"} 0",
+            "cfn_serve_snapshots_refused_total{reason=\"version\"} 0",
+            "cfn_serve_snapshots_refused_total{reason=\"config\"} 0",
+            "cfn_serve_snapshots_refused_total{reason=\"untrusted\"} 0",
+            "cfn_serve_snapshots_refused_total{reason=\"stale\"} 0",
+            "cfn_serve_snapshots_written_total 0",
+            "cfn_serve_snapshot_write_errors_total 0",
+            "cfn_serve_snapshot_bytes 0"
         ]
     );
 }

@@ -830,6 +830,13 @@ fn agent_and_tag_filtered_views_from_their_rollups_equal_cfn_agg() {
             Box::new(move |v| tag_is(v, "plan")),
             vec![],
         ),
+        // A tag key nobody named (`host`) gets rollups too.
+        (
+            format!("/api/summary?window=2h&tag=host=h1&now={at}"),
+            2 * 3_600_000,
+            Box::new(|v| v["tags"]["host"] == "h1"),
+            vec![],
+        ),
     ];
     let check = |port: u16, path: &str, (expected, records): &(Vec<Value>, Vec<Value>)| {
         let served = get_json(port, path);
@@ -871,6 +878,17 @@ fn agent_and_tag_filtered_views_from_their_rollups_equal_cfn_agg() {
         answers_from_filtered_rollups(server.port) - before,
         cases.len() as u64,
         "every case answered from the rollups by agent and tag"
+    );
+    // Without keys nobody named, the host filter is read from the records: same answers.
+    let named_only = start(&dir, &["--index-tags", "phase", "--index-auto-tags", "0"]);
+    for (path, range, keep, flags) in &cases {
+        let expected = agg_of(&dir, now - range, now + 1, keep, flags);
+        check(named_only.port, path, &expected);
+    }
+    assert_eq!(
+        answers_from_filtered_rollups(named_only.port),
+        cases.len() as u64 - 1,
+        "all but the host filter from the rollups"
     );
     // Past a tiny budget the agent rollups are dropped with a warning, the tag's too, and
     // the same queries read the records, with the same answers.
