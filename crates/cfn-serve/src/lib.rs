@@ -1208,9 +1208,25 @@ pub fn run(
     app.silence = silence;
     app.hide_last_seen = hide_last_seen;
     let app = Arc::new(app);
-    // Appended records reach the index within a second even when nobody asks; a snapshot
-    // is written when an hour closes.
-    let refresher = Arc::clone(&app);
+    spawn_refresher(Arc::clone(&app));
+    stop_with_snapshot(Arc::clone(&app))?;
+    let opts = ServeOptions {
+        listen: cli.listen.clone(),
+        limits: http::Limits {
+            max_connections: cli.max_connections,
+            compute_slots: cli.threads,
+        },
+        allowed_hosts: cli.allowed_host.clone(),
+    };
+    serve(app, &opts, |addr| {
+        eprintln!("cfn-serve: listening on http://{addr}/")
+    })?;
+    Ok(Exit::Ok)
+}
+
+/// The background look: appended records reach the index within a second even when nobody
+/// asks; a snapshot is written when an hour closes.
+fn spawn_refresher(refresher: Arc<App>) {
     std::thread::spawn(move || {
         let mut hour = now_ms().div_euclid(rollups::TIERS[2]);
         loop {
@@ -1228,19 +1244,6 @@ pub fn run(
             }
         }
     });
-    stop_with_snapshot(Arc::clone(&app))?;
-    let opts = ServeOptions {
-        listen: cli.listen.clone(),
-        limits: http::Limits {
-            max_connections: cli.max_connections,
-            compute_slots: cli.threads,
-        },
-        allowed_hosts: cli.allowed_host.clone(),
-    };
-    serve(app, &opts, |addr| {
-        eprintln!("cfn-serve: listening on http://{addr}/")
-    })?;
-    Ok(Exit::Ok)
 }
 
 /// On SIGTERM or SIGINT: a snapshot of the index caught up to now (when `--snapshot-dir`
