@@ -15,7 +15,10 @@ use crate::record::RecordRef;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+/// The line as text, validated once (a call per field cost more than the rest of the scan);
+/// fields are slices of it, cut at quotes and number ends, which are character boundaries.
 struct Scan<'a> {
+    t: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -44,12 +47,12 @@ impl<'a> Scan<'a> {
         if rest[end] != b'"' {
             return None;
         }
-        let s = &rest[..end];
-        if s.iter().any(|&c| c < 0x20) {
+        if rest[..end].iter().any(|&c| c < 0x20) {
             return None;
         }
+        let start = self.i;
         self.i += end + 1;
-        std::str::from_utf8(s).ok()
+        self.t.get(start..start + end)
     }
 
     /// A JSON number (the grammar exactly), as text.
@@ -91,14 +94,19 @@ impl<'a> Scan<'a> {
             }
         }
         self.i = i;
-        std::str::from_utf8(&b[start..i]).ok()
+        self.t.get(start..i)
     }
 }
 
 /// The record in `bytes` when it is in cfn-emit's exact layout and valid; `None` to let the
 /// full parser decide (it may still be valid, or malformed).
 pub fn parse_canonical(bytes: &[u8]) -> Option<RecordRef<'_>> {
-    let mut s = Scan { b: bytes, i: 0 };
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut s = Scan {
+        t: text,
+        b: bytes,
+        i: 0,
+    };
     s.lit(b"{\"timestamp\":\"")?;
     let ts = s.plain_str()?;
     let ts_ms = crate::time::parse_canonical_utc(ts.as_bytes())?;
