@@ -8,8 +8,11 @@ use std::io::Write;
 
 use crate::common::{get, now_ms, start, ts};
 
-/// The bound the README states for cfn-serve's peak resident memory.
-const PEAK_RSS_LIMIT: u64 = 160 << 20;
+/// The bound the README states for cfn-serve's peak resident memory is 160 MB; the tests
+/// hold it 24 MB under that, so neither a loaded machine nor how requests land on threads
+/// decides (with glibc's arena per thread the 100,000-agent test reached 147-161 MB; with
+/// two arenas, `cli::limit_malloc_arenas`, 106-116 MB).
+const PEAK_RSS_LIMIT: u64 = 136 << 20;
 
 /// Appends `text` to shard `n` in one write.
 fn append(dir: &TestDir, n: u32, text: &str) {
