@@ -188,7 +188,25 @@ fn needs_sequential_reader(bytes: &[u8], last: bool) -> bool {
     if !last && memchr::memchr(b'\n', bytes).is_none() {
         return true;
     }
-    lines_of(bytes).any(|line| line.len() < 64 && line.trim_ascii() == b"{")
+    has_lone_brace_line(bytes)
+}
+
+/// True when a line of `bytes` is `{` alone (blanks around it allowed). Such a line holds a
+/// `{` followed by a blank or the line's end, which a JSONL record never has right after its
+/// opening brace: a few vectorised searches find those few places, instead of a look at
+/// every line (5% of cfn-agg's CPU, on the thread that reads and merges).
+fn has_lone_brace_line(bytes: &[u8]) -> bool {
+    let lone_at = |brace: usize| {
+        let start = memchr::memrchr(b'\n', &bytes[..brace]).map_or(0, |i| i + 1);
+        let end = memchr::memchr(b'\n', &bytes[brace..]).map_or(bytes.len(), |i| brace + i);
+        bytes[start..end].trim_ascii() == b"{"
+    };
+    if bytes.last() == Some(&b'{') && lone_at(bytes.len() - 1) {
+        return true;
+    }
+    [&b"{\n"[..], b"{ ", b"{\t", b"{\r", b"{\x0c"]
+        .iter()
+        .any(|pat| memchr::memmem::find_iter(bytes, pat).any(lone_at))
 }
 
 /// Reads the next block of `reader`: exactly [`BLOCK`] bytes (fewer at the end) counting
@@ -198,19 +216,20 @@ fn read_block(
     carry: &mut Vec<u8>,
 ) -> std::io::Result<Option<(Vec<u8>, bool)>> {
     let mut buf = std::mem::take(carry);
-    let start = buf.len();
-    buf.resize(BLOCK.max(start), 0);
-    let mut filled = start;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
+    let want = BLOCK.max(buf.len());
+    buf.reserve_exact(want - buf.len());
+    // Read into the spare capacity (no zeroing a block first: 2% of the CPU) until the
+    // block is full or the input ends.
+    while buf.len() < want {
+        let room = (want - buf.len()) as u64;
+        match (&mut *reader).take(room).read_to_end(&mut buf) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    let eof = filled < buf.len();
-    buf.truncate(filled);
+    let eof = buf.len() < want;
     if eof {
         return Ok((!buf.is_empty()).then_some((buf, true)));
     }
@@ -497,6 +516,41 @@ mod tests {
             buf[..n].copy_from_slice(&self.0[..n]);
             self.0 = &self.0[n..];
             Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_lone_brace_line_is_found_as_a_look_at_every_line_finds_it() {
+        let every_line = |b: &[u8]| lines_of(b).any(|l| l.trim_ascii() == b"{");
+        let cases: [&[u8]; 12] = [
+            b"{\"a\":1}\n{\"b\":2}\n",
+            b"{\n  \"metric\": \"m\"\n}\n",
+            b"x\n  {  \n",
+            b"x\n{",
+            b"{",
+            b"x\n{\r\n",
+            b"{ \"a\": 1 }\n",
+            b"{\t\"a\":1}\n{\t\n",
+            b"\"{\"\n{x\n",
+            b"",
+            b"\n\n{\x0c\n",
+            b"a{\nb\n",
+        ];
+        for c in cases {
+            assert_eq!(
+                has_lone_brace_line(c),
+                every_line(c),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+        // Every arrangement of a few telling bytes.
+        let alphabet = [b'{', b'\n', b' ', b'x', b'\r'];
+        for n in 1..=6u32 {
+            for k in 0..5usize.pow(n) {
+                let bytes: Vec<u8> = (0..n).map(|d| alphabet[(k / 5usize.pow(d)) % 5]).collect();
+                assert_eq!(has_lone_brace_line(&bytes), every_line(&bytes), "{bytes:?}");
+            }
         }
     }
 
