@@ -23,7 +23,7 @@ _cfn__serve() {
 
     case "${cmd}" in
         cfn__serve)
-            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --index-max-metrics --index-tags --index-auto-tags --index-dims-budget --buckets --histogram-by --histogram-max-series --native-schema --native-max-buckets --allowed-host --silent-after --expect-within --no-last-seen --snapshot-dir --help --version"
+            opts="-h -V --listen --dir --archive-dir --alert-state --alerts-log --window --threads --max-connections --index-span --index-max-metrics --index-tags --index-auto-tags --index-dims-budget --buckets --histogram-by --histogram-max-series --native-schema --native-max-buckets --allowed-host --silent-after --expect-within --no-last-seen --snapshot-dir --snapshot-every --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,6 +118,10 @@ _cfn__serve() {
                     return 0
                     ;;
                 --snapshot-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --snapshot-every)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

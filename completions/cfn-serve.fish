@@ -21,5 +21,6 @@ complete -c cfn-serve -l silent-after -d 'When an agent counts as silent (/api/a
 complete -c cfn-serve -l expect-within -d 'An agent silent for longer is not expected any more ("gone")' -r
 complete -c cfn-serve -l no-last-seen -d 'Leave agents matching GLOB out of cfn_agent_last_seen_timestamp_seconds on /metrics (cardinality); they are still counted in cfn_agents. Repeatable' -r
 complete -c cfn-serve -l snapshot-dir -d 'Keep snapshots of the index in DIR (made 0700 if missing; the service\'s own, never the agents\' directory): written on SIGTERM or SIGINT and when an hour closes, the newest two kept. At start the newest valid one is loaded and only what was appended since is read, instead of every record of the span' -r -F
+complete -c cfn-serve -l snapshot-every -d 'How often a snapshot is written besides at stop: when each period of this length closes (the default, when each hour closes). What a SIGKILL can cost a restart is reading what was appended since the last one' -r
 complete -c cfn-serve -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cfn-serve -s V -l version -d 'Print version'

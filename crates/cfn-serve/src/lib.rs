@@ -201,6 +201,12 @@ pub struct Cli {
     /// since is read, instead of every record of the span.
     #[arg(long, value_name = "DIR")]
     pub snapshot_dir: Option<PathBuf>,
+
+    /// How often a snapshot is written besides at stop: when each period of this length
+    /// closes (the default, when each hour closes). What a SIGKILL can cost a restart is
+    /// reading what was appended since the last one.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = cfn_core::cli::duration_arg)]
+    pub snapshot_every: Duration,
 }
 
 /// What the rollup index keeps.
@@ -1208,7 +1214,10 @@ pub fn run(
     app.silence = silence;
     app.hide_last_seen = hide_last_seen;
     let app = Arc::new(app);
-    spawn_refresher(Arc::clone(&app));
+    spawn_refresher(
+        Arc::clone(&app),
+        (cli.snapshot_every.as_millis() as i64).max(1_000),
+    );
     stop_with_snapshot(Arc::clone(&app))?;
     let opts = ServeOptions {
         listen: cli.listen.clone(),
@@ -1225,10 +1234,10 @@ pub fn run(
 }
 
 /// The background look: appended records reach the index within a second even when nobody
-/// asks; a snapshot is written when an hour closes.
-fn spawn_refresher(refresher: Arc<App>) {
+/// asks; a snapshot is written when each period of `every_ms` closes.
+fn spawn_refresher(refresher: Arc<App>, every_ms: i64) {
     std::thread::spawn(move || {
-        let mut hour = now_ms().div_euclid(rollups::TIERS[2]);
+        let mut period = now_ms().div_euclid(every_ms);
         loop {
             std::thread::sleep(Duration::from_secs(1));
             let now = now_ms();
@@ -1236,8 +1245,8 @@ fn spawn_refresher(refresher: Arc<App>) {
             if let Err(e) = index.refresh(now, Look::Sweep) {
                 cfn_core::cli::warn("cfn-serve", format!("indexing: {e:#}"));
             }
-            if now.div_euclid(rollups::TIERS[2]) != hour {
-                hour = now.div_euclid(rollups::TIERS[2]);
+            if now.div_euclid(every_ms) != period {
+                period = now.div_euclid(every_ms);
                 if let Err(e) = index.write_snapshot(now) {
                     cfn_core::cli::warn("cfn-serve", format!("snapshot: {e:#}"));
                 }

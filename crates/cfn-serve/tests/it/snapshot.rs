@@ -369,3 +369,41 @@ fn a_damaged_or_foreign_snapshot_is_named_counted_and_a_build_gives_the_same_ans
     );
     assert_same(&s.answers(&again), &built, "intact");
 }
+
+#[test]
+fn snapshots_are_written_while_serving_and_a_sigkill_restarts_from_the_last() {
+    let s = Setup::new();
+    let mut args = s.args(true);
+    args.extend(["--snapshot-every".into(), "1s".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = start(&s.dir, &args);
+    let mut written = 0.0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let line = metric_line(&server, "cfn_serve_snapshots_written_total");
+        written = line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        if written >= 2.0 {
+            break;
+        }
+    }
+    assert!(written >= 2.0, "no snapshot within 10 s: {}", server.said());
+    assert!(!snapshot_files(&s.snapshots).is_empty());
+    assert!(snapshot_files(&s.snapshots).len() <= 2, "at most two kept");
+    // Appended after the last periodic snapshot, then killed: the restart reads them.
+    std::thread::sleep(Duration::from_millis(1_500));
+    drop(server);
+    append(&s.dir, 2, &records(2, s.now - 300_000, 1_000, 120, 21));
+    let again = s.serve(true);
+    assert!(
+        again.said().contains("restored the index from"),
+        "{}",
+        again.said()
+    );
+    let restored = s.answers(&again);
+    let fresh = s.serve(false);
+    assert_same(
+        &restored,
+        &s.answers(&fresh),
+        "after a SIGKILL past periodic snapshots",
+    );
+}
