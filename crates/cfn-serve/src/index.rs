@@ -57,7 +57,7 @@ pub const MAX_HELD_FILES: usize = 512;
 
 /// What a look at a file's metadata tells without opening it: when none of it changed, the
 /// file holds what it held (an append changes the length, a rewrite the times).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Seen {
     ino: u64,
     len: u64,
@@ -151,8 +151,9 @@ pub struct ShardHealth {
     pub newest_age_s: Option<f64>,
 }
 
-/// What the index knows of one hot shard: where it is read to, and its health.
-#[derive(Debug)]
+/// What the index knows of one hot shard: where it is read to, and its health (a snapshot
+/// keeps all of it but the held file, which a start opens again).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct ShardState {
     /// The file's metadata when last read to its end.
     seen: Seen,
@@ -166,6 +167,7 @@ struct ShardState {
     oldest_ms: Option<EpochMs>,
     /// The file last read, held open (up to [`MAX_HELD_FILES`] shards): when a trim renames
     /// another file into place, what was appended to this one since is read from it.
+    #[serde(skip)]
     held: Option<File>,
 }
 

@@ -61,12 +61,7 @@ pub fn start(dir: &TestDir, extra: &[&str]) -> Server {
             panic!("cfn-serve exited before listening: {before}");
         }
     }
-    let port: u16 = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
+    let port = listening_port(&line)
         .unwrap_or_else(|| panic!("cfn-serve did not say where it listens: {line:?}"));
     // Keep reading what it says, so a full pipe never blocks it.
     let said = std::sync::Arc::new(std::sync::Mutex::new(before));
@@ -83,6 +78,15 @@ pub fn start(dir: &TestDir, extra: &[&str]) -> Server {
         port,
         stderr: said,
     }
+}
+
+/// The port of cfn-serve's `listening on http://ADDR:PORT/` line.
+pub fn listening_port(line: &str) -> Option<u16> {
+    line.trim()
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
 }
 
 /// A raw GET (the path is sent as is, so traversal attempts reach the server unnormalised).

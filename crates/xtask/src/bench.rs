@@ -114,12 +114,7 @@ fn spawn_day_server(
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let port: u16 = line
-        .trim()
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
+    let port = cfn_testkit::serve::listening_port(&line)
         .ok_or_else(|| anyhow::anyhow!("no port in {line:?}"))?;
     Ok((server, port, ms))
 }

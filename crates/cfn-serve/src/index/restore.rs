@@ -10,30 +10,14 @@ use crate::histogram::{HistogramConfig, Histograms};
 use crate::rollups::Rollups;
 use crate::snapshot;
 use crate::snapshot::{FrameReader, FrameWriter};
-use cfn_core::cursor::{FileId, ShardCursor, SplitFor};
+use cfn_core::cursor::{FileId, SplitFor};
 use cfn_core::time::EpochMs;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// A shard as a snapshot keeps it (the held file is not kept: it is opened again).
-#[derive(Serialize, Deserialize)]
-struct ShardForm {
-    name: Vec<u8>,
-    seen: (u64, u64, i128, i128),
-    n: u32,
-    cursor: ShardCursor,
-    line: u64,
-    bytes: u64,
-    records: u64,
-    malformed: u64,
-    newest_ms: Option<EpochMs>,
-    oldest_ms: Option<EpochMs>,
-}
 
 /// An agent as a snapshot keeps it: name, shard bits, first, last, count, done, gaps.
 type AgentForm = (
@@ -60,18 +44,7 @@ impl Index {
         ))?;
         w.seq(
             self.shards.len(),
-            self.shards.iter().map(|(name, st)| ShardForm {
-                name: name.as_bytes().to_vec(),
-                seen: (st.seen.ino, st.seen.len, st.seen.mtime_ns, st.seen.ctime_ns),
-                n: st.n,
-                cursor: st.cursor.clone(),
-                line: st.line,
-                bytes: st.bytes,
-                records: st.records,
-                malformed: st.malformed,
-                newest_ms: st.newest_ms,
-                oldest_ms: st.oldest_ms,
-            }),
+            self.shards.iter().map(|(name, st)| (name.as_bytes(), st)),
         )?;
         w.seq(
             self.agents.len(),
@@ -107,12 +80,8 @@ impl Index {
         let (span_ms, agents_overflow, agents_untracked, gaps_from_archive): (i64, bool, u64, u64) =
             r.get()?;
         let mut shards = HashMap::new();
-        r.seq(usize::MAX, |f: ShardForm| {
-            let mut st = ShardState::new(f.n, FileId::default());
-            (st.seen.ino, st.seen.len, st.seen.mtime_ns, st.seen.ctime_ns) = f.seen;
-            (st.cursor, st.line, st.bytes, st.records) = (f.cursor, f.line, f.bytes, f.records);
-            (st.malformed, st.newest_ms, st.oldest_ms) = (f.malformed, f.newest_ms, f.oldest_ms);
-            shards.insert(OsString::from_vec(f.name), st);
+        r.seq(usize::MAX, |(name, st): (Vec<u8>, ShardState)| {
+            shards.insert(OsString::from_vec(name), st);
             Ok(())
         })?;
         let mut agents = HashMap::new();

@@ -180,6 +180,21 @@ fn assert_same(restored: &[(String, String)], fresh: &[(String, String)], when: 
     }
 }
 
+/// Starts from the snapshot (it must be used), and checks its answers are a fresh build's;
+/// returns the restored server.
+fn restored_as_fresh(s: &Setup, when: &str) -> Server {
+    let restored = s.serve(true);
+    assert!(
+        restored.said().contains("restored the index from"),
+        "{when}: {}",
+        restored.said()
+    );
+    let answers = s.answers(&restored);
+    let fresh = s.serve(false);
+    assert_same(&answers, &s.answers(&fresh), when);
+    restored
+}
+
 fn metric_line(server: &Server, name: &str) -> String {
     let (_, body) = get(server.port, "/metrics");
     body.lines()
@@ -231,39 +246,13 @@ fn a_restart_from_a_snapshot_answers_as_a_fresh_build_through_appends_trims_and_
             .ends_with(".jsonl.gz")),
         "yesterday's day file was rotated"
     );
-    let third = s.serve(true);
-    assert!(
-        third.said().contains("restored the index from"),
-        "{}",
-        third.said()
-    );
-    let restored = s.answers(&third);
-    let fresh = s.serve(false);
-    assert_same(
-        &restored,
-        &s.answers(&fresh),
-        "after a SIGKILL, appends, a trim and a rotation",
-    );
-    drop(fresh);
+    let third = restored_as_fresh(&s, "after a SIGKILL, appends, a trim and a rotation");
 
     // A clean stop after all that, more appends and another trim, then a start.
     assert!(stop(third).success());
     append(&s.dir, 0, &records(0, s.now - 600_000, 500, 400, 13));
     s.sync_trim("30m");
-    let fourth = s.serve(true);
-    assert!(
-        fourth.said().contains("restored the index from"),
-        "{}",
-        fourth.said()
-    );
-    let restored = s.answers(&fourth);
-    let fresh = s.serve(false);
-    assert_same(
-        &restored,
-        &s.answers(&fresh),
-        "after a clean stop, appends and a trim",
-    );
-    drop(fresh);
+    let fourth = restored_as_fresh(&s, "after a clean stop, appends and a trim");
     // Records the snapshot counts that are never archived...
     append(&s.dir, 3, &records(3, s.now - 2_400_000, 1_000, 60, 15));
     std::thread::sleep(Duration::from_millis(1_500));
@@ -393,17 +382,5 @@ fn snapshots_are_written_while_serving_and_a_sigkill_restarts_from_the_last() {
     std::thread::sleep(Duration::from_millis(1_500));
     drop(server);
     append(&s.dir, 2, &records(2, s.now - 300_000, 1_000, 120, 21));
-    let again = s.serve(true);
-    assert!(
-        again.said().contains("restored the index from"),
-        "{}",
-        again.said()
-    );
-    let restored = s.answers(&again);
-    let fresh = s.serve(false);
-    assert_same(
-        &restored,
-        &s.answers(&fresh),
-        "after a SIGKILL past periodic snapshots",
-    );
+    restored_as_fresh(&s, "after a SIGKILL past periodic snapshots");
 }
