@@ -122,11 +122,8 @@ impl Index {
     pub fn catch_up_restored(&mut self, now: EpochMs) -> anyhow::Result<Option<String>> {
         let dir = self.src.metrics_dir.clone();
         for (name, st) in &self.shards {
-            if st.records > 0 && std::fs::symlink_metadata(dir.join(name)).is_err() {
-                return Ok(Some(format!(
-                    "shard {} is gone since",
-                    name.to_string_lossy()
-                )));
+            if let Some(why) = self.followed_exactly(&dir, name, &st.cursor)? {
+                return Ok(Some(format!("shard {} {why}", name.to_string_lossy())));
             }
         }
         if let Some(archive) = &self.src.archive_dir {
@@ -160,6 +157,50 @@ impl Index {
             ));
         }
         Ok(None)
+    }
+}
+
+impl Index {
+    /// Why shard file `name`, read to `cursor` when the snapshot was written, cannot be
+    /// followed exactly from there (`None`: it can). Exact: the same file, appended to; or
+    /// files the archiver's recorded trims lead to, each cutting no further than the
+    /// snapshot had read. A trim that cut past it took records the snapshot never saw, and
+    /// the archive's day files hold them by day, not in file order (a replay stamped days
+    /// back is in an old one): only a build counts them exactly. So is a file replaced
+    /// otherwise, truncated, or gone.
+    fn followed_exactly(
+        &self,
+        dir: &std::path::Path,
+        name: &std::ffi::OsStr,
+        cursor: &cfn_core::cursor::ShardCursor,
+    ) -> anyhow::Result<Option<&'static str>> {
+        let Ok(file) = cfn_core::fsutil::open_safe(&dir.join(name), cfn_core::fsutil::Access::Read)
+        else {
+            return Ok((cursor.offset > 0).then_some("is gone or refused since"));
+        };
+        let meta = file.metadata()?;
+        match cursor.change_in(&file, &meta)? {
+            cfn_core::cursor::Change::Same => Ok(None),
+            cfn_core::cursor::Change::Truncated => Ok(Some("was truncated since")),
+            cfn_core::cursor::Change::Replaced => {
+                let trims = match &self.src.archive_dir {
+                    Some(archive) => {
+                        cfn_core::cursor::recorded_trims(archive, &name.to_string_lossy())
+                    }
+                    None => Vec::new(),
+                };
+                let at = cfn_core::cursor::offset_after_trims(
+                    &trims,
+                    cursor.id(),
+                    cursor.offset,
+                    FileId::of(&meta),
+                );
+                Ok(match at {
+                    Some(_) => None,
+                    None => Some("was trimmed past what the snapshot had read, or replaced"),
+                })
+            }
+        }
     }
 }
 

@@ -384,3 +384,45 @@ fn snapshots_are_written_while_serving_and_a_sigkill_restarts_from_the_last() {
     append(&s.dir, 2, &records(2, s.now - 300_000, 1_000, 120, 21));
     restored_as_fresh(&s, "after a SIGKILL past periodic snapshots");
 }
+
+#[test]
+fn a_trim_past_what_the_snapshot_read_makes_the_start_build_instead() {
+    let s = Setup::new();
+    let first = s.serve(true);
+    assert!(stop(first).success());
+    // Appended after the stop: replays stamped yesterday, then archived and trimmed with
+    // everything else older than 30 min. The trim cuts past what the snapshot read, and
+    // the replays sit in yesterday's day file, where following the shard through the
+    // archive (by day) would never look: only a build counts them.
+    append(
+        &s.dir,
+        2,
+        &records(2, s.now - 30 * 3_600_000 + 60_000, 1_000, 50, 31),
+    );
+    s.sync_trim("30m");
+    let second = s.serve(true);
+    let said = second.said();
+    assert!(
+        said.contains("not using snapshot")
+            && said.contains("trimmed past what the snapshot had read"),
+        "{said}"
+    );
+    let rebuilt = s.answers(&second);
+    let fresh = s.serve(false);
+    assert_same(
+        &rebuilt,
+        &s.answers(&fresh),
+        "after a trim past the snapshot",
+    );
+    // And the server counts the replays: 50 more records than the seed's.
+    let path = format!("/api/summary?window=48h&now={}", format_ms(s.now));
+    let (_, body) = get(second.port, &path);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let count: u64 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(count, 4 * (50 + 4_000) + 50, "{body:.400}");
+}
