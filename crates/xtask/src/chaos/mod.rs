@@ -381,19 +381,26 @@ struct Serve {
     port: u16,
 }
 
-fn start_serve(run: &Run) -> anyhow::Result<Serve> {
+/// A cfn-serve over the run's shards and archive; with `snapshots`, keeping snapshots of its
+/// index every second (so each restart of the watching server starts from one, or builds
+/// where it cannot be caught up exactly, and the audit checks its counts either way).
+fn start_serve(run: &Run, snapshots: bool) -> anyhow::Result<Serve> {
     let port = cfn_testkit::free_port();
-    let child = run
-        .tool("cfn-serve")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--index-span",
-            "5d",
-        ])
-        .arg("--archive-dir")
-        .arg(&run.archive)
-        .spawn()?;
+    let mut cmd = run.tool("cfn-serve");
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--index-span",
+        "5d",
+    ])
+    .arg("--archive-dir")
+    .arg(&run.archive);
+    if snapshots {
+        cmd.arg("--snapshot-dir")
+            .arg(run.root.join("serve-snapshots"))
+            .args(["--snapshot-every", "1s"]);
+    }
+    let child = cmd.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(Instant::now() < deadline, "cfn-serve did not start");
@@ -404,7 +411,7 @@ fn start_serve(run: &Run) -> anyhow::Result<Serve> {
 
 /// cfn-serve, asked every second, killed and restarted three times during the run.
 fn server(run: &Run) -> anyhow::Result<Serve> {
-    let mut serve = start_serve(run)?;
+    let mut serve = start_serve(run, true)?;
     let agent = ureq::Agent::new_with_defaults();
     let mut restarts = 0;
     while run.running() {
@@ -422,7 +429,7 @@ fn server(run: &Run) -> anyhow::Result<Serve> {
             let _ = serve.child.kill();
             let _ = serve.child.wait();
             run.faults.add("serve_killed");
-            serve = start_serve(run)?;
+            serve = start_serve(run, true)?;
             restarts += 1;
         }
     }
@@ -748,7 +755,7 @@ fn check_serve(run: &Run, serve: &mut Serve, found: &audit::Found) -> anyhow::Re
         .collect();
     // A fresh server over what is left, and the one that watched the run.
     let mut answers = BTreeMap::new();
-    let fresh = start_serve(run)?;
+    let fresh = start_serve(run, false)?;
     for (name, port) in [("watching", serve.port), ("fresh", fresh.port)] {
         let url = format!(
             "http://127.0.0.1:{port}/api/summary?exact=1&window={}s&now={}",
