@@ -431,6 +431,19 @@ fn server(run: &Run) -> anyhow::Result<Serve> {
             run.faults.add("serve_killed");
             serve = start_serve(run, true)?;
             restarts += 1;
+            // How it started: from a snapshot, or a build (the report's exits say which).
+            let metrics = agent
+                .get(&format!("http://127.0.0.1:{}/metrics", serve.port))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .unwrap_or_default();
+            run.exits
+                .add(if metrics.contains("\ncfn_serve_snapshot_restored 1") {
+                    "cfn-serve restarted from a snapshot"
+                } else {
+                    "cfn-serve restarted with a build"
+                });
         }
     }
     Ok(serve)
