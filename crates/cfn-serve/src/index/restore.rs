@@ -121,14 +121,21 @@ impl Index {
     /// I/O errors other than missing or refused files.
     pub fn catch_up_restored(&mut self, now: EpochMs) -> anyhow::Result<Option<String>> {
         let dir = self.src.metrics_dir.clone();
-        for (name, st) in &self.shards {
+        // What the snapshot read of each shard, followed from where it stopped.
+        for (name, st) in self.shards.iter().filter(|(_, st)| st.cursor.offset > 0) {
             if let Some(why) = self.followed_exactly(&dir, name, &st.cursor)? {
                 return Ok(Some(format!("shard {} {why}", name.to_string_lossy())));
             }
         }
+        // Shards it read nothing of are read from their start: exact unless the archiver
+        // already took records of them, which the snapshot never saw.
         if let Some(archive) = &self.src.archive_dir {
             for (_, name) in super::list_shard_names(&dir) {
-                if self.shards.contains_key(&name) {
+                if self
+                    .shards
+                    .get(&name)
+                    .is_some_and(|st| st.cursor.offset > 0)
+                {
                     continue;
                 }
                 let Ok(meta) = std::fs::symlink_metadata(dir.join(&name)) else {
@@ -143,7 +150,7 @@ impl Index {
                     || split == SplitFor::OtherFile
                 {
                     return Ok(Some(format!(
-                        "shard {} is new since, and the archive holds records of it",
+                        "shard {} was written and archived since",
                         name.to_string_lossy()
                     )));
                 }
@@ -176,7 +183,7 @@ impl Index {
     ) -> anyhow::Result<Option<&'static str>> {
         let Ok(file) = cfn_core::fsutil::open_safe(&dir.join(name), cfn_core::fsutil::Access::Read)
         else {
-            return Ok((cursor.offset > 0).then_some("is gone or refused since"));
+            return Ok(Some("is gone or refused since"));
         };
         let meta = file.metadata()?;
         match cursor.change_in(&file, &meta)? {
