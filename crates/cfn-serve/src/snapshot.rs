@@ -52,6 +52,13 @@ impl<W: Write> FrameWriter<W> {
     }
 
     fn frame(&mut self) -> anyhow::Result<()> {
+        // A frame a reader would refuse makes the write fail, not a useless file.
+        anyhow::ensure!(
+            self.buf.len() <= MAX_FRAME,
+            "one item of {} MB, past the {} MB a frame holds",
+            self.buf.len() >> 20,
+            MAX_FRAME >> 20
+        );
         let len = u32::try_from(self.buf.len()).context("a frame over 4 GB")?;
         self.written += 4 + u64::from(len);
         anyhow::ensure!(
