@@ -472,6 +472,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_item_past_a_frame_fails_the_write_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = Header {
+            version: env!("CARGO_PKG_VERSION").into(),
+            config: 7,
+            written_ms: 1,
+        };
+        let big = serde_bytes_like(MAX_FRAME + 1);
+        let e = write(dir.path(), &header, |w| w.put(&big)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("past the 64 MB a frame holds"),
+            "{e:#}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no file left"
+        );
+    }
+
+    /// `n` bytes that serialise as about `n` bytes.
+    fn serde_bytes_like(n: usize) -> String {
+        "x".repeat(n)
+    }
+
+    #[test]
     fn only_the_newest_two_are_kept_and_listed_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         for ms in [10, 30, 20] {
