@@ -281,9 +281,6 @@ pub struct Index {
     /// Times a shard was rewritten twice between two looks and what was trimmed in between
     /// was read back from the archive (by day, so not always exact).
     pub(crate) gaps_from_archive: u64,
-    /// Times a shard was rewritten past the last record indexed and the archive did not
-    /// hold that record (records may be missing).
-    gaps_unknown: u64,
     /// Where snapshots go and what they did.
     pub snapshots: SnapshotStatus,
     /// Tests: called after the build read a shard, before it reads that shard's archive.
@@ -411,7 +408,6 @@ impl Index {
             caught_up: Instant::now(),
             catch_up_every: CATCH_UP_EVERY,
             gaps_from_archive: 0,
-            gaps_unknown: 0,
             snapshots: SnapshotStatus::default(),
             #[cfg(test)]
             after_hot_read: None,
@@ -904,7 +900,6 @@ impl Index {
             }
         }
         if resume.gap_unknown {
-            self.gaps_unknown += 1;
             cfn_core::cli::warn(
                 "cfn-serve",
                 format!(

@@ -307,7 +307,8 @@ pub fn write(
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(libc_nofollow())
+            // A snapshot's name is never a symlink's.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, file))?;
         w.put(header)?;
@@ -332,11 +333,6 @@ pub fn write(
     Ok((path, size))
 }
 
-/// `O_NOFOLLOW`: a snapshot's name is never a symlink's.
-fn libc_nofollow() -> i32 {
-    libc::O_NOFOLLOW
-}
-
 /// Opens snapshot `path` for `load`: refused when it is a symlink, not a regular file, not
 /// this user's, or writable by others; `config` is the fingerprint it must carry.
 ///
@@ -350,7 +346,7 @@ pub fn read<T>(
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc_nofollow())
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     let meta = file.metadata()?;
     let me = cfn_core::fsutil::effective_uid();
@@ -479,7 +475,7 @@ pub(crate) mod tests {
             config: 7,
             written_ms: 1,
         };
-        let big = serde_bytes_like(MAX_FRAME + 1);
+        let big = "x".repeat(MAX_FRAME + 1);
         let e = write(dir.path(), &header, |w| w.put(&big)).unwrap_err();
         assert!(
             format!("{e:#}").contains("past the 64 MB a frame holds"),
@@ -490,11 +486,6 @@ pub(crate) mod tests {
             0,
             "no file left"
         );
-    }
-
-    /// `n` bytes that serialise as about `n` bytes.
-    fn serde_bytes_like(n: usize) -> String {
-        "x".repeat(n)
     }
 
     #[test]

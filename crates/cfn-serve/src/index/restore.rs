@@ -113,9 +113,8 @@ impl Index {
 
     /// Brings a loaded snapshot up to the shards as they are now, as a running index
     /// follows them: `Ok(None)` when it is, `Ok(Some(why))` when the snapshot cannot give
-    /// a build's answers (a shard it counted is gone, a shard was replaced past what the
-    /// archive can fill in, or the archive holds records of a file it never saw): then the
-    /// caller builds instead.
+    /// a build's answers (see [`Index::followed_exactly`], or the archive holds records of a
+    /// file it never read): then the caller builds instead.
     ///
     /// # Errors
     /// I/O errors other than missing or refused files.
@@ -156,18 +155,18 @@ impl Index {
                 }
             }
         }
-        let unknown = self.gaps_unknown;
+        // A shard that changed between those looks and this one may still need the
+        // archive's day files to be followed: not exact either.
+        let from_archive = self.gaps_from_archive;
         self.refresh(now, super::Look::Sweep)?;
-        if self.gaps_unknown > unknown {
+        if self.gaps_from_archive > from_archive {
             return Ok(Some(
-                "a shard was rewritten since past what the archive holds".into(),
+                "a shard was rewritten meanwhile past what the snapshot had read".into(),
             ));
         }
         Ok(None)
     }
-}
 
-impl Index {
     /// Why shard file `name`, read to `cursor` when the snapshot was written, cannot be
     /// followed exactly from there (`None`: it can). Exact: the same file, appended to; or
     /// files the archiver's recorded trims lead to, each cutting no further than the
