@@ -140,13 +140,24 @@ impl Index {
                 let Ok(meta) = std::fs::symlink_metadata(dir.join(&name)) else {
                     continue;
                 };
-                let split = cfn_core::cursor::archived_split_for(
-                    archive,
-                    &name.to_string_lossy(),
-                    FileId::of(&meta),
-                );
+                let id = FileId::of(&meta);
+                let split =
+                    cfn_core::cursor::archived_split_for(archive, &name.to_string_lossy(), id);
+                // A file a trim made holds nothing of what the trim took, archived or not:
+                // records the snapshot never saw (the fleet soak found this one).
+                let trimmed_into =
+                    cfn_core::cursor::recorded_trims(archive, &name.to_string_lossy())
+                        .iter()
+                        .any(|t| {
+                            t.cut > 0
+                                && FileId {
+                                    dev: t.to_dev,
+                                    ino: t.to_ino,
+                                } == id
+                        });
                 if matches!(split, SplitFor::Split(s) if s.offset > 0)
                     || split == SplitFor::OtherFile
+                    || trimmed_into
                 {
                     return Ok(Some(format!(
                         "shard {} was written and archived since",
