@@ -43,6 +43,12 @@ chaos minutes="2" seed="1":
     bash contrib/build-release.sh --with-xtask
     target/dist/dev/xtask chaos --minutes {{minutes}} --seed {{seed}}
 
+# Eight hosts in network namespaces under fire, one Prometheus, Alertmanager and bucket, then
+# the audit of it all (root; minutes; not part of the tests).
+fleet minutes="2" seed="1" hosts="8":
+    bash contrib/build-release.sh --with-xtask
+    target/dist/dev/xtask fleet --hosts {{hosts}} --minutes {{minutes}} --seed {{seed}}
+
 # The whole pipeline on a temp dir (the README's first command).
 demo:
     bash contrib/demo.sh

@@ -13,6 +13,7 @@ mod accuracy;
 mod bench;
 mod chaos;
 mod design_check;
+mod fleet;
 mod man;
 
 fn commands() -> Vec<clap::Command> {
@@ -124,6 +125,24 @@ enum Task {
         #[arg(long, default_value_t = 128)]
         archive_mb: u64,
     },
+    /// A fleet under fire: HOSTS network namespaces running the package's jobs, one
+    /// Prometheus, one Alertmanager, one bucket behind a faulty proxy, faults by seed, then
+    /// the audit (needs root, prometheus, prometheus-alertmanager, prometheus-node-exporter,
+    /// moto_server; runs the tools beside this xtask). Exits 2 without root.
+    Fleet {
+        #[arg(long, default_value_t = 8)]
+        hosts: usize,
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The JSON report (default target/fleet-report.json).
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Keep the run's directory.
+        #[arg(long)]
+        keep: bool,
+    },
     /// cfn-emit --stdin streaming rates (benchmark helper).
     BenchStream {
         #[arg(long, default_value = "target/dist")]
@@ -186,6 +205,22 @@ fn main() -> anyhow::Result<()> {
                 report: Some(report.unwrap_or_else(|| root.join("target/chaos-report.json"))),
                 keep,
                 disks_mb: (hot_mb, archive_mb),
+            })
+        }
+        Task::Fleet {
+            hosts,
+            minutes,
+            seed,
+            report,
+            keep,
+        } => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            fleet::run(fleet::Options {
+                hosts,
+                minutes,
+                seed,
+                report: report.unwrap_or_else(|| root.join("target/fleet-report.json")),
+                keep,
             })
         }
         Task::BenchStream { bin, quick } => {

@@ -17,7 +17,7 @@ pub enum Fate {
     /// The writer exited 0 (or its stream closed with 0): it must be stored exactly once.
     Acked { wrote_ms: u64, acked_ms: u64 },
     /// The writer was killed, or failed (disk full, lock busy): at most once, never torn.
-    Unsure,
+    Unsure { wrote_ms: u64 },
 }
 
 /// Where records were found, and what could not be read as a record.
@@ -275,7 +275,7 @@ pub fn check_stores(emitted: &HashMap<Key, Fate>, found: &Found) -> Value {
                     missing.push(*k);
                 }
             }
-            Fate::Unsure => {
+            Fate::Unsure { .. } => {
                 unsure += 1;
                 unsure_kept += u64::from(present && !twice);
                 if twice {

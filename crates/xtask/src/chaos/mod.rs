@@ -10,8 +10,8 @@
 //! and hot filesystems (size-limited tmpfs mounts when root) filled for a while; a
 //! `cfn-cat --follow` and a cfn-serve killed and restarted. Then the audit (`audit.rs`).
 
-mod audit;
-mod proxy;
+pub(crate) mod audit;
+pub(crate) mod proxy;
 
 use anyhow::{Context, bail};
 use audit::{Fate, FollowRun, Key};
@@ -19,7 +19,10 @@ use cfn_testkit::gendata::Rng;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,113 +37,270 @@ const SIM_SPAN_MS: i64 = 84 * 3_600_000;
 
 /// Counters of injected faults and outcomes, by name.
 #[derive(Default)]
-struct Tally(Mutex<BTreeMap<String, u64>>);
+pub(crate) struct Tally(Mutex<BTreeMap<String, u64>>);
 
 impl Tally {
-    fn add(&self, what: &str) {
+    pub(crate) fn add(&self, what: &str) {
         *self.0.lock().unwrap().entry(what.to_string()).or_default() += 1;
     }
-    fn snapshot(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0.lock().unwrap().clone()
     }
 }
 
-/// Everything the actors share.
-struct Run {
-    bin: PathBuf,
-    root: PathBuf,
-    hot: PathBuf,
-    archive: PathBuf,
-    proxy_port: u16,
-    started: Instant,
-    wall_start_ms: i64,
-    duration: Duration,
-    stop: AtomicBool,
-    seqs: Vec<AtomicU64>,
-    emitted: Mutex<HashMap<Key, Fate>>,
-    faults: Tally,
-    exits: Tally,
+/// One host under fire: its tools, directories and clock, and what its writers were told.
+/// The chaos soak has one; the fleet (`xtask fleet`) one per network namespace.
+pub(crate) struct Run {
+    pub(crate) bin: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) hot: PathBuf,
+    pub(crate) archive: PathBuf,
+    /// `CFN_HOST` of every tool.
+    pub(crate) host: String,
+    /// The network namespace the host's processes run in (none: the harness's own).
+    pub(crate) netns: Option<Arc<std::fs::File>>,
+    /// The S3 endpoint (the fault proxy) and the upload URL.
+    pub(crate) s3_endpoint: String,
+    pub(crate) upload: String,
+    /// Where cfn-serve listens: this address, on a free port or `serve_port`.
+    pub(crate) serve_ip: IpAddr,
+    pub(crate) serve_port: Option<u16>,
+    /// The metrics' names: `<prefix>.w` (one cfn-emit per record), `<prefix>.s` (streams).
+    pub(crate) metric_prefix: &'static str,
+    pub(crate) started: Instant,
+    pub(crate) wall_start_ms: i64,
+    pub(crate) duration: Duration,
+    /// How long the simulated clock runs in the run (0: the real clock), and how far this
+    /// host's clock is ahead of it.
+    pub(crate) sim_span_ms: i64,
+    pub(crate) skew_ms: i64,
+    /// How far back replayed records are stamped, at most.
+    pub(crate) replay_span_ms: i64,
+    /// The host's agents; the last `silent` of them stop writing half-way through.
+    pub(crate) agents: Range<u32>,
+    pub(crate) silent: u32,
+    pub(crate) stop: AtomicBool,
+    /// Powered off (a fleet host's "reboot"), or writers held while cfn-serve restarts.
+    pub(crate) off: AtomicBool,
+    pub(crate) held: AtomicBool,
+    /// When the power last went (ms since the run began).
+    pub(crate) powered_off_at: AtomicU64,
+    /// Writes under way (a hold waits for them).
+    pub(crate) inflight: AtomicU64,
+    pub(crate) seqs: Vec<AtomicU64>,
+    pub(crate) emitted: Mutex<HashMap<Key, Fate>>,
+    /// Each cfn-serve start: ms since the run began, and whether it restored a snapshot.
+    pub(crate) serve_starts: Mutex<Vec<(u64, bool)>>,
+    pub(crate) faults: Tally,
+    pub(crate) exits: Tally,
 }
 
 impl Run {
-    fn elapsed_ms(&self) -> u64 {
+    /// A host named `host` with its directories under `root` and the given agents.
+    pub(crate) fn new(bin: PathBuf, root: PathBuf, host: &str, agents: Range<u32>) -> Self {
+        Run {
+            bin,
+            hot: root.join("hot"),
+            archive: root.join("archive"),
+            root,
+            host: host.to_string(),
+            netns: None,
+            s3_endpoint: String::new(),
+            upload: format!("s3://{BUCKET}/cold/"),
+            serve_ip: IpAddr::from([127, 0, 0, 1]),
+            serve_port: None,
+            metric_prefix: "chaos",
+            started: Instant::now(),
+            wall_start_ms: cfn_core::time::now_ms(),
+            duration: Duration::ZERO,
+            sim_span_ms: SIM_SPAN_MS,
+            skew_ms: 0,
+            replay_span_ms: 40 * DAY_MS,
+            seqs: agents.clone().map(|_| AtomicU64::new(0)).collect(),
+            agents,
+            silent: 0,
+            stop: AtomicBool::new(false),
+            off: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            powered_off_at: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
+            emitted: Mutex::default(),
+            serve_starts: Mutex::default(),
+            faults: Tally::default(),
+            exits: Tally::default(),
+        }
+    }
+
+    pub(crate) fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The simulated time: it ends at the real end of the run and starts SIM_SPAN earlier.
-    fn sim_now(&self) -> i64 {
+    /// The host's clock: the simulated time (it ends at the real end of the run and starts
+    /// `sim_span_ms` earlier), plus the host's skew.
+    pub(crate) fn sim_now(&self) -> i64 {
+        if self.sim_span_ms == 0 {
+            return self.wall_start_ms + self.elapsed_ms() as i64 + self.skew_ms;
+        }
         let dur = self.duration.as_millis() as f64;
         let frac = (self.started.elapsed().as_millis() as f64 / dur).min(1.0);
         let end = self.wall_start_ms + dur as i64;
-        end - SIM_SPAN_MS + (frac * SIM_SPAN_MS as f64) as i64
+        end - self.sim_span_ms + (frac * self.sim_span_ms as f64) as i64 + self.skew_ms
     }
 
-    fn tool(&self, name: &str) -> Command {
-        let mut c = Command::new(self.bin.join(name));
+    /// A process of the host: in its network namespace, with its environment.
+    pub(crate) fn process(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(ns) = &self.netns {
+            let fd = ns.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe and touches nothing of the parent's.
+            #[allow(unsafe_code)]
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        c
+    }
+
+    pub(crate) fn tool(&self, name: &str) -> Command {
+        let mut c = self.process(self.bin.join(name));
+        c.env("PATH", path_with(&self.bin))
             .env("CFN_METRICS_DIR", &self.hot)
             .env("CFN_ARCHIVE_DIR", &self.archive)
-            .env("CFN_HOST", "chaos-host")
+            .env("CFN_HOST", &self.host)
             .env("CFN_LOCK_TIMEOUT_MS", "3000")
             .env("AWS_ACCESS_KEY_ID", "chaos")
             .env("AWS_SECRET_ACCESS_KEY", "chaos-secret")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("CFN_HTTP_BACKOFF_MS", "50")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("CFN_HTTP_BACKOFF_MS", "50");
         c
     }
 
-    fn next_seq(&self, agent: u32) -> u64 {
-        self.seqs[agent as usize].fetch_add(1, Ordering::Relaxed)
+    /// An agent to write for: any of the host's, but the silent ones after half the run.
+    fn pick_agent(&self, rng: &mut Rng) -> u32 {
+        let n = self.agents.len() as u64;
+        let quiet = self.started.elapsed() > self.duration / 2;
+        let speaking = if quiet { n - u64::from(self.silent) } else { n };
+        self.agents.start + (rng.next_u64() % speaking.max(1)) as u32
     }
 
-    fn record_fate(&self, keys: &[Key], fate: Fate) {
+    pub(crate) fn next_seq(&self, agent: u32) -> u64 {
+        self.seqs[(agent - self.agents.start) as usize].fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_fate(&self, keys: &[Key], fate: Fate) {
         let mut e = self.emitted.lock().unwrap();
         for k in keys {
             e.insert(*k, fate);
         }
     }
 
-    fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn powered(&self) -> bool {
+        !self.off.load(Ordering::Relaxed)
+    }
+
+    /// Starts a write unless the host is off or its writers are held; `None` then (the
+    /// caller waits a little and asks again).
+    pub(crate) fn begin_write(&self) -> Option<WriteGuard<'_>> {
+        if self.off.load(Ordering::Relaxed) || self.held.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            return None;
+        }
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        if self.held.load(Ordering::SeqCst) {
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(WriteGuard(self))
+    }
+
+    /// Holds the writers and waits for the writes under way: what is written before and
+    /// after `f` is then known exactly.
+    pub(crate) fn with_writers_held<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.held.store(true, Ordering::SeqCst);
+        while self.inflight.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = f();
+        self.held.store(false, Ordering::SeqCst);
+        out
     }
 }
 
-/// A timestamp for a record written now: the simulated now, or for a replay up to 40 days
-/// before it.
+/// A write under way (see [`Run::with_writers_held`]).
+pub(crate) struct WriteGuard<'a>(&'a Run);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `PATH` with `bin` first (the host's scripts find its tools there).
+fn path_with(bin: &Path) -> std::ffi::OsString {
+    let mut p = bin.as_os_str().to_os_string();
+    p.push(":");
+    p.push(std::env::var_os("PATH").unwrap_or_default());
+    p
+}
+
+/// A record's value: a latency in whole milliseconds, lognormal around 2 s (whole, so sums
+/// are exact in any order; large, so whole numbers cost the quantiles nothing).
+fn latency_ms(rng: &mut Rng) -> u64 {
+    rng.lognormal(7.6, 0.9).round().clamp(1.0, 1e7) as u64
+}
+
+/// A timestamp for a record written now: the host's now, or for a replay up to
+/// `replay_span_ms` (40 days in the chaos soak) before it.
 fn stamp(run: &Run, rng: &mut Rng, replay: bool) -> i64 {
     let now = run.sim_now();
     if replay {
-        now - (rng.unit() * 40.0 * DAY_MS as f64) as i64 - 1000
+        now - (rng.unit() * run.replay_span_ms as f64) as i64 - 1000
     } else {
         now
     }
 }
 
-fn tags(agent: u32, seq: u64) -> String {
+pub(crate) fn tags(agent: u32, seq: u64) -> String {
     format!("{{\"a\":\"agent-{agent}\",\"s\":\"{seq}\"}}")
 }
 
 /// Per-call writers: one cfn-emit per record, in bursts; some replays; some killed.
-fn call_writer(run: &Run, seed: u64, replays: bool) {
+pub(crate) fn call_writer(run: &Run, seed: u64, replays: bool) {
     let mut rng = Rng::new(seed);
+    let metric = format!("{}.w", run.metric_prefix);
     while run.running() {
         let burst = if rng.unit() < 0.05 { 20 } else { 1 };
         for _ in 0..burst {
-            let agent = (rng.next_u64() % u64::from(AGENTS)) as u32;
+            let Some(_writing) = run.begin_write() else {
+                continue;
+            };
+            let agent = run.pick_agent(&mut rng);
             let seq = run.next_seq(agent);
             let replay = replays && rng.unit() < 0.3;
             let ts = cfn_core::time::format_ms(stamp(run, &mut rng, replay));
             let wrote_ms = run.elapsed_ms();
             let mut cmd = run.tool("cfn-emit");
             cmd.args(["--agent", &format!("agent-{agent}"), "--timestamp", &ts])
-                .args(["--tags", &tags(agent, seq), "chaos.w"])
-                .arg(format!("{}", rng.next_u64() % 1000));
+                .args(["--tags", &tags(agent, seq), &metric])
+                .arg(latency_ms(&mut rng).to_string())
+                .arg("ms");
             let Ok(mut child) = cmd.spawn() else { continue };
             let kill = rng.unit() < 0.02;
             if kill {
@@ -154,7 +314,7 @@ fn call_writer(run: &Run, seed: u64, replays: bool) {
                     wrote_ms,
                     acked_ms: run.elapsed_ms(),
                 },
-                _ => Fate::Unsure,
+                _ => Fate::Unsure { wrote_ms },
             };
             if !kill {
                 run.exits
@@ -168,9 +328,12 @@ fn call_writer(run: &Run, seed: u64, replays: bool) {
 
 /// `cfn-emit --stdin` streams: JSON records of many agents, in bursts; acknowledged when the
 /// stream closes with exit 0; some streams killed.
-fn stream_writer(run: &Run, seed: u64) {
+pub(crate) fn stream_writer(run: &Run, seed: u64) {
     let mut rng = Rng::new(seed);
     while run.running() {
+        let Some(_writing) = run.begin_write() else {
+            continue;
+        };
         let Ok(mut child) = run
             .tool("cfn-emit")
             .arg("--stdin")
@@ -196,14 +359,15 @@ fn stream_writer(run: &Run, seed: u64) {
                 break;
             }
             for _ in 0..(1 + rng.next_u64() % 200) {
-                let agent = (rng.next_u64() % u64::from(AGENTS)) as u32;
+                let agent = run.pick_agent(&mut rng);
                 let seq = run.next_seq(agent);
                 let replay = rng.unit() < 0.1;
                 let ts = cfn_core::time::format_ms(stamp(run, &mut rng, replay));
                 keys.push((agent, seq));
                 let line = format!(
-                    "{{\"timestamp\":\"{ts}\",\"agent\":\"agent-{agent}\",\"metric\":\"chaos.s\",\"value\":{},\"tags\":{}}}\n",
-                    rng.next_u64() % 1000,
+                    "{{\"timestamp\":\"{ts}\",\"agent\":\"agent-{agent}\",\"metric\":\"{}.s\",\"value\":{},\"unit\":\"ms\",\"tags\":{}}}\n",
+                    run.metric_prefix,
+                    latency_ms(&mut rng),
                     tags(agent, seq)
                 );
                 if stdin.write_all(line.as_bytes()).is_err() {
@@ -220,7 +384,7 @@ fn stream_writer(run: &Run, seed: u64) {
                 wrote_ms,
                 acked_ms: run.elapsed_ms(),
             },
-            _ => Fate::Unsure,
+            _ => Fate::Unsure { wrote_ms },
         };
         if !killed {
             run.exits.add(&format!("cfn-emit --stdin exit {status:?}"));
@@ -229,22 +393,11 @@ fn stream_writer(run: &Run, seed: u64) {
     }
 }
 
-fn archive_cmd(run: &Run) -> Command {
+pub(crate) fn archive_cmd(run: &Run) -> Command {
     let mut c = run.tool("cfn-archive");
     c.args(["--now", &cfn_core::time::format_ms(run.sim_now()), "run"])
-        .args([
-            "--hot",
-            "2h",
-            "--keep",
-            "30d",
-            "--upload",
-            &format!("s3://{BUCKET}/cold/"),
-        ])
-        .args([
-            "--upload-on-rotate",
-            "--endpoint",
-            &format!("http://127.0.0.1:{}", run.proxy_port),
-        ])
+        .args(["--hot", "2h", "--keep", "30d", "--upload", &run.upload])
+        .args(["--upload-on-rotate", "--endpoint", &run.s3_endpoint])
         .args(["--http-timeout", "2s", "--retries", "2"]);
     c
 }
@@ -252,11 +405,14 @@ fn archive_cmd(run: &Run) -> Command {
 /// The archiver every few seconds; runs overlap now and then and are killed: at random
 /// moments from outside, or at a named point of a phase (sync, trim, rotate, upload, state
 /// save) chosen at random, where the process SIGKILLs itself.
-fn archiver(run: &Run, seed: u64) {
+pub(crate) fn archiver(run: &Run, seed: u64) {
     let mut rng = Rng::new(seed);
     let points = cfn_archive::hooks::CRASH_POINTS;
     while run.running() {
         std::thread::sleep(Duration::from_millis(500 + rng.next_u64() % 2500));
+        if !run.powered() {
+            continue;
+        }
         let overlap = rng.unit() < 0.15;
         let mut children: Vec<(Child, Option<(&str, &str)>)> = Vec::new();
         for _ in 0..if overlap { 2 } else { 1 } {
@@ -317,7 +473,7 @@ fn fill_for(run: &Run, dir: &Path, hold: Duration, what: &str) {
 
 /// The disks: the archive full from 35% of the run for 15% of it, the hot directory full
 /// for 4 s at 60%.
-fn disks(run: &Run, mounted: bool) {
+pub(crate) fn disks(run: &Run, mounted: bool) {
     if !mounted {
         return;
     }
@@ -376,25 +532,27 @@ fn follower(run: &Run, seed: u64, runs: &Mutex<Vec<FollowRun>>) {
     }
 }
 
-struct Serve {
-    child: Child,
-    port: u16,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) addr: std::net::SocketAddr,
 }
 
-/// A cfn-serve over the run's shards and archive; with `snapshots`, keeping snapshots of its
-/// index every second (so each restart of the watching server starts from one, or builds
-/// where it cannot be caught up exactly, and the audit checks its counts either way).
-fn start_serve(run: &Run, snapshots: bool) -> anyhow::Result<Serve> {
-    let port = cfn_testkit::free_port();
+impl Serve {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// A cfn-serve over the host's shards and archive; with `snapshots`, keeping snapshots of
+/// its index every second (so each restart of the watching server starts from one, or
+/// builds where it cannot be caught up exactly, and the audit checks its counts either way).
+pub(crate) fn start_serve(run: &Run, snapshots: bool) -> anyhow::Result<Serve> {
+    let port = run.serve_port.unwrap_or_else(cfn_testkit::free_port);
+    let addr = std::net::SocketAddr::new(run.serve_ip, port);
     let mut cmd = run.tool("cfn-serve");
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--index-span",
-        "5d",
-    ])
-    .arg("--archive-dir")
-    .arg(&run.archive);
+    cmd.args(["--listen", &addr.to_string(), "--index-span", "5d"])
+        .arg("--archive-dir")
+        .arg(&run.archive);
     if snapshots {
         cmd.arg("--snapshot-dir")
             .arg(run.root.join("serve-snapshots"))
@@ -402,48 +560,71 @@ fn start_serve(run: &Run, snapshots: bool) -> anyhow::Result<Serve> {
     }
     let child = cmd.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "cfn-serve did not start");
+    while std::net::TcpStream::connect(addr).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cfn-serve did not start on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(Serve { child, port })
+    let serve = Serve { child, addr };
+    // How it started: from a snapshot (its histograms go on counting), or a build.
+    let metrics = ureq::Agent::new_with_defaults()
+        .get(&serve.url("/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let restored = metrics.contains("\ncfn_serve_snapshot_restored 1");
+    run.serve_starts
+        .lock()
+        .unwrap()
+        .push((run.elapsed_ms(), restored));
+    Ok(serve)
 }
 
-/// cfn-serve, asked every second, killed and restarted three times during the run.
-fn server(run: &Run) -> anyhow::Result<Serve> {
+/// cfn-serve, asked every second, killed and restarted three times during the run (the
+/// writers held meanwhile, so which records each life counted is known); after a power
+/// cut, started again when the power is back.
+pub(crate) fn server(run: &Run) -> anyhow::Result<Serve> {
     let mut serve = start_serve(run, true)?;
     let agent = ureq::Agent::new_with_defaults();
     let mut restarts = 0;
     while run.running() {
         std::thread::sleep(Duration::from_secs(1));
-        let url = format!(
-            "http://127.0.0.1:{}/api/summary?window=1h&exact=1",
-            serve.port
-        );
-        match agent.get(&url).call() {
+        if !run.powered() {
+            let _ = serve.child.kill();
+            let _ = serve.child.wait();
+            while !run.powered() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // The power cut left the writers held: they write again once this one counts.
+            serve = start_serve(run, true)?;
+            run.held.store(false, Ordering::SeqCst);
+            continue;
+        }
+        match agent
+            .get(&serve.url("/api/summary?window=1h&exact=1"))
+            .call()
+        {
             Ok(_) => run.exits.add("cfn-serve answered"),
             Err(_) => run.exits.add("cfn-serve did not answer"),
         }
         let due = run.duration.mul_f64(0.25 * f64::from(restarts + 1));
         if restarts < 3 && run.started.elapsed() > due {
-            let _ = serve.child.kill();
-            let _ = serve.child.wait();
-            run.faults.add("serve_killed");
-            serve = start_serve(run, true)?;
+            serve = run.with_writers_held(|| -> anyhow::Result<Serve> {
+                let _ = serve.child.kill();
+                let _ = serve.child.wait();
+                run.faults.add("serve_killed");
+                start_serve(run, true)
+            })?;
             restarts += 1;
-            // How it started: from a snapshot, or a build (the report's exits say which).
-            let metrics = agent
-                .get(&format!("http://127.0.0.1:{}/metrics", serve.port))
-                .call()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_to_string().ok())
-                .unwrap_or_default();
-            run.exits
-                .add(if metrics.contains("\ncfn_serve_snapshot_restored 1") {
-                    "cfn-serve restarted from a snapshot"
-                } else {
-                    "cfn-serve restarted with a build"
-                });
+            let restored = run.serve_starts.lock().unwrap().last().is_some_and(|s| s.1);
+            run.exits.add(if restored {
+                "cfn-serve restarted from a snapshot"
+            } else {
+                "cfn-serve restarted with a build"
+            });
         }
     }
     Ok(serve)
@@ -465,7 +646,8 @@ boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="
              aws_access_key_id="chaos", aws_secret_access_key="chaos-secret").create_bucket(Bucket=sys.argv[2])
 "#;
 
-fn start_moto() -> anyhow::Result<(Child, u16)> {
+/// moto_server on a free loopback port, with `bucket` made.
+pub(crate) fn start_moto(bucket: &str) -> anyhow::Result<(Child, u16)> {
     let port = cfn_testkit::free_port();
     let child = Command::new("moto_server")
         .args(["-p", &port.to_string()])
@@ -479,7 +661,7 @@ fn start_moto() -> anyhow::Result<(Child, u16)> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let made = Command::new("python3")
-        .args(["-c", MAKE_BUCKET, &port.to_string(), BUCKET])
+        .args(["-c", MAKE_BUCKET, &port.to_string(), bucket])
         .status()?;
     anyhow::ensure!(made.success(), "could not create the bucket");
     Ok((child, port))
@@ -491,70 +673,56 @@ fn mount_small(hot: &Path, archive: &Path, (hot_mb, archive_mb): (u64, u64)) -> 
     if cfn_core::fsutil::effective_uid() != 0 {
         return false;
     }
-    let mount = |dir: &Path, size: &str| {
-        Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if mount(hot, &format!("{hot_mb}m")) && mount(archive, &format!("{archive_mb}m")) {
+    if mount_tmpfs(hot, hot_mb) && mount_tmpfs(archive, archive_mb) {
         return true;
     }
     unmount(hot, archive);
     false
 }
 
-fn unmount(hot: &Path, archive: &Path) {
+/// A tmpfs of `mb` MiB on `dir` (root only).
+pub(crate) fn mount_tmpfs(dir: &Path, mb: u64) -> bool {
+    Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={mb}m,mode=0755"),
+            "tmpfs",
+        ])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub(crate) fn unmount(hot: &Path, archive: &Path) {
     for d in [hot, archive] {
         let _ = Command::new("umount").arg(d).stderr(Stdio::null()).status();
     }
 }
 
-/// Runs the chaos soak and its audit; the report goes to `opts.report` (JSON) and a summary
-/// to stderr. Fails when any check fails.
-pub fn run(opts: Options) -> anyhow::Result<()> {
-    // The tools of the same build as this harness (contrib/build-release.sh --with-xtask puts
-    // it and cfn-archive-faults in target/dist/dev, the tools one level up), with
-    // cfn-archive-faults in cfn-archive's place: its kills land at named points of each phase
-    // (`CFN_ARCHIVE_CRASH_AT`); without the variable it is cfn-archive.
+/// Copies the tools of the same build as this harness into `bin`: a build during a long run
+/// does not change its tools halfway. contrib/build-release.sh --with-xtask puts the harness
+/// and cfn-archive-faults in target/dist/dev, the tools one level up; cfn-archive-faults takes
+/// cfn-archive's place: its kills land at named points of each phase
+/// (`CFN_ARCHIVE_CRASH_AT`), and without the variable it is cfn-archive.
+pub(crate) fn copy_tools(task: &str, tools: &[&str], bin: &Path) -> anyhow::Result<()> {
     let here = std::env::current_exe()?
         .parent()
         .context("the harness's own directory")?
         .to_path_buf();
-    let tools = [
-        "cfn-emit",
-        "cfn-cat",
-        "cfn-agg",
-        "cfn-archive-faults",
-        "cfn-serve",
-    ];
-    let mut built = Vec::new();
-    for tool in tools {
+    std::fs::create_dir_all(bin)?;
+    for &tool in tools {
         let found = [here.join(tool), here.join("..").join(tool)]
             .into_iter()
             .find(|p| p.is_file());
         let Some(path) = found else {
             bail!(
-                "chaos: {tool} is not beside this xtask ({}): run it from the release build, \
-                 `bash contrib/build-release.sh --with-xtask && target/dist/dev/xtask chaos ...`",
+                "{task}: {tool} is not beside this xtask ({}): run it from the release build, \
+                 `bash contrib/build-release.sh --with-xtask && target/dist/dev/xtask {task} ...`",
                 here.display()
             );
         };
-        built.push((tool, path));
-    }
-    let tmp = tempfile::Builder::new().prefix("cfn-chaos.").tempdir()?;
-    let root = tmp.path().to_path_buf();
-    // The run's own copies: a build during a long run does not change its tools halfway.
-    let bin = root.join("bin");
-    std::fs::create_dir_all(&bin)?;
-    for (tool, path) in built {
         let name = if tool == "cfn-archive-faults" {
             "cfn-archive"
         } else {
@@ -562,6 +730,23 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         };
         std::fs::copy(path, bin.join(name))?;
     }
+    Ok(())
+}
+
+/// Runs the chaos soak and its audit; the report goes to `opts.report` (JSON) and a summary
+/// to stderr. Fails when any check fails.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new().prefix("cfn-chaos.").tempdir()?;
+    let root = tmp.path().to_path_buf();
+    let bin = root.join("bin");
+    let tools = [
+        "cfn-emit",
+        "cfn-cat",
+        "cfn-agg",
+        "cfn-archive-faults",
+        "cfn-serve",
+    ];
+    copy_tools("chaos", &tools, &bin)?;
     // --keep leaves the run's directory for a look (its path is in the report).
     let _tmp = if opts.keep {
         let _ = tmp.keep();
@@ -602,23 +787,18 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 fn soak(opts: &Options, bin: PathBuf, root: PathBuf, mounted: bool) -> anyhow::Result<Value> {
-    let (mut moto, moto_port) = start_moto()?;
-    let proxy = proxy::start(moto_port, opts.seed ^ 0x5eed, 0.3, Duration::from_secs(3))?;
-    let run = Arc::new(Run {
-        bin,
-        hot: root.join("hot"),
-        archive: root.join("archive"),
-        root: root.clone(),
-        proxy_port: proxy.port,
-        started: Instant::now(),
-        wall_start_ms: cfn_core::time::now_ms(),
-        duration: Duration::from_secs_f64(opts.minutes * 60.0),
-        stop: AtomicBool::new(false),
-        seqs: (0..AGENTS).map(|_| AtomicU64::new(0)).collect(),
-        emitted: Mutex::default(),
-        faults: Tally::default(),
-        exits: Tally::default(),
-    });
+    let (mut moto, moto_port) = start_moto(BUCKET)?;
+    let proxy = proxy::start(
+        IpAddr::from([127, 0, 0, 1]),
+        moto_port,
+        opts.seed ^ 0x5eed,
+        0.3,
+        Duration::from_secs(3),
+    )?;
+    let mut host = Run::new(bin, root.clone(), "chaos-host", 0..AGENTS);
+    host.s3_endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    host.duration = Duration::from_secs_f64(opts.minutes * 60.0);
+    let run = Arc::new(host);
     let follow_runs: Arc<Mutex<Vec<FollowRun>>> = Arc::default();
     let mut threads = Vec::new();
     let spawn = |f: Box<dyn FnOnce() + Send>| std::thread::spawn(f);
@@ -769,12 +949,12 @@ fn check_serve(run: &Run, serve: &mut Serve, found: &audit::Found) -> anyhow::Re
     // A fresh server over what is left, and the one that watched the run.
     let mut answers = BTreeMap::new();
     let fresh = start_serve(run, false)?;
-    for (name, port) in [("watching", serve.port), ("fresh", fresh.port)] {
-        let url = format!(
-            "http://127.0.0.1:{port}/api/summary?exact=1&window={}s&now={}",
+    for (name, server) in [("watching", &*serve), ("fresh", &fresh)] {
+        let url = server.url(&format!(
+            "/api/summary?exact=1&window={}s&now={}",
             (end - since) / 1000,
             end_s
-        );
+        ));
         let body = ureq::Agent::new_with_defaults()
             .get(&url)
             .call()?
@@ -806,7 +986,7 @@ fn check_serve(run: &Run, serve: &mut Serve, found: &audit::Found) -> anyhow::Re
 }
 
 /// Processes still running whose command line names the run's directory.
-fn stray_processes(root: &Path) -> Vec<String> {
+pub(crate) fn stray_processes(root: &Path) -> Vec<String> {
     let needle = root.to_string_lossy().into_owned();
     let me = std::process::id().to_string();
     let mut out = Vec::new();

@@ -2,6 +2,8 @@
 //! per request a fault drawn at random: a reset before any reply, a 500, 503 or 429 answered
 //! without forwarding, a stall past the client's timeout, or the store's reply dropped after
 //! it has taken the request (the hardest case: the object exists, the client thinks not).
+//! While `throttle` is set every request is refused with 503 SlowDown or 429, as a store
+//! throttling every client at once does.
 
 use cfn_testkit::gendata::Rng;
 use std::collections::BTreeMap;
@@ -18,25 +20,40 @@ pub struct Proxy {
     pub port: u16,
     pub counts: Counts,
     pub faulty: Arc<AtomicBool>,
+    pub throttle: Arc<AtomicBool>,
 }
 
 fn bump(counts: &Counts, what: &str) {
     *counts.lock().unwrap().entry(what.to_string()).or_default() += 1;
 }
 
-/// Starts the proxy to `upstream` (a port on 127.0.0.1); `fault_rate` of requests get a
-/// fault while `faulty` is set; `stall` is longer than the clients' timeout.
-pub fn start(upstream: u16, seed: u64, fault_rate: f64, stall: Duration) -> anyhow::Result<Proxy> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+/// Starts the proxy on `bind` to `upstream` (a port on 127.0.0.1); `fault_rate` of
+/// requests get a fault while `faulty` is set; `stall` is longer than the clients' timeout.
+pub fn start(
+    bind: std::net::IpAddr,
+    upstream: u16,
+    seed: u64,
+    fault_rate: f64,
+    stall: Duration,
+) -> anyhow::Result<Proxy> {
+    let listener = TcpListener::bind((bind, 0))?;
     let port = listener.local_addr()?.port();
     let counts: Counts = Arc::default();
     let faulty = Arc::new(AtomicBool::new(true));
-    let (c, f) = (Arc::clone(&counts), Arc::clone(&faulty));
+    let throttle = Arc::new(AtomicBool::new(false));
+    let (c, f, t) = (
+        Arc::clone(&counts),
+        Arc::clone(&faulty),
+        Arc::clone(&throttle),
+    );
     std::thread::spawn(move || {
         let mut rng = Rng::new(seed);
         for conn in listener.incoming().map_while(Result::ok) {
             let roll = rng.unit();
-            let fault = if f.load(Ordering::Relaxed) && roll < fault_rate {
+            let fault = if t.load(Ordering::Relaxed) {
+                // 503 or 429, half each.
+                Some(if roll < 0.5 { 2 } else { 3 })
+            } else if f.load(Ordering::Relaxed) && roll < fault_rate {
                 Some((roll / fault_rate * 6.0) as u32)
             } else {
                 None
@@ -51,6 +68,7 @@ pub fn start(upstream: u16, seed: u64, fault_rate: f64, stall: Duration) -> anyh
         port,
         counts,
         faulty,
+        throttle,
     })
 }
 
