@@ -425,6 +425,16 @@ impl ShardCursor {
             missed: Vec::new(),
             gap_unknown: false,
         };
+        if exact.is_none() && self.last_hash.is_none() && change == Change::Replaced {
+            // Nothing read yet, and a trim took more than that: what it took is in the
+            // archive by day, with no record read to find it from.
+            let trimmed_past = archive_dir.is_some_and(|dir| {
+                recorded_trims(dir, shard_name).iter().any(|t| {
+                    t.from_dev == self.dev && t.from_ino == self.ino && t.cut > self.offset
+                })
+            });
+            resume.gap_unknown = trimmed_past;
+        }
         if exact.is_some() || resume.pos.offset != 0 || self.last_hash.is_none() {
             return Ok(resume);
         }
@@ -542,6 +552,50 @@ pub fn trimmed_since(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Found by the fleet soak (issue 41): a reader that had read nothing of a shard whose
+    /// file a trim then cut went on at the new file's start without a word; the trim took
+    /// records it never saw. Now that is a gap it cannot fill, said by the caller.
+    #[test]
+    fn a_trim_past_a_reader_that_read_nothing_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hot, archive) = (dir.path().join("hot"), dir.path().join("archive"));
+        std::fs::create_dir_all(&hot).unwrap();
+        std::fs::create_dir_all(&archive).unwrap();
+        let old = hot.join("old.jsonl");
+        std::fs::write(&old, "x\n").unwrap();
+        let cursor = ShardCursor::at_start(FileId::of(&std::fs::metadata(&old).unwrap()));
+        let now = hot.join("cfn-metrics-3.jsonl");
+        std::fs::write(&now, "").unwrap();
+        let (from, to) = (cursor.id(), FileId::of(&std::fs::metadata(&now).unwrap()));
+        let state = |from: FileId, cut: u64| {
+            let trims = format!(
+                "{{\"trims\":{{\"cfn-metrics-3.jsonl\":[{{\"from_dev\":{},\"from_ino\":{},\"to_dev\":{},\"to_ino\":{},\"cut\":{cut}}}]}}}}",
+                from.dev, from.ino, to.dev, to.ino
+            );
+            std::fs::write(archive.join(ARCHIVE_STATE_FILE), trims).unwrap();
+        };
+        let file = File::open(&now).unwrap();
+        let resume = |c: &ShardCursor| {
+            c.resume_after_change(
+                Change::Replaced,
+                Some(&archive),
+                "cfn-metrics-3.jsonl",
+                &file,
+                "s",
+            )
+            .unwrap()
+        };
+        state(from, 120);
+        assert!(
+            resume(&cursor).gap_unknown,
+            "a trim of 120 bytes from the file read from 0"
+        );
+        // A trim of another file (the shard deleted and written anew, say) took nothing
+        // from this reader.
+        state(to, 120);
+        assert!(!resume(&cursor).gap_unknown);
+    }
 
     #[test]
     fn tells_appends_truncation_and_replacement_apart() {

@@ -691,7 +691,10 @@ impl Index {
         let meta = file.metadata()?;
         let name = self.src.metrics_dir.join(file_name).display().to_string();
         let mut st = match self.shards.remove(file_name) {
-            None => ShardState::new(n, FileId::of(&meta)),
+            None => {
+                self.warn_if_trimmed_unseen(file_name, FileId::of(&meta), &name);
+                ShardState::new(n, FileId::of(&meta))
+            }
             Some(mut st) => {
                 self.follow_change(&mut st, &file, &meta, &name)?;
                 st
@@ -701,6 +704,34 @@ impl Index {
         self.read_records(&mut st, &file, &name, Phase::All, None)?;
         self.keep_shard(file_name, st, file, &meta);
         Ok(())
+    }
+
+    /// A shard first seen, after the build, in a file a trim made: what the trim took was
+    /// never read here, and the archive holds it by day, not where a reader could find it
+    /// (the fleet soak found this silent: replays written, archived and trimmed within a
+    /// second of a shard's birth). Said once, and counted as a gap.
+    fn warn_if_trimmed_unseen(&mut self, file_name: &OsStr, id: FileId, name: &str) {
+        let Some(archive) = self.src.archive_dir.as_deref().filter(|_| !self.building) else {
+            return;
+        };
+        let trims = cfn_core::cursor::recorded_trims(archive, &file_name.to_string_lossy());
+        let made_by_trim = trims.iter().find(|t| {
+            t.cut > 0
+                && FileId {
+                    dev: t.to_dev,
+                    ino: t.to_ino,
+                } == id
+        });
+        if let Some(t) = made_by_trim {
+            self.gaps_from_archive += 1;
+            cfn_core::cli::warn(
+                "cfn-serve",
+                format!(
+                    "{name} was trimmed before it was first read: the {} bytes the trim took are in the archive, not in the index",
+                    t.cut
+                ),
+            );
+        }
     }
 
     /// Puts `st`, just read from `file` (`meta` before the read), back in the index, the

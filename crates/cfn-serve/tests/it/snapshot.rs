@@ -453,3 +453,35 @@ fn a_shard_born_and_trimmed_since_the_snapshot_makes_the_start_build_instead() {
         "after a shard born and trimmed since the snapshot",
     );
 }
+
+/// Found by the fleet soak (issue 41): a shard first seen in a file a trim made (replays
+/// written, archived and trimmed before the server looked) lost what the trim took without a
+/// word. The server cannot find those records (the archive holds them by day), so it says so.
+#[test]
+fn a_shard_trimmed_before_it_was_first_read_is_said_not_silently_dropped() {
+    let s = Setup::new();
+    let server = s.serve(false);
+    let pid = server.child.id() as i32;
+    assert_eq!(send_signal(pid, "STOP"), 0);
+    s.dir.write(
+        "cfn-metrics-9.jsonl",
+        records(9, s.now - 30 * 3_600_000, 1_000, 5, 51)
+            + &records(9, s.now - 60_000, 1_000, 5, 52),
+    );
+    s.sync_trim("30m");
+    assert_eq!(send_signal(pid, "CONT"), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server
+        .said()
+        .contains("was trimmed before it was first read")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", server.said());
+        let _ = get(server.port, "/metrics");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        server.said().contains("cfn-metrics-9.jsonl"),
+        "{}",
+        server.said()
+    );
+}
