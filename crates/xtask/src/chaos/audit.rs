@@ -204,6 +204,21 @@ pub struct ColdObjects {
     pub replaced: Vec<String>,
 }
 
+/// The objects [`read_cold`] downloaded into `scratch`: each one's key and local path.
+pub fn downloaded_objects(scratch: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(scratch)? {
+        let path = e?.path();
+        let key = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .replace("__", "/");
+        out.push((key, path));
+    }
+    Ok(out)
+}
+
 /// Every object in the bucket but the copies of archive files still here.
 pub fn read_cold(
     moto: u16,
@@ -223,13 +238,7 @@ pub fn read_cold(
         String::from_utf8_lossy(&out.stderr)
     );
     let mut seen = ColdObjects::default();
-    for e in std::fs::read_dir(scratch)? {
-        let path = e?.path();
-        let key = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .replace("__", "/");
+    for (key, path) in downloaded_objects(scratch)? {
         seen.objects += 1;
         let object = std::fs::read(&path)?;
         if !holds_what_its_name_says(&key, &object) {

@@ -541,6 +541,16 @@ impl Serve {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// Its `/metrics` text (empty when it does not answer).
+    pub(crate) fn metrics_text(&self) -> String {
+        ureq::Agent::new_with_defaults()
+            .get(&self.url("/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// A cfn-serve over the host's shards and archive; with `snapshots`, keeping snapshots of
@@ -569,13 +579,9 @@ pub(crate) fn start_serve(run: &Run, snapshots: bool) -> anyhow::Result<Serve> {
     }
     let serve = Serve { child, addr };
     // How it started: from a snapshot (its histograms go on counting), or a build.
-    let metrics = ureq::Agent::new_with_defaults()
-        .get(&serve.url("/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    let restored = metrics.contains("\ncfn_serve_snapshot_restored 1");
+    let restored = serve
+        .metrics_text()
+        .contains("\ncfn_serve_snapshot_restored 1");
     run.serve_starts
         .lock()
         .unwrap()

@@ -158,13 +158,7 @@ pub fn settle_and_audit(fleet: &Fleet, serves: &mut [Serve]) -> anyhow::Result<V
 fn check_prefixes(fleet: &Fleet, scratch: &std::path::Path) -> anyhow::Result<Value> {
     let mut per_host: BTreeMap<String, u64> = BTreeMap::new();
     let mut misplaced = Vec::new();
-    for e in std::fs::read_dir(scratch)? {
-        let path = e?.path();
-        let key = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .replace("__", "/");
+    for (key, path) in audit::downloaded_objects(scratch)? {
         let owner = key
             .strip_prefix("cold/host=")
             .and_then(|rest| rest.split('/').next())
@@ -220,19 +214,13 @@ fn check_histograms(
     emitted: &HashMap<Key, Fate>,
     found: &Found,
 ) -> anyhow::Result<Value> {
-    let agent = ureq::Agent::new_with_defaults();
     let metrics = ["fleet.s", "fleet.w"];
     let prom_name = |m: &str| format!("cfn_{}_hist_seconds", m.replace('.', "_"));
     let counts_now = || -> Vec<f64> {
         serves
             .iter()
             .map(|s| {
-                let text = agent
-                    .get(&s.url("/metrics"))
-                    .call()
-                    .ok()
-                    .and_then(|mut r| r.body_mut().read_to_string().ok())
-                    .unwrap_or_default();
+                let text = s.metrics_text();
                 metrics
                     .iter()
                     .map(|m| exposition_count(&text, &prom_name(m)))
@@ -333,12 +321,7 @@ fn check_histograms(
             .iter()
             .zip(serves.iter())
             .map(|(h, s)| {
-                let text = agent
-                    .get(&s.url("/metrics"))
-                    .call()
-                    .ok()
-                    .and_then(|mut r| r.body_mut().read_to_string().ok())
-                    .unwrap_or_default();
+                let text = s.metrics_text();
                 let exact = per_host_exact.get(&(m, h.index)).copied().unwrap_or(0);
                 let got = scraped.get(&h.run.host).copied().unwrap_or(f64::NAN);
                 (
