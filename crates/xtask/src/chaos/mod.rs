@@ -252,6 +252,15 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
+/// An HTTP client that gives up after `secs`: a host cut off mid-request (the fleet's) never
+/// answers, and its packets are dropped, not refused.
+pub(crate) fn http_client(secs: u64) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(secs)))
+        .build()
+        .into()
+}
+
 /// `PATH` with `bin` first (the host's scripts find its tools there).
 fn path_with(bin: &Path) -> std::ffi::OsString {
     let mut p = bin.as_os_str().to_os_string();
@@ -544,7 +553,7 @@ impl Serve {
 
     /// Its `/metrics` text (empty when it does not answer).
     pub(crate) fn metrics_text(&self) -> String {
-        ureq::Agent::new_with_defaults()
+        http_client(10)
             .get(&self.url("/metrics"))
             .call()
             .ok()
@@ -594,7 +603,7 @@ pub(crate) fn start_serve(run: &Run, snapshots: bool) -> anyhow::Result<Serve> {
 /// cut, started again when the power is back.
 pub(crate) fn server(run: &Run) -> anyhow::Result<Serve> {
     let mut serve = start_serve(run, true)?;
-    let agent = ureq::Agent::new_with_defaults();
+    let agent = http_client(10);
     let mut restarts = 0;
     while run.running() {
         std::thread::sleep(Duration::from_secs(1));
@@ -961,7 +970,7 @@ fn check_serve(run: &Run, serve: &mut Serve, found: &audit::Found) -> anyhow::Re
             (end - since) / 1000,
             end_s
         ));
-        let body = ureq::Agent::new_with_defaults()
+        let body = http_client(300)
             .get(&url)
             .call()?
             .body_mut()

@@ -14,7 +14,7 @@ pub const SERVE_PORT: u16 = 9464;
 pub const NODE_PORT: u16 = 9100;
 
 fn wait_ready(url: &str, child: &mut Child, what: &str, log: &Path) -> anyhow::Result<()> {
-    let agent = ureq::Agent::new_with_defaults();
+    let agent = crate::chaos::http_client(5);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if agent.get(url).call().is_ok() {
@@ -101,7 +101,7 @@ impl Prometheus {
         if let Some(t) = at {
             url.push_str(&format!("&time={t:.3}"));
         }
-        let body = ureq::Agent::new_with_defaults()
+        let body = crate::chaos::http_client(60)
             .get(&url)
             .call()?
             .body_mut()
