@@ -321,6 +321,33 @@ pub fn recorded_trims(archive_dir: &Path, shard_name: &str) -> Vec<Trim> {
         .unwrap_or_default()
 }
 
+impl Trim {
+    /// The file the trim rewrote.
+    pub fn from_id(&self) -> FileId {
+        FileId {
+            dev: self.from_dev,
+            ino: self.from_ino,
+        }
+    }
+
+    /// The file the trim made.
+    pub fn to_id(&self) -> FileId {
+        FileId {
+            dev: self.to_dev,
+            ino: self.to_ino,
+        }
+    }
+}
+
+/// The recorded trim of shard file `shard_name` that made file `id` and took something
+/// (`None` when `id` is no trim's, or a trim of it cut nothing): a reader that first meets
+/// `id` never saw what that trim took.
+pub fn trim_that_made(archive_dir: &Path, shard_name: &str, id: FileId) -> Option<Trim> {
+    recorded_trims(archive_dir, shard_name)
+        .into_iter()
+        .find(|t| t.cut > 0 && t.to_id() == id)
+}
+
 /// Where a reader that consumed `offset` bytes of file `from` is in file `to`, following the
 /// recorded `trims` from one to the other. `None` when no chain of trims leads there, or
 /// when a trim cut past what the reader had consumed (it never saw those bytes).
@@ -429,9 +456,9 @@ impl ShardCursor {
             // Nothing read yet, and a trim took more than that: what it took is in the
             // archive by day, with no record read to find it from.
             let trimmed_past = archive_dir.is_some_and(|dir| {
-                recorded_trims(dir, shard_name).iter().any(|t| {
-                    t.from_dev == self.dev && t.from_ino == self.ino && t.cut > self.offset
-                })
+                recorded_trims(dir, shard_name)
+                    .iter()
+                    .any(|t| t.from_id() == self.id() && t.cut > self.offset)
             });
             resume.gap_unknown = trimmed_past;
         }

@@ -714,14 +714,8 @@ impl Index {
         let Some(archive) = self.src.archive_dir.as_deref().filter(|_| !self.building) else {
             return;
         };
-        let trims = cfn_core::cursor::recorded_trims(archive, &file_name.to_string_lossy());
-        let made_by_trim = trims.iter().find(|t| {
-            t.cut > 0
-                && FileId {
-                    dev: t.to_dev,
-                    ino: t.to_ino,
-                } == id
-        });
+        let made_by_trim =
+            cfn_core::cursor::trim_that_made(archive, &file_name.to_string_lossy(), id);
         if let Some(t) = made_by_trim {
             self.gaps_from_archive += 1;
             cfn_core::cli::warn(

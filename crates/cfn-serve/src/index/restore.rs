@@ -146,15 +146,8 @@ impl Index {
                 // A file a trim made holds nothing of what the trim took, archived or not:
                 // records the snapshot never saw (the fleet soak found this one).
                 let trimmed_into =
-                    cfn_core::cursor::recorded_trims(archive, &name.to_string_lossy())
-                        .iter()
-                        .any(|t| {
-                            t.cut > 0
-                                && FileId {
-                                    dev: t.to_dev,
-                                    ino: t.to_ino,
-                                } == id
-                        });
+                    cfn_core::cursor::trim_that_made(archive, &name.to_string_lossy(), id)
+                        .is_some();
                 if matches!(split, SplitFor::Split(s) if s.offset > 0)
                     || split == SplitFor::OtherFile
                     || trimmed_into
