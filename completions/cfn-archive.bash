@@ -311,13 +311,17 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__run)
-            opts="-h --hot --keep --upload --cold-layout --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --hot --trim-grace --keep --upload --cold-layout --upload-on-rotate --exec --endpoint --multipart-threshold --part-size --upload-threads --http-timeout --retries --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --hot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trim-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -407,13 +411,17 @@ _cfn__archive() {
             return 0
             ;;
         cfn__subcmd__archive__subcmd__trim)
-            opts="-h --hot --dir --archive-dir --dry-run --json --now --help"
+            opts="-h --hot --trim-grace --dir --archive-dir --dry-run --json --now --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --hot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trim-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -45,6 +45,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l dry-run
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l hot -d 'Keep the records of this last span in the hot shards (older ones go once they are archived)' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l trim-grace -d 'Leave records synced less than this ago (real time, not --now) in the hot shards, however old their timestamps, so followers (cfn-serve, cfn-cat --follow, cfn-top) read a replayed record before the trim moves it to the archive. 0 trims at once' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l dir -d 'Hot shard directory instead of $CFN_METRICS_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l archive-dir -d 'Archive directory instead of $CFN_ARCHIVE_DIR' -r -F
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand trim" -l now -d 'The time to act as of (default: now): a duration back from now (1h) or RFC 3339' -r
@@ -87,6 +88,7 @@ complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l dry-ru
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -l json -d 'Print the summary as JSON'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l hot -d 'As trim\'s --hot: the span kept in the hot shards' -r
+complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l trim-grace -d 'Leave records synced less than this ago (real time, not --now) in the hot shards, however old their timestamps, so followers (cfn-serve, cfn-cat --follow, cfn-top) read a replayed record before the trim moves it to the archive. 0 trims at once' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l keep -d 'As prune\'s --keep: the retention of the archive on disk' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l upload -d 'Cold storage at s3://BUCKET/PREFIX/host=HOST/dt=YYYY-MM-DD/ (HOST is $CFN_HOST, else the host name; a {host} in the URL puts host=HOST there instead). prune uploads each file it is about to delete (rotating a plain one first), verifies and records the copy, and only then deletes the file; rotate uploads only with --upload-on-rotate. Each object is named for its content, so late records for a day already uploaded go up as another object beside the first, never over it. Credentials and region as the AWS CLI reads them' -r
 complete -c cfn-archive -n "__fish_cfn_archive_using_subcommand run" -l cold-layout -d 'Where below the prefix each host\'s objects go: hive (host=HOST/dt=YYYY-MM-DD/, which DuckDB, Athena, Trino and Spark prune by) or host (HOST/, the previous layout). Objects of either layout are recognised, so no day goes up twice across a change' -r -f -a "hive\t''

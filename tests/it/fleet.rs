@@ -86,6 +86,8 @@ fn histograms_count_each_appended_record_once_and_promtool_accepts_them() {
                 "run",
                 "--hot",
                 "0s",
+                "--trim-grace",
+                "0s",
             ])
             .run()
             .success();

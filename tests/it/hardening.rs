@@ -63,7 +63,10 @@ fn stray_files_in_the_hot_directory_are_skipped_with_a_warning_naming_each() {
     // --strict makes a refused shard an error again.
     assert_ne!(dir.cmd("cfn-cat").arg("--strict").run().code(), 0);
 
-    let out = dir.cmd("cfn-archive").args(["run", "--hot", "0s"]).run();
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["run", "--hot", "0s", "--trim-grace", "0s"])
+        .run();
     out.success();
     for name in &strays {
         out.stderr_has(name);
@@ -106,7 +109,7 @@ fn durations_out_of_range_are_usage_errors_not_wrapped() {
     dir.cmd("cfn-archive").arg("sync").run().success();
     for args in [
         &["prune", "--dry-run", "--keep", "1000000000000d"][..],
-        &["trim", "--hot", "1000000000000d"][..],
+        &["trim", "--hot", "1000000000000d", "--trim-grace", "0s"][..],
         &["trim", "--hot", "18446744073709551617ms"][..],
     ] {
         dir.cmd("cfn-archive")
@@ -295,6 +298,8 @@ fn agents_of_the_group_share_a_setgid_hot_directory_and_outsiders_cannot_get_in(
             "run",
             "--hot",
             "0s",
+            "--trim-grace",
+            "0s",
         ],
     )
     .success();
@@ -476,6 +481,8 @@ fn a_sticky_hot_directory_keeps_members_off_each_others_shards_and_a_trim_drops_
             archive.to_str().unwrap(),
             "run",
             "--hot",
+            "0s",
+            "--trim-grace",
             "0s",
         ],
     );

@@ -107,7 +107,17 @@ fn upload_three_hosts(endpoint: &str, bucket: &str) -> TestDir {
             std::fs::write(&path, text).unwrap();
         }
         dir.cmd("cfn-archive")
-            .args(["--now", NOW, "run", "--hot", "1h", "--keep", "3650d"])
+            .args([
+                "--now",
+                NOW,
+                "run",
+                "--hot",
+                "1h",
+                "--trim-grace",
+                "0s",
+                "--keep",
+                "3650d",
+            ])
             .run()
             .success();
         if h == 0 {

@@ -178,7 +178,7 @@ fn archived_records_aggregate_the_same_as_the_hot_ones() {
     }
     let (hot, _) = pipeline(&dir, &[&["cfn-cat"], &["cfn-agg", "--by", "agent"]]);
     dir.cmd("cfn-archive")
-        .args(["run", "--hot", "0s"])
+        .args(["run", "--hot", "0s", "--trim-grace", "0s"])
         .run()
         .success();
     // Everything was archived, then trimmed from the hot shards.

@@ -101,6 +101,8 @@ pub enum Command {
         /// are archived).
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration_arg)]
         hot: Duration,
+        #[command(flatten)]
+        grace: TrimGrace,
     },
     /// Gzip the archive files of finished UTC days.
     Rotate {
@@ -122,12 +124,24 @@ pub enum Command {
         /// As trim's --hot: the span kept in the hot shards.
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration_arg)]
         hot: Duration,
+        #[command(flatten)]
+        grace: TrimGrace,
         /// As prune's --keep: the retention of the archive on disk.
         #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration_arg)]
         keep: Duration,
         #[command(flatten)]
         cold: ColdArgs,
     },
+}
+
+/// How long a trim leaves what was just synced in the hot shards.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct TrimGrace {
+    /// Leave records synced less than this ago (real time, not --now) in the hot shards,
+    /// however old their timestamps, so followers (cfn-serve, cfn-cat --follow, cfn-top)
+    /// read a replayed record before the trim moves it to the archive. 0 trims at once.
+    #[arg(long = "trim-grace", value_name = "DURATION", default_value = "60s", value_parser = duration_arg)]
+    pub duration: Duration,
 }
 
 /// The cold layouts, as `--cold-layout` names them.
@@ -362,8 +376,8 @@ fn execute(
             ops::sync(ctx, st, summary)?;
             &["sync"]
         }
-        Command::Trim { hot } => {
-            ops::trim(ctx, st, *hot, summary)?;
+        Command::Trim { hot, grace } => {
+            ops::trim(ctx, st, (*hot, grace.duration), summary)?;
             &["trim"]
         }
         Command::Rotate { cold } => {
@@ -377,14 +391,19 @@ fn execute(
             ops::prune(ctx, st, *keep, target.as_ref(), summary)?;
             &["prune", "upload"]
         }
-        Command::Run { hot, keep, cold } => {
+        Command::Run {
+            hot,
+            grace,
+            keep,
+            cold,
+        } => {
             let (hot, keep) = (*hot, *keep);
             let target = cold.target()?;
             let on_rotate = target.as_ref().filter(|_| cold.upload_on_rotate);
             ops::sync(ctx, st, summary)?;
             // A shard whose lock someone holds is not trimmed; rotation and retention go on
             // all the same (and the run still ends 75).
-            let trimmed = ops::trim(ctx, st, hot, summary);
+            let trimmed = ops::trim(ctx, st, (hot, grace.duration), summary);
             ops::rotate(ctx, st, on_rotate, summary)?;
             ops::prune(ctx, st, keep, target.as_ref(), summary)?;
             trimmed?;

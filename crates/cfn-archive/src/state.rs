@@ -58,6 +58,105 @@ pub struct ArchiveState {
     /// Multipart uploads in progress, by file name, so a killed upload resumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub uploading: BTreeMap<String, UploadInFlight>,
+    /// What each shard had synced lately (by shard file name, oldest first, at most
+    /// [`SYNC_MARKS_KEPT`]), so a trim leaves it in the shard for its grace period.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recent_syncs: BTreeMap<String, Vec<SyncMark>>,
+}
+
+/// How many recent syncs are remembered per shard; past it the two oldest merge into one
+/// that holds both ranges until the later one's grace ends (never earlier).
+pub const SYNC_MARKS_KEPT: usize = 32;
+
+/// A sync of a hot shard: the bytes of the file `dev`/`ino` from `from` on were copied at
+/// `at` (the real clock, epoch ms, not `--now`) or later. A trim takes none of them before
+/// `at` plus its grace, so a follower that looks at the shard within the grace (cfn-serve
+/// sweeps every second) reads a replayed record before the trim moves it to the archive,
+/// where the follower cannot find it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMark {
+    pub dev: u64,
+    pub ino: u64,
+    pub from: u64,
+    pub at: i64,
+}
+
+impl SyncMark {
+    fn id(&self) -> cfn_core::cursor::FileId {
+        cfn_core::cursor::FileId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+}
+
+impl ArchiveState {
+    /// Remembers that shard `name`, the file `id`, was synced from byte `from` on at `at`.
+    pub fn note_synced(&mut self, name: &str, id: cfn_core::cursor::FileId, from: u64, at: i64) {
+        let marks = self.recent_syncs.entry(name.to_owned()).or_default();
+        marks.push(SyncMark {
+            dev: id.dev,
+            ino: id.ino,
+            from,
+            at,
+        });
+        while marks.len() > SYNC_MARKS_KEPT {
+            // The merged mark starts where the older one did and ends with the later one.
+            let older = marks.remove(0);
+            marks[0].from = marks[0].from.min(older.from);
+        }
+    }
+
+    /// How far a trim at `now` with `grace` may cut shard `name`, the file `id`, of which
+    /// `archived` bytes are synced: up to the first byte synced within the grace.
+    pub fn settled_offset(
+        &self,
+        name: &str,
+        id: cfn_core::cursor::FileId,
+        archived: u64,
+        now: i64,
+        grace_ms: i64,
+    ) -> u64 {
+        self.recent_syncs
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|m| m.id() == id && m.at > now.saturating_sub(grace_ms))
+            .map(|m| m.from)
+            .fold(archived, u64::min)
+    }
+
+    /// Forgets the syncs whose grace has passed and those of files no longer the shard's.
+    pub fn forget_settled_syncs(&mut self, now: i64, grace_ms: i64) {
+        let shards = &self.shards;
+        self.recent_syncs.retain(|name, marks| {
+            let current = shards.get(name).map(ShardProgress::id);
+            marks.retain(|m| Some(m.id()) == current && m.at > now.saturating_sub(grace_ms));
+            !marks.is_empty()
+        });
+    }
+
+    /// Forgets the syncs of files no longer their shard's (a sync, which knows no grace).
+    pub fn forget_syncs_of_other_files(&mut self) {
+        // As of the earliest time, no grace has passed.
+        self.forget_settled_syncs(i64::MIN, 0);
+    }
+
+    /// After a trim made `to` out of `from` by leaving out its first `cut` bytes, the
+    /// marks of `from` hold for the same bytes of `to`.
+    pub fn move_syncs(
+        &mut self,
+        name: &str,
+        (from, to): (cfn_core::cursor::FileId, cfn_core::cursor::FileId),
+        cut: u64,
+    ) {
+        for m in self.recent_syncs.get_mut(name).into_iter().flatten() {
+            if m.id() == from {
+                (m.dev, m.ino) = (to.dev, to.ino);
+                m.from = m.from.saturating_sub(cut);
+            }
+        }
+    }
 }
 
 /// A verified copy in cold storage of the bytes `offset..offset + size` of an archive file
@@ -151,6 +250,70 @@ pub fn save(archive_dir: &Path, state: &ArchiveState) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cfn_core::cursor::FileId;
+
+    const A: FileId = FileId { dev: 1, ino: 10 };
+    const B: FileId = FileId { dev: 1, ino: 11 };
+
+    #[test]
+    fn a_trim_cuts_no_byte_synced_within_the_grace() {
+        let mut s = ArchiveState::default();
+        s.note_synced("cfn-metrics-0.jsonl", A, 0, 1_000);
+        s.note_synced("cfn-metrics-0.jsonl", A, 500, 5_000);
+        let at = |now| s.settled_offset("cfn-metrics-0.jsonl", A, 900, now, 2_000);
+        assert_eq!(at(2_000), 0, "everything synced within the grace stays");
+        assert_eq!(
+            at(3_000),
+            500,
+            "the first sync's bytes settle after its grace"
+        );
+        assert_eq!(at(7_001), 900, "then all that is archived may go");
+        // Another file of the shard, or another shard, is not held by these marks.
+        assert_eq!(
+            s.settled_offset("cfn-metrics-0.jsonl", B, 900, 2_000, 2_000),
+            900
+        );
+        assert_eq!(
+            s.settled_offset("cfn-metrics-1.jsonl", A, 900, 2_000, 2_000),
+            900
+        );
+    }
+
+    #[test]
+    fn merging_marks_past_the_bound_never_settles_a_byte_earlier() {
+        let mut s = ArchiveState::default();
+        let syncs = SYNC_MARKS_KEPT as u64 + 10;
+        for i in 0..syncs {
+            s.note_synced("x", A, i * 100, 1_000 + i as i64);
+        }
+        let marks = &s.recent_syncs["x"];
+        assert_eq!(marks.len(), SYNC_MARKS_KEPT);
+        assert_eq!(marks[0].from, 0, "the oldest bytes are still held");
+        // At any time, no byte is settled before its own sync's grace ended.
+        for now in 1_000..1_100 {
+            let settled = s.settled_offset("x", A, syncs * 100, now, 10);
+            let exact = ((now - 10 - 1_000 + 1).max(0) as u64 * 100).min(syncs * 100);
+            assert!(settled <= exact, "at {now}: {settled} > {exact}");
+        }
+    }
+
+    #[test]
+    fn a_trim_moves_the_marks_to_its_new_file_and_old_files_are_forgotten() {
+        let mut s = ArchiveState::default();
+        s.shards.insert("x".into(), ShardProgress::at_start(A));
+        s.note_synced("x", A, 300, 5_000);
+        s.move_syncs("x", (A, B), 200);
+        assert_eq!(s.settled_offset("x", B, 900, 5_500, 1_000), 100);
+        // The progress still names A: B's marks are of a file no longer the shard's.
+        s.forget_settled_syncs(5_500, 1_000);
+        assert!(s.recent_syncs.is_empty());
+        s.shards.insert("x".into(), ShardProgress::at_start(B));
+        s.note_synced("x", B, 0, 5_000);
+        s.forget_settled_syncs(5_500, 1_000);
+        assert_eq!(s.recent_syncs["x"].len(), 1);
+        s.forget_settled_syncs(6_000, 1_000);
+        assert!(s.recent_syncs.is_empty(), "a mark whose grace passed goes");
+    }
 
     #[test]
     fn a_state_of_the_previous_version_reads_its_one_copy_as_a_list() {

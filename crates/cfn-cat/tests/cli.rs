@@ -428,7 +428,7 @@ fn follow_gets_every_record_once_when_two_trims_pass_between_polls() {
         append(&s3, &batch(from, to));
         dir.cmd("cfn-archive").arg("sync").args(now).run().success();
         dir.cmd("cfn-archive")
-            .args(["trim", "--hot", "1m"])
+            .args(["trim", "--hot", "1m", "--trim-grace", "0s"])
             .args(now)
             .run()
             .success();
@@ -471,7 +471,7 @@ fn follow_gets_replayed_records_once_across_a_trim() {
     // Everything is archived and old: the whole shard is trimmed away.
     dir.cmd("cfn-archive").arg("sync").args(now).run().success();
     dir.cmd("cfn-archive")
-        .args(["trim", "--hot", "1m"])
+        .args(["trim", "--hot", "1m", "--trim-grace", "0s"])
         .args(now)
         .run()
         .success();
@@ -482,7 +482,7 @@ fn follow_gets_replayed_records_once_across_a_trim() {
     // A trim that keeps the newest record: the follower resumes after it.
     dir.cmd("cfn-archive").arg("sync").args(now).run().success();
     dir.cmd("cfn-archive")
-        .args(["trim", "--hot", "1m"])
+        .args(["trim", "--hot", "1m", "--trim-grace", "0s"])
         .args(now)
         .run()
         .success();

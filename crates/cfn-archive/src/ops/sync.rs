@@ -37,6 +37,8 @@ pub fn sync(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyho
     };
     let mut sinks: BTreeMap<String, Sink> = BTreeMap::new();
     let mut progress: BTreeMap<String, ShardProgress> = BTreeMap::new();
+    // Where each shard's copy started in its file, for the marks a trim's grace reads.
+    let mut synced_from: BTreeMap<String, u64> = BTreeMap::new();
     let result = (|| -> anyhow::Result<()> {
         for (n, path) in &shards {
             let name = file_name(path);
@@ -48,7 +50,8 @@ pub fn sync(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyho
                 }
                 continue;
             };
-            let copied = copy_shard(ctx, state, *n, path, &file, &mut sinks, summary)?;
+            let (copied, from) = copy_shard(ctx, state, *n, path, &file, &mut sinks, summary)?;
+            synced_from.insert(name.clone(), from);
             progress.insert(name, copied);
         }
         make_durable(ctx, &mut sinks)
@@ -68,9 +71,32 @@ pub fn sync(ctx: &Ctx, state: &mut ArchiveState, summary: &mut Summary) -> anyho
             .archives
             .insert(name.clone(), sink.committed + sink.written);
     }
+    note_syncs(state, &progress, &synced_from);
     state.shards = progress;
+    state.forget_syncs_of_other_files();
     state.trimming.clear();
     save(&ctx.archive_dir, state)
+}
+
+/// Marks what this sync copied of each shard (on the real clock, as the followers the
+/// trim's grace waits for run on it). A file other than the one the state knew is marked
+/// from its start: what is in it before the copy began may have been synced just now too,
+/// in the file a trim renamed away before this run could record it.
+fn note_syncs(
+    state: &mut ArchiveState,
+    progress: &BTreeMap<String, ShardProgress>,
+    synced_from: &BTreeMap<String, u64>,
+) {
+    let now = cfn_core::time::now_ms();
+    for (name, copied) in progress {
+        let Some(&from) = synced_from.get(name) else {
+            continue;
+        };
+        let known = state.shards.get(name).map(ShardProgress::id) == Some(copied.id());
+        if copied.offset > from || !known {
+            state.note_synced(name, copied.id(), if known { from } else { 0 }, now);
+        }
+    }
 }
 
 /// Where copying shard `name` resumes: the committed offset in the same file; after a trim
@@ -102,7 +128,8 @@ fn resume_at(
     }
 }
 
-/// Copies one shard's new lines into the day files' sinks; returns its new progress.
+/// Copies one shard's new lines into the day files' sinks; returns its new progress and
+/// where in the file the copy started.
 fn copy_shard(
     ctx: &Ctx,
     state: &mut ArchiveState,
@@ -111,7 +138,7 @@ fn copy_shard(
     mut file: &File,
     sinks: &mut BTreeMap<String, Sink>,
     summary: &mut Summary,
-) -> anyhow::Result<ShardProgress> {
+) -> anyhow::Result<(ShardProgress, u64)> {
     let name = file_name(path);
     let meta = file.metadata()?;
     let start = resume_at(state, &name, file, &meta)?;
@@ -159,7 +186,7 @@ fn copy_shard(
         }
     }
     cursor.move_to(FileId::of(&meta), reader.position().offset);
-    Ok(cursor)
+    Ok((cursor, start.offset))
 }
 
 /// The sink of the day file at `target`, opened (and registered in the state before its

@@ -8,6 +8,9 @@ const AFTER_BUSY_WAIT: Duration = Duration::from_millis(20);
 
 /// Removes from each hot shard the records older than `hot` that are already archived,
 /// rewriting it under its lock and renaming it into place (writers re-check the inode).
+/// Records synced less than `grace` ago (on the real clock) stay, however old their
+/// timestamps: a follower that has not looked at the shard since they were appended would
+/// otherwise never see them (the archive keeps them by day, not where the shard had them).
 ///
 /// A shard whose lock another process holds past the timeout (a member of the group can
 /// hold its own shard's lock for ever) is skipped with a warning naming it, and the others
@@ -19,10 +22,12 @@ const AFTER_BUSY_WAIT: Duration = Duration::from_millis(20);
 pub fn trim(
     ctx: &Ctx,
     state: &mut ArchiveState,
-    hot: Duration,
+    (hot, grace): (Duration, Duration),
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let cutoff = ctx.now - hot.as_millis() as i64;
+    let (wall_now, grace_ms) = (cfn_core::time::now_ms(), grace.as_millis() as i64);
+    state.forget_settled_syncs(wall_now, grace_ms);
     let shards = match list_shards(&ctx.metrics_dir) {
         Ok(s) => s,
         Err(e) if cfn_core::exit::exit_for(&e) == Exit::NoInput => return Ok(()),
@@ -55,7 +60,8 @@ pub fn trim(
         if FileId::of(&meta) != prog.id() || !cfn_core::fsutil::same_file_at_path(&file, &path)? {
             continue;
         }
-        let (cut, removed) = trimmable_prefix(&file, &name, cutoff, prog.offset)?;
+        let settled = state.settled_offset(&name, prog.id(), prog.offset, wall_now, grace_ms);
+        let (cut, removed) = trimmable_prefix(&file, &name, cutoff, settled)?;
         if cut == 0 {
             continue;
         }
@@ -68,6 +74,7 @@ pub fn trim(
         state.trimming.remove(&name);
         let mut moved = prog.clone();
         moved.move_to(new_id, prog.offset - cut);
+        state.move_syncs(&name, (prog.id(), new_id), cut);
         state.shards.insert(name, moved);
         save(&ctx.archive_dir, state)?;
         // The shard's lock is held until here, so no writer appends to the old file.

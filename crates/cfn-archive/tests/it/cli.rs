@@ -79,7 +79,7 @@ fn concurrent_writers_with_sync_and_trim_looping_lose_and_duplicate_nothing() {
         let mut sync = dir.cmd("cfn-archive");
         sync.arg("sync");
         let mut trim = dir.cmd("cfn-archive");
-        trim.args(["trim", "--hot", "1s"]);
+        trim.args(["trim", "--hot", "1s", "--trim-grace", "0s"]);
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -206,7 +206,7 @@ fn crash_during_trim_and_rotate_loses_and_duplicates_nothing() {
         dir.cmd("cfn-archive").arg("sync").args(now).run().success();
         let c = dir
             .cmd(FAULTS)
-            .args(["trim", "--hot", "1h"])
+            .args(["trim", "--hot", "1h", "--trim-grace", "0s"])
             .args(now)
             .env("CFN_ARCHIVE_CRASH_AT", trim_point)
             .run();
@@ -524,7 +524,10 @@ fn a_second_run_while_one_is_active_exits_at_once() {
 fn trim_never_removes_what_is_not_archived() {
     let dir = TestDir::new();
     seed(&dir, 0, 20);
-    let out = dir.cmd("cfn-archive").args(["trim", "--hot", "0s"]).run();
+    let out = dir
+        .cmd("cfn-archive")
+        .args(["trim", "--hot", "0s", "--trim-grace", "0s"])
+        .run();
     out.success();
     assert_eq!(
         hot(&dir).len(),
@@ -534,7 +537,7 @@ fn trim_never_removes_what_is_not_archived() {
     dir.cmd("cfn-archive").arg("sync").run().success();
     seed(&dir, 20, 30);
     dir.cmd("cfn-archive")
-        .args(["trim", "--hot", "0s"])
+        .args(["trim", "--hot", "0s", "--trim-grace", "0s"])
         .run()
         .success();
     let left: Vec<u64> = hot(&dir).iter().map(|r| r.1).collect();
@@ -644,7 +647,7 @@ fn an_identical_record_after_the_anchor_survives_a_crash_between_trim_rename_and
     append(&shard, &rec("2026-11-27T11:59:00.000Z", "a-1", 999));
     let c = dir
         .cmd(FAULTS)
-        .args(["trim", "--hot", "1h"])
+        .args(["trim", "--hot", "1h", "--trim-grace", "0s"])
         .args(now)
         .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
         .run();
@@ -694,7 +697,7 @@ fn replayed_out_of_order_records_are_archived_once_after_a_trim_crash_and_a_rebu
         } else {
             let c = dir
                 .cmd(FAULTS)
-                .args(["trim", "--hot", "1h"])
+                .args(["trim", "--hot", "1h", "--trim-grace", "0s"])
                 .args(now)
                 .env("CFN_ARCHIVE_CRASH_AT", "after_trim_rename")
                 .run();
@@ -926,6 +929,8 @@ fn a_shard_locked_for_ever_is_skipped_and_the_rest_of_the_run_goes_on() {
             "run",
             "--hot",
             "1h",
+            "--trim-grace",
+            "0s",
             "--keep",
             "3650d",
         ])
@@ -952,6 +957,8 @@ fn a_shard_locked_for_ever_is_skipped_and_the_rest_of_the_run_goes_on() {
             "run",
             "--hot",
             "1h",
+            "--trim-grace",
+            "0s",
             "--keep",
             "3650d",
         ])

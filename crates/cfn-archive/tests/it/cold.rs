@@ -223,7 +223,17 @@ fn september(dir: &TestDir) -> String {
     }
     dir.write("cfn-metrics-1.jsonl", &text);
     dir.cmd("cfn-archive")
-        .args(["--now", DAY, "run", "--hot", "1h", "--keep", "3650d"])
+        .args([
+            "--now",
+            DAY,
+            "run",
+            "--hot",
+            "1h",
+            "--trim-grace",
+            "0s",
+            "--keep",
+            "3650d",
+        ])
         .run()
         .success();
     text
@@ -568,6 +578,8 @@ fn upload_on_rotate_sends_each_day_once_and_prune_only_deletes() {
             "run",
             "--hot",
             "1h",
+            "--trim-grace",
+            "0s",
             "--keep",
             "30d",
             "--upload",
@@ -1246,7 +1258,17 @@ fn two_hosts_pruning_to_one_prefix_both_upload_and_the_fleet_read_splits_by_host
             .collect();
         dir.write("cfn-metrics-1.jsonl", &text);
         dir.cmd("cfn-archive")
-            .args(["--now", DAY, "run", "--hot", "1h", "--keep", "3650d"])
+            .args([
+                "--now",
+                DAY,
+                "run",
+                "--hot",
+                "1h",
+                "--trim-grace",
+                "0s",
+                "--keep",
+                "3650d",
+            ])
             .run()
             .success();
         let mine = dir
@@ -1349,6 +1371,8 @@ fn an_upload_whose_reply_was_lost_is_kept_and_the_late_member_goes_up_beside_it(
                 "run",
                 "--hot",
                 "1h",
+                "--trim-grace",
+                "0s",
                 "--keep",
                 "3650d",
                 "--upload",
@@ -1407,6 +1431,8 @@ fn an_upload_killed_at_each_point_of_a_put_ends_with_one_whole_copy() {
             "run",
             "--hot",
             "1h",
+            "--trim-grace",
+            "0s",
             "--keep",
             "3650d",
             "--upload",
@@ -1478,6 +1504,8 @@ fn late_records_for_a_day_uploaded_and_pruned_go_up_beside_it_never_over_it() {
             "run",
             "--hot",
             "1h",
+            "--trim-grace",
+            "0s",
             "--keep",
             "30d",
             "--upload",

@@ -263,7 +263,7 @@ fn sync_and_trim(dir: &TestDir, archive: &std::path::Path, hot: &str) {
         .success();
     dir.cmd("cfn-archive")
         .args(arch)
-        .args(["trim", "--hot", hot])
+        .args(["trim", "--hot", hot, "--trim-grace", "0s"])
         .run()
         .success();
 }
@@ -323,6 +323,8 @@ fn a_writer_appending_while_the_archiver_trims_is_counted_once() {
                 "run",
                 "--hot",
                 "1s",
+                "--trim-grace",
+                "0s",
             ])
             .run();
         assert!(
@@ -342,6 +344,8 @@ fn a_writer_appending_while_the_archiver_trims_is_counted_once() {
             archive.to_str().unwrap(),
             "run",
             "--hot",
+            "0s",
+            "--trim-grace",
             "0s",
         ])
         .run()

@@ -126,8 +126,14 @@ impl Setup {
     }
 
     fn sync_trim(&self, hot: &str) {
+        self.sync_trim_with_grace(hot, "0s");
+    }
+
+    /// sync, trim with `--trim-grace GRACE`, rotate.
+    fn sync_trim_with_grace(&self, hot: &str, grace: &str) {
         let arch = ["--archive-dir", self.archive.to_str().unwrap()];
-        for sub in [vec!["sync"], vec!["trim", "--hot", hot], vec!["rotate"]] {
+        let trim = vec!["trim", "--hot", hot, "--trim-grace", grace];
+        for sub in [vec!["sync"], trim, vec!["rotate"]] {
             self.dir
                 .cmd("cfn-archive")
                 .args(arch)
@@ -457,6 +463,71 @@ fn a_shard_born_and_trimmed_since_the_snapshot_makes_the_start_build_instead() {
 /// Found by the fleet soak (issue 41): a shard first seen in a file a trim made (replays
 /// written, archived and trimmed before the server looked) lost what the trim took without a
 /// word. The server cannot find those records (the archive holds them by day), so it says so.
+/// The records the server's histograms counted (`_count` of every histogram family).
+fn histogram_records(server: &Server) -> f64 {
+    let (status, text) = get(server.port, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with("cfn_serve_") && !l.starts_with('#'))
+        .filter(|l| {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            name.contains("_hist") && name.ends_with("_count")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Polls the server's histograms until they have counted `want` records (15 s at most).
+fn wait_for_histogram_records(server: &Server, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = histogram_records(server);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counted {got}, want {want}: {}",
+            server.said()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_replayed_shard_synced_before_the_server_looked_stays_until_it_has_read_it() {
+    // Found by the fleet soak: a replaying agent's new shard, synced and trimmed (its
+    // records older than --hot) before cfn-serve's next look, went to the archive without
+    // the histograms ever counting it. The trim's grace keeps it in the shard.
+    let s = Setup::new();
+    let server = s.serve(false);
+    let before = histogram_records(&server);
+    let pid = server.child.id() as i32;
+    assert_eq!(send_signal(pid, "STOP"), 0);
+    s.dir.write(
+        "cfn-metrics-9.jsonl",
+        records(9, s.now - 30 * 3_600_000, 1_000, 5, 51)
+            + &records(9, s.now - 60_000, 1_000, 5, 52),
+    );
+    s.sync_trim_with_grace("30m", "60s");
+    let lines = |s: &Setup| s.dir.read("cfn-metrics-9.jsonl").lines().count();
+    assert_eq!(lines(&s), 10, "a trim took records synced a moment ago");
+    assert_eq!(send_signal(pid, "CONT"), 0);
+    wait_for_histogram_records(&server, before + 10.0);
+    // Once read, the trim may take them, and the server follows it.
+    s.sync_trim_with_grace("30m", "0s");
+    assert_eq!(lines(&s), 5);
+    append(&s.dir, 9, &records(9, s.now - 1_000, 1, 1, 53));
+    wait_for_histogram_records(&server, before + 11.0);
+    assert!(
+        !server
+            .said()
+            .contains("was trimmed before it was first read"),
+        "{}",
+        server.said()
+    );
+}
+
 #[test]
 fn a_shard_trimmed_before_it_was_first_read_is_said_not_silently_dropped() {
     let s = Setup::new();
