@@ -9,6 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Runs the program in its arguments until its own stdin closes, then kills it.
+const MOTO_WATCHER: &str = "import subprocess, sys\n\
+server = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)\n\
+sys.stdin.buffer.read()\n\
+server.kill()\n\
+server.wait()\n";
+
 /// The port of one moto_server for the whole test binary (each test a bucket of its own),
 /// authentication off; `None` (with the reason printed) when moto_server is missing.
 pub fn open_moto() -> Option<u16> {
@@ -17,8 +24,14 @@ pub fn open_moto() -> Option<u16> {
         .get_or_init(|| {
             let server = find_program("moto_server")?;
             let port = free_port();
-            let child = std::process::Command::new(server)
+            // A static is never dropped, so the server is started by a watcher that kills
+            // it when its stdin, this process's end of a pipe, closes: when the test binary
+            // exits, however it exits, no moto_server is left running.
+            let child = std::process::Command::new("python3")
+                .args(["-c", MOTO_WATCHER])
+                .arg(server)
                 .args(["-p", &port.to_string()])
+                .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
