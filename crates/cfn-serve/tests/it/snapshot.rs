@@ -494,6 +494,21 @@ fn wait_for_histogram_records(server: &Server, want: f64) {
     }
 }
 
+/// With the server stopped (SIGSTOP), a new shard of 5 records from 30 hours ago and 5 from
+/// a minute ago is synced, trimmed (`--hot 30m`, `--trim-grace GRACE`) and rotated; then
+/// the server goes on.
+fn born_and_archived_while_paused(s: &Setup, server: &Server, grace: &str) {
+    let pid = server.child.id() as i32;
+    assert_eq!(send_signal(pid, "STOP"), 0);
+    s.dir.write(
+        "cfn-metrics-9.jsonl",
+        records(9, s.now - 30 * 3_600_000, 1_000, 5, 51)
+            + &records(9, s.now - 60_000, 1_000, 5, 52),
+    );
+    s.sync_trim_with_grace("30m", grace);
+    assert_eq!(send_signal(pid, "CONT"), 0);
+}
+
 #[test]
 fn a_replayed_shard_synced_before_the_server_looked_stays_until_it_has_read_it() {
     // Found by the fleet soak: a replaying agent's new shard, synced and trimmed (its
@@ -502,17 +517,9 @@ fn a_replayed_shard_synced_before_the_server_looked_stays_until_it_has_read_it()
     let s = Setup::new();
     let server = s.serve(false);
     let before = histogram_records(&server);
-    let pid = server.child.id() as i32;
-    assert_eq!(send_signal(pid, "STOP"), 0);
-    s.dir.write(
-        "cfn-metrics-9.jsonl",
-        records(9, s.now - 30 * 3_600_000, 1_000, 5, 51)
-            + &records(9, s.now - 60_000, 1_000, 5, 52),
-    );
-    s.sync_trim_with_grace("30m", "60s");
+    born_and_archived_while_paused(&s, &server, "60s");
     let lines = |s: &Setup| s.dir.read("cfn-metrics-9.jsonl").lines().count();
     assert_eq!(lines(&s), 10, "a trim took records synced a moment ago");
-    assert_eq!(send_signal(pid, "CONT"), 0);
     wait_for_histogram_records(&server, before + 10.0);
     // Once read, the trim may take them, and the server follows it.
     s.sync_trim_with_grace("30m", "0s");
@@ -532,15 +539,7 @@ fn a_replayed_shard_synced_before_the_server_looked_stays_until_it_has_read_it()
 fn a_shard_trimmed_before_it_was_first_read_is_said_not_silently_dropped() {
     let s = Setup::new();
     let server = s.serve(false);
-    let pid = server.child.id() as i32;
-    assert_eq!(send_signal(pid, "STOP"), 0);
-    s.dir.write(
-        "cfn-metrics-9.jsonl",
-        records(9, s.now - 30 * 3_600_000, 1_000, 5, 51)
-            + &records(9, s.now - 60_000, 1_000, 5, 52),
-    );
-    s.sync_trim("30m");
-    assert_eq!(send_signal(pid, "CONT"), 0);
+    born_and_archived_while_paused(&s, &server, "0s");
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while !server
         .said()
