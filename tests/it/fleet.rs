@@ -375,12 +375,12 @@ impl Alertmanager {
             "prometheus-alertmanager",
             "Debian package prometheus-alertmanager",
         )?;
-        Some(Self::start_with(&bin, receiver, "2s"))
+        Some(Self::start_with(&bin, receiver, Duration::from_secs(2)))
     }
 
     /// Alertmanager `bin` grouping by alertname, waiting `group_wait` before a group's first
     /// notification.
-    pub(crate) fn start_with(bin: &Path, receiver: &str, group_wait: &str) -> Self {
+    pub(crate) fn start_with(bin: &Path, receiver: &str, group_wait: Duration) -> Self {
         let mut am = Self {
             child: None,
             bin: bin.to_path_buf(),
@@ -390,9 +390,11 @@ impl Alertmanager {
         };
         am.dir.write(
             "am.yml",
-            format!(
-                "route:\n  group_by: [alertname]\n  group_wait: {group_wait}\n  group_interval: 1s\n  repeat_interval: 1h\n  receiver: hook\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {}/hook\n        send_resolved: true\n",
-                am.receiver
+            cfn_testkit::alertmanager::config(
+                &am.receiver,
+                group_wait,
+                Duration::from_secs(1),
+                "1h",
             ),
         );
         am.run();
@@ -401,17 +403,8 @@ impl Alertmanager {
 
     /// Starts (again) on the same port and storage.
     fn run(&mut self) {
-        let child = std::process::Command::new(&self.bin)
-            .arg(format!(
-                "--config.file={}",
-                self.dir.join("am.yml").display()
-            ))
-            .arg(format!(
-                "--storage.path={}",
-                self.dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            .arg("--cluster.listen-address=")
+        let listen = format!("127.0.0.1:{}", self.port);
+        let child = cfn_testkit::alertmanager::command(&self.bin, self.dir.path(), &listen)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -397,7 +397,8 @@ fn five_hundred_agents_ten_stopped_or_killed_one_grouped_notification_every_view
     };
     let chromium = peer("chromium", "Debian package chromium");
     let receiver = cfn_testkit::MockServer::start(|_, _| cfn_testkit::reply(200, "ok"));
-    let am = crate::fleet::Alertmanager::start_with(&am_bin, &receiver.url(), "5s");
+    let am =
+        crate::fleet::Alertmanager::start_with(&am_bin, &receiver.url(), Duration::from_secs(5));
     let dir = TestDir::new();
     std::fs::create_dir_all(dir.join("state/textfile")).unwrap();
 
@@ -661,7 +662,8 @@ fn a_host_whose_analysis_stopped_fires_through_a_real_prometheus_and_alertmanage
     );
 
     let receiver = cfn_testkit::MockServer::start(|_, _| cfn_testkit::reply(200, "ok"));
-    let am = crate::fleet::Alertmanager::start_with(&am_bin, &receiver.url(), "1s");
+    let am =
+        crate::fleet::Alertmanager::start_with(&am_bin, &receiver.url(), Duration::from_secs(1));
     let dir = TestDir::new();
     // The textfile as cfn-analyze left it an hour ago: the analysis stopped.
     let textfile = dir.write("textfile/cfn.prom", "cfn_agents{state=\"active\"} 3\n");

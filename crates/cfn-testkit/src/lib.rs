@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 
 pub mod accuracy;
+pub mod alertmanager;
 pub mod browser;
 pub mod gendata;
 pub mod s3;

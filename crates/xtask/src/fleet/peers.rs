@@ -154,11 +154,7 @@ impl Alertmanager {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
             dir.join("am.yml"),
-            format!(
-                "route:\n  group_by: [alertname]\n  group_wait: {}ms\n  group_interval: {}ms\n  repeat_interval: 4h\n  receiver: hook\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {receiver}/hook\n        send_resolved: true\n",
-                group_wait.as_millis(),
-                group_interval.as_millis()
-            ),
+            cfn_testkit::alertmanager::config(receiver, group_wait, group_interval, "4h"),
         )?;
         let mut am = Alertmanager {
             child: None,
@@ -180,26 +176,17 @@ impl Alertmanager {
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut child = Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                self.dir.join("am.yml").display()
-            ))
-            .arg(format!(
-                "--storage.path={}",
-                self.dir.join("data").display()
-            ))
-            .arg(format!(
-                "--web.listen-address={}:{}",
-                super::net::bridge_ip(),
-                self.port
-            ))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("prometheus-alertmanager (Debian package prometheus-alertmanager)")?;
+        let listen = format!("{}:{}", super::net::bridge_ip(), self.port);
+        let mut child = cfn_testkit::alertmanager::command(
+            Path::new("prometheus-alertmanager"),
+            &self.dir,
+            &listen,
+        )
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("prometheus-alertmanager (Debian package prometheus-alertmanager)")?;
         wait_ready(
             &format!("{}/-/ready", self.url()),
             &mut child,
