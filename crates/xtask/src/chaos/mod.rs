@@ -85,6 +85,9 @@ pub(crate) struct Run {
     pub(crate) held: AtomicBool,
     /// When the power last went (ms since the run began).
     pub(crate) powered_off_at: AtomicU64,
+    /// The host's link is down (a fleet fault): the harness cannot reach its cfn-serve, so
+    /// a restart due meanwhile waits for the link.
+    pub(crate) cut_off: AtomicBool,
     /// Writes under way (a hold waits for them).
     pub(crate) inflight: AtomicU64,
     pub(crate) seqs: Vec<AtomicU64>,
@@ -123,6 +126,7 @@ impl Run {
             off: AtomicBool::new(false),
             held: AtomicBool::new(false),
             powered_off_at: AtomicU64::new(0),
+            cut_off: AtomicBool::new(false),
             inflight: AtomicU64::new(0),
             emitted: Mutex::default(),
             serve_starts: Mutex::default(),
@@ -626,7 +630,9 @@ pub(crate) fn server(run: &Run) -> anyhow::Result<Serve> {
             Err(_) => run.exits.add("cfn-serve did not answer"),
         }
         let due = run.duration.mul_f64(0.25 * f64::from(restarts + 1));
-        if restarts < 3 && run.started.elapsed() > due {
+        // A restart while the harness cannot reach the host would wait for the link, past
+        // start_serve's deadline when a cut outlasts it (the 30-minute fleet run's 540 s).
+        if restarts < 3 && run.started.elapsed() > due && !run.cut_off.load(Ordering::SeqCst) {
             serve = run.with_writers_held(|| -> anyhow::Result<Serve> {
                 let _ = serve.child.kill();
                 let _ = serve.child.wait();

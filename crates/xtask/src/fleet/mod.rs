@@ -549,7 +549,14 @@ fn fault(fleet: &Fleet, what: &str) -> anyhow::Result<()> {
     let name = |h: usize| fleet.hosts[h].name().to_string();
     match what {
         "link_down" | "link_up" => {
+            let cut = &fleet.hosts[p.cut.0].run.cut_off;
+            if what == "link_down" {
+                cut.store(true, Ordering::SeqCst);
+            }
             fleet.net.set_link(p.cut.0, what == "link_up")?;
+            if what == "link_up" {
+                cut.store(false, Ordering::SeqCst);
+            }
             fleet
                 .timeline
                 .add(clock, format!("{what} {}", name(p.cut.0)));
